@@ -1,0 +1,303 @@
+"""Every knob of gpushop in one typed table: its name, env var, default and meaning.
+
+Values come from, in order of precedence: the environment, the TOML config file, the default.
+`gpushop config` prints each effective value with where it came from, so docs and behaviour can
+never drift apart (the earlier implementation's README named env vars that did not exist).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+
+from gpushop_tui.errors import ConfigError, DataDirError
+
+APP_NAME = "gpushop"
+Source = Literal["default", "env", "file"]
+
+
+def _knob(default: Any, env: str, meaning: str, *, in_file: bool = True, **constraints: Any) -> Any:
+    """A setting: its default, the env var that overrides it, and one line saying what it does."""
+    return Field(
+        default,
+        description=meaning,
+        json_schema_extra={"env": env, "in_file": in_file},
+        **constraints,
+    )
+
+
+class Settings(BaseModel):
+    """The effective configuration of one gpushop process."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    home: Path | None = _knob(
+        None,
+        "GPUSHOP_HOME",
+        "Data directory (sessions DB, SSH keys, logs); default is the platform's user data dir.",
+        in_file=False,
+    )
+    config_file: Path | None = _knob(
+        None,
+        "GPUSHOP_CONFIG",
+        "TOML config file; default is config.toml in GPUSHOP_HOME or the user config dir.",
+        in_file=False,
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _knob(
+        "INFO", "GPUSHOP_LOG_LEVEL", "Level of the log file."
+    )
+    vastai_api_url: str = _knob(
+        "https://console.vast.ai/api/v0",
+        "VASTAI_API_URL",
+        "Vast.ai API base (ends in /api/v0; the v1 list endpoint is derived from it).",
+    )
+    tensordock_api_url: str = _knob(
+        "https://dashboard.tensordock.com/api/v2", "TENSORDOCK_API_URL", "TensorDock v2 API base."
+    )
+    bluelobster_api_url: str = _knob(
+        "https://api.bluelobster.ai/api/v1", "BLUELOBSTER_API_URL", "Blue Lobster API base."
+    )
+    http_timeout_s: float = _knob(
+        30.0, "GPUSHOP_HTTP_TIMEOUT_S", "Timeout of one provider HTTP call, seconds.", gt=0
+    )
+    ssh_connect_timeout_s: float = _knob(
+        15.0,
+        "GPUSHOP_SSH_CONNECT_TIMEOUT_S",
+        "Timeout of one SSH connection attempt, seconds.",
+        gt=0,
+    )
+    inventory_refresh_s: float = _knob(
+        60.0,
+        "GPUSHOP_INVENTORY_REFRESH_S",
+        "How often the offer menu is refreshed, seconds.",
+        gt=0,
+    )
+    supervisor_tick_s: float = _knob(
+        15.0,
+        "GPUSHOP_SUPERVISOR_TICK_S",
+        "How often the supervisor re-reads sessions and enforces deadlines, seconds.",
+        gt=0,
+    )
+    reconcile_interval_s: float = _knob(
+        120.0,
+        "GPUSHOP_RECONCILE_INTERVAL_S",
+        "How often each provider's instance list is compared with our sessions, seconds.",
+        gt=0,
+    )
+    lease_ttl_s: float = _knob(
+        60.0,
+        "GPUSHOP_LEASE_TTL_S",
+        "How long the supervisor lease lasts unless renewed; a dead holder frees it after this.",
+        gt=0,
+    )
+    destroy_backoff_max_s: float = _knob(
+        300.0,
+        "GPUSHOP_DESTROY_BACKOFF_MAX_S",
+        "Longest wait between retries of a failing destroy (retries never stop).",
+        gt=0,
+    )
+    hard_max_hours: float = _knob(
+        12.0,
+        "GPUSHOP_HARD_MAX_HOURS",
+        "Hard limit on an instance's life from its create call; needs an audited override.",
+        gt=0,
+    )
+    default_reservation_hours: float = _knob(
+        1.0,
+        "GPUSHOP_DEFAULT_RESERVATION_HOURS",
+        "Reservation when a rental names none, hours.",
+        gt=0,
+    )
+    default_idle_timeout_min: float = _knob(
+        30.0,
+        "GPUSHOP_DEFAULT_IDLE_TIMEOUT_MIN",
+        "Minutes of every signal idle before a session is stopped; 0 disables idle stops.",
+        ge=0,
+    )
+    idle_gpu_util_pct: float = _knob(
+        5.0,
+        "GPUSHOP_IDLE_GPU_UTIL_PCT",
+        "GPU utilization below which a GPU counts as idle, %.",
+        ge=0,
+        le=100,
+    )
+    vastai_provision_budget_s: float = _knob(
+        900.0,
+        "GPUSHOP_VASTAI_PROVISION_BUDGET_S",
+        "Longest a Vast.ai session may take to become ready before it is failed and destroyed.",
+        gt=0,
+    )
+    tensordock_provision_budget_s: float = _knob(
+        900.0,
+        "GPUSHOP_TENSORDOCK_PROVISION_BUDGET_S",
+        "Same for TensorDock (cloud-init alone takes about 90 s).",
+        gt=0,
+    )
+    bluelobster_provision_budget_s: float = _knob(
+        2400.0,
+        "GPUSHOP_BLUELOBSTER_PROVISION_BUDGET_S",
+        "Same for Blue Lobster (a driver rebuild can take 30 min).",
+        gt=0,
+    )
+    budget_monthly_usd: float = _knob(
+        0.0, "GPUSHOP_BUDGET_MONTHLY_USD", "Global monthly spend limit, USD; 0 means none.", ge=0
+    )
+    budget_max_concurrent: int = _knob(
+        0, "GPUSHOP_BUDGET_MAX_CONCURRENT", "Most sessions open at once; 0 means no limit.", ge=0
+    )
+    budget_max_burn_usd_per_h: float = _knob(
+        0.0,
+        "GPUSHOP_BUDGET_MAX_BURN_USD_PER_H",
+        "Most USD per hour of everything running; 0 means no limit.",
+        ge=0,
+    )
+    low_balance_usd: float = _knob(
+        5.0, "GPUSHOP_LOW_BALANCE_USD", "Provider balance below which a rental warns, USD.", ge=0
+    )
+    webhook_url: str | None = _knob(
+        None, "GPUSHOP_WEBHOOK_URL", "Where alerts are POSTed (signed JSON); unset means none."
+    )
+
+    _sources: dict[str, Source] = PrivateAttr(default_factory=dict)
+
+    def source(self, name: str) -> Source:
+        """Where the value of setting `name` came from."""
+        return self._sources.get(name, "default")
+
+    @property
+    def paths(self) -> Paths:
+        """Where this process keeps its files."""
+        return Paths.resolve(self.home, self.config_file)
+
+    def describe(self) -> list[SettingRow]:
+        """Every setting with its env var, effective value, source and meaning."""
+        rows = []
+        for name, field in type(self).model_fields.items():
+            extra = field.json_schema_extra
+            assert isinstance(extra, dict)
+            rows.append(
+                SettingRow(
+                    name=name,
+                    env=str(extra["env"]),
+                    value=getattr(self, name),
+                    source=self.source(name),
+                    meaning=field.description or "",
+                )
+            )
+        return rows
+
+
+@dataclass(frozen=True)
+class SettingRow:
+    """One line of `gpushop config`."""
+
+    name: str
+    env: str
+    value: Any
+    source: Source
+    meaning: str
+
+
+@dataclass(frozen=True)
+class Paths:
+    """The files and directories of one installation."""
+
+    data_dir: Path
+    keys_dir: Path
+    db_file: Path
+    log_dir: Path
+    log_file: Path
+    config_file: Path
+
+    @classmethod
+    def resolve(cls, home: Path | None, config_file: Path | None) -> Paths:
+        """`home` (GPUSHOP_HOME) holds everything when set; otherwise the platform's dirs."""
+        if home is not None:
+            data_dir = home.expanduser()
+            log_dir = data_dir / "logs"
+            default_config = data_dir / "config.toml"
+        else:
+            data_dir = Path(platformdirs.user_data_dir(APP_NAME))
+            log_dir = Path(platformdirs.user_log_dir(APP_NAME))
+            default_config = Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
+        return cls(
+            data_dir=data_dir,
+            keys_dir=data_dir / "keys",
+            db_file=data_dir / "gpushop.db",
+            log_dir=log_dir,
+            log_file=log_dir / "gpushop.log",
+            config_file=config_file.expanduser() if config_file else default_config,
+        )
+
+    def prepare(self) -> None:
+        """Create the private directories (0700), or say in one sentence why we cannot."""
+        for directory in (self.data_dir, self.keys_dir, self.log_dir):
+            try:
+                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                if not os.access(directory, os.R_OK | os.W_OK | os.X_OK):
+                    raise PermissionError(13, "Permission denied")
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                raise DataDirError(
+                    f"data directory {directory} cannot be used: {reason} "
+                    "(set GPUSHOP_HOME to a writable directory)"
+                ) from None
+        for directory in (self.data_dir, self.keys_dir):
+            directory.chmod(0o700)
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from `environ` (default: the process environment) and the config file."""
+    env = os.environ if environ is None else environ
+    fields = Settings.model_fields
+    values: dict[str, Any] = {}
+    sources: dict[str, Source] = {}
+    origin: dict[str, str] = {}
+
+    for name, field in fields.items():
+        env_name = str(field.json_schema_extra["env"])  # type: ignore[index]
+        if env.get(env_name, "") != "":
+            values[name], sources[name], origin[name] = env[env_name], "env", env_name
+
+    paths = Paths.resolve(
+        Path(values["home"]) if "home" in values else None,
+        Path(values["config_file"]) if "config_file" in values else None,
+    )
+    for name, value in _read_config_file(paths.config_file).items():
+        field = fields.get(name)
+        if field is None or not field.json_schema_extra["in_file"]:  # type: ignore[index]
+            raise ConfigError(f"{paths.config_file}: unknown setting '{name}'")
+        if name not in values:
+            values[name], sources[name], origin[name] = value, "file", str(paths.config_file)
+
+    try:
+        settings = Settings(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0])
+        raise ConfigError(
+            f"setting {name} from {origin.get(name, 'defaults')} = {first.get('input')!r}: "
+            f"{first['msg']}"
+        ) from None
+    settings._sources.update(sources)
+    return settings
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    """The TOML config file as a dict; absent means empty, unreadable or invalid is an error."""
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None

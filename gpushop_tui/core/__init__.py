@@ -1,0 +1,1 @@
+"""The core: business rules behind the one façade every face calls, `Shopper`."""

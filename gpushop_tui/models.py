@@ -1,0 +1,289 @@
+"""The domain, as pydantic v2 models validated wherever data crosses an edge.
+
+DESIGN.md §2: an `Offer` is one rentable configuration normalized across providers; a `Session`
+is one rental with two state fields that are never folded into one: `status` (what the user
+sees) and `instance` (what exists at the provider, and so what bills).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    model_validator,
+)
+
+from gpushop_tui.clock import utc
+
+UtcDatetime = Annotated[datetime, AfterValidator(utc)]
+"""A timezone-aware instant, normalized to UTC; naive datetimes are rejected."""
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _consumer_name(value: str) -> str:
+    if not _NAME_RE.match(value):
+        raise ValueError(
+            "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return value
+
+
+ConsumerId = Annotated[str, AfterValidator(_consumer_name)]
+"""Who a session is for (a person, a pipeline, a service): a short safe name."""
+
+PROVIDERS: tuple[str, ...] = ("vastai", "tensordock", "bluelobster")
+ProviderName = Literal["vastai", "tensordock", "bluelobster"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SessionStatus(StrEnum):
+    """What the user sees of a rental."""
+
+    PENDING = "pending"
+    PROVISIONING = "provisioning"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (SessionStatus.STOPPED, SessionStatus.FAILED)
+
+
+class InstanceState(StrEnum):
+    """What exists at the provider (and so what may be billing)."""
+
+    NONE = "none"
+    CREATING = "creating"
+    LIVE = "live"
+    DESTROYING = "destroying"
+    GONE = "gone"
+    UNKNOWN = "unknown"
+
+    @property
+    def absent(self) -> bool:
+        """True only when we know nothing exists: never created, or confirmed gone."""
+        return self in (InstanceState.NONE, InstanceState.GONE)
+
+
+class StoragePolicy(StrEnum):
+    """What `done` does to the instance: destroy it, or stop it and keep its disk."""
+
+    DESTROY = "destroy"
+    KEEP = "keep"
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+    CRITICAL = "critical"
+
+
+class Offer(_Model):
+    """One rentable configuration, normalized across providers."""
+
+    id: str = Field(description="'<provider>:<provider offer id>'")
+    provider: ProviderName
+    gpu_name: str = Field(min_length=1, description="Canonical name, e.g. 'RTX 4090'.")
+    gpu_count: int = Field(ge=1)
+    vram_gb: float = Field(gt=0, description="Per GPU, the card's real size.")
+    price_per_hour: float = Field(ge=0, description="Total USD/h, storage included.")
+    vcpus: float | None = Field(default=None, ge=0)
+    ram_gb: float | None = Field(default=None, ge=0)
+    disk_gb: float | None = Field(default=None, ge=0)
+    region: str | None = None
+    country: str | None = Field(default=None, description="ISO 3166 alpha-2 where known.")
+    reliability: float | None = Field(default=None, ge=0, le=1)
+    cuda: float | None = Field(default=None, ge=0, description="Highest CUDA the host supports.")
+    inet_down_mbps: float | None = Field(default=None, ge=0)
+    interruptible: bool = False
+    fetched_at: UtcDatetime
+    raw: dict[str, Any] = Field(default_factory=dict, repr=False)
+
+    @property
+    def price_per_gpu_hour(self) -> float:
+        return self.price_per_hour / self.gpu_count
+
+    @model_validator(mode="after")
+    def _id_names_provider(self) -> Offer:
+        prefix = f"{self.provider}:"
+        if not self.id.startswith(prefix) or len(self.id) == len(prefix):
+            raise ValueError(f"offer id {self.id!r} must look like '{prefix}<provider offer id>'")
+        return self
+
+    @property
+    def provider_offer_id(self) -> str:
+        return self.id.split(":", 1)[1]
+
+
+OfferSort = Literal["price", "price_per_gpu", "price_per_vram", "vram", "reliability"]
+
+
+class OfferQuery(_Model):
+    """A filter over the offer menu; every bound is optional and inclusive."""
+
+    gpu: str | None = Field(default=None, description="GPU name or part of it, e.g. '4090'.")
+    providers: tuple[ProviderName, ...] = ()
+    min_gpus: int | None = Field(default=None, ge=1)
+    max_gpus: int | None = Field(default=None, ge=1)
+    min_vram_gb: float | None = Field(default=None, gt=0)
+    max_price: float | None = Field(default=None, gt=0, description="USD/h for the whole offer.")
+    region: str | None = None
+    min_reliability: float | None = Field(default=None, ge=0, le=1)
+    min_cuda: float | None = Field(default=None, ge=0)
+    include_interruptible: bool = False
+    sort: OfferSort = "price"
+    descending: bool = False
+    limit: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _bounds_ordered(self) -> OfferQuery:
+        if self.min_gpus and self.max_gpus and self.min_gpus > self.max_gpus:
+            raise ValueError(f"min_gpus {self.min_gpus} is above max_gpus {self.max_gpus}")
+        return self
+
+
+class Session(_Model):
+    """One rental, from the pending row to the provider's word that the instance is gone."""
+
+    id: str = Field(pattern=r"^[a-z0-9]{6,32}$")
+    consumer: ConsumerId
+    provider: ProviderName
+    offer_id: str
+    offer: Offer = Field(description="The offer as it was when rented.")
+    label: str = Field(description="'gpushop-<install id>-<session id>', set on the instance.")
+    instance_id: str | None = None
+    status: SessionStatus = SessionStatus.PENDING
+    instance: InstanceState = InstanceState.NONE
+    ssh_host: str | None = None
+    ssh_port: int | None = Field(default=None, ge=1, le=65535)
+    ssh_user: str | None = None
+    key_path: str | None = None
+    host_key: str | None = Field(default=None, description="Pinned on first contact.")
+    workload: str = "interactive"
+    reservation_hours: float = Field(gt=0)
+    expires_at: UtcDatetime
+    hard_max_at: UtcDatetime
+    hard_max_override: str | None = Field(default=None, description="Audited reason, if any.")
+    idle_timeout_min: float = Field(default=30.0, ge=0, description="0 disables idle stops.")
+    storage_policy: StoragePolicy = StoragePolicy.DESTROY
+    price_per_hour: float | None = Field(default=None, ge=0, description="Rate actually charged.")
+    created_at: UtcDatetime
+    state_entered_at: UtcDatetime
+    instance_created_at: UtcDatetime | None = None
+    instance_gone_at: UtcDatetime | None = None
+    error: str | None = None
+    request_id: str | None = Field(default=None, max_length=128)
+    version: int = Field(default=0, ge=0, description="Bumped by every stored change.")
+
+    @property
+    def closed(self) -> bool:
+        """Closed only when terminal and nothing exists at the provider; else supervised."""
+        return self.status.terminal and self.instance.absent
+
+    @model_validator(mode="after")
+    def _deadlines_ordered(self) -> Session:
+        if self.expires_at > self.hard_max_at and self.hard_max_override is None:
+            raise ValueError("expires_at is past hard_max_at without an override reason")
+        return self
+
+
+class InstanceStatus(_Model):
+    """An instance as its provider reports it right now."""
+
+    provider: ProviderName
+    instance_id: str
+    label: str | None = None
+    state: str = Field(description="The provider's own status word, kept verbatim.")
+    running: bool
+    ssh_host: str | None = None
+    ssh_port: int | None = Field(default=None, ge=1, le=65535)
+    price_per_hour: float | None = Field(default=None, ge=0)
+    started_at: UtcDatetime | None = None
+    raw: dict[str, Any] = Field(default_factory=dict, repr=False)
+
+
+class AuditEvent(_Model):
+    """One line of the audit log: what happened, to which session, how bad."""
+
+    id: int | None = None
+    at: UtcDatetime
+    kind: str = Field(min_length=1, max_length=64)
+    severity: Severity = Severity.INFO
+    session_id: str | None = None
+    message: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class CostKind(StrEnum):
+    COMPUTE = "compute"
+    STORAGE = "storage"
+
+
+class CostEntry(_Model):
+    """A stretch of time billed at one rate; open (`ended_at` None) while it is still billing."""
+
+    id: int | None = None
+    session_id: str
+    consumer: ConsumerId
+    provider: ProviderName
+    gpu_name: str
+    kind: CostKind = CostKind.COMPUTE
+    rate_per_hour: float = Field(ge=0)
+    started_at: UtcDatetime
+    ended_at: UtcDatetime | None = None
+
+    def amount(self, until: datetime) -> float:
+        """USD accrued up to `until` (or the entry's end), per second, never negative."""
+        end = self.ended_at if self.ended_at is not None else utc(until)
+        return max(0.0, (end - self.started_at).total_seconds()) * self.rate_per_hour / 3600
+
+
+class BudgetKind(StrEnum):
+    MONTHLY_SPEND = "monthly_spend"
+    CONCURRENT_SESSIONS = "concurrent_sessions"
+    BURN_RATE = "burn_rate"
+
+
+class BudgetAction(StrEnum):
+    WARN = "warn"
+    BLOCK = "block"
+    STOP = "stop"
+
+
+class Budget(_Model):
+    """A limit that acts: per consumer, or global when `consumer` is None."""
+
+    id: int | None = None
+    consumer: ConsumerId | None = None
+    kind: BudgetKind
+    limit: float = Field(gt=0, description="USD/month, sessions, or USD/h, by kind.")
+    action: BudgetAction = BudgetAction.WARN
+
+
+class Benchmark(_Model):
+    """Measured LLM inference throughput of one GPU configuration on one model."""
+
+    id: int | None = None
+    gpu_name: str = Field(min_length=1)
+    gpu_count: int = Field(default=1, ge=1)
+    model: str = Field(min_length=1)
+    tokens_per_second: float = Field(gt=0)
+    runtime: str | None = None
+    provider: str | None = None
+    price_per_hour: float | None = Field(default=None, ge=0)
+    measured_at: UtcDatetime | None = None
+    source: str = "measured"

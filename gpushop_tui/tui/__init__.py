@@ -1,0 +1,1 @@
+"""The Textual face: a keyboard-first cockpit over `Shopper`."""
