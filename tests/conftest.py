@@ -1,0 +1,79 @@
+"""Shared fixtures: every test gets its own data dir, a test keyring and no real credentials."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import keyring
+import pytest
+
+from gpushop_tui.clock import FakeClock
+from gpushop_tui.config import Settings, load_settings
+from gpushop_tui.secrets import CREDENTIAL_ENV
+from gpushop_tui.store import Store
+from tests.support.file_keyring import FileKeyring
+
+ROOT = Path(__file__).resolve().parent.parent
+FILE_KEYRING = "tests.support.file_keyring.FileKeyring"
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private GPUSHOP_HOME and file keyring; no gpushop or provider env vars leak in."""
+    for name in list(os.environ):
+        if (
+            name.startswith("GPUSHOP_")
+            or name in CREDENTIAL_ENV.values()
+            or name.endswith("_API_URL")
+        ):
+            monkeypatch.delenv(name)
+    home = tmp_path / "home"
+    monkeypatch.setenv("GPUSHOP_HOME", str(home))
+    monkeypatch.setenv("GPUSHOP_TEST_KEYRING", str(tmp_path / "keyring.json"))
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", FILE_KEYRING)
+    previous = keyring.get_keyring()
+    keyring.set_keyring(FileKeyring())
+    yield home
+    keyring.set_keyring(previous)
+
+
+@pytest.fixture
+def settings(isolated_env: Path) -> Settings:
+    return load_settings()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def store(settings: Settings) -> AsyncIterator[Store]:
+    settings.paths.prepare()
+    opened = await Store.open(settings.paths.db_file)
+    yield opened
+    await opened.aclose()
+
+
+def run_gpushop(
+    *args: str, stdin: str = "", env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `gpushop` entry point in a child process, as a user would."""
+    child_env = os.environ.copy()
+    child_env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(ROOT), child_env.get("PYTHONPATH", "")])
+    )
+    child_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "gpushop_tui", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=child_env,
+        timeout=timeout,
+        check=False,
+    )

@@ -1,0 +1,64 @@
+"""A second process writing to the same database, for the compare-and-set tests.
+
+Usage: python -m tests.support.cas_worker DB MODE NAME [SESSION_ID ...]
+Prints "ready", waits for one line on stdin (so two workers start together), works, then
+prints a JSON result line.
+  claim     try pending -> provisioning on each session; result: the ids this worker won.
+  increment add 1 to idle_timeout_min of the session 200 times, re-reading on conflict;
+            result: how many compare-and-set attempts lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from gpushop_tui.models import InstanceState, SessionStatus
+from gpushop_tui.store import Store
+
+INCREMENTS = 200
+
+
+async def main(db: str, mode: str, name: str, session_ids: list[str]) -> None:
+    store = await Store.open(Path(db))
+    print("ready", flush=True)
+    sys.stdin.readline()
+    result: object
+    if mode == "claim":
+        won = []
+        for session_id in session_ids:
+            claimed = await store.update_session(
+                session_id,
+                {"status": SessionStatus.PENDING},
+                status=SessionStatus.PROVISIONING,
+                instance=InstanceState.CREATING,
+                workload=name,
+                state_entered_at=datetime.now(UTC),
+            )
+            if claimed is not None:
+                won.append(session_id)
+        result = won
+    else:
+        lost = 0
+        for _ in range(INCREMENTS):
+            while True:
+                current = await store.get_session(session_ids[0])
+                assert current is not None
+                updated = await store.update_session(
+                    current.id,
+                    {"version": current.version},
+                    idle_timeout_min=current.idle_timeout_min + 1,
+                )
+                if updated is not None:
+                    break
+                lost += 1
+        result = lost
+    await store.aclose()
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]))

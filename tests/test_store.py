@@ -1,0 +1,198 @@
+"""The store: migrations, file safety, sessions with compare-and-set, audit, leases."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from gpushop_tui.clock import FakeClock
+from gpushop_tui.config import Settings
+from gpushop_tui.errors import DataDirError
+from gpushop_tui.models import AuditEvent, InstanceState, SessionStatus, Severity
+from gpushop_tui.store import Store
+from gpushop_tui.store.db import migrations
+from tests.support.factories import make_session
+
+EXPECTED_TABLES = {
+    "meta",
+    "sessions",
+    "audit",
+    "cost_entries",
+    "budgets",
+    "budget_alerts",
+    "benchmarks",
+    "offer_failures",
+    "leases",
+}
+
+
+async def test_migrates_an_empty_database(store: Store) -> None:
+    assert await store.schema_version() == migrations()[-1][0]
+    assert await store.tables() >= EXPECTED_TABLES
+
+
+async def test_reopen_keeps_data_and_install_id(settings: Settings, clock: FakeClock) -> None:
+    settings.paths.prepare()
+    first = await Store.open(settings.paths.db_file)
+    session = make_session(clock.now(), first.install_id)
+    await first.insert_session(session)
+    install_id = first.install_id
+    await first.aclose()
+
+    second = await Store.open(settings.paths.db_file)
+    try:
+        assert second.install_id == install_id
+        assert await second.schema_version() == migrations()[-1][0]
+        assert await second.get_session(session.id) == session
+    finally:
+        await second.aclose()
+
+
+async def test_refuses_a_database_from_a_newer_gpushop(settings: Settings) -> None:
+    settings.paths.prepare()
+    with sqlite3.connect(settings.paths.db_file) as conn:
+        conn.execute("PRAGMA user_version = 999")
+    with pytest.raises(DataDirError, match="newer than this gpushop"):
+        await Store.open(settings.paths.db_file)
+
+
+async def test_database_file_is_private_and_in_wal_mode(store: Store) -> None:
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+    with sqlite3.connect(store.path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_unopenable_database_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(DataDirError, match="cannot be opened"):
+        await Store.open(blocker / "gpushop.db")
+
+
+async def test_install_ids_differ_between_data_dirs(tmp_path: Path) -> None:
+    one = await Store.open(tmp_path / "one.db")
+    two = await Store.open(tmp_path / "two.db")
+    try:
+        assert len(one.install_id) == 8
+        assert one.install_id != two.install_id
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
+async def test_compare_and_set_applies_only_when_expectations_hold(
+    store: Store, clock: FakeClock
+) -> None:
+    session = make_session(clock.now())
+    await store.insert_session(session)
+    later = clock.now() + timedelta(seconds=5)
+
+    moved = await store.update_session(
+        session.id,
+        {"status": SessionStatus.PENDING},
+        status=SessionStatus.PROVISIONING,
+        instance=InstanceState.CREATING,
+        state_entered_at=later,
+    )
+    assert moved is not None
+    assert moved.status == SessionStatus.PROVISIONING
+    assert moved.version == session.version + 1
+    assert moved.state_entered_at == later
+
+    stale = await store.update_session(
+        session.id,
+        {"status": SessionStatus.PENDING},
+        status=SessionStatus.FAILED,
+        state_entered_at=later,
+    )
+    assert stale is None
+    assert (await store.get_session(session.id)) == moved
+
+
+async def test_state_change_must_record_when_it_happened(store: Store, clock: FakeClock) -> None:
+    session = make_session(clock.now())
+    await store.insert_session(session)
+    with pytest.raises(ValueError, match="state_entered_at"):
+        await store.update_session(session.id, {}, status=SessionStatus.RUNNING)
+
+
+async def test_update_rejects_unknown_and_invalid_fields(store: Store, clock: FakeClock) -> None:
+    session = make_session(clock.now())
+    await store.insert_session(session)
+    with pytest.raises(ValueError, match="not session fields"):
+        await store.update_session(session.id, {}, id="other")
+    with pytest.raises(ValueError):
+        await store.update_session(session.id, {}, ssh_port=70000)
+    assert await store.get_session(session.id) == session
+
+
+async def test_request_id_is_unique(store: Store, clock: FakeClock) -> None:
+    first = make_session(clock.now(), request_id="req-1")
+    await store.insert_session(first)
+    assert await store.session_by_request_id("req-1") == first
+    with pytest.raises(sqlite3.IntegrityError):
+        await store.insert_session(make_session(clock.now(), request_id="req-1"))
+
+
+async def test_open_sessions_include_everything_that_may_bill(
+    store: Store, clock: FakeClock
+) -> None:
+    now = clock.now()
+    closed = make_session(now, status=SessionStatus.STOPPED, instance=InstanceState.GONE)
+    never_created = make_session(now, status=SessionStatus.FAILED, instance=InstanceState.NONE)
+    failed_but_live = make_session(now, status=SessionStatus.FAILED, instance=InstanceState.LIVE)
+    unknown = make_session(now, status=SessionStatus.STOPPED, instance=InstanceState.UNKNOWN)
+    running = make_session(now, status=SessionStatus.RUNNING, instance=InstanceState.LIVE)
+    for session in (closed, never_created, failed_but_live, unknown, running):
+        await store.insert_session(session)
+
+    open_ids = {s.id for s in await store.list_sessions(open_only=True)}
+    assert open_ids == {failed_but_live.id, unknown.id, running.id}
+    assert len(await store.list_sessions()) == 5
+    assert [s.id for s in await store.list_sessions(status=SessionStatus.RUNNING)] == [running.id]
+
+
+async def test_audit_round_trip(store: Store, clock: FakeClock) -> None:
+    session = make_session(clock.now())
+    await store.insert_session(session)
+    stored = await store.add_audit(
+        AuditEvent(
+            at=clock.now(),
+            kind="alert",
+            severity=Severity.WARNING,
+            session_id=session.id,
+            message="destroy failed",
+            data={"attempt": 3},
+        )
+    )
+    assert stored.id is not None
+    await store.add_audit(AuditEvent(at=clock.now(), kind="note", message="other"))
+    events = await store.list_audit(session_id=session.id)
+    assert events == [stored]
+    assert [e.message for e in await store.list_audit()] == ["destroy failed", "other"]
+    assert [e.message for e in await store.list_audit(after_id=stored.id)] == ["other"]
+
+
+async def test_lease_is_exclusive_until_it_expires(store: Store, clock: FakeClock) -> None:
+    now = clock.now()
+    assert await store.acquire_lease("supervisor", "tui-1", 100, now, ttl_s=60)
+    assert not await store.acquire_lease("supervisor", "cron-2", 200, now, ttl_s=60)
+    assert await store.acquire_lease("supervisor", "tui-1", 100, now + timedelta(seconds=30), 60)
+    lease = await store.get_lease("supervisor")
+    assert lease is not None
+    assert (lease.holder, lease.pid) == ("tui-1", 100)
+    assert lease.acquired_at == now
+    assert lease.expires_at == now + timedelta(seconds=90)
+
+    assert not await store.acquire_lease(
+        "supervisor", "cron-2", 200, now + timedelta(seconds=89), 60
+    )
+    assert await store.acquire_lease("supervisor", "cron-2", 200, now + timedelta(seconds=90), 60)
+    await store.release_lease("supervisor", "tui-1")
+    assert (await store.get_lease("supervisor")).holder == "cron-2"  # type: ignore[union-attr]
+    await store.release_lease("supervisor", "cron-2")
+    assert await store.get_lease("supervisor") is None

@@ -1,0 +1,40 @@
+"""The TUI opens over the core without blocking, and reports a broken set-up calmly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.widgets import Static
+
+from gpushop_tui.config import load_settings
+from gpushop_tui.secrets import SecretStore
+from gpushop_tui.tui.app import GpushopApp
+
+
+async def test_home_screen_shows_install_and_credentials(isolated_env: Path) -> None:
+    SecretStore({}).set("bluelobster", "bl-tui-secret-123")
+    app = GpushopApp(load_settings())
+    async with app.run_test() as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.shopper is not None
+        text = str(app.query_one("#welcome", Static).render())
+        assert f"install {app.shopper.install_id}" in text
+        assert "bluelobster  keyring" in text
+        assert "vastai       not set" in text
+        assert "bl-tui-secret-123" not in text
+        await pilot.press("q")
+    assert app.return_code == 0
+
+
+async def test_unusable_data_dir_shows_error_not_traceback(tmp_path: Path) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    app = GpushopApp(load_settings({"GPUSHOP_HOME": str(blocker / "home")}))
+    async with app.run_test() as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        welcome = app.query_one("#welcome", Static)
+        assert welcome.has_class("error")
+        assert "cannot be used: Not a directory" in str(welcome.render())
+        assert app.shopper is None
