@@ -189,10 +189,6 @@ class Store:
         assert row is not None
         return str(row[0])
 
-    async def tables(self) -> set[str]:
-        rows = await self._fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")
-        return {row[0] for row in rows}
-
     # -- sessions ---------------------------------------------------------------------------
 
     async def insert_session(self, session: Session) -> None:
