@@ -1,0 +1,83 @@
+"""The fault plan: what goes wrong, where, and how many times.
+
+HTTP faults are matched per provider and endpoint name (or "*") and consumed in order; node and
+lifecycle faults (destroys that do nothing, wrong GPUs, refused SSH) are per provider and read
+by the provider servers and the SSH nodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+FaultKind = Literal["latency", "status", "timeout", "malformed", "empty"]
+
+
+@dataclass
+class HttpFault:
+    """One HTTP misbehaviour.
+
+    latency: wait `delay_s` (real seconds), then answer normally.
+    status: answer `status` with `body` (plain text; Vast's 429 has no Retry-After).
+    timeout: hold the request for `delay_s` (default 3600 s) without answering.
+    malformed: answer 200 with a body that is not JSON.
+    empty: answer 200 with an empty body.
+    `times` None means every matching request; otherwise the fault is used up after `times`.
+    """
+
+    provider: str
+    endpoint: str = "*"
+    kind: FaultKind = "status"
+    status: int = 500
+    body: str = "Internal Server Error"
+    delay_s: float = 0.0
+    times: int | None = None
+
+
+@dataclass
+class NodeFaults:
+    """Per-provider faults of the instances created from now on."""
+
+    destroy_noop: int = 0
+    """The next N destroy calls are accepted (success answer) but change nothing."""
+    wrong_gpu: str | None = None
+    """New nodes report this GPU name instead of the offer's."""
+    old_cuda: float | None = None
+    """New nodes report this (older) CUDA version instead of the offer's."""
+    fewer_gpus: int | None = None
+    """New nodes report this many GPUs instead of the offer's count."""
+    ssh_refuse_s: float = 0.0
+    """New nodes refuse SSH auth for this many seconds after they boot."""
+
+
+@dataclass
+class FaultPlan:
+    http: list[HttpFault] = field(default_factory=list)
+    nodes: dict[str, NodeFaults] = field(default_factory=dict)
+
+    def add(self, fault: HttpFault) -> None:
+        self.http.append(fault)
+
+    def take(self, provider: str, endpoint: str) -> HttpFault | None:
+        """The first fault matching this request, consuming one use of it."""
+        for fault in self.http:
+            if fault.provider in (provider, "*") and fault.endpoint in (endpoint, "*"):
+                if fault.times is not None:
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        self.http.remove(fault)
+                return fault
+        return None
+
+    def node(self, provider: str) -> NodeFaults:
+        return self.nodes.setdefault(provider, NodeFaults())
+
+    def clear(self) -> None:
+        self.http.clear()
+        self.nodes.clear()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "http": [asdict(f) for f in self.http],
+            "nodes": {p: asdict(n) for p, n in self.nodes.items()},
+        }

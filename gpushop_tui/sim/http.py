@@ -1,0 +1,99 @@
+"""HTTP plumbing shared by the simulated providers: JSON answers, fault injection, serving."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gpushop_tui.sim.world import World
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    """JSON with a Content-Type of exactly `application/json` (the vastai client checks it)."""
+    return Response(json.dumps(data), status_code=status, media_type="application/json")
+
+
+async def apply_fault(world: World, provider: str, endpoint: str) -> Response | None:
+    """The response a matching fault forces, or None to answer normally (after any latency)."""
+    fault = world.faults.take(provider, endpoint)
+    if fault is None:
+        return None
+    if fault.kind == "latency":
+        await asyncio.sleep(fault.delay_s)
+        return None
+    if fault.kind == "timeout":
+        await asyncio.sleep(fault.delay_s or 3600)
+        return Response("", status_code=504)
+    if fault.kind == "malformed":
+        return Response('{"offers": [{"id": 1,', media_type="application/json")
+    if fault.kind == "empty":
+        return Response(b"", media_type="application/json")
+    return Response(fault.body, status_code=fault.status, media_type="text/plain")
+
+
+def endpoint(world: World, provider: str, name: str) -> Callable[[Handler], Handler]:
+    """Wrap a route handler so that the fault plan is consulted first."""
+
+    def wrap(handler: Handler) -> Handler:
+        async def guarded(request: Request) -> Response:
+            forced = await apply_fault(world, provider, name)
+            return forced if forced is not None else await handler(request)
+
+        return guarded
+
+    return wrap
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its signal handling: the embedding process owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class Served:
+    """A running loopback HTTP server."""
+
+    port: int
+    server: _Server
+    task: asyncio.Task[None]
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        await self.task
+
+
+async def serve(app: Starlette, port: int = 0) -> Served:
+    """Serve `app` on 127.0.0.1 (`port` 0 picks a free one) until `stop()`."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+    server = _Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    for _ in range(1000):
+        if server.started or task.done():
+            break
+        await asyncio.sleep(0.005)
+    if not server.started:
+        task.cancel()
+        raise RuntimeError("simulated provider server did not start")
+    return Served(sock.getsockname()[1], server, task)

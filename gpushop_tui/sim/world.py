@@ -1,0 +1,269 @@
+"""The simulated world: its clock, seed, credentials, fault plan and every instance ever created.
+
+Instance state is derived from the world clock at read time (no background tasks): an instance
+boots for `boot_s` after its create call, then runs until stopped or destroyed. Provider servers
+map this common life onto their own status words; SSH nodes read the same objects live, so a key
+attached through an API is accepted by the node at once. With a state dir, every change is saved,
+so a standalone simulator killed and restarted keeps its instances.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from gpushop_tui.clock import Clock, SystemClock
+from gpushop_tui.sim.faults import FaultPlan
+
+PROVIDERS = ("vastai", "tensordock", "bluelobster")
+SSH_USERS = {"vastai": "root", "tensordock": "user", "bluelobster": "ubuntu"}
+Phase = Literal["booting", "running", "stopped", "destroyed"]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How long an instance takes to boot, and how long its dpkg lock stays held after boot."""
+
+    boot_s: float
+    dpkg_lock_s: float
+
+
+TIMINGS: dict[str, dict[str, Timing]] = {
+    "fast": {
+        "vastai": Timing(boot_s=3, dpkg_lock_s=0),
+        "tensordock": Timing(boot_s=4, dpkg_lock_s=2),
+        "bluelobster": Timing(boot_s=5, dpkg_lock_s=3),
+    },
+    "real": {
+        "vastai": Timing(boot_s=240, dpkg_lock_s=0),
+        "tensordock": Timing(boot_s=90, dpkg_lock_s=150),
+        "bluelobster": Timing(boot_s=60, dpkg_lock_s=900),
+    },
+}
+
+
+@dataclass
+class SimInstance:
+    """One instance at one provider, with what its node will report about itself."""
+
+    provider: str
+    id: str
+    offer_id: str
+    label: str
+    gpu_name: str
+    gpu_count: int
+    vram_mb: int
+    cuda: float
+    price_per_hour: float
+    created_at: float
+    boot_s: float
+    dpkg_lock_s: float
+    ssh_user: str
+    authorized_keys: list[str] = field(default_factory=list)
+    node_gpu_name: str = ""
+    node_gpu_count: int = 0
+    node_cuda: float = 0.0
+    driver: str = "550.54.15"
+    ssh_refuse_until: float = 0.0
+    gpu_util: int = 0
+    stopped: bool = False
+    destroyed_at: float | None = None
+    ssh_port: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def phase(self, now: float) -> Phase:
+        if self.destroyed_at is not None and now >= self.destroyed_at:
+            return "destroyed"
+        if self.stopped:
+            return "stopped"
+        return "running" if now >= self.created_at + self.boot_s else "booting"
+
+    def dpkg_locked(self, now: float) -> bool:
+        return now < self.created_at + self.boot_s + self.dpkg_lock_s
+
+
+class NodeHost(Protocol):
+    """Runs the SSH endpoints of instances (see `sim/node.py`)."""
+
+    async def attach(self, instance: SimInstance) -> int:
+        """Start (or restart) the node of `instance` on loopback; returns its port."""
+        ...
+
+    async def detach(self, instance: SimInstance) -> None:
+        """Stop the node of `instance`."""
+        ...
+
+
+class World:
+    """Everything the simulated providers share."""
+
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        clock: Clock | None = None,
+        timing: Literal["fast", "real"] = "fast",
+        state_dir: Path | None = None,
+        credit: float = 100.0,
+    ) -> None:
+        self.seed = seed
+        self.clock = clock or SystemClock()
+        self.timing = TIMINGS[timing]
+        self.state_dir = state_dir
+        self.faults = FaultPlan()
+        self.keys = {
+            p: f"sim-{p}-{random.Random(f'{seed}:key:{p}').getrandbits(64):016x}" for p in PROVIDERS
+        }
+        self.credit = credit
+        self.instances: dict[str, dict[str, SimInstance]] = {p: {} for p in PROVIDERS}
+        self.taken: dict[str, set[str]] = {p: set() for p in PROVIDERS}
+        self.counters: dict[str, int] = dict.fromkeys(PROVIDERS, 0)
+        self.nodes: NodeHost | None = None
+        if state_dir is not None:
+            self._load()
+
+    def now(self) -> float:
+        """World time as epoch seconds."""
+        return self.clock.now().timestamp()
+
+    def rng(self, provider: str, purpose: str = "offers") -> random.Random:
+        """A generator fixed by the seed, so offers are the same on every start."""
+        return random.Random(f"{self.seed}:{provider}:{purpose}")
+
+    def next_id(self, provider: str) -> int:
+        """A new id for `provider`, saved at once so that a restart never hands it out again."""
+        self.counters[provider] += 1
+        self.save()
+        return self.counters[provider]
+
+    async def create_instance(
+        self,
+        provider: str,
+        *,
+        instance_id: str,
+        offer_id: str,
+        label: str,
+        gpu_name: str,
+        gpu_count: int,
+        vram_mb: int,
+        cuda: float,
+        price_per_hour: float,
+        authorized_keys: list[str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> SimInstance:
+        """Record a new instance (booting from now), apply node faults, start its node."""
+        timing = self.timing[provider]
+        faults = self.faults.node(provider)
+        now = self.now()
+        instance = SimInstance(
+            provider=provider,
+            id=instance_id,
+            offer_id=offer_id,
+            label=label,
+            gpu_name=gpu_name,
+            gpu_count=gpu_count,
+            vram_mb=vram_mb,
+            cuda=cuda,
+            price_per_hour=price_per_hour,
+            created_at=now,
+            boot_s=timing.boot_s,
+            dpkg_lock_s=timing.dpkg_lock_s,
+            ssh_user=SSH_USERS[provider],
+            authorized_keys=list(authorized_keys or []),
+            node_gpu_name=faults.wrong_gpu or gpu_name,
+            node_gpu_count=faults.fewer_gpus or gpu_count,
+            node_cuda=faults.old_cuda or cuda,
+            ssh_refuse_until=now + timing.boot_s + faults.ssh_refuse_s,
+            extra=dict(extra or {}),
+        )
+        self.instances[provider][instance_id] = instance
+        self.taken[provider].add(offer_id)
+        if self.nodes is not None:
+            instance.ssh_port = await self.nodes.attach(instance)
+        self.save()
+        return instance
+
+    def get(self, provider: str, instance_id: str) -> SimInstance | None:
+        """The instance, destroyed or not; None if it never existed here."""
+        return self.instances[provider].get(instance_id)
+
+    def live(self, provider: str) -> list[SimInstance]:
+        """Instances not yet destroyed, oldest first."""
+        now = self.now()
+        return [i for i in self.instances[provider].values() if i.phase(now) != "destroyed"]
+
+    async def destroy(self, provider: str, instance_id: str, *, linger_s: float = 0.0) -> bool:
+        """Destroy an instance. False if unknown or already destroyed.
+
+        A `destroy_noop` fault makes the call report success while nothing happens.
+        `linger_s` keeps the instance visible (as "destroyed" only after that delay).
+        """
+        instance = self.get(provider, instance_id)
+        if instance is None or instance.phase(self.now()) == "destroyed":
+            return False
+        faults = self.faults.node(provider)
+        if faults.destroy_noop > 0:
+            faults.destroy_noop -= 1
+            return True
+        if instance.destroyed_at is None:
+            instance.destroyed_at = self.now() + linger_s
+        self.taken[provider].discard(instance.offer_id)
+        if self.nodes is not None:
+            await self.nodes.detach(instance)
+        self.save()
+        return True
+
+    async def vanish(self, provider: str, instance_id: str) -> bool:
+        """The provider reclaims an instance on its own (it is gone at once, no linger)."""
+        instance = self.get(provider, instance_id)
+        if instance is None or instance.destroyed_at is not None:
+            return False
+        instance.destroyed_at = self.now()
+        if self.nodes is not None:
+            await self.nodes.detach(instance)
+        self.save()
+        return True
+
+    async def restore_nodes(self) -> None:
+        """After a restart from the state dir: bring back the nodes of live instances."""
+        if self.nodes is None:
+            return
+        for provider in PROVIDERS:
+            for instance in self.live(provider):
+                instance.ssh_port = await self.nodes.attach(instance)
+        self.save()
+
+    def save(self) -> None:
+        """Write the world's instances to the state dir (atomically), if it has one."""
+        if self.state_dir is None:
+            return
+        data = {
+            "seed": self.seed,
+            "credit": self.credit,
+            "counters": self.counters,
+            "taken": {p: sorted(t) for p, t in self.taken.items()},
+            "instances": {
+                p: [asdict(i) for i in items.values()] for p, items in self.instances.items()
+            },
+        }
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        target = self.state_dir / "world.json"
+        scratch = target.with_suffix(".tmp")
+        scratch.write_text(json.dumps(data))
+        os.replace(scratch, target)
+
+    def _load(self) -> None:
+        assert self.state_dir is not None
+        path = self.state_dir / "world.json"
+        if not path.exists():
+            return
+        data = json.loads(path.read_text())
+        self.credit = data["credit"]
+        self.counters.update(data["counters"])
+        self.taken = {p: set(data["taken"].get(p, [])) for p in PROVIDERS}
+        for provider, items in data["instances"].items():
+            self.instances[provider] = {i["id"]: SimInstance(**i) for i in items}
