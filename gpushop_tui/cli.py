@@ -230,10 +230,13 @@ def _settings() -> Settings:
 
 
 def _run_tui(args: argparse.Namespace) -> int:
-    if args.demo or args.serve:
-        what = "the demo marketplace (--demo)" if args.demo else "the JSON API (--serve)"
-        print(f"{PROG}: {what} is not available in this version yet.", file=sys.stderr)
+    if args.serve:
+        print(
+            f"{PROG}: the JSON API (--serve) is not available in this version yet.", file=sys.stderr
+        )
         return 1
+    if args.demo:
+        return _run_demo()
     from gpushop_tui.logs import configure_logging
     from gpushop_tui.tui.app import GpushopApp
 
@@ -241,6 +244,23 @@ def _run_tui(args: argparse.Namespace) -> int:
     settings.paths.prepare()
     configure_logging(settings)
     GpushopApp(settings).run()
+    return 0
+
+
+def _run_demo() -> int:
+    """The TUI on the simulated marketplace, with a throw-away data dir."""
+    import os
+    import tempfile
+
+    from gpushop_tui.config import load_settings
+    from gpushop_tui.logs import configure_logging
+    from gpushop_tui.tui.app import GpushopApp
+
+    with tempfile.TemporaryDirectory(prefix="gpushop-demo-") as home:
+        settings = load_settings({**os.environ, "GPUSHOP_HOME": home, "GPUSHOP_CONFIG": ""})
+        settings.paths.prepare()
+        configure_logging(settings)
+        GpushopApp(settings, demo=True).run()
     return 0
 
 

@@ -15,7 +15,7 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(("__init__", "models", "config", "clock", "errors", "query", "data"), 0),
     **dict.fromkeys(("store", "providers", "node", "secrets"), 1),
     "core": 2,
-    **dict.fromkeys(("cli", "__main__", "logs", "tui", "api"), 3),
+    **dict.fromkeys(("cli", "__main__", "logs", "demo", "tui", "api"), 3),
 }
 SIM = "sim"
 

@@ -38,3 +38,23 @@ async def test_unusable_data_dir_shows_error_not_traceback(tmp_path: Path) -> No
         assert welcome.has_class("error")
         assert "cannot be used: Not a directory" in str(welcome.render())
         assert app.shopper is None
+
+
+async def test_demo_runs_on_the_simulator_and_says_so(isolated_env: Path) -> None:
+    app = GpushopApp(load_settings(), demo=True)
+    async with app.run_test() as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.shopper is not None
+        assert app.title == "gpushop — DEMO"
+        text = str(app.query_one("#welcome", Static).render())
+        assert "DEMO" in text
+        assert "vastai       env" in text
+        assert app.settings.vastai_api_url.startswith("http://127.0.0.1:")
+        assert (
+            app.shopper.secrets.get(
+                "vastai",
+            )
+            is not None
+        )
+        await pilot.press("q")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -38,10 +39,12 @@ class GpushopApp(App[None]):
 
         reason: str
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, demo: bool = False) -> None:
         super().__init__()
         self.settings = settings
+        self.demo = demo
         self.shopper: Shopper | None = None
+        self._resources = AsyncExitStack()
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -50,12 +53,21 @@ class GpushopApp(App[None]):
 
     def on_mount(self) -> None:
         self.sub_title = f"v{__version__}"
+        if self.demo:
+            self.title = "gpushop — DEMO"
+            self.sub_title = "simulated marketplace, no real money"
         self.open_shopper()
 
     @work(exclusive=True, group="open")
     async def open_shopper(self) -> None:
         try:
-            shopper = await Shopper.open(self.settings)
+            secrets = None
+            if self.demo:
+                from gpushop_tui.demo import demo_marketplace
+
+                demo = await self._resources.enter_async_context(demo_marketplace(self.settings))
+                self.settings, secrets = demo.settings, demo.secrets
+            shopper = await Shopper.open(self.settings, secrets=secrets)
         except UserError as exc:
             self.post_message(self.ShopperFailed(exc.message))
             return
@@ -66,6 +78,11 @@ class GpushopApp(App[None]):
         self.shopper = message.shopper
         rows, problem = message.shopper.credentials()
         lines = [
+            *(
+                ["[b reverse] DEMO [/] every provider here is simulated on this machine", ""]
+                if self.demo
+                else []
+            ),
             f"[b]gpushop {__version__}[/b] — install {message.shopper.install_id}",
             f"Data: {escape(str(self.settings.paths.data_dir))}",
             "",
@@ -88,3 +105,4 @@ class GpushopApp(App[None]):
     async def on_unmount(self) -> None:
         if self.shopper is not None:
             await self.shopper.aclose()
+        await self._resources.aclose()

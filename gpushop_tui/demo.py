@@ -1,0 +1,44 @@
+"""The demo marketplace: the simulator in-process, with gpushop pointed at it.
+
+A face-level helper (only faces may import the simulator). Nothing in demo mode can reach a
+real provider: every provider URL and credential is the simulator's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from gpushop_tui.config import Settings
+from gpushop_tui.secrets import CREDENTIAL_ENV, SecretStore
+from gpushop_tui.sim.runner import Simulator, run_simulator
+
+
+@dataclass
+class Demo:
+    """Settings and credentials that point at a running simulator."""
+
+    settings: Settings
+    secrets: SecretStore
+    simulator: Simulator
+
+
+@asynccontextmanager
+async def demo_marketplace(settings: Settings, seed: int = 0) -> AsyncIterator[Demo]:
+    """Run the simulator for as long as the block lasts, with `settings` re-pointed at it."""
+    async with run_simulator(seed=seed) as simulator:
+        urls = simulator.urls
+        yield Demo(
+            settings=settings.model_copy(
+                update={
+                    "vastai_api_url": urls["vastai"],
+                    "tensordock_api_url": urls["tensordock"],
+                    "bluelobster_api_url": urls["bluelobster"],
+                }
+            ),
+            secrets=SecretStore(
+                {CREDENTIAL_ENV[provider]: key for provider, key in simulator.keys.items()}
+            ),
+            simulator=simulator,
+        )
