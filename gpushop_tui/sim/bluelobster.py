@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gpushop_tui.sim.http import endpoint, json_response
+from gpushop_tui.sim.http import endpoint, json_body, json_response
 from gpushop_tui.sim.world import SimInstance, World
 
 PROVIDER = "bluelobster"
@@ -345,10 +344,7 @@ def build_app(world: World) -> Starlette:
     async def launch(request: Request) -> Response:
         if (denied := _auth(world, request)) is not None:
             return denied
-        try:
-            body = json.loads(await request.body())
-        except ValueError:
-            body = None
+        body = await json_body(request)
         if errors := _launch_errors(body):
             return _invalid(errors)
         itype, region = CATALOGUE[body["instance_type"]], body["region"]

@@ -25,6 +25,14 @@ def json_response(data: Any, status: int = 200) -> Response:
     return Response(json.dumps(data), status_code=status, media_type="application/json")
 
 
+async def json_body(request: Request) -> Any:
+    """The request body as JSON, or None when it is not JSON (the caller reports that)."""
+    try:
+        return json.loads(await request.body())
+    except ValueError:
+        return None
+
+
 async def apply_fault(world: World, provider: str, endpoint: str) -> Response | None:
     """The response a matching fault forces, or None to answer normally (after any latency)."""
     fault = world.faults.take(provider, endpoint)

@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 import uuid
@@ -31,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gpushop_tui.sim.http import endpoint, json_response
+from gpushop_tui.sim.http import endpoint, json_body, json_response
 from gpushop_tui.sim.world import SimInstance, World
 
 PROVIDER = "tensordock"
@@ -363,10 +362,7 @@ def build_app(world: World) -> Starlette:
     async def create(request: Request) -> Response:
         if (denied := _auth(world, request)) is not None:
             return denied
-        try:
-            body = json.loads(await request.body())
-        except ValueError:
-            body = None
+        body = await json_body(request)
         attrs, issues = _validate(body)
         if issues:
             return json_response(issues, 400)
