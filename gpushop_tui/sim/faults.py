@@ -7,6 +7,7 @@ by the provider servers and the SSH nodes.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -18,7 +19,8 @@ class HttpFault:
     """One HTTP misbehaviour.
 
     latency: wait `delay_s` (real seconds), then answer normally.
-    status: answer `status` with `body` (plain text; Vast's 429 has no Retry-After).
+    status: answer `status` with `body` as `media_type` (plain text by default, like Vast's
+        usual 429), plus `headers` (e.g. a `Retry-After`, which the usual Vast 429 lacks).
     timeout: hold the request for `delay_s` (default 3600 s) without answering.
     malformed: answer 200 with a body that is not JSON.
     empty: answer 200 with an empty body.
@@ -30,8 +32,23 @@ class HttpFault:
     kind: FaultKind = "status"
     status: int = 500
     body: str = "Internal Server Error"
+    media_type: str = "text/plain"
+    headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
     times: int | None = None
+
+
+def vast_search_quota_exhausted(times: int | None = None) -> HttpFault:
+    """Vast's daily search quota: a JSON 429 that only UTC midnight clears (not worth retrying)."""
+    body = {"error": "search_quota_exceeded", "msg": "Daily search quota exceeded."}
+    return HttpFault(
+        provider="vastai",
+        endpoint="search",
+        status=429,
+        body=json.dumps(body),
+        media_type="application/json",
+        times=times,
+    )
 
 
 @dataclass

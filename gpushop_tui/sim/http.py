@@ -48,7 +48,9 @@ async def apply_fault(world: World, provider: str, endpoint: str) -> Response | 
         return Response('{"offers": [{"id": 1,', media_type="application/json")
     if fault.kind == "empty":
         return Response(b"", media_type="application/json")
-    return Response(fault.body, status_code=fault.status, media_type="text/plain")
+    return Response(
+        fault.body, status_code=fault.status, media_type=fault.media_type, headers=fault.headers
+    )
 
 
 def endpoint(world: World, provider: str, name: str) -> Callable[[Handler], Handler]:

@@ -480,7 +480,7 @@ def instance_row(instance: SimInstance, now: float) -> dict[str, Any]:
         actual = "running"
         status_msg = f"success, running {image.replace(':', '_')}/ssh"
     elif phase == "stopped":
-        actual = "exited"
+        actual = "stopped"
         status_msg = "Container stopped by user."
     elif phase == "destroyed":
         actual = "offline"

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from gpushop_tui.clock import FakeClock
-from gpushop_tui.sim.faults import HttpFault
+from gpushop_tui.sim.faults import HttpFault, vast_search_quota_exhausted
 from gpushop_tui.sim.http import serve
 from gpushop_tui.sim.vastai import build_app
 from gpushop_tui.sim.world import World
@@ -276,7 +276,7 @@ async def test_stop_start_and_label(vast: Vast) -> None:
     r = await vast.http.put(f"{V0}/instances/{contract}/", json={"state": "stopped"})
     assert r.json() == {"success": True}
     row = await vast.show(contract)
-    assert row["actual_status"] == "exited" and row["intended_status"] == "stopped"
+    assert row["actual_status"] == "stopped" and row["intended_status"] == "stopped"
     assert row["ports"] is None
     r = await vast.http.put(f"{V0}/instances/{contract}", json={"state": "running"})
     assert r.status_code == 200
@@ -364,6 +364,20 @@ async def test_injected_429_has_no_retry_after(vast: Vast) -> None:
     assert "retry-after" not in r.headers
     # the fault only hits the search endpoint
     assert (await vast.anon.get(f"{V0}/gpu_names/unique/")).status_code == 200
+
+
+async def test_injected_429_forms_of_the_newer_client(vast: Vast) -> None:
+    vast.world.faults.add(vast_search_quota_exhausted(times=1))
+    vast.world.faults.add(
+        HttpFault(provider="vastai", status=429, body="", headers={"Retry-After": "7"}, times=1)
+    )
+    quota = await vast.anon.post(f"{V0}/bundles/", json={})
+    assert quota.status_code == 429
+    assert quota.headers["content-type"] == "application/json"
+    assert quota.json()["error"] == "search_quota_exceeded"
+    throttled = await vast.http.get(f"{V0}/instances/")
+    assert (throttled.status_code, throttled.headers["retry-after"]) == (429, "7")
+    assert (await vast.anon.post(f"{V0}/bundles/", json={})).status_code == 200
 
 
 async def test_injected_malformed_json(vast: Vast) -> None:
