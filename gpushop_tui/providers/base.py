@@ -1,0 +1,444 @@
+"""The protocol every provider adapter implements, its error taxonomy, and the shared HTTP plumbing.
+
+DESIGN.md §4. Adapters turn each provider's API into `Offer`s and `InstanceStatus`es and every
+failure into one of the errors below, so the core can decide what to do without knowing which
+provider spoke. The plumbing here gives each provider one httpx client, a rate limiter on which
+status and destroy calls jump ahead of inventory, timeouts, and jittered backoff on transient
+failures only (429, 5xx, connection errors); a request that is wrong is never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import random
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import IntEnum
+from typing import Any, ClassVar, Self
+
+import httpx
+
+from gpushop_tui.clock import Clock, SystemClock
+from gpushop_tui.models import InstanceStatus, Offer, OfferQuery, ProviderName
+from gpushop_tui.secrets import redact
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_CAP_S = 60.0
+"""The longest `Retry-After` we honour; a larger value is treated as this."""
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class ProviderError(Exception):
+    """A provider call that did not do what was asked; the message is one redacted sentence."""
+
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, provider: str, message: str, *, status: int | None = None) -> None:
+        self.provider = provider
+        self.status = status
+        self.message = redact(message)
+        super().__init__(f"{provider}: {self.message}")
+
+
+class AuthError(ProviderError):
+    """The credential is missing, wrong or not allowed to do this."""
+
+
+class RateLimited(ProviderError):
+    """The provider refused the call for its rate; `until` is set when only time will help."""
+
+    retryable = True
+
+    def __init__(
+        self,
+        provider: str,
+        message: str,
+        *,
+        status: int | None = 429,
+        retry_after_s: float | None = None,
+        until: datetime | None = None,
+    ) -> None:
+        super().__init__(provider, message, status=status)
+        self.retry_after_s = retry_after_s
+        self.until = until
+
+
+class OfferGone(ProviderError):
+    """The offer is no longer rentable (stale inventory): pick another one."""
+
+
+class CapacityError(ProviderError):
+    """The provider has no capacity for this right now."""
+
+
+class NotFound(ProviderError):
+    """The instance (or other object) does not exist at the provider."""
+
+
+class TransientError(ProviderError):
+    """A failure that may pass: 5xx, timeout, connection trouble.
+
+    `ambiguous` is set when a non-idempotent request (a create) may have taken effect anyway;
+    the caller must then look for the result (by label) before trying again.
+    """
+
+    retryable = True
+
+    def __init__(
+        self, provider: str, message: str, *, status: int | None = None, ambiguous: bool = False
+    ) -> None:
+        super().__init__(provider, message, status=status)
+        self.ambiguous = ambiguous
+
+
+class ProviderBug(ProviderError):
+    """The provider answered in a shape we do not understand; never read as "nothing there"."""
+
+
+# --------------------------------------------------------------------------- labels
+
+LABEL_PREFIX = "gpushop-"
+_LABEL = re.compile(r"^gpushop-([a-z0-9]{4,16})-([a-z0-9]{6,32})$")
+
+
+def label_for(install_id: str, session_id: str) -> str:
+    """The label every instance carries, so it can be found again from the provider alone.
+
+    Letters, digits and '-' only, at most 49 characters: within Vast's label, TensorDock's VM
+    name and Blue Lobster's name rules (`^[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]$`, <= 64).
+    """
+    label = f"{LABEL_PREFIX}{install_id}-{session_id}"
+    if not _LABEL.match(label):
+        raise ValueError(f"no label from install {install_id!r}, session {session_id!r}")
+    return label
+
+
+def parse_label(label: str | None) -> tuple[str, str] | None:
+    """(install id, session id) from one of our labels; None for anything else."""
+    if not label:
+        return None
+    match = _LABEL.match(label.strip())
+    return (match.group(1), match.group(2)) if match else None
+
+
+# --------------------------------------------------------------------------- the protocol
+
+
+@dataclass(frozen=True)
+class CreateSpec:
+    """What a create call needs besides the offer."""
+
+    label: str
+    ssh_public_key: str
+    image: str | None = None
+    disk_gb: float = 50.0
+    onstart: str | None = None
+
+
+@dataclass(frozen=True)
+class InstanceRef:
+    """What a successful create returns: the provider's id for the new instance."""
+
+    provider: ProviderName
+    instance_id: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """How an instance of this provider becomes usable over SSH (DESIGN.md §4)."""
+
+    ssh_user: str
+    initial_delay_s: float
+    """Wait this long after the provider says running before the first SSH attempt."""
+    probe_dpkg_and_smi: bool
+    """Ready only once the dpkg lock is free and `nvidia-smi` answers twice, 5 s apart."""
+
+
+class Provider(ABC):
+    """One marketplace, as the core sees it."""
+
+    name: ClassVar[ProviderName]
+    readiness: ClassVar[Readiness]
+    rate: ClassVar[RateLimit]
+    """The provider's own rate limit, which we stay under."""
+    final_429: ClassVar[RateLimitCheck | None] = None
+
+    def __init__(self, http: ProviderHttp, install_id: str) -> None:
+        self.http = http
+        self.install_id = install_id
+
+    @staticmethod
+    @abstractmethod
+    def auth_headers(key: str) -> dict[str, str]:
+        """The headers that carry the credential, as the provider wants them."""
+
+    @classmethod
+    def connect(
+        cls,
+        base_url: str,
+        key: str,
+        install_id: str,
+        *,
+        clock: Clock | None = None,
+        timeout_s: float = 30.0,
+        retry: RetryPolicy | None = None,
+        rate: RateLimit | None = None,
+    ) -> Self:
+        """The adapter with its own HTTP client, rate limit and retry policy."""
+        http = ProviderHttp(
+            cls.name,
+            base_url,
+            cls.auth_headers(key),
+            clock=clock or SystemClock(),
+            timeout_s=timeout_s,
+            rate=rate or cls.rate,
+            retry=retry or RetryPolicy(),
+            final_429=cls.final_429,
+        )
+        return cls(http, install_id)
+
+    def ours(self, label: str | None) -> bool:
+        """Whether a label is one this installation wrote."""
+        parsed = parse_label(label)
+        return parsed is not None and parsed[0] == self.install_id
+
+    @abstractmethod
+    async def list_offers(self, query: OfferQuery | None = None) -> list[Offer]:
+        """Rentable offers, normalized; `query` may narrow the provider-side search."""
+
+    @abstractmethod
+    async def create(self, offer: Offer, spec: CreateSpec) -> InstanceRef:
+        """Rent `offer`. Raises OfferGone/CapacityError for stale offers, never half-succeeds
+        silently: an ambiguous outcome is a `TransientError(ambiguous=True)`."""
+
+    @abstractmethod
+    async def get(self, instance_id: str) -> InstanceStatus | None:
+        """The instance now, or None only when the provider says it is gone."""
+
+    @abstractmethod
+    async def list_ours(self) -> list[InstanceStatus]:
+        """Every instance carrying this installation's label; raises on any doubt."""
+
+    @abstractmethod
+    async def destroy(self, instance_id: str) -> None:
+        """Ask for the instance to be destroyed; an instance already gone is not an error.
+        Success here is a request accepted, not proof: confirm with `get` returning None."""
+
+    @abstractmethod
+    async def check(self) -> None:
+        """One authenticated call that proves the key works; raises AuthError if not."""
+
+    async def stop(self, instance_id: str) -> None:
+        """Stop the instance but keep its disk, where the provider can."""
+        raise ProviderError(self.name, "stopping an instance is not supported here")
+
+    async def start(self, instance_id: str) -> None:
+        """Start a stopped instance again, where the provider can."""
+        raise ProviderError(self.name, "starting an instance is not supported here")
+
+    async def balance(self) -> float | None:
+        """The account's remaining credit in USD, where the provider reports it."""
+        return None
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+# --------------------------------------------------------------------------- rate limiting
+
+
+class Priority(IntEnum):
+    """Who goes first when the rate limit bites: money-critical calls before the menu."""
+
+    URGENT = 0  # status and destroy
+    NORMAL = 1  # create, label, stop/start
+    BACKGROUND = 2  # inventory
+
+
+class RateLimiter:
+    """A token bucket on the injected clock; waiters are served by priority, then in order."""
+
+    def __init__(self, clock: Clock, per_second: float | None, burst: int = 1) -> None:
+        self._clock = clock
+        self._rate = per_second
+        self._burst = max(1, burst)
+        self._tokens = float(self._burst)
+        self._stamp = clock.monotonic()
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+        self._pump: asyncio.Task[None] | None = None
+
+    def _refill(self) -> None:
+        now = self._clock.monotonic()
+        if self._rate is not None:
+            self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+        self._stamp = now
+
+    async def acquire(self, priority: Priority = Priority.NORMAL) -> None:
+        """Wait for a token."""
+        if self._rate is None:
+            return
+        self._refill()
+        if self._tokens >= 1 and not self._waiters:
+            self._tokens -= 1
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (int(priority), next(self._seq), future))
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.create_task(self._serve())
+        await future
+
+    async def _serve(self) -> None:
+        assert self._rate is not None
+        while self._waiters:
+            if self._waiters[0][2].done():  # its caller gave up
+                heapq.heappop(self._waiters)
+                continue
+            self._refill()
+            if self._tokens >= 1:
+                self._tokens -= 1
+                heapq.heappop(self._waiters)[2].set_result(None)
+                continue
+            await self._clock.sleep((1 - self._tokens) / self._rate)
+
+
+# --------------------------------------------------------------------------- HTTP
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Jittered exponential backoff for transient failures only."""
+
+    attempts: int = 4
+    base_s: float = 0.5
+    max_s: float = 20.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait before retry number `attempt` (1-based), jittered by ±50 %."""
+        return min(self.max_s, self.base_s * 2 ** (attempt - 1)) * rng.uniform(0.5, 1.5)
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    per_second: float | None
+    burst: int = 1
+
+
+RateLimitCheck = Callable[[httpx.Response], RateLimited | None]
+"""Adapter hook: a 429 that must not be retried (e.g. a daily quota) becomes an error at once."""
+
+
+@dataclass
+class ProviderHttp:
+    """One provider's HTTP client: auth headers, rate limit, timeouts and transient retries."""
+
+    provider: ProviderName
+    base_url: str
+    headers: Mapping[str, str]
+    clock: Clock = field(default_factory=SystemClock)
+    timeout_s: float = 30.0
+    rate: RateLimit = field(default_factory=lambda: RateLimit(None))
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    final_429: RateLimitCheck | None = None
+    transport: httpx.AsyncBaseTransport | None = None
+
+    def __post_init__(self) -> None:
+        self.client = httpx.AsyncClient(
+            base_url=self.base_url.rstrip("/"),
+            headers=dict(self.headers),
+            timeout=self.timeout_s,
+            transport=self.transport,
+            follow_redirects=False,
+        )
+        self.limiter = RateLimiter(self.clock, self.rate.per_second, self.rate.burst)
+        self._rng = random.Random()
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        priority: Priority = Priority.NORMAL,
+        idempotent: bool = True,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """Send one call, retrying only what is safe to retry; the caller reads any 4xx.
+
+        A non-idempotent call (a create) is retried only when the provider certainly did not act
+        on it: a refused connection or a 429. After a timeout or 5xx it raises
+        `TransientError(ambiguous=True)` at once.
+        """
+        what = f"{method} {url.split('?', 1)[0]}"
+        attempt = 0
+        while True:
+            attempt += 1
+            await self.limiter.acquire(priority)
+            last_try = attempt >= self.retry.attempts
+            wait: float | None = None
+            try:
+                response = await self.client.request(method, url, **kwargs)
+            except httpx.ConnectError as err:
+                if last_try:
+                    raise TransientError(self.provider, f"cannot connect ({what}): {err}") from err
+            except httpx.HTTPError as err:
+                reason = "timed out" if isinstance(err, httpx.TimeoutException) else str(err)
+                if last_try or not idempotent:
+                    raise TransientError(
+                        self.provider, f"{what} failed: {reason}", ambiguous=not idempotent
+                    ) from err
+            else:
+                if response.status_code == 429:
+                    if self.final_429 is not None and (final := self.final_429(response)):
+                        raise final
+                    wait = _retry_after(response)
+                    if last_try:
+                        raise RateLimited(
+                            self.provider,
+                            f"rate limited on {what}; tried {attempt} times",
+                            retry_after_s=wait,
+                        )
+                elif response.status_code >= 500:
+                    if last_try or not idempotent:
+                        raise TransientError(
+                            self.provider,
+                            f"{what} answered HTTP {response.status_code}",
+                            status=response.status_code,
+                            ambiguous=not idempotent,
+                        )
+                else:
+                    return response
+            delay = wait if wait is not None else self.retry.delay(attempt, self._rng)
+            log.info("%s: %s, retry %d in %.2f s", self.provider, what, attempt, delay)
+            await self.clock.sleep(delay)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    raw = response.headers.get("retry-after")
+    try:
+        return min(RETRY_AFTER_CAP_S, max(0.0, float(raw))) if raw is not None else None
+    except ValueError:
+        return None
+
+
+def json_of(provider: str, response: httpx.Response) -> Any:
+    """The body as JSON; anything else is a `ProviderBug` (an unexpected shape, not "empty")."""
+    try:
+        return response.json()
+    except ValueError as err:
+        snippet = response.text[:120].replace("\n", " ")
+        raise ProviderBug(
+            provider, f"HTTP {response.status_code} with a body that is not JSON: {snippet!r}"
+        ) from err
