@@ -10,10 +10,13 @@ import sys
 import time
 
 import httpx
+import pytest
 
 from gpushop_tui.clock import FakeClock
 from gpushop_tui.sim.runner import run_simulator
 from tests.conftest import ROOT
+
+pytestmark = pytest.mark.perf
 
 
 async def test_vast_search_for_1000_offers() -> None:
