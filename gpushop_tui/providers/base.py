@@ -16,7 +16,7 @@ import logging
 import random
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
@@ -42,9 +42,18 @@ class ProviderError(Exception):
 
     retryable: ClassVar[bool] = False
 
-    def __init__(self, provider: str, message: str, *, status: int | None = None) -> None:
+    def __init__(
+        self,
+        provider: str,
+        message: str,
+        *,
+        status: int | None = None,
+        instance_id: str | None = None,
+    ) -> None:
         self.provider = provider
         self.status = status
+        self.instance_id = instance_id
+        """Set when an instance exists despite the error: it must be recorded and cleaned up."""
         self.message = redact(message)
         super().__init__(f"{provider}: {self.message}")
 
@@ -94,9 +103,15 @@ class TransientError(ProviderError):
     retryable = True
 
     def __init__(
-        self, provider: str, message: str, *, status: int | None = None, ambiguous: bool = False
+        self,
+        provider: str,
+        message: str,
+        *,
+        status: int | None = None,
+        ambiguous: bool = False,
+        instance_id: str | None = None,
     ) -> None:
-        super().__init__(provider, message, status=status)
+        super().__init__(provider, message, status=status, instance_id=instance_id)
         self.ambiguous = ambiguous
 
 
@@ -164,6 +179,9 @@ class Readiness:
     """Ready only once the dpkg lock is free and `nvidia-smi` answers twice, 5 s apart."""
 
 
+InstanceIdSink = Callable[[str], Awaitable[None]]
+
+
 class Provider(ABC):
     """One marketplace, as the core sees it."""
 
@@ -217,9 +235,17 @@ class Provider(ABC):
         """Rentable offers, normalized; `query` may narrow the provider-side search."""
 
     @abstractmethod
-    async def create(self, offer: Offer, spec: CreateSpec) -> InstanceRef:
-        """Rent `offer`. Raises OfferGone/CapacityError for stale offers, never half-succeeds
-        silently: an ambiguous outcome is a `TransientError(ambiguous=True)`."""
+    async def create(
+        self, offer: Offer, spec: CreateSpec, on_instance: InstanceIdSink | None = None
+    ) -> InstanceRef:
+        """Rent `offer` and install the SSH key.
+
+        `on_instance` is awaited with the provider's instance id the moment it is known, before
+        any further step (key attach, task polling), so the caller can commit it. Stale offers
+        raise OfferGone/CapacityError. Nothing half-succeeds silently: an outcome we cannot
+        tell is `TransientError(ambiguous=True)`, and an error raised after the instance exists
+        carries its `instance_id`.
+        """
 
     @abstractmethod
     async def get(self, instance_id: str) -> InstanceStatus | None:
