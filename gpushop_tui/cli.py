@@ -181,6 +181,156 @@ def _run_keys(args: argparse.Namespace) -> int:
     return 1
 
 
+# -- inventory and check -----------------------------------------------------------------------
+
+TABLE_ROWS = 30
+"""How many offers the inventory table shows unless --limit says otherwise."""
+
+
+def _configure_inventory(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "query",
+        nargs="*",
+        help="filter and sort, e.g. 'gpu=4090 vram>=24 price<=0.5 n>=2 region=US sort=price'",
+    )
+    _add_output(parser)
+    parser.add_argument("--limit", type=_positive_int, help="show at most N offers")
+    parser.add_argument("--refresh", action="store_true", help="ignore cached offers")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _run_inventory(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from gpushop_tui.query import parse_query
+
+    query = parse_query(" ".join(args.query))
+    if args.limit is not None:
+        query = query.model_copy(update={"limit": args.limit})
+    view = asyncio.run(_with_shopper(lambda shopper: shopper.offers(query, refresh=args.refresh)))
+    if args.output == "json":
+        from gpushop_tui.query import format_query
+
+        _print_json(
+            {
+                "query": format_query(query),
+                "offers": [
+                    {
+                        **o.model_dump(mode="json", exclude={"raw"}),
+                        "price_per_gpu_hour": round(o.price_per_gpu_hour, 6),
+                    }
+                    for o in view.offers
+                ],
+                "total": view.total,
+                "hidden_after_failures": view.hidden,
+                "providers": [_report_json(r) for r in view.providers],
+            }
+        )
+    else:
+        shown = view.offers if args.limit is not None else view.offers[:TABLE_ROWS]
+        _print_table(
+            [
+                (
+                    o.id,
+                    o.gpu_name,
+                    str(o.gpu_count),
+                    f"{o.vram_gb:g}",
+                    f"{o.price_per_hour:.3f}",
+                    f"{o.price_per_gpu_hour:.3f}",
+                    o.country or o.region or "?",
+                    f"{o.reliability:.3f}" if o.reliability is not None else "-",
+                    f"{o.cuda:g}" if o.cuda is not None else "-",
+                )
+                for o in shown
+            ],
+            ("OFFER", "GPU", "N", "VRAM", "$/H", "$/GPU-H", "WHERE", "REL", "CUDA"),
+        )
+        more = len(view.offers) - len(shown)
+        print(
+            f"\n{len(view.offers)} matching of {view.total} offers"
+            + (f" ({more} more: use --limit)" if more else "")
+            + (f"; {view.hidden} hidden after repeated failures" if view.hidden else "")
+        )
+        for report in view.providers:
+            print(f"  {report.describe()}")
+    return _menu_exit_code(view)
+
+
+def _report_json(report: Any) -> dict[str, Any]:
+    return {
+        "provider": report.provider,
+        "status": report.status,
+        "offers": report.offers,
+        "age_s": round(report.age_s, 1) if report.age_s is not None else None,
+        "error": report.error,
+    }
+
+
+def _menu_exit_code(view: Any) -> int:
+    """Non-zero when no configured provider could give any offers at all."""
+    from gpushop_tui.errors import UserError
+
+    configured = [r for r in view.providers if r.status != "not configured"]
+    if not configured:
+        raise UserError(
+            "no provider is configured; set VASTAI_API_KEY, TENSORDOCK_API_TOKEN or "
+            "BLUELOBSTER_API_KEY, or run 'gpushop keys set PROVIDER'"
+        )
+    if all(r.status == "error" for r in configured):
+        print(f"{PROG}: error: no provider answered", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    import asyncio
+
+    checks = asyncio.run(_with_shopper(lambda shopper: shopper.check_providers()))
+    if args.output == "json":
+        _print_json([{**vars(c), "works": c.works} for c in checks])
+    else:
+
+        def yes_no(value: bool | None) -> str:
+            return "-" if value is None else ("yes" if value else "NO")
+
+        _print_table(
+            [
+                (
+                    c.provider,
+                    yes_no(c.configured),
+                    yes_no(c.key_valid),
+                    yes_no(c.reachable),
+                    f"{c.latency_ms:.0f} ms" if c.latency_ms is not None else "-",
+                    c.error or ("" if c.configured else "no credential set"),
+                )
+                for c in checks
+            ],
+            ("PROVIDER", "CONFIGURED", "KEY OK", "REACHABLE", "LATENCY", "PROBLEM"),
+        )
+    return 0 if any(c.works for c in checks) else 1
+
+
+async def _with_shopper(action: Callable[[Any], Any]) -> Any:
+    """Open the core for one command, run `action` on it, close it again."""
+    from gpushop_tui.core.shopper import Shopper
+    from gpushop_tui.logs import configure_logging
+
+    settings = _settings()
+    settings.paths.prepare()
+    configure_logging(settings)
+    async with await Shopper.open(settings) as shopper:
+        return await action(shopper)
+
+
 def _read_secret(prompt: str) -> str:
     """A secret from the terminal without echo, or one line of piped standard input."""
     if sys.stdin.isatty():
@@ -200,6 +350,18 @@ COMMANDS: tuple[Command, ...] = (
         "manage provider credentials (OS keyring; env vars override)",
         _configure_keys,
         _run_keys,
+    ),
+    Command(
+        "inventory",
+        "list offers across providers, filtered and sorted by a query",
+        _configure_inventory,
+        _run_inventory,
+    ),
+    Command(
+        "check",
+        "per provider: credential set? accepted? reachable? how fast?",
+        _add_output,
+        _run_check,
     ),
 )
 

@@ -129,30 +129,47 @@ class Offer(_Model):
         return self.id.split(":", 1)[1]
 
 
-OfferSort = Literal["price", "price_per_gpu", "price_per_vram", "vram", "reliability"]
+OfferSort = Literal["price", "gpu_price", "vram_price", "vram", "reliability"]
+QueryBound = Literal[
+    "min_gpus", "max_gpus", "min_vram_gb", "max_vram_gb", "min_price", "max_price",
+    "max_gpu_price", "min_reliability", "min_cuda",
+]  # fmt: skip
 
 
 class OfferQuery(_Model):
-    """A filter over the offer menu; every bound is optional and inclusive."""
+    """A filter over the offer menu (what the query language of `query.py` parses into).
+
+    Bounds are inclusive unless named in `strict`. `gpu` and `region` may list alternatives
+    separated by commas; `gpu` matches any part of the canonical name ("4090", "h100 sxm").
+    """
 
     gpu: str | None = Field(default=None, description="GPU name or part of it, e.g. '4090'.")
     providers: tuple[ProviderName, ...] = ()
     min_gpus: int | None = Field(default=None, ge=1)
     max_gpus: int | None = Field(default=None, ge=1)
-    min_vram_gb: float | None = Field(default=None, gt=0)
-    max_price: float | None = Field(default=None, gt=0, description="USD/h for the whole offer.")
-    region: str | None = None
+    min_vram_gb: float | None = Field(default=None, ge=0)
+    max_vram_gb: float | None = Field(default=None, ge=0)
+    min_price: float | None = Field(default=None, ge=0, description="USD/h for the whole offer.")
+    max_price: float | None = Field(default=None, ge=0, description="USD/h for the whole offer.")
+    max_gpu_price: float | None = Field(default=None, ge=0, description="USD per GPU-hour.")
+    region: str | None = Field(default=None, description="Country code or part of the region.")
     min_reliability: float | None = Field(default=None, ge=0, le=1)
     min_cuda: float | None = Field(default=None, ge=0)
-    include_interruptible: bool = False
+    strict: tuple[QueryBound, ...] = Field(default=(), description="Bounds that exclude equality.")
     sort: OfferSort = "price"
     descending: bool = False
     limit: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _bounds_ordered(self) -> OfferQuery:
-        if self.min_gpus and self.max_gpus and self.min_gpus > self.max_gpus:
-            raise ValueError(f"min_gpus {self.min_gpus} is above max_gpus {self.max_gpus}")
+        for low, high in (
+            ("min_gpus", "max_gpus"),
+            ("min_vram_gb", "max_vram_gb"),
+            ("min_price", "max_price"),
+        ):
+            a, b = getattr(self, low), getattr(self, high)
+            if a is not None and b is not None and a > b:
+                raise ValueError(f"{low} {a:g} is above {high} {b:g}")
         return self
 
 

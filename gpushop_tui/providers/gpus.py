@@ -150,7 +150,3 @@ def lookup_gpu(spelling: str | list[str], vram_hint_gb: float | None = None) -> 
     vram = float(round(vram_hint_gb)) if vram_hint_gb else 0.0
     return GpuModel(verbatim or "unknown GPU", vram, None, known=False)
 
-
-def squash(text: str) -> str:
-    """Lowercase letters and digits only: how GPU names are compared in queries."""
-    return re.sub(r"[^a-z0-9]", "", text.lower())

@@ -337,6 +337,37 @@ class Store:
             for row in reversed(rows)
         ]
 
+    # -- offer failures ---------------------------------------------------------------------
+
+    async def add_offer_failure(
+        self,
+        offer_id: str,
+        provider: str,
+        reason: str,
+        at: datetime,
+        *,
+        gpu_name: str | None = None,
+        session_id: str | None = None,
+    ) -> None:
+        """Remember that renting an offer failed (the reason is redacted)."""
+        async with self.transaction() as db:
+            await db.execute(
+                "INSERT INTO offer_failures (offer_id, provider, gpu_name, session_id, reason, at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (offer_id, provider, gpu_name, session_id, redact(reason), to_db_time(at)),
+            )
+
+    async def offer_failures_since(self, since: datetime) -> dict[str, tuple[int, datetime]]:
+        """Per offer id: failures at or after `since`, and when the latest one happened."""
+        rows = await self._fetchall(
+            "SELECT offer_id, COUNT(*) AS n, MAX(at) AS latest FROM offer_failures "
+            "WHERE at >= ? GROUP BY offer_id",
+            (to_db_time(since),),
+        )
+        return {
+            row["offer_id"]: (row["n"], datetime.fromisoformat(row["latest"])) for row in rows
+        }
+
     # -- leases -----------------------------------------------------------------------------
 
     async def acquire_lease(

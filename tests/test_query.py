@@ -1,0 +1,140 @@
+"""The query language: parse, format back, point at faults; local filtering and sorting."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from gpushop_tui.models import Offer, OfferQuery
+from gpushop_tui.query import QueryError, format_query, parse_query, select
+
+NOW = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def offer(oid: str, **fields: Any) -> Offer:
+    provider = fields.pop("provider", "vastai")
+    base: dict[str, Any] = {
+        "gpu_name": "RTX 4090", "gpu_count": 1, "vram_gb": 24, "price_per_hour": 0.5,
+        "country": "US", "region": "Texas, US", "reliability": 0.99, "cuda": 12.4,
+    }  # fmt: skip
+    return Offer(id=f"{provider}:{oid}", provider=provider, fetched_at=NOW, **(base | fields))
+
+
+def test_the_design_example_parses_to_every_bound() -> None:
+    query = parse_query(
+        "gpu=4090 vram>=24 price<=0.5 n>=2 region=US provider=vastai rel>=0.98 "
+        "cuda>=12.4 sort=price"
+    )
+    assert query == OfferQuery(
+        gpu="4090", min_vram_gb=24, max_price=0.5, min_gpus=2, region="US",
+        providers=("vastai",), min_reliability=0.98, min_cuda=12.4, sort="price",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "gpu=4090 vram>=24 price<=0.5 n>=2 region=US provider=vastai rel>=0.98 cuda>=12.4",
+        "price<1 vram>16 sort=vram",
+        "n=8 gpu=h100,a100 sort=-price limit=5",
+        "gpuprice<=0.4 provider=tensordock,bluelobster sort=rel",
+        "vram>=20 vram<=48 price>=0.1 sort=vramprice",
+    ],
+)
+def test_format_is_the_inverse_of_parse(text: str) -> None:
+    query = parse_query(text)
+    assert parse_query(format_query(query)) == query
+
+
+def test_strict_and_inclusive_bounds_differ() -> None:
+    offers = [offer("a", price_per_hour=0.5), offer("b", price_per_hour=0.4)]
+    assert [o.id for o in select(offers, parse_query("price<=0.5"))] == ["vastai:b", "vastai:a"]
+    assert [o.id for o in select(offers, parse_query("price<0.5"))] == ["vastai:b"]
+    assert parse_query("n>2").min_gpus == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "reason", "caret"),
+    [
+        ("prce<=1", "unknown key 'prce' (did you mean 'price'?)", "^^^^"),
+        ("gpu=4090 vram>=lots", "'lots' is not a number", "               ^^^^"),
+        ("gpu>3", "gpu does not take '>'", "^^^^^"),
+        ("gpu=4090 4090", "'4090' is not key, operator, value", "         ^^^^"),
+        ("provider=aws", "unknown provider 'aws'", "         ^^^"),
+        ("sort=cheapest", "cannot sort by 'cheapest'", "     ^^^^^^^^"),
+        ("n>=2.5", "'2.5' is not a whole number", "   ^^^"),
+        ("price<=-1", "'-1' must not be negative", "       ^^"),
+        ("price<=1 price<=2", "price is given twice", "         ^^^^^^^^"),
+        ("price>=2 price<=1", "price>=2 is above price<=1", "^"),
+        ("rel>=2", "rel", "^"),
+    ],
+)
+def test_errors_name_and_point_at_the_bad_token(text: str, reason: str, caret: str) -> None:
+    with pytest.raises(QueryError) as caught:
+        parse_query(text)
+    message = caught.value.message
+    assert reason in message
+    lines = message.splitlines()
+    assert lines[1] == f"  {text}"
+    assert lines[2].startswith(f"  {caret}")
+
+
+def test_filters_match_what_each_key_says() -> None:
+    offers = [
+        offer("4090", gpu_name="RTX 4090", price_per_hour=0.35),
+        offer("h100", gpu_name="H100 SXM", vram_gb=80, gpu_count=8, price_per_hour=16.0,
+              country="DE", region="Bavaria, DE"),
+        offer("a6000", provider="bluelobster", gpu_name="RTX A6000", vram_gb=48,
+              price_per_hour=0.55, reliability=None, cuda=None),
+        offer("3090", provider="tensordock", gpu_name="RTX 3090", price_per_hour=0.2,
+              reliability=0.66, country="CA", region="Montreal, Quebec"),
+    ]  # fmt: skip
+
+    def ids(text: str) -> list[str]:
+        return sorted(o.id.split(":")[1] for o in select(offers, parse_query(text)))
+
+    assert ids("gpu=4090") == ["4090"]
+    assert ids("gpu=rtx") == ["3090", "4090", "a6000"]
+    assert ids("gpu=h100sxm") == ["h100"]
+    assert ids("gpu=h100,a6000") == ["a6000", "h100"]
+    assert ids("vram>=48") == ["a6000", "h100"]
+    assert ids("n>=2") == ["h100"]
+    assert ids("region=DE") == ["h100"]
+    assert ids("region=us,ca") == ["3090", "4090", "a6000"]
+    assert ids("region=montreal") == ["3090"]
+    assert ids("provider=tensordock,bluelobster") == ["3090", "a6000"]
+    assert ids("rel>=0.9") == ["4090", "h100"]  # unknown reliability does not pass a bound
+    assert ids("cuda>=12") == ["3090", "4090", "h100"]
+    assert ids("gpuprice<2") == ["3090", "4090", "a6000"]
+    assert ids("gpuprice<=2") == ["3090", "4090", "a6000", "h100"]
+
+
+def test_sorts_put_the_best_first_and_unknowns_last() -> None:
+    offers = [
+        offer("cheap", price_per_hour=0.2, vram_gb=16, reliability=None),
+        offer("big", price_per_hour=2.0, gpu_count=4, vram_gb=48, reliability=0.9),
+        offer("mid", price_per_hour=0.6, vram_gb=24, reliability=0.999),
+    ]
+
+    def order(text: str) -> list[str]:
+        return [o.id.split(":")[1] for o in select(offers, parse_query(text))]
+
+    assert order("") == ["cheap", "mid", "big"]
+    assert order("sort=-price") == ["big", "mid", "cheap"]
+    assert order("sort=gpuprice") == ["cheap", "big", "mid"]
+    assert order("sort=vramprice") == ["big", "cheap", "mid"]  # $/GB-h: 0.010, 0.013, 0.025
+    assert order("sort=vram") == ["big", "mid", "cheap"]
+    assert order("sort=rel") == ["mid", "big", "cheap"]
+    assert order("sort=price limit=2") == ["cheap", "mid"]
+
+
+def test_identical_offers_are_shown_once_and_demoted_ones_last() -> None:
+    twins = [offer("a"), offer("b"), offer("c", price_per_hour=0.9)]
+    assert [o.id for o in select(twins, OfferQuery())] == ["vastai:a", "vastai:c"]
+    chosen = select(twins, OfferQuery(), demoted={"vastai:a"})
+    assert [o.id for o in chosen] == ["vastai:b", "vastai:c"]  # the twin that did not fail
+    alone = select([offer("a"), offer("c", price_per_hour=0.9)], OfferQuery(), demoted={"vastai:a"})
+    assert [o.id for o in alone] == ["vastai:c", "vastai:a"]
