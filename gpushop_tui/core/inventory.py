@@ -177,7 +177,10 @@ class Inventory:
 
     async def _publish(self, name: str, count: int, *, ok: bool) -> None:
         if self._events is not None:
-            await self._events.publish(InventoryRefreshed(provider=name, offers=count, ok=ok))
+            message = f"{name}: {count} offers" + ("" if ok else " (refresh failed)")
+            await self._events.publish(
+                InventoryRefreshed(message=message, provider=name, offers=count, ok=ok)
+            )
 
     def report(self, name: str) -> ProviderReport:
         """Where provider `name` stands now."""
