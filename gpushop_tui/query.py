@@ -11,9 +11,12 @@ Filtering and sorting run locally on normalized offers (`select`).
 from __future__ import annotations
 
 import difflib
+import math
+import operator
 import re
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from pydantic import ValidationError
@@ -246,47 +249,39 @@ def _num(value: float) -> str:
 # --------------------------------------------------------------------------- local selection
 
 
-def _matcher(query: OfferQuery) -> Callable[[Offer], bool]:
-    """One predicate for the whole query, built once so 20,000 offers filter fast."""
-    checks: list[Callable[[Offer], bool]] = []
-    strict = set(query.strict)
+_BOUND_GETTERS: tuple[tuple[str, Callable[[Offer], Any], Callable[[Any, Any], bool]], ...] = (
+    ("min_gpus", attrgetter("gpu_count"), operator.ge),
+    ("max_gpus", attrgetter("gpu_count"), operator.le),
+    ("min_vram_gb", attrgetter("vram_gb"), operator.ge),
+    ("max_vram_gb", attrgetter("vram_gb"), operator.le),
+    ("min_price", attrgetter("price_per_hour"), operator.ge),
+    ("max_price", attrgetter("price_per_hour"), operator.le),
+    ("max_gpu_price", attrgetter("price_per_gpu_hour"), operator.le),
+    ("min_reliability", attrgetter("reliability"), operator.ge),
+    ("min_cuda", attrgetter("cuda"), operator.ge),
+)
+_STRICT = {operator.ge: operator.gt, operator.le: operator.lt}
 
-    def bound(getter: Callable[[Offer], float | None], field: str, upper: bool) -> None:
+
+def _filter(offers: Iterable[Offer], query: OfferQuery) -> list[Offer]:
+    """The offers passing every bound; one pass per bound, each narrowing the pool (fast)."""
+    pool = list(offers)
+    for field, get, compare in _BOUND_GETTERS:
         limit = getattr(query, field)
-        if limit is None:
-            return
-        if upper:
-            checks.append(
-                (lambda o: (v := getter(o)) is not None and v < limit)
-                if field in strict
-                else (lambda o: (v := getter(o)) is not None and v <= limit)
-            )
-        else:
-            checks.append(
-                (lambda o: (v := getter(o)) is not None and v > limit)
-                if field in strict
-                else (lambda o: (v := getter(o)) is not None and v >= limit)
-            )
-
-    bound(lambda o: o.gpu_count, "min_gpus", False)
-    bound(lambda o: o.gpu_count, "max_gpus", True)
-    bound(lambda o: o.vram_gb, "min_vram_gb", False)
-    bound(lambda o: o.vram_gb, "max_vram_gb", True)
-    bound(lambda o: o.price_per_hour, "min_price", False)
-    bound(lambda o: o.price_per_hour, "max_price", True)
-    bound(lambda o: o.price_per_hour / o.gpu_count, "max_gpu_price", True)
-    bound(lambda o: o.reliability, "min_reliability", False)
-    bound(lambda o: o.cuda, "min_cuda", False)
+        if limit is not None:
+            op = _STRICT[compare] if field in query.strict else compare
+            pool = [o for o in pool if (v := get(o)) is not None and op(v, limit)]
     if query.providers:
         wanted = set(query.providers)
-        checks.append(lambda o: o.provider in wanted)
+        pool = [o for o in pool if o.provider in wanted]
     if query.gpu:
         parts = [squash(p) for p in query.gpu.split(",") if squash(p)]
-        checks.append(lambda o: any(p in squash(o.gpu_name) for p in parts))
+        names = {name: any(p in squash(name) for p in parts) for name in {o.gpu_name for o in pool}}
+        pool = [o for o in pool if names[o.gpu_name]]
     if query.region:
         regions = [r.strip().lower() for r in query.region.split(",") if r.strip()]
-        checks.append(lambda o: any(_in_region(o, r) for r in regions))
-    return lambda offer: all(check(offer) for check in checks)
+        pool = [o for o in pool if any(_in_region(o, r) for r in regions)]
+    return pool
 
 
 def _in_region(offer: Offer, wanted: str) -> bool:
@@ -296,12 +291,16 @@ def _in_region(offer: Offer, wanted: str) -> bool:
 
 
 _SORT_VALUE: dict[OfferSort, Callable[[Offer], float | None]] = {
-    "price": lambda o: o.price_per_hour,
-    "gpu_price": lambda o: o.price_per_hour / o.gpu_count,
+    "price": attrgetter("price_per_hour"),
+    "gpu_price": attrgetter("price_per_gpu_hour"),
     "vram_price": lambda o: o.price_per_hour / (o.gpu_count * o.vram_gb) if o.vram_gb else None,
     "vram": lambda o: o.vram_gb * o.gpu_count,
-    "reliability": lambda o: o.reliability,
+    "reliability": attrgetter("reliability"),
 }
+
+
+_FIRST = itemgetter(0)
+_SECOND = itemgetter(1)
 
 
 def _identity(offer: Offer) -> tuple[Any, ...]:
@@ -316,26 +315,42 @@ def _identity(offer: Offer) -> tuple[Any, ...]:
 def select(
     offers: Iterable[Offer], query: OfferQuery, demoted: Collection[str] = ()
 ) -> list[Offer]:
-    """The offers matching `query`, de-duplicated, sorted (unknown values last; offers in
-    `demoted` after all others), cut to `query.limit`."""
-    matches = _matcher(query)
+    """The offers matching `query`, sorted (ties by price; unknown values last; offers in
+    `demoted` after all others), de-duplicated, cut to `query.limit`."""
+    pool = _filter(offers, query)
     value = _SORT_VALUE[query.sort]
     sign = -1.0 if query.descending else 1.0
-    ranked: list[tuple[tuple[bool, bool, float, float], Offer]] = []
-    for offer in offers:
-        if matches(offer):
-            v = value(offer)
-            key = (offer.id in demoted, v is None, sign * v if v is not None else 0.0,
-                   offer.price_per_hour)  # fmt: skip
-            ranked.append((key, offer))
-    ranked.sort(key=lambda pair: pair[0])
-    seen: set[tuple[Any, ...]] = set()
+    # One visit per offer, in memory order; later steps work on small tuples with float keys
+    # (20,000 offers do not fit in the CPU cache, and hopping between them is what is slow).
+    rows = []
+    for offer in pool:
+        v = value(offer)
+        rows.append((offer.price_per_hour, math.inf if v is None else sign * v, offer))
+    rows.sort(key=_FIRST)
+    if query.sort != "price" or query.descending:
+        rows.sort(key=_SECOND)  # stable: equal values stay cheapest first
+    if demoted:
+        rows = [r for r in rows if r[2].id not in demoted] + [r for r in rows if r[2].id in demoted]
+    return _distinct(rows, query.limit)
+
+
+def _distinct(ranked: list[tuple[Any, ...]], limit: int | None) -> list[Offer]:
+    """The offers of `ranked` ((price, key, offer) rows), leaving out any identical to
+    one ranked above it. Identical offers share a price, so only a repeated price is compared."""
     chosen: list[Offer] = []
-    for _, offer in ranked:
-        identity = _identity(offer)
-        if identity not in seen:
-            seen.add(identity)
-            chosen.append(offer)
-            if query.limit is not None and len(chosen) == query.limit:
-                break
+    first: dict[float, Offer] = {}
+    seen: dict[float, set[tuple[Any, ...]]] = {}
+    for price, _, offer in ranked:
+        prior = first.setdefault(price, offer)
+        if prior is not offer:
+            identities = seen.get(price)
+            if identities is None:
+                identities = seen[price] = {_identity(prior)}
+            identity = _identity(offer)
+            if identity in identities:
+                continue
+            identities.add(identity)
+        chosen.append(offer)
+        if limit is not None and len(chosen) == limit:
+            break
     return chosen

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import keyring
 import pytest
@@ -77,3 +79,28 @@ def run_gpushop(
         timeout=timeout,
         check=False,
     )
+
+
+@pytest.fixture(scope="session")
+def standalone_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The simulator as its own process (so `gpushop` child processes can reach it): its line."""
+    state = tmp_path_factory.mktemp("sim-state")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gpushop_tui.sim", "--state", str(state), "--seed", "7"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+    )
+    assert process.stdout is not None
+    info: dict[str, Any] = json.loads(process.stdout.readline())
+    yield info
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def sim_env(info: dict[str, Any], *providers: str) -> dict[str, str]:
+    """Env vars pointing gpushop at the standalone simulator, with keys for `providers`."""
+    urls = {f"{p.upper()}_API_URL": info[p] for p in ("vastai", "tensordock", "bluelobster")}
+    keys = {CREDENTIAL_ENV[p]: info["keys"][p] for p in providers}
+    return urls | keys

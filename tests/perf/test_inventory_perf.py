@@ -1,0 +1,103 @@
+"""Inventory figures: a cold fan-out against slow providers, Vast normalization, local select."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import pytest
+from gpushop_tui.providers.vastai import normalize_offers
+
+from gpushop_tui.clock import FakeClock, SystemClock
+from gpushop_tui.config import load_settings
+from gpushop_tui.core.inventory import Inventory
+from gpushop_tui.models import PROVIDERS, Offer
+from gpushop_tui.providers.registry import connect_providers
+from gpushop_tui.query import parse_query, select
+from gpushop_tui.sim.faults import HttpFault
+from gpushop_tui.sim.runner import run_simulator
+from gpushop_tui.sim.vastai import generate_offers, priced
+from gpushop_tui.sim.world import World
+from gpushop_tui.store import Store
+
+pytestmark = pytest.mark.perf
+
+LATENCY_S = 0.3
+
+
+async def test_cold_inventory_of_three_slow_providers(tmp_path: Path) -> None:
+    async with run_simulator(seed=0, clock=FakeClock()) as sim:
+        for provider in PROVIDERS:
+            sim.world.faults.add(HttpFault(provider=provider, kind="latency", delay_s=LATENCY_S))
+        env = {f"{p.upper()}_API_URL": url for p, url in sim.urls.items()}
+        settings = load_settings({"GPUSHOP_HOME": str(tmp_path), **env})
+        settings.paths.prepare()
+        store = await Store.open(settings.paths.db_file)
+        timings = []
+        try:
+            for _ in range(3):
+                providers = connect_providers(settings, sim.keys, "ab12cd34", SystemClock())
+                inventory = Inventory(providers, clock=SystemClock(), store=store)
+                started = time.perf_counter()
+                view = await inventory.view()
+                timings.append(time.perf_counter() - started)
+                await inventory.aclose()
+                assert {r.status for r in view.providers} == {"ok"}
+                assert {o.provider for o in view.offers} == set(PROVIDERS)
+        finally:
+            await store.aclose()
+    median_ms = statistics.median(timings) * 1000
+    print(f"\ncold inventory, 3 providers at {LATENCY_S * 1000:.0f} ms each: "
+          f"median {median_ms:.0f} ms over {len(timings)} runs")  # fmt: skip
+    assert median_ms < 450
+
+
+def _raw_vast_rows(count: int) -> list[dict]:
+    world = World(seed=0)
+    offers, _ = generate_offers(world)
+    now = world.now()
+    rows = []
+    while len(rows) < count:
+        for offer in offers:
+            row = priced(offer, 20.0, False, now)
+            row["id"] = row["ask_contract_id"] = len(rows) + 1
+            rows.append(row)
+            if len(rows) == count:
+                break
+    return rows
+
+
+def _normalized(count: int) -> list[Offer]:
+    return normalize_offers(_raw_vast_rows(count), FakeClock().now())
+
+
+def test_normalize_20000_vast_offers() -> None:
+    rows = _raw_vast_rows(20_000)
+    fetched_at = FakeClock().now()
+    timings = []
+    for _ in range(5):
+        started = time.perf_counter()
+        offers = normalize_offers(rows, fetched_at)
+        timings.append(time.perf_counter() - started)
+    assert len(offers) == 20_000
+    median_ms = statistics.median(timings) * 1000
+    print(f"\nnormalize 20,000 raw Vast offers: median {median_ms:.0f} ms over 5 runs")
+    assert median_ms < 200
+
+
+def test_filter_and_sort_20000_offers() -> None:
+    offers = _normalized(20_000)
+    queries = [parse_query(q) for q in (
+        "", "gpu=4090 price<=0.6 sort=price", "vram>=24 n>=2 rel>=0.95 sort=gpuprice",
+        "region=US cuda>=12 sort=-vram",
+    )]  # fmt: skip
+    for query in queries:
+        timings = []
+        for _ in range(5):
+            started = time.perf_counter()
+            chosen = select(offers, query)
+            timings.append(time.perf_counter() - started)
+        median_ms = statistics.median(timings) * 1000
+        print(f"\nselect over 20,000 offers, {query.sort} ({len(chosen)} kept): {median_ms:.1f} ms")
+        assert median_ms < 20

@@ -1,0 +1,109 @@
+"""`gpushop inventory` and `gpushop check` as a user runs them, against the standalone simulator."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import run_gpushop, sim_env
+
+ALL = ("vastai", "tensordock", "bluelobster")
+
+
+@pytest.fixture
+def sim(standalone_sim: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    httpx.delete(f"{standalone_sim['control']}/faults")
+    yield standalone_sim
+    httpx.delete(f"{standalone_sim['control']}/faults")
+
+
+def inventory(sim: dict[str, Any], *args: str, providers: tuple[str, ...] = ALL) -> Any:
+    result = run_gpushop("inventory", *args, env=sim_env(sim, *providers))
+    return result
+
+
+def test_inventory_json_has_offers_from_all_three_with_status(sim: dict[str, Any]) -> None:
+    result = inventory(sim, "-o", "json")
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert {o["provider"] for o in answer["offers"]} == set(ALL)
+    assert {r["provider"]: r["status"] for r in answer["providers"]} == dict.fromkeys(ALL, "ok")
+    sample = answer["offers"][0]
+    for field in ("id", "gpu_name", "gpu_count", "vram_gb", "price_per_hour",
+                  "price_per_gpu_hour", "fetched_at"):  # fmt: skip
+        assert field in sample
+    assert "raw" not in sample
+    prices = [o["price_per_hour"] for o in answer["offers"]]
+    assert prices == sorted(prices)
+
+
+def test_a_query_keeps_only_cheap_4090s_cheapest_first(sim: dict[str, Any]) -> None:
+    result = inventory(sim, "gpu=4090 price<=0.6 sort=price", "-o", "json")
+    assert result.returncode == 0, result.stderr
+    offers = json.loads(result.stdout)["offers"]
+    assert offers, "the simulated market has RTX 4090s under $0.60/h"
+    assert {o["gpu_name"] for o in offers} == {"RTX 4090"}
+    assert all(o["price_per_hour"] <= 0.6 for o in offers)
+    prices = [o["price_per_hour"] for o in offers]
+    assert prices == sorted(prices)
+
+
+def test_the_table_is_readable(sim: dict[str, Any]) -> None:
+    result = inventory(sim, "gpu=4090", "--limit", "5")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["OFFER", "GPU", "N", "VRAM", "$/H", "$/GPU-H", "WHERE", "REL",
+                                "CUDA"]  # fmt: skip
+    rows = lines[1:6]
+    assert all("RTX 4090" in row for row in rows)
+    assert any(line.strip().startswith("vastai: ") and "offers" in line for line in lines)
+    assert "matching of" in result.stdout
+
+
+def test_a_misspelled_key_is_an_error_naming_the_token(sim: dict[str, Any]) -> None:
+    result = inventory(sim, "prce<=1")
+    assert result.returncode == 2
+    assert "unknown key 'prce'" in result.stderr and "did you mean 'price'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_one_failing_provider_does_not_hide_the_others(sim: dict[str, Any]) -> None:
+    fault = {"provider": "tensordock", "endpoint": "*", "status": 503, "body": "down"}
+    httpx.post(f"{sim['control']}/faults", json=fault).raise_for_status()
+    result = inventory(sim, "-o", "json")
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    reports = {r["provider"]: r for r in answer["providers"]}
+    assert reports["tensordock"]["status"] in ("error", "stale")
+    assert reports["tensordock"]["error"]
+    assert {o["provider"] for o in answer["offers"]} == {"vastai", "bluelobster"}
+
+
+def test_no_configured_provider_is_one_clear_sentence(sim: dict[str, Any]) -> None:
+    result = inventory(sim, providers=())
+    assert result.returncode == 2
+    assert "no provider is configured" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_check_reports_each_provider(sim: dict[str, Any]) -> None:
+    env = sim_env(sim, "vastai", "tensordock") | {"TENSORDOCK_API_TOKEN": "wrong-token-123"}
+    result = run_gpushop("check", "-o", "json", env=env)
+    assert result.returncode == 0, result.stderr
+    checks = {c["provider"]: c for c in json.loads(result.stdout)}
+    assert checks["vastai"]["works"] and checks["vastai"]["latency_ms"] is not None
+    assert checks["tensordock"]["key_valid"] is False and not checks["tensordock"]["works"]
+    assert "wrong-token-123" not in result.stdout
+    assert checks["bluelobster"]["configured"] is False
+    table = run_gpushop("check", env=env)
+    assert "PROVIDER" in table.stdout and "no credential set" in table.stdout
+
+
+def test_check_fails_when_no_provider_works(sim: dict[str, Any]) -> None:
+    env = sim_env(sim) | {"VASTAI_API_KEY": "not-the-key-42"}
+    result = run_gpushop("check", env=env)
+    assert result.returncode == 1
