@@ -149,4 +149,3 @@ def lookup_gpu(spelling: str | list[str], vram_hint_gb: float | None = None) -> 
         log.warning("GPU %r is not in the catalogue; kept as the provider spells it", verbatim)
     vram = float(round(vram_hint_gb)) if vram_hint_gb else 0.0
     return GpuModel(verbatim or "unknown GPU", vram, None, known=False)
-

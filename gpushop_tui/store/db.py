@@ -364,9 +364,7 @@ class Store:
             "WHERE at >= ? GROUP BY offer_id",
             (to_db_time(since),),
         )
-        return {
-            row["offer_id"]: (row["n"], datetime.fromisoformat(row["latest"])) for row in rows
-        }
+        return {row["offer_id"]: (row["n"], datetime.fromisoformat(row["latest"])) for row in rows}
 
     # -- leases -----------------------------------------------------------------------------
 
