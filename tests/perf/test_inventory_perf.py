@@ -7,13 +7,13 @@ import time
 from pathlib import Path
 
 import pytest
-from gpushop_tui.providers.vastai import normalize_offers
 
 from gpushop_tui.clock import FakeClock, SystemClock
 from gpushop_tui.config import load_settings
 from gpushop_tui.core.inventory import Inventory
 from gpushop_tui.models import PROVIDERS, Offer
 from gpushop_tui.providers.registry import connect_providers
+from gpushop_tui.providers.vastai import normalize_offers
 from gpushop_tui.query import parse_query, select
 from gpushop_tui.sim.faults import HttpFault
 from gpushop_tui.sim.runner import run_simulator
@@ -54,17 +54,20 @@ async def test_cold_inventory_of_three_slow_providers(tmp_path: Path) -> None:
 
 
 def _raw_vast_rows(count: int) -> list[dict]:
+    """`count` search rows: the simulated market repeated, each copy on other machines at
+    slightly other prices (as a market of 20,000 offers would be), ids unique."""
     world = World(seed=0)
     offers, _ = generate_offers(world)
     now = world.now()
-    rows = []
+    rows: list[dict] = []
     while len(rows) < count:
-        for offer in offers:
+        copy = len(rows) // len(offers)
+        for offer in offers[: count - len(rows)]:
             row = priced(offer, 20.0, False, now)
             row["id"] = row["ask_contract_id"] = len(rows) + 1
+            row["machine_id"] += copy * 100_000
+            row["dph_total"] = round(row["dph_total"] * (1 + copy * 0.0007), 6)
             rows.append(row)
-            if len(rows) == count:
-                break
     return rows
 
 
