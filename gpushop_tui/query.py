@@ -16,7 +16,7 @@ import operator
 import re
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 from typing import Any
 
 from pydantic import ValidationError
@@ -249,108 +249,134 @@ def _num(value: float) -> str:
 # --------------------------------------------------------------------------- local selection
 
 
-_BOUND_GETTERS: tuple[tuple[str, Callable[[Offer], Any], Callable[[Any, Any], bool]], ...] = (
-    ("min_gpus", attrgetter("gpu_count"), operator.ge),
-    ("max_gpus", attrgetter("gpu_count"), operator.le),
-    ("min_vram_gb", attrgetter("vram_gb"), operator.ge),
-    ("max_vram_gb", attrgetter("vram_gb"), operator.le),
-    ("min_price", attrgetter("price_per_hour"), operator.ge),
-    ("max_price", attrgetter("price_per_hour"), operator.le),
-    ("max_gpu_price", attrgetter("price_per_gpu_hour"), operator.le),
-    ("min_reliability", attrgetter("reliability"), operator.ge),
-    ("min_cuda", attrgetter("cuda"), operator.ge),
+class OfferIndex:
+    """Offers laid out for fast queries: one small tuple per offer, built once per refresh.
+
+    Reading a field of 20,000 pydantic offers scattered over the heap costs a cache miss each;
+    the tuples here sit together, so every query (a keystroke in the filter bar) stays fast.
+    """
+
+    __slots__ = ("rows",)
+
+    def __init__(self, offers: Iterable[Offer] = ()) -> None:
+        self.rows: list[tuple[Any, ...]] = [
+            (
+                o.price_per_hour, o.gpu_count, o.vram_gb, o.price_per_hour / o.gpu_count,
+                o.reliability, o.cuda, o.provider, o.gpu_name, o.region, o.vcpus, o.ram_gb,
+                o.disk_gb, o.inet_down_mbps, o.country, o.id, o,
+            )
+            for o in offers
+        ]  # fmt: skip
+
+    @classmethod
+    def merge(cls, indexes: Iterable[OfferIndex]) -> OfferIndex:
+        merged = cls()
+        merged.rows = [row for index in indexes for row in index.rows]
+        return merged
+
+    def without(self, offer_ids: Collection[str]) -> OfferIndex:
+        """The same index less the offers with these ids."""
+        kept = OfferIndex()
+        kept.rows = [row for row in self.rows if row[_ID] not in offer_ids]
+        return kept
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+_PRICE, _COUNT, _VRAM, _GPU_PRICE, _REL, _CUDA, _PROVIDER, _GPU, _REGION = range(9)
+_IDENTITY_END, _COUNTRY, _ID, _OFFER = 13, 13, 14, 15
+"""Row fields; row[:_IDENTITY_END] is what a user sees of an offer (its identity)."""
+
+_BOUNDS: tuple[tuple[str, int, Callable[[Any, Any], bool]], ...] = (
+    ("min_gpus", _COUNT, operator.ge),
+    ("max_gpus", _COUNT, operator.le),
+    ("min_vram_gb", _VRAM, operator.ge),
+    ("max_vram_gb", _VRAM, operator.le),
+    ("min_price", _PRICE, operator.ge),
+    ("max_price", _PRICE, operator.le),
+    ("max_gpu_price", _GPU_PRICE, operator.le),
+    ("min_reliability", _REL, operator.ge),
+    ("min_cuda", _CUDA, operator.ge),
 )
 _STRICT = {operator.ge: operator.gt, operator.le: operator.lt}
 
 
-def _filter(offers: Iterable[Offer], query: OfferQuery) -> list[Offer]:
-    """The offers passing every bound; one pass per bound, each narrowing the pool (fast)."""
-    pool = list(offers)
-    for field, get, compare in _BOUND_GETTERS:
+def _filter(rows: list[tuple[Any, ...]], query: OfferQuery) -> list[tuple[Any, ...]]:
+    """The rows passing every bound; one pass per bound, each narrowing the pool."""
+    pool = rows
+    for field, column, compare in _BOUNDS:
         limit = getattr(query, field)
         if limit is not None:
             op = _STRICT[compare] if field in query.strict else compare
-            pool = [o for o in pool if (v := get(o)) is not None and op(v, limit)]
+            pool = [r for r in pool if (v := r[column]) is not None and op(v, limit)]
     if query.providers:
         wanted = set(query.providers)
-        pool = [o for o in pool if o.provider in wanted]
+        pool = [r for r in pool if r[_PROVIDER] in wanted]
     if query.gpu:
         parts = [squash(p) for p in query.gpu.split(",") if squash(p)]
-        names = {name: any(p in squash(name) for p in parts) for name in {o.gpu_name for o in pool}}
-        pool = [o for o in pool if names[o.gpu_name]]
+        names = {name: any(p in squash(name) for p in parts) for name in {r[_GPU] for r in pool}}
+        pool = [r for r in pool if names[r[_GPU]]]
     if query.region:
         regions = [r.strip().lower() for r in query.region.split(",") if r.strip()]
-        pool = [o for o in pool if any(_in_region(o, r) for r in regions)]
+        pool = [r for r in pool if any(_in_region(r, wanted) for wanted in regions)]
     return pool
 
 
-def _in_region(offer: Offer, wanted: str) -> bool:
-    if offer.country and offer.country.lower() == wanted:
+def _in_region(row: tuple[Any, ...], wanted: str) -> bool:
+    country, region = row[_COUNTRY], row[_REGION]
+    if country and country.lower() == wanted:
         return True
-    return len(wanted) > 2 and offer.region is not None and wanted in offer.region.lower()
+    return len(wanted) > 2 and region is not None and wanted in region.lower()
 
 
-_SORT_VALUE: dict[OfferSort, Callable[[Offer], float | None]] = {
-    "price": attrgetter("price_per_hour"),
-    "gpu_price": attrgetter("price_per_gpu_hour"),
-    "vram_price": lambda o: o.price_per_hour / (o.gpu_count * o.vram_gb) if o.vram_gb else None,
-    "vram": lambda o: o.vram_gb * o.gpu_count,
-    "reliability": attrgetter("reliability"),
+_SORT_VALUE: dict[OfferSort, Callable[[tuple[Any, ...]], float | None]] = {
+    "price": itemgetter(_PRICE),
+    "gpu_price": itemgetter(_GPU_PRICE),
+    "vram_price": lambda r: r[_PRICE] / (r[_COUNT] * r[_VRAM]) if r[_VRAM] else None,
+    "vram": lambda r: r[_VRAM] * r[_COUNT],
+    "reliability": itemgetter(_REL),
 }
-
-
 _FIRST = itemgetter(0)
-_SECOND = itemgetter(1)
-
-
-def _identity(offer: Offer) -> tuple[Any, ...]:
-    """What a user can see of an offer: two offers alike in all of it are one line."""
-    return (
-        offer.provider, offer.gpu_name, offer.gpu_count, offer.vram_gb, offer.price_per_hour,
-        offer.region, offer.vcpus, offer.ram_gb, offer.disk_gb, offer.reliability, offer.cuda,
-        offer.inet_down_mbps,
-    )  # fmt: skip
 
 
 def select(
-    offers: Iterable[Offer], query: OfferQuery, demoted: Collection[str] = ()
+    offers: Iterable[Offer] | OfferIndex, query: OfferQuery, demoted: Collection[str] = ()
 ) -> list[Offer]:
     """The offers matching `query`, sorted (ties by price; unknown values last; offers in
     `demoted` after all others), de-duplicated, cut to `query.limit`."""
-    pool = _filter(offers, query)
+    index = offers if isinstance(offers, OfferIndex) else OfferIndex(offers)
+    pool = _filter(index.rows, query)
     value = _SORT_VALUE[query.sort]
     sign = -1.0 if query.descending else 1.0
-    # One visit per offer, in memory order; later steps work on small tuples with float keys
-    # (20,000 offers do not fit in the CPU cache, and hopping between them is what is slow).
-    rows = []
-    for offer in pool:
-        v = value(offer)
-        rows.append((offer.price_per_hour, math.inf if v is None else sign * v, offer))
-    rows.sort(key=_FIRST)
+    pool = sorted(pool, key=_FIRST)  # by price; the stable sort below keeps it for ties
     if query.sort != "price" or query.descending:
-        rows.sort(key=_SECOND)  # stable: equal values stay cheapest first
+        keyed = [(math.inf if (v := value(r)) is None else sign * v, r) for r in pool]
+        keyed.sort(key=_FIRST)
+        pool = [r for _, r in keyed]
     if demoted:
-        rows = [r for r in rows if r[2].id not in demoted] + [r for r in rows if r[2].id in demoted]
-    return _distinct(rows, query.limit)
+        pool = [r for r in pool if r[_ID] not in demoted] + [r for r in pool if r[_ID] in demoted]
+    return _distinct(pool, query.limit)
 
 
 def _distinct(ranked: list[tuple[Any, ...]], limit: int | None) -> list[Offer]:
-    """The offers of `ranked` ((price, key, offer) rows), leaving out any identical to
-    one ranked above it. Identical offers share a price, so only a repeated price is compared."""
+    """The offers of `ranked`, leaving out any identical to one ranked above it. Identical
+    offers share a price, so whole rows are compared only where a price repeats."""
     chosen: list[Offer] = []
-    first: dict[float, Offer] = {}
+    first: dict[float, tuple[Any, ...]] = {}
     seen: dict[float, set[tuple[Any, ...]]] = {}
-    for price, _, offer in ranked:
-        prior = first.setdefault(price, offer)
-        if prior is not offer:
+    for row in ranked:
+        price = row[_PRICE]
+        prior = first.setdefault(price, row)
+        if prior is not row:
             identities = seen.get(price)
             if identities is None:
-                identities = seen[price] = {_identity(prior)}
-            identity = _identity(offer)
+                identities = seen[price] = {prior[:_IDENTITY_END]}
+            identity = row[:_IDENTITY_END]
             if identity in identities:
                 continue
             identities.add(identity)
-        chosen.append(offer)
+        chosen.append(row[_OFFER])
         if limit is not None and len(chosen) == limit:
             break
     return chosen

@@ -19,7 +19,7 @@ from gpushop_tui.clock import Clock
 from gpushop_tui.core.events import EventBus, InventoryRefreshed
 from gpushop_tui.models import PROVIDERS, Offer, OfferQuery
 from gpushop_tui.providers.base import Provider, ProviderError
-from gpushop_tui.query import select
+from gpushop_tui.query import OfferIndex, select
 from gpushop_tui.store import Store
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,7 @@ class InventoryView:
 @dataclass
 class _Cache:
     offers: list[Offer] = field(default_factory=list)
+    index: OfferIndex = field(default_factory=OfferIndex)
     fetched_at: datetime | None = None
     fetched_mono: float | None = None
     error: str | None = None
@@ -169,6 +170,7 @@ class Inventory:
             await self._publish(name, len(cache.offers), ok=False)
             return
         cache.offers = offers
+        cache.index = OfferIndex(offers)
         cache.fetched_at = self._clock.now()
         cache.fetched_mono = self._clock.monotonic()
         cache.error = None
@@ -214,8 +216,8 @@ class Inventory:
             for offer_id, (count, latest) in failures.items()
             if count >= HIDE_AFTER_FAILURES and now - latest < HIDE_FOR
         }
-        everything = [offer for cache in self._caches.values() for offer in cache.offers]
-        visible = [offer for offer in everything if offer.id not in hidden_ids]
+        everything = OfferIndex.merge(cache.index for cache in self._caches.values())
+        visible = everything.without(hidden_ids) if hidden_ids else everything
         return InventoryView(
             offers=select(visible, query, demoted=failures.keys()),
             providers=[self.report(name) for name in PROVIDERS],

@@ -18,7 +18,7 @@ FaultKind = Literal["latency", "status", "timeout", "malformed", "empty"]
 class HttpFault:
     """One HTTP misbehaviour.
 
-    latency: wait `delay_s` (real seconds), then answer normally.
+    latency: answer normally, `delay_s` (real seconds) after the request arrived.
     status: answer `status` with `body` as `media_type` (plain text by default, like Vast's
         usual 429), plus `headers` (e.g. a `Retry-After`, which the usual Vast 429 lacks).
     timeout: hold the request for `delay_s` (default 3600 s) without answering.

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gpushop_tui.sim.faults import HttpFault
 from gpushop_tui.sim.world import World
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -33,24 +35,17 @@ async def json_body(request: Request) -> Any:
         return None
 
 
-async def apply_fault(world: World, provider: str, endpoint: str) -> Response | None:
-    """The response a matching fault forces, or None to answer normally (after any latency)."""
-    fault = world.faults.take(provider, endpoint)
-    if fault is None:
-        return None
-    if fault.kind == "latency":
-        await asyncio.sleep(fault.delay_s)
-        return None
-    if fault.kind == "timeout":
-        await asyncio.sleep(fault.delay_s or 3600)
-        return Response("", status_code=504)
+def forced_response(fault: HttpFault) -> Response | None:
+    """The response a non-latency fault forces instead of the normal answer."""
     if fault.kind == "malformed":
         return Response('{"offers": [{"id": 1,', media_type="application/json")
     if fault.kind == "empty":
         return Response(b"", media_type="application/json")
-    return Response(
-        fault.body, status_code=fault.status, media_type=fault.media_type, headers=fault.headers
-    )
+    if fault.kind == "status":
+        return Response(
+            fault.body, status_code=fault.status, media_type=fault.media_type, headers=fault.headers
+        )
+    return None
 
 
 def endpoint(world: World, provider: str, name: str) -> Callable[[Handler], Handler]:
@@ -58,7 +53,18 @@ def endpoint(world: World, provider: str, name: str) -> Callable[[Handler], Hand
 
     def wrap(handler: Handler) -> Handler:
         async def guarded(request: Request) -> Response:
-            forced = await apply_fault(world, provider, name)
+            fault = world.faults.take(provider, name)
+            if fault is None:
+                return await handler(request)
+            if fault.kind == "timeout":
+                await asyncio.sleep(fault.delay_s or 3600)
+                return Response("", status_code=504)
+            if fault.kind == "latency":  # the answer leaves `delay_s` after the request came
+                started = time.monotonic()
+                response = await handler(request)
+                await asyncio.sleep(max(0.0, fault.delay_s - (time.monotonic() - started)))
+                return response
+            forced = forced_response(fault)
             return forced if forced is not None else await handler(request)
 
         return guarded
