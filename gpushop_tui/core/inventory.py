@@ -78,7 +78,6 @@ class InventoryView:
 
 @dataclass
 class _Cache:
-    offers: list[Offer] = field(default_factory=list)
     index: OfferIndex = field(default_factory=OfferIndex)
     fetched_at: datetime | None = None
     fetched_mono: float | None = None
@@ -162,14 +161,13 @@ class Inventory:
             reason = err.message if isinstance(err, ProviderError) else "no answer in time"
             cache.error = reason
             log.warning("inventory: %s refresh failed: %s", name, reason)
-            await self._publish(name, len(cache.offers), ok=False)
+            await self._publish(name, len(cache.index), ok=False)
             return
         except Exception:  # a bug in one adapter must not blank the whole menu
             log.exception("inventory: %s refresh failed unexpectedly", name)
             cache.error = "unexpected error (details in the log file)"
-            await self._publish(name, len(cache.offers), ok=False)
+            await self._publish(name, len(cache.index), ok=False)
             return
-        cache.offers = offers
         cache.index = OfferIndex(offers)
         cache.fetched_at = self._clock.now()
         cache.fetched_mono = self._clock.monotonic()
@@ -201,7 +199,7 @@ class Inventory:
         return ProviderReport(
             name,
             status,
-            offers=len(cache.offers),
+            offers=len(cache.index),
             fetched_at=cache.fetched_at,
             age_s=age,
             error=cache.error,
@@ -237,14 +235,6 @@ class Inventory:
             gpu_name=offer.gpu_name,
             session_id=session_id,
         )
-
-    def find(self, offer_id: str) -> Offer | None:
-        """A cached offer by id."""
-        provider = offer_id.split(":", 1)[0]
-        cache = self._caches.get(provider)
-        if cache is None:
-            return None
-        return next((offer for offer in cache.offers if offer.id == offer_id), None)
 
     async def aclose(self) -> None:
         tasks = [c.refreshing for c in self._caches.values() if c.refreshing is not None]

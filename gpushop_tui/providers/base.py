@@ -148,6 +148,10 @@ def parse_label(label: str | None) -> tuple[str, str] | None:
 # --------------------------------------------------------------------------- the protocol
 
 
+DEFAULT_DISK_GB = 50.0
+"""The disk a rental gets unless asked otherwise (and the one search prices storage for)."""
+
+
 @dataclass(frozen=True)
 class CreateSpec:
     """What a create call needs besides the offer."""
@@ -155,7 +159,7 @@ class CreateSpec:
     label: str
     ssh_public_key: str
     image: str | None = None
-    disk_gb: float = 50.0
+    disk_gb: float = DEFAULT_DISK_GB
     onstart: str | None = None
 
 
@@ -360,8 +364,9 @@ class RateLimit:
     burst: int = 1
 
 
-RateLimitCheck = Callable[[httpx.Response], RateLimited | None]
-"""Adapter hook: a 429 that must not be retried (e.g. a daily quota) becomes an error at once."""
+RateLimitCheck = Callable[[httpx.Response, datetime], RateLimited | None]
+"""Adapter hook, given the answer and the time now: a 429 that must not be retried (e.g. a daily
+quota, over until midnight) becomes an error at once."""
 
 
 @dataclass
@@ -427,7 +432,9 @@ class ProviderHttp:
                     ) from err
             else:
                 if response.status_code == 429:
-                    if self.final_429 is not None and (final := self.final_429(response)):
+                    if self.final_429 is not None and (
+                        final := self.final_429(response, self.clock.now())
+                    ):
                         raise final
                     wait = _retry_after(response)
                     if last_try:

@@ -24,7 +24,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar
 
 import httpx
 
@@ -533,8 +533,15 @@ class TensorDock(Provider):
     def auth_headers(key: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}", "Accept": "application/json"}
 
-    def _fail(self, response: httpx.Response, what: str) -> NoReturn:
-        raise classify_error(response.status_code, _json_or_none(response), what)
+    async def _get_json(self, path: str, what: str, priority: Priority) -> Any:
+        """GET `path` and its JSON body; an error status or a 200-with-error body raises."""
+        response = await self.http.request("GET", path, priority=priority)
+        if response.status_code >= 400:
+            raise classify_error(response.status_code, _json_or_none(response), what)
+        body = json_of(self.name, response)
+        if _soft_error(body):
+            raise classify_error(response.status_code, body, what)
+        return body
 
     def _path(self, instance_id: str) -> str:
         """`/instances/<id>`, refusing ids that could reach another path."""
@@ -544,12 +551,7 @@ class TensorDock(Provider):
 
     async def list_offers(self, query: OfferQuery | None = None) -> list[Offer]:
         """One offer per location, GPU model and count; `query` is unused (no server filter)."""
-        response = await self.http.request("GET", "/locations", priority=Priority.BACKGROUND)
-        if response.status_code >= 400:
-            self._fail(response, "listing locations")
-        body = json_of(self.name, response)
-        if _soft_error(body):
-            raise classify_error(response.status_code, body, "listing locations")
+        body = await self._get_json("/locations", "listing locations", Priority.BACKGROUND)
         try:
             locations = locations_of(body)
         except ValueError as err:
@@ -621,12 +623,7 @@ class TensorDock(Provider):
 
     async def list_ours(self) -> list[InstanceStatus]:
         """Every live instance named with our label; raises on any answer it cannot read."""
-        response = await self.http.request("GET", "/instances", priority=Priority.URGENT)
-        if response.status_code >= 400:
-            self._fail(response, "listing instances")
-        body = json_of(self.name, response)
-        if _soft_error(body):
-            raise classify_error(response.status_code, body, "listing instances")
+        body = await self._get_json("/instances", "listing instances", Priority.URGENT)
         try:
             found = [parse_instance(item) for item in instance_items(body)]
         except ValueError as err:
@@ -646,9 +643,4 @@ class TensorDock(Provider):
 
     async def check(self) -> None:
         """`GET /instances` with the token: AuthError on 401/403."""
-        response = await self.http.request("GET", "/instances", priority=Priority.NORMAL)
-        if response.status_code >= 400:
-            self._fail(response, "checking the API token")
-        body = json_of(self.name, response)
-        if _soft_error(body):
-            raise classify_error(response.status_code, body, "checking the API token")
+        await self._get_json("/instances", "checking the API token", Priority.NORMAL)

@@ -35,6 +35,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from gpushop_tui.models import InstanceStatus, Offer, OfferQuery, ProviderName
 from gpushop_tui.providers.base import (
+    DEFAULT_DISK_GB,
     AuthError,
     CapacityError,
     CreateSpec,
@@ -46,8 +47,8 @@ from gpushop_tui.providers.base import (
     Provider,
     ProviderBug,
     ProviderError,
-    ProviderHttp,
     RateLimit,
+    RateLimitCheck,
     RateLimited,
     Readiness,
     TransientError,
@@ -60,7 +61,7 @@ log = logging.getLogger(__name__)
 PROVIDER: ProviderName = "vastai"
 SEARCH_LIMIT = 3000
 """gpuhunt's "fetch all": the server's own default would cut the market short."""
-SEARCH_DISK_GB: float = CreateSpec.__dataclass_fields__["disk_gb"].default
+SEARCH_DISK_GB = DEFAULT_DISK_GB
 """The disk priced into `dph_total` at search: the one a create asks for unless told otherwise."""
 IMAGE = "vastai/base-image:@vastai-automatic-tag"
 """Vast's base image, tagged by Vast to match the host's CUDA (§1.4)."""
@@ -400,14 +401,7 @@ class VastAi(Provider):
         ssh_user="root", initial_delay_s=0, probe_dpkg_and_smi=False
     )
     rate: ClassVar[RateLimit] = RateLimit(per_second=1.0, burst=2)
-
-    def __init__(self, http: ProviderHttp, install_id: str) -> None:
-        super().__init__(http, install_id)
-        # The quota hook needs this adapter's clock for "until midnight", so it is set here.
-        http.final_429 = self._final_429
-
-    def _final_429(self, response: httpx.Response) -> RateLimited | None:
-        return quota_exhausted(response, self.http.clock.now())
+    final_429: ClassVar[RateLimitCheck | None] = staticmethod(quota_exhausted)
 
     @staticmethod
     def auth_headers(key: str) -> dict[str, str]:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import statistics
-import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -51,7 +49,7 @@ from gpushop_tui.providers.vastai import (
 )
 from gpushop_tui.sim.faults import HttpFault, vast_search_quota_exhausted
 from gpushop_tui.sim.http import serve
-from gpushop_tui.sim.vastai import build_app, generate_offers, priced
+from gpushop_tui.sim.vastai import build_app
 from gpushop_tui.sim.world import SimInstance, World
 
 T = TypeVar("T")
@@ -980,36 +978,3 @@ async def test_status_calls_go_before_inventory_when_the_rate_limit_bites(sim: S
     await parked(sim.clock, offers, sleepers=2)
     assert await offers
     await paced.aclose()
-
-
-# --------------------------------------------------------------------------- benchmark
-
-
-def market_rows(count: int = 20_000) -> list[dict[str, Any]]:
-    """`count` search rows: the seed-0 market repeated, ids made unique."""
-    world = World(seed=0)
-    base, _ = generate_offers(world)
-    rows: list[dict[str, Any]] = []
-    copy = 0
-    while len(rows) < count:
-        for offer in base:
-            row = priced(offer, SEARCH_DISK_GB, False, world.now())
-            row["id"] = row["ask_contract_id"] = offer["id"] * 100 + copy
-            rows.append(row)
-        copy += 1
-    return rows[:count]
-
-
-@pytest.mark.perf
-def test_normalizing_20000_offers_takes_under_200_ms() -> None:
-    rows = market_rows()
-    timings = []
-    for _ in range(7):
-        started = time.perf_counter()
-        offers = normalize_offers(rows, FETCHED)
-        timings.append(time.perf_counter() - started)
-        assert len(offers) == 20_000
-    median_ms = statistics.median(timings) * 1000
-    print(f"\nnormalize_offers, 20,000 Vast rows: median {median_ms:.0f} ms, best"
-          f" {min(timings) * 1000:.0f} ms")  # fmt: skip
-    assert median_ms < 200
