@@ -146,6 +146,14 @@ class Settings(BaseModel):
         "Same for Blue Lobster (a driver rebuild can take 30 min).",
         gt=0,
     )
+    boot_delay_scale: float = _knob(
+        1.0,
+        "GPUSHOP_BOOT_DELAY_SCALE",
+        "Scale of each provider's known boot delay before the first SSH attempt (the demo "
+        "marketplace boots in seconds and uses a small one).",
+        ge=0,
+        le=1,
+    )
     budget_monthly_usd: float = _knob(
         0.0, "GPUSHOP_BUDGET_MONTHLY_USD", "Global monthly spend limit, USD; 0 means none.", ge=0
     )

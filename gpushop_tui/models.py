@@ -204,6 +204,14 @@ class Session(_Model):
     instance_gone_at: UtcDatetime | None = None
     error: str | None = None
     request_id: str | None = Field(default=None, max_length=128)
+    destroy_attempts: int = Field(default=0, ge=0, description="Failed teardown tries so far.")
+    next_destroy_at: UtcDatetime | None = Field(
+        default=None, description="When the destroy queue tries again."
+    )
+    last_busy_at: UtcDatetime | None = Field(
+        default=None, description="Last time any idle signal read busy (or could not be read)."
+    )
+    idle_reason: str | None = Field(default=None, description="Why it counts as idle or busy.")
     version: int = Field(default=0, ge=0, description="Bumped by every stored change.")
 
     @property
@@ -215,6 +223,39 @@ class Session(_Model):
     def _deadlines_ordered(self) -> Session:
         if self.expires_at > self.hard_max_at and self.hard_max_override is None:
             raise ValueError("expires_at is past hard_max_at without an override reason")
+        return self
+
+
+Workload = Literal[
+    "interactive", "llm", "llm_vllm", "llm_tgi", "training", "batch", "inference", "benchmark"
+]  # fmt: skip
+MAX_RESERVATION_HOURS = 12.0
+
+
+class ProvisionRequest(_Model):
+    """What a rental asks for: one offer (or a query whose best match is taken) and its limits.
+
+    The same `request_id` always answers with the same session: a client that lost the answer
+    may ask again without renting a second instance.
+    """
+
+    consumer: ConsumerId
+    offer_id: str | None = Field(default=None, description="'<provider>:<id>' from the menu.")
+    query: str | None = Field(default=None, description="Query language; the best match wins.")
+    hours: float = Field(default=1.0, gt=0, le=MAX_RESERVATION_HOURS)
+    workload: Workload = "interactive"
+    idle_timeout_min: float | None = Field(default=None, ge=0, description="0 disables.")
+    storage: StoragePolicy = StoragePolicy.DESTROY
+    request_id: str | None = Field(
+        default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$"
+    )
+    image: str | None = None
+    disk_gb: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ProvisionRequest:
+        if (self.offer_id is None) == (self.query is None):
+            raise ValueError("name exactly one of an offer id or a query")
         return self
 
 

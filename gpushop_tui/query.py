@@ -280,6 +280,13 @@ class OfferIndex:
         kept.rows = [row for row in self.rows if row[_ID] not in offer_ids]
         return kept
 
+    def find(self, offer_id: str) -> Offer | None:
+        """The offer with this id, if the index holds it."""
+        for row in self.rows:
+            if row[_ID] == offer_id:
+                return row[_OFFER]  # type: ignore[no-any-return]
+        return None
+
     def __len__(self) -> int:
         return len(self.rows)
 

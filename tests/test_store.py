@@ -13,7 +13,7 @@ from gpushop_tui.clock import FakeClock
 from gpushop_tui.config import Settings
 from gpushop_tui.errors import DataDirError
 from gpushop_tui.models import AuditEvent, InstanceState, SessionStatus, Severity
-from gpushop_tui.store import Store
+from gpushop_tui.store import DuplicateSession, Store
 from gpushop_tui.store.db import migrations
 from tests.support.factories import make_session
 
@@ -136,7 +136,7 @@ async def test_request_id_is_unique(store: Store, clock: FakeClock) -> None:
     first = make_session(clock.now(), request_id="req-1")
     await store.insert_session(first)
     assert await store.session_by_request_id("req-1") == first
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(DuplicateSession):
         await store.insert_session(make_session(clock.now(), request_id="req-1"))
 
 

@@ -223,6 +223,20 @@ class Inventory:
             hidden=len(everything) - len(visible),
         )
 
+    async def find(self, offer_id: str) -> Offer | None:
+        """The offer with this id from its provider's menu, refreshed if old or not found."""
+        name = offer_id.split(":", 1)[0]
+        if name not in self._caches or self._providers[name] is None:
+            return None
+        refreshed = self._expired(name)
+        if refreshed:
+            await self._refresh(name)
+        found = self._caches[name].index.find(offer_id)
+        if found is None and not refreshed:
+            await self._refresh(name)
+            found = self._caches[name].index.find(offer_id)
+        return found
+
     async def record_failure(
         self, offer: Offer, reason: str, *, session_id: str | None = None
     ) -> None:

@@ -8,18 +8,40 @@ the web framework (tests check this).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
+from typing import Literal
 
 from gpushop_tui.clock import Clock, SystemClock
 from gpushop_tui.config import Settings
 from gpushop_tui.core.events import EventBus, Subscription
 from gpushop_tui.core.inventory import Inventory, InventoryView
-from gpushop_tui.models import PROVIDERS, AuditEvent, OfferQuery
-from gpushop_tui.providers.base import AuthError, ProviderError, TransientError
+from gpushop_tui.core.sessions import ACTIVE, Lifecycle
+from gpushop_tui.core.supervisor import PassReport, Supervisor
+from gpushop_tui.errors import UserError
+from gpushop_tui.models import (
+    PROVIDERS,
+    AuditEvent,
+    OfferQuery,
+    ProvisionRequest,
+    Session,
+    SessionStatus,
+)
+from gpushop_tui.node import keys as node_keys
+from gpushop_tui.node.ssh import NodeError, connect
+from gpushop_tui.providers.base import (
+    AuthError,
+    Provider,
+    ProviderError,
+    TransientError,
+    parse_label,
+)
 from gpushop_tui.providers.registry import connect_providers
 from gpushop_tui.secrets import CredentialStatus, SecretStore
-from gpushop_tui.store import Store
+from gpushop_tui.store import Lease, Store
 
 
 @dataclass(frozen=True)
@@ -36,6 +58,21 @@ class ProviderCheck:
     @property
     def works(self) -> bool:
         return bool(self.configured and self.key_valid and self.reachable)
+
+
+@dataclass(frozen=True)
+class OrphanRow:
+    """One of our instances as a provider lists it, and the session it belongs to, if any."""
+
+    provider: str
+    instance_id: str
+    label: str | None
+    state: str
+    session_id: str | None
+    session_status: str | None
+    live_session: bool
+    action: str = "none"
+    """What cleanup did: none (dry run or kept), destroyed, destroy failed: ..."""
 
 
 class Shopper:
@@ -60,6 +97,17 @@ class Shopper:
             ttl_s=settings.inventory_refresh_s,
             timeout_s=settings.http_timeout_s,
         )
+        self.lifecycle = Lifecycle(
+            settings=settings,
+            store=store,
+            providers=self.providers,
+            inventory=self.inventory,
+            events=self.events,
+            clock=clock,
+            keys_dir=settings.paths.keys_dir,
+        )
+        self.supervisor = Supervisor(self.lifecycle)
+        self._supervising: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(
@@ -76,6 +124,12 @@ class Shopper:
         return cls(settings, store, clock or SystemClock(), secrets or SecretStore())
 
     async def aclose(self) -> None:
+        """Stop this process's work; every session stays as it is for the next supervisor."""
+        if self._supervising is not None:
+            self._supervising.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervising
+        await self.lifecycle.aclose()
         await self.inventory.aclose()
         await self.store.aclose()
 
@@ -134,3 +188,181 @@ class Shopper:
             return ProviderCheck(name, True, reachable=False, error="no answer in time")
         latency = (self.clock.monotonic() - started) * 1000
         return ProviderCheck(name, True, key_valid=True, reachable=True, latency_ms=latency)
+
+    # ------------------------------------------------------------------ sessions
+
+    async def provision(self, request: ProvisionRequest) -> Session:
+        """Rent an offer; returns with the session provisioning (readiness goes on here)."""
+        return await self.lifecycle.provision(request)
+
+    async def session(self, session_id: str) -> Session:
+        return await self.lifecycle.get(session_id)
+
+    async def sessions(
+        self,
+        *,
+        consumer: str | None = None,
+        status: SessionStatus | None = None,
+        open_only: bool = False,
+    ) -> list[Session]:
+        """Sessions, newest first; `open_only` keeps those still supervised."""
+        return await self.store.list_sessions(consumer=consumer, status=status, open_only=open_only)
+
+    async def done(self, session_id: str) -> Session:
+        """End a session gracefully (destroy, or stop and keep the disk); answers at once."""
+        return await self.lifecycle.done(session_id, reason="requested by the user")
+
+    async def delete(self, session_id: str) -> Session:
+        """Destroy a session's instance whatever its storage policy; answers at once."""
+        return await self.lifecycle.delete(session_id)
+
+    async def extend(
+        self, session_id: str, hours: float, override_reason: str | None = None
+    ) -> Session:
+        return await self.lifecycle.extend(session_id, hours, override_reason)
+
+    async def touch(self, session_id: str) -> Session:
+        """Record activity on a session (it is not idle)."""
+        return await self.lifecycle.touch(session_id)
+
+    async def wait_settled(self, session_id: str, timeout_s: float) -> Session:
+        """Wait until the session is running, stopped or closed (or the time is up)."""
+        return await self.lifecycle.wait_settled(session_id, timeout_s)
+
+    # ------------------------------------------------------------------ supervision
+
+    def start_supervisor(self) -> None:
+        """Supervise in the background (TUI, --serve) until `aclose`; a viewer if another does."""
+        if self._supervising is None or self._supervising.done():
+            self._supervising = asyncio.create_task(self.supervisor.run(), name="supervisor")
+
+    async def supervisor_lease(self) -> Lease | None:
+        """The live supervisor's lease, if any process holds one."""
+        return await self.supervisor.lease()
+
+    async def reconcile_once(self) -> PassReport | None:
+        """One supervisor pass for cron; None when a live supervisor already holds the lease."""
+        return await self.supervisor.run_once()
+
+    async def cleanup_orphans(
+        self, provider: str | None = None, *, execute: bool = False, include_live: bool = False
+    ) -> tuple[list[OrphanRow], list[str]]:
+        """Our instances straight from the provider lists, with their sessions; destroy on ask.
+
+        Instances of live sessions are shown and never destroyed unless `include_live`.
+        Returns the rows and one sentence per provider that could not be listed.
+        """
+        if provider is not None and provider not in PROVIDERS:
+            raise UserError(f"unknown provider {provider!r}; one of {', '.join(PROVIDERS)}")
+        rows: list[OrphanRow] = []
+        problems: list[str] = []
+        for name, adapter in self.providers.items():
+            if adapter is None or (provider is not None and name != provider):
+                continue
+            try:
+                listed = await adapter.list_ours()
+            except ProviderError as err:
+                problems.append(f"{name}: cannot list instances: {err.message}")
+                continue
+            for instance in listed:
+                parsed = parse_label(instance.label)
+                session = await self.store.get_session(parsed[1]) if parsed else None
+                live = session is not None and (
+                    session.status in ACTIVE
+                    or (session.status == SessionStatus.STOPPED and not session.instance.absent)
+                )
+                action = "none"
+                if execute and (include_live or not live):
+                    action = await self._destroy_listed(adapter, instance.instance_id, session)
+                rows.append(
+                    OrphanRow(
+                        provider=name,
+                        instance_id=instance.instance_id,
+                        label=instance.label,
+                        state=instance.state,
+                        session_id=session.id if session else None,
+                        session_status=session.status.value if session else None,
+                        live_session=live,
+                        action=action,
+                    )
+                )
+        return rows, problems
+
+    async def _destroy_listed(
+        self, adapter: Provider, instance_id: str, session: Session | None
+    ) -> str:
+        if session is not None and session.instance_id in (None, instance_id):
+            if session.instance_id is None:
+                await self.lifecycle.record_instance(session.id, instance_id, self.clock.now())
+            await self.lifecycle.delete(session.id, reason="cleanup-orphans")
+            await self.lifecycle.drive(session.id)
+            after = await self.lifecycle.get(session.id)
+            return "destroyed" if after.instance.absent else f"destroying ({after.instance})"
+        try:
+            await adapter.destroy(instance_id)
+        except ProviderError as err:
+            return f"destroy failed: {err.message}"
+        return "destroy requested"
+
+    # ------------------------------------------------------------------ access
+
+    async def ssh_argv(self, session_id: str, *command: str) -> list[str]:
+        """The OpenSSH command line that reaches the session's node with its own key."""
+        session = await self.lifecycle.get(session_id)
+        address = self.lifecycle.address(session)
+        known_hosts = self.lifecycle.known_hosts_path(session.id)
+        if session.host_key is not None:
+            await asyncio.to_thread(
+                node_keys.write_known_hosts,
+                known_hosts,
+                address.host,
+                address.port,
+                session.host_key,
+            )
+        strict = "yes" if session.host_key is not None else "accept-new"
+        return [
+            "ssh",
+            "-i",
+            str(address.key_path),
+            "-p",
+            str(address.port),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            f"UserKnownHostsFile={known_hosts}",
+            "-o",
+            f"StrictHostKeyChecking={strict}",
+            f"{address.user}@{address.host}",
+            *command,
+        ]
+
+    async def key_path(self, session_id: str) -> Path:
+        """The session's private key file (kept until the session is closed)."""
+        session = await self.lifecycle.get(session_id)
+        path = Path(session.key_path) if session.key_path else None
+        if path is None or not await asyncio.to_thread(path.exists):
+            raise UserError(f"session {session_id} has no key any more (it is closed)")
+        return path
+
+    async def transfer(
+        self,
+        session_id: str,
+        direction: Literal["upload", "download"],
+        local: Path,
+        remote: str,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
+        """Copy one file to or from the session's node over SFTP; returns the bytes copied."""
+        session = await self.lifecycle.get(session_id)
+        if session.status != SessionStatus.RUNNING:
+            raise UserError(f"session {session_id} is {session.status}, not running")
+        try:
+            conn = await connect(
+                self.lifecycle.address(session), timeout_s=self.settings.ssh_connect_timeout_s
+            )
+            async with conn:
+                if direction == "upload":
+                    return await conn.upload(local, remote, progress)
+                return await conn.download(remote, local, progress)
+        except NodeError as err:
+            raise UserError(f"transfer failed: {err.message}") from None

@@ -194,6 +194,8 @@ class Provider(ABC):
     rate: ClassVar[RateLimit]
     """The provider's own rate limit, which we stay under."""
     final_429: ClassVar[RateLimitCheck | None] = None
+    can_stop: ClassVar[bool] = False
+    """Whether `stop` keeps the disk of an instance (the "keep" storage policy needs it)."""
 
     def __init__(self, http: ProviderHttp, install_id: str) -> None:
         self.http = http

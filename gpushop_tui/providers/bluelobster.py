@@ -310,6 +310,7 @@ class BlueLobster(Provider):
         ssh_user=USERNAME, initial_delay_s=60, probe_dpkg_and_smi=True
     )
     rate: ClassVar[RateLimit] = RateLimit(per_second=2.0, burst=3)
+    can_stop: ClassVar[bool] = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -91,7 +91,7 @@ _BY_BASE: dict[str, list[_Entry]] = {}
 for _entry in _CATALOGUE:
     _BY_BASE.setdefault(_entry.base, []).append(_entry)
 
-_NOISE = re.compile(r"\b(?:nvidia|geforce|tesla|quadro|generation|gen)\b|\bgpu\b")
+_NOISE = re.compile(r"\b(?:nvidia|geforce|tesla|quadro|generation|gen|hbm\d*e?)\b|\bgpu\b")
 _MEMORY = re.compile(r"(?<![a-z0-9])(\d+)\s*gb\b")
 _FORM = re.compile(r"(sxm\d?|pcie|nvl|hgx)")
 _ALIASES = {"rtx6000adageneration": "rtx6000ada", "a100pcie": "a100", "rtxa6000ada": "rtx6000ada"}
@@ -129,6 +129,19 @@ def _resolve(spelling: str, vram_hint_gb: float | None) -> GpuModel | None:
     if size is not None:
         chosen = min(candidates, key=lambda e: abs(e.vram_gb - size))
     return GpuModel(chosen.name, chosen.vram_gb, chosen.arch)
+
+
+def gpu_matches(promised: str, reported: str) -> bool:
+    """Whether a node's GPU name (as `nvidia-smi` says it) is the card an offer promised.
+
+    Same base model, and the same form factor where both names state one (the node's name often
+    does not: "NVIDIA H100 80GB HBM3"). Memory is compared separately, from what the node reports.
+    """
+    promised_base, promised_form, _ = _reduce(promised)
+    reported_base, reported_form, _ = _reduce(reported)
+    if promised_base != reported_base:
+        return False
+    return promised_form is None or reported_form is None or promised_form == reported_form
 
 
 def lookup_gpu(spelling: str | list[str], vram_hint_gb: float | None = None) -> GpuModel:

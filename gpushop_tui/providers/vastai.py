@@ -402,6 +402,7 @@ class VastAi(Provider):
     )
     rate: ClassVar[RateLimit] = RateLimit(per_second=1.0, burst=2)
     final_429: ClassVar[RateLimitCheck | None] = staticmethod(quota_exhausted)
+    can_stop: ClassVar[bool] = True
 
     @staticmethod
     def auth_headers(key: str) -> dict[str, str]:

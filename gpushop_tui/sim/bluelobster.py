@@ -13,6 +13,12 @@
   `app.state.fail_launches` launches.
 - `GET /instances` is a plain array; `power_status` is null on running instances for every
   other launch (BL-008); after DELETE the instance and its IP linger `DELETE_LINGER_S`, then 404.
+- `POST /instances/{uuid}/shutdown` stops the VM at once, keeping its disk, IP and capacity: it
+  stays listed (`power_status` "stopped") and can still be deleted. `POST .../power-on` boots it
+  again (`boot_s` before SSH answers). Both answer the Terraform client's `ActionResponse`
+  (`status, message, task_id, instance_id, host, duration_ms, new_name`; the values are
+  inferred); a power action in the wrong state is 409 `invalid_state`; unknown, or deleted or
+  being deleted, is 404.
 - Sim-only: instance objects carry `ssh_port` (the loopback port of the SSH node) when known,
   since the real API has no port field (real SSH is the IP on port 22).
 """
@@ -36,6 +42,8 @@ from gpushop_tui.sim.world import SimInstance, World
 PROVIDER = "bluelobster"
 PENDING_S = 1.0
 DELETE_LINGER_S = 30.0
+POWER_MS = {"shutdown": 4120, "power-on": 1630}
+"""The `duration_ms` a power action reports (the sim acts at once; the numbers are made up)."""
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]")
 KEY_RE = re.compile(
     r"(ssh-rsa|ssh-ed25519|ecdsa-sha2-nistp\d+|ssh-dss) [A-Za-z0-9+/]+={0,3}( [^\r\n]*)?"
@@ -272,6 +280,19 @@ def _task(instance: SimInstance, kind: str, now: float) -> dict[str, Any]:
     return record
 
 
+def _action(instance: SimInstance, action: str, message: str) -> dict[str, Any]:
+    """The `ActionResponse` of a power action that has taken effect."""
+    return {
+        "status": "success",
+        "message": message,
+        "task_id": None,
+        "instance_id": instance.id,
+        "host": instance.extra["host_id"],
+        "duration_ms": POWER_MS[action],
+        "new_name": None,
+    }
+
+
 def _launch_errors(body: Any) -> list[dict[str, str]]:
     if not isinstance(body, dict):
         return [{"field": "body", "message": "Request body must be a JSON object"}]
@@ -457,6 +478,42 @@ def build_app(world: World) -> Starlette:
             }
         )
 
+    def power_target(request: Request) -> SimInstance | Response:
+        """The instance a power action names, or its 404 (unknown, deleted or being deleted)."""
+        instance = find(request.path_params["uuid"])
+        if instance is None or instance.destroyed_at is not None:
+            return _detail(404, "not_found", "Instance not found")
+        return instance
+
+    @route("shutdown")
+    async def shutdown(request: Request) -> Response:
+        if (denied := _auth(world, request)) is not None:
+            return denied
+        instance = power_target(request)
+        if isinstance(instance, Response):
+            return instance
+        now = world.now()
+        if instance.stopped:
+            return _detail(409, "invalid_state", "Instance is already stopped")
+        if instance.powered_on_at is None and instance.phase(now) == "booting":
+            return _detail(409, "invalid_state", "Instance is still being provisioned")
+        instance.stopped = True
+        world.save()
+        return json_response(_action(instance, "shutdown", "Instance shut down"))
+
+    @route("power_on")
+    async def power_on(request: Request) -> Response:
+        if (denied := _auth(world, request)) is not None:
+            return denied
+        instance = power_target(request)
+        if isinstance(instance, Response):
+            return instance
+        if not instance.stopped:
+            return _detail(409, "invalid_state", "Instance is already running")
+        instance.power_on(world.now())
+        world.save()
+        return json_response(_action(instance, "power-on", "Instance powered on"))
+
     app = Starlette(
         routes=[
             Route("/api/v1/instances/available", available, methods=["GET"]),
@@ -466,6 +523,8 @@ def build_app(world: World) -> Starlette:
             Route("/api/v1/instances", list_instances, methods=["GET"]),
             Route("/api/v1/instances/{uuid}", get, methods=["GET"]),
             Route("/api/v1/instances/{uuid}", destroy, methods=["DELETE"]),
+            Route("/api/v1/instances/{uuid}/shutdown", shutdown, methods=["POST"]),
+            Route("/api/v1/instances/{uuid}/power-on", power_on, methods=["POST"]),
         ]
     )
     app.state.fail_launches = 0

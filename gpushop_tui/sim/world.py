@@ -1,10 +1,10 @@
 """The simulated world: its clock, seed, credentials, fault plan and every instance ever created.
 
 Instance state is derived from the world clock at read time (no background tasks): an instance
-boots for `boot_s` after its create call, then runs until stopped or destroyed. Provider servers
-map this common life onto their own status words; SSH nodes read the same objects live, so a key
-attached through an API is accepted by the node at once. With a state dir, every change is saved,
-so a standalone simulator killed and restarted keeps its instances.
+boots for `boot_s` after its create call (or after a `power_on`), then runs until stopped or
+destroyed. Provider servers map this common life onto their own status words; SSH nodes read the
+same objects live, so a key attached through an API is accepted by the node at once. With a state
+dir, every change is saved, so a standalone simulator killed and restarted keeps its instances.
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ class SimInstance:
     stopped: bool = False
     destroyed_at: float | None = None
     ssh_port: int | None = None
+    powered_on_at: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def phase(self, now: float) -> Phase:
@@ -80,7 +81,13 @@ class SimInstance:
             return "destroyed"
         if self.stopped:
             return "stopped"
-        return "running" if now >= self.created_at + self.boot_s else "booting"
+        boot_from = self.created_at if self.powered_on_at is None else self.powered_on_at
+        return "running" if now >= boot_from + self.boot_s else "booting"
+
+    def power_on(self, now: float) -> None:
+        """Start a stopped instance again, as a VM does: it boots for `boot_s` from `now`."""
+        self.stopped = False
+        self.powered_on_at = now
 
     def dpkg_locked(self, now: float) -> bool:
         return now < self.created_at + self.boot_s + self.dpkg_lock_s

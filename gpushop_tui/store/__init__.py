@@ -1,5 +1,5 @@
 """Persistence: the SQLite database that is the source of truth for every process."""
 
-from gpushop_tui.store.db import Lease, Store
+from gpushop_tui.store.db import DuplicateSession, Lease, Store
 
-__all__ = ["Lease", "Store"]
+__all__ = ["DuplicateSession", "Lease", "Store"]

@@ -84,6 +84,10 @@ def _statements(script: str) -> list[str]:
     return statements
 
 
+class DuplicateSession(Exception):
+    """A session with this id, label or request id is already stored."""
+
+
 @dataclass(frozen=True)
 class Lease:
     """Who holds a named lease (the supervisor's) and until when."""
@@ -196,10 +200,13 @@ class Store:
         row = self._session_row(session)
         columns = ", ".join(row)
         marks = ", ".join("?" for _ in row)
-        async with self.transaction() as db:
-            await db.execute(
-                f"INSERT INTO sessions ({columns}) VALUES ({marks})", tuple(row.values())
-            )
+        try:
+            async with self.transaction() as db:
+                await db.execute(
+                    f"INSERT INTO sessions ({columns}) VALUES ({marks})", tuple(row.values())
+                )
+        except sqlite3.IntegrityError as err:
+            raise DuplicateSession(str(err)) from None
 
     async def get_session(self, session_id: str) -> Session | None:
         rows = await self._fetchall("SELECT * FROM sessions WHERE id = ?", (session_id,))

@@ -677,6 +677,69 @@ async def test_stop_and_start_use_the_power_endpoints() -> None:
         await provider.aclose()
 
 
+async def test_stop_keeps_the_instance_and_start_brings_it_back(env: Env) -> None:
+    ref, _ = await _create(env)
+    vm = ref.instance_id
+    instance = env.world.get(P, vm)
+    assert instance is not None
+    before = await env.provider.get(vm)
+    assert before is not None and before.running
+    await env.provider.stop(vm)
+    stopped = await env.provider.get(vm)
+    assert stopped is not None and not stopped.running and stopped.state == "stopped"
+    assert stopped.raw["power_status"] == "stopped" and stopped.ssh_host == "127.0.0.1"
+    (listed,) = await env.provider.list_ours()  # still ours, still listed
+    assert listed.instance_id == vm and listed.state == "stopped" and not listed.running
+    await env.clock.advance(3600)
+    still = await env.provider.get(vm)
+    assert still is not None and not still.running
+    with pytest.raises(ProviderError) as twice:  # the API refuses a power action out of state
+        await env.provider.stop(vm)
+    assert twice.value.status == 409 and not isinstance(twice.value, NotFound)
+    await env.provider.start(vm)
+    assert instance.phase(env.world.now()) == "booting"  # the VM boots again: SSH not yet up
+    started = await env.provider.get(vm)
+    assert started is not None and started.running and started.state == "running"
+    await env.clock.advance(instance.boot_s)
+    assert instance.phase(env.world.now()) == "running"
+    await env.provider.stop(vm)  # a stopped instance can still be destroyed
+    await env.provider.destroy(vm)
+    deleting = await env.provider.get(vm)
+    assert deleting is not None and deleting.state == "deleting" and not deleting.running
+    with pytest.raises(NotFound):
+        await env.provider.start(vm)
+    await env.clock.advance(sim.DELETE_LINGER_S)
+    assert await env.provider.get(vm) is None
+    assert await env.provider.list_ours() == []
+    with pytest.raises(NotFound):
+        await env.provider.stop(vm)
+
+
+async def test_power_actions_on_unknown_instances_and_with_a_bad_key(env: Env) -> None:
+    gone = "00000000-0000-4000-8000-000000000000"
+    for call in (env.provider.stop(gone), env.provider.start(gone)):
+        with pytest.raises(NotFound):
+            await call
+    ref, _ = await _create(env)
+    wrong = env.connect(key="nope")
+    try:
+        for call in (wrong.stop(ref.instance_id), wrong.start(ref.instance_id)):
+            with pytest.raises(AuthError):
+                await call
+    finally:
+        await wrong.aclose()
+    status = await env.provider.get(ref.instance_id)
+    assert status is not None and status.running
+
+
+async def test_a_5xx_on_stop_is_retried(env: Env) -> None:
+    ref, _ = await _create(env)
+    env.fault("shutdown", status=502, times=2)
+    await env.provider.stop(ref.instance_id)
+    status = await env.provider.get(ref.instance_id)
+    assert status is not None and status.state == "stopped"
+
+
 async def test_module_constants_are_what_create_sends(env: Env) -> None:
     sent: list[dict[str, Any]] = []
 

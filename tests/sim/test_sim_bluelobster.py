@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import asyncssh
 import httpx
 import pytest
 
@@ -13,6 +15,7 @@ from gpushop_tui.clock import FakeClock
 from gpushop_tui.sim import bluelobster
 from gpushop_tui.sim.faults import HttpFault
 from gpushop_tui.sim.http import serve
+from gpushop_tui.sim.node import SshNodes
 from gpushop_tui.sim.world import World
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGgpushopTestKey me@host"
@@ -26,16 +29,36 @@ class Bl:
     app: Any
 
 
-@pytest.fixture
-async def bl() -> AsyncIterator[Bl]:
-    clock = FakeClock()
-    world = World(seed=1, clock=clock)
+@contextlib.asynccontextmanager
+async def _serving(world: World, clock: FakeClock) -> AsyncIterator[Bl]:
     app = bluelobster.build_app(world)
     served = await serve(app)
     headers = {"X-API-Key": world.keys["bluelobster"]}
-    async with httpx.AsyncClient(base_url=served.origin + "/api/v1", headers=headers) as client:
-        yield Bl(world, clock, client, app)
-    await served.stop()
+    try:
+        async with httpx.AsyncClient(base_url=served.origin + "/api/v1", headers=headers) as client:
+            yield Bl(world, clock, client, app)
+    finally:
+        await served.stop()
+
+
+@pytest.fixture
+async def bl() -> AsyncIterator[Bl]:
+    clock = FakeClock()
+    async with _serving(World(seed=1, clock=clock), clock) as made:
+        yield made
+
+
+@pytest.fixture
+async def bl_nodes() -> AsyncIterator[Bl]:
+    """Like `bl`, with a real SSH node on loopback for every instance."""
+    clock = FakeClock()
+    world = World(seed=1, clock=clock)
+    world.nodes = nodes = SshNodes(world)
+    try:
+        async with _serving(world, clock) as made:
+            yield made
+    finally:
+        await nodes.aclose()
 
 
 def _launch_body(**fields: Any) -> dict[str, Any]:
@@ -285,7 +308,128 @@ async def test_injected_faults(bl: Bl) -> None:
         ("get", "GET", "/instances/x"),
         ("destroy", "DELETE", "/instances/x"),
         ("templates", "GET", "/instances/templates"),
+        ("shutdown", "POST", "/instances/x/shutdown"),
+        ("power_on", "POST", "/instances/x/power-on"),
     ):
         bl.world.faults.add(HttpFault(provider="bluelobster", endpoint=name, status=502, times=1))
         assert (await bl.client.request(method, path)).status_code == 502
     assert bl.world.live("bluelobster") == []
+
+
+ACTION_FIELDS = {"status", "message", "task_id", "instance_id", "host", "duration_ms", "new_name"}
+
+
+async def _power(bl: Bl, vm: str, action: str, **kw: Any) -> httpx.Response:
+    return await bl.client.post(f"/instances/{vm}/{action}", **kw)
+
+
+async def test_shutdown_keeps_the_instance_and_power_on_boots_it_again(bl: Bl) -> None:
+    vm = (await _launch(bl, instance_type="v1_gpu_1x_5090")).json()["vm_uuid"]
+    instance = bl.world.get("bluelobster", vm)
+    assert instance is not None
+    instance.extra["reports_power"] = True  # not the BL-008 null, so "running" can be seen
+    await bl.clock.advance(instance.boot_s)
+    assert (await bl.client.get(f"/instances/{vm}")).json()["power_status"] == "running"
+    stopped = await _power(bl, vm, "shutdown")
+    assert stopped.status_code == 200
+    body = stopped.json()
+    assert set(body) == ACTION_FIELDS
+    assert body["status"] == "success" and body["instance_id"] == vm
+    assert body["host"] == instance.extra["host_id"] and isinstance(body["duration_ms"], int)
+    view = (await bl.client.get(f"/instances/{vm}")).json()
+    assert view["power_status"] == "stopped" and view["ip_address"] == "127.0.0.1"
+    assert instance.phase(bl.world.now()) == "stopped"
+    listed = (await bl.client.get("/instances")).json()
+    assert [(i["uuid"], i["power_status"]) for i in listed] == [(vm, "stopped")]
+    await bl.clock.advance(3600)  # stopped stays stopped, and keeps its disk and its card
+    assert (await bl.client.get(f"/instances/{vm}")).json()["power_status"] == "stopped"
+    assert (await _offers(bl))["v1_gpu_1x_5090"]["regions_with_capacity_available"] == []
+    again = await _power(bl, vm, "shutdown")
+    assert again.status_code == 409
+    assert again.json()["detail"]["error"] == "invalid_state"
+    started = await _power(bl, vm, "power-on")
+    assert started.status_code == 200
+    assert set(started.json()) == ACTION_FIELDS and started.json()["instance_id"] == vm
+    assert instance.phase(bl.world.now()) == "booting"
+    assert (await bl.client.get(f"/instances/{vm}")).json()["power_status"] is None
+    running = await _power(bl, vm, "power-on")
+    assert running.status_code == 409 and running.json()["detail"]["error"] == "invalid_state"
+    await bl.clock.advance(instance.boot_s)
+    assert instance.phase(bl.world.now()) == "running"
+    view = (await bl.client.get(f"/instances/{vm}")).json()
+    assert view["power_status"] == "running" and view["created_at"] == "2026-01-01T00:00:00Z"
+    assert (await _power(bl, vm, "shutdown")).status_code == 200  # and round again
+    assert (await _power(bl, vm, "power-on")).status_code == 200
+
+
+async def test_shutdown_while_provisioning_is_invalid_state(bl: Bl) -> None:
+    vm = (await _launch(bl)).json()["vm_uuid"]
+    early = await _power(bl, vm, "shutdown")
+    assert early.status_code == 409 and early.json()["detail"]["error"] == "invalid_state"
+    instance = bl.world.get("bluelobster", vm)
+    assert instance is not None and not instance.stopped
+
+
+async def test_a_stopped_instance_can_be_deleted(bl: Bl) -> None:
+    vm = (await _launch(bl)).json()["vm_uuid"]
+    await bl.clock.advance(10)
+    assert (await _power(bl, vm, "shutdown")).status_code == 200
+    deleted = await bl.client.delete(f"/instances/{vm}")
+    assert deleted.status_code == 200 and deleted.json()["instance_id"] == vm
+    assert (await bl.client.get(f"/instances/{vm}")).json()["power_status"] == "stopped"
+    lingering = await _power(bl, vm, "power-on")  # a delete under way is past powering on
+    assert lingering.status_code == 404
+    await bl.clock.advance(bluelobster.DELETE_LINGER_S)
+    assert (await bl.client.get(f"/instances/{vm}")).status_code == 404
+    assert (await bl.client.get("/instances")).json() == []
+    for action in ("shutdown", "power-on"):
+        gone = await _power(bl, vm, action)
+        assert gone.status_code == 404 and gone.json()["detail"]["error"] == "not_found"
+
+
+async def test_power_actions_need_the_key_and_a_known_instance(bl: Bl) -> None:
+    vm = (await _launch(bl)).json()["vm_uuid"]
+    await bl.clock.advance(10)
+    for action in ("shutdown", "power-on"):
+        missing = await _power(bl, vm, action, headers={"X-API-Key": ""})
+        assert missing.status_code == 401
+        wrong = await _power(bl, vm, action, headers={"X-API-Key": "nope"})
+        assert wrong.status_code == 403
+        unknown = await _power(bl, "00000000-0000-4000-8000-000000000000", action)
+        assert unknown.status_code == 404
+    instance = bl.world.get("bluelobster", vm)
+    assert instance is not None and instance.phase(bl.world.now()) == "running"
+
+
+async def test_ssh_is_down_while_stopped_and_back_after_the_reboot(bl_nodes: Bl) -> None:
+    bl = bl_nodes
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    public = key.export_public_key().decode().strip()
+    vm = (await _launch(bl, ssh_key=public)).json()["vm_uuid"]
+    instance = bl.world.get("bluelobster", vm)
+    assert instance is not None and instance.ssh_port is not None
+    port = instance.ssh_port
+
+    def connect() -> Any:
+        return asyncssh.connect(
+            "127.0.0.1",
+            port=port,
+            username="ubuntu",
+            client_keys=[key],
+            known_hosts=None,
+            connect_timeout=10,
+        )
+
+    await bl.clock.advance(instance.boot_s)
+    async with connect() as conn:
+        assert (await conn.run("echo ok")).stdout == "ok\n"
+    assert (await _power(bl, vm, "shutdown")).status_code == 200
+    with pytest.raises((OSError, asyncssh.Error)):
+        await connect()
+    assert (await _power(bl, vm, "power-on")).status_code == 200
+    with pytest.raises((OSError, asyncssh.Error)):
+        await connect()  # still booting
+    await bl.clock.advance(instance.boot_s)
+    async with connect() as conn:
+        assert (await conn.run("echo ok")).stdout == "ok\n"
+    assert (await bl.client.get(f"/instances/{vm}")).json()["ssh_port"] == port

@@ -1,0 +1,458 @@
+"""The lifecycle supervisor: the one loop that makes sure nothing bills unattended.
+
+One process at a time acts (the lease in the database); the others watch. Every tick re-reads
+the open sessions and enforces, from what is stored: the hard max and the reservation expiry
+(with warnings before both), idle stops, stuck states, the destroy queue, and every few minutes
+a reconciliation against each provider's own list of our instances. A restart resumes every
+session where it stood; nothing that runs is destroyed because a process went away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from gpushop_tui.core.sessions import ACTIVE, Decision, Lifecycle, wants_teardown
+from gpushop_tui.models import (
+    InstanceState,
+    InstanceStatus,
+    Session,
+    SessionStatus,
+    Severity,
+    StoragePolicy,
+)
+from gpushop_tui.node import probes
+from gpushop_tui.node.ssh import NodeError, connect
+from gpushop_tui.providers.base import Provider, ProviderError, parse_label
+from gpushop_tui.store import Lease
+
+log = logging.getLogger(__name__)
+
+LEASE = "supervisor"
+PENDING_BUDGET = timedelta(minutes=2)
+"""A pending session older than this never reached its create call (the process died)."""
+STUCK_MARGIN = timedelta(minutes=2)
+"""Past the provisioning budget, readiness fails the session itself; this is the backstop."""
+UNSEEN_GRACE = timedelta(minutes=15)
+"""A create with no id that no list has shown for this long created nothing."""
+LIST_LAG = timedelta(minutes=10)
+"""How long a destroyed instance may still appear in a provider's list."""
+IDLE_SAMPLE_S = 60.0
+SAMPLE_TIMEOUT_S = 30.0
+EXPIRY_WARNING = timedelta(minutes=15)
+HARD_MAX_WARNING = timedelta(minutes=30)
+ONE_SHOT_BUDGET_S = 120.0
+"""How long a one-shot pass (cron) keeps driving sessions before it leaves them to the next."""
+
+
+@dataclass
+class ProviderReconcile:
+    """What one provider's reconciliation found and did."""
+
+    provider: str
+    ok: bool
+    listed: int = 0
+    error: str | None = None
+    adopted: list[str] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PassReport:
+    """One supervisor pass: how many sessions it looked at, and each reconciliation."""
+
+    sessions: int
+    reconciled: list[ProviderReconcile]
+
+
+class Supervisor:
+    """Acts on every open session while it holds the lease; a viewer otherwise."""
+
+    def __init__(self, lifecycle: Lifecycle, *, holder: str | None = None) -> None:
+        self.lifecycle = lifecycle
+        self.store = lifecycle.store
+        self.clock = lifecycle.clock
+        self.settings = lifecycle.settings
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.holding = False
+        self._last_reconcile: float | None = None
+        self._sampled: dict[str, float] = {}
+        self._warned: set[tuple[str, str, datetime]] = set()
+
+    # ------------------------------------------------------------------ the lease
+
+    async def acquire(self) -> bool:
+        """Take or renew the lease; False while another live process holds it."""
+        self.holding = await self.store.acquire_lease(
+            LEASE, self.holder, os.getpid(), self.clock.now(), self.settings.lease_ttl_s
+        )
+        return self.holding
+
+    async def release(self) -> None:
+        if self.holding:
+            await self.store.release_lease(LEASE, self.holder)
+            self.holding = False
+
+    async def lease(self) -> Lease | None:
+        """Who holds the lease now, if anyone (an expired lease is nobody's)."""
+        lease = await self.store.get_lease(LEASE)
+        if lease is None or lease.expires_at <= self.clock.now():
+            return None
+        return lease
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self) -> None:
+        """Supervise until cancelled: a tick every `supervisor_tick_s` while holding the lease."""
+        try:
+            while True:
+                try:
+                    if await self.acquire():
+                        await self.tick(drive=True)
+                except (OSError, ProviderError) as err:
+                    log.warning("supervisor tick failed: %s", err)
+                except Exception:
+                    log.exception("supervisor tick failed unexpectedly")
+                await self.clock.sleep(self.settings.supervisor_tick_s)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.release())
+
+    async def run_once(self) -> PassReport | None:
+        """One full pass with reconciliation (for cron); None if another process supervises."""
+        if not await self.acquire():
+            return None
+        try:
+            return await self.tick(drive=False, reconcile=True)
+        finally:
+            await self.release()
+
+    async def tick(self, *, drive: bool, reconcile: bool | None = None) -> PassReport:
+        """Enforce every rule once. `drive`: keep working on sessions in the background."""
+        for session in await self.store.list_sessions(open_only=True):
+            await self._deadlines(session)
+        reconciled: list[ProviderReconcile] = []
+        if reconcile or (reconcile is None and self._reconcile_due()):
+            reconciled = await self.reconcile()
+        sessions = await self.store.list_sessions(open_only=True)
+        await self._check_idle(sessions)
+        work = [s.id for s in sessions if _needs_work(s)]
+        if drive:
+            for session_id in work:
+                self.lifecycle.ensure_driven(session_id)
+        elif work:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(ONE_SHOT_BUDGET_S):
+                    await asyncio.gather(*(self.lifecycle.drive(sid) for sid in work))
+        return PassReport(sessions=len(sessions), reconciled=reconciled)
+
+    def _reconcile_due(self) -> bool:
+        now = self.clock.monotonic()
+        due = (
+            self._last_reconcile is None
+            or now - self._last_reconcile >= self.settings.reconcile_interval_s
+        )
+        return due
+
+    # ------------------------------------------------------------------ deadlines
+
+    async def _deadlines(self, s: Session) -> None:
+        now = self.clock.now()
+        lifecycle = self.lifecycle
+        if (
+            s.status == SessionStatus.PENDING
+            and s.instance == InstanceState.NONE
+            and now - s.created_at > PENDING_BUDGET
+            and not lifecycle.driven(s.id)
+        ):
+            await lifecycle.change(
+                s.id,
+                lambda c: (
+                    (
+                        {"status": SessionStatus.FAILED, "error": "interrupted before renting"},
+                        "failed: interrupted before the provider was called; nothing was rented",
+                    )
+                    if c.status == SessionStatus.PENDING and c.instance == InstanceState.NONE
+                    else None
+                ),
+            )
+            return
+        kept = s.status == SessionStatus.STOPPED or (
+            s.status == SessionStatus.STOPPING and s.storage_policy == StoragePolicy.KEEP
+        )
+        if not s.instance.absent and now >= s.hard_max_at and (s.status in ACTIVE or kept):
+            await lifecycle.alert(
+                s.id,
+                "hard_max",
+                f"session {s.id} reached its hard max ({s.hard_max_at:%Y-%m-%d %H:%M} UTC): "
+                "destroying its instance",
+                Severity.WARNING,
+            )
+            await lifecycle.delete(s.id, reason="hard max reached")
+            return
+        if s.status in (SessionStatus.PROVISIONING, SessionStatus.RUNNING):
+            if now >= s.expires_at:
+                await lifecycle.done(s.id, reason="reservation expired")
+                return
+            await self._warn(s, "expiry", s.expires_at, EXPIRY_WARNING, "its reservation ends")
+            await self._warn(s, "hard_max", s.hard_max_at, HARD_MAX_WARNING, "its hard max")
+        if s.status == SessionStatus.PROVISIONING:
+            budget = lifecycle.provision_budget(s.provider)
+            if now - s.state_entered_at > budget + STUCK_MARGIN:
+                minutes = (now - s.state_entered_at).total_seconds() / 60
+                await lifecycle.fail(
+                    s.id, f"stuck in provisioning for {minutes:.0f} min", record_offer=True
+                )
+
+    async def _warn(
+        self, s: Session, what: str, deadline: datetime, ahead: timedelta, words: str
+    ) -> None:
+        left = deadline - self.clock.now()
+        key = (s.id, what, deadline)
+        if timedelta(0) < left <= ahead and key not in self._warned:
+            self._warned.add(key)
+            await self.lifecycle.alert(
+                s.id,
+                f"{what}_soon",
+                f"session {s.id}: {words} in {left.total_seconds() / 60:.0f} min "
+                f"({deadline:%H:%M} UTC)",
+                Severity.WARNING,
+            )
+
+    # ------------------------------------------------------------------ idle
+
+    async def _check_idle(self, sessions: list[Session]) -> None:
+        mono = self.clock.monotonic()
+        due = [
+            s
+            for s in sessions
+            if s.status == SessionStatus.RUNNING
+            and s.idle_timeout_min > 0
+            and mono - self._sampled.get(s.id, -IDLE_SAMPLE_S) >= IDLE_SAMPLE_S
+        ]
+        for s in due:
+            self._sampled[s.id] = mono
+        await asyncio.gather(*(self._idle_one(s) for s in due))
+
+    async def _idle_one(self, s: Session) -> None:
+        busy = await self._busy_reason(s)
+        now = self.clock.now()
+        if busy is not None:
+            await self.lifecycle.change(
+                s.id,
+                lambda c: (
+                    ({"last_busy_at": now, "idle_reason": busy}, "")
+                    if c.status == SessionStatus.RUNNING
+                    else None
+                ),
+            )
+            return
+        since = max(filter(None, (s.last_busy_at, s.state_entered_at)))
+        idle_min = (now - since).total_seconds() / 60
+        reason = (
+            f"idle {idle_min:.0f} of {s.idle_timeout_min:g} min: GPU under "
+            f"{self.settings.idle_gpu_util_pct:g}%, no other SSH connection, no activity ping"
+        )
+        if idle_min >= s.idle_timeout_min:
+            await self.lifecycle.done(s.id, reason=f"idle for {idle_min:.0f} min")
+            return
+        await self.lifecycle.change(
+            s.id,
+            lambda c: ({"idle_reason": reason}, "") if c.status == SessionStatus.RUNNING else None,
+        )
+
+    async def _busy_reason(self, s: Session) -> str | None:
+        """Why the session counts as busy (a signal we cannot read counts); None if idle."""
+        try:
+            async with asyncio.timeout(SAMPLE_TIMEOUT_S):
+                conn = await connect(
+                    self.lifecycle.address(s), timeout_s=self.settings.ssh_connect_timeout_s
+                )
+                async with conn:
+                    sample = await probes.sample(conn)
+        except (NodeError, TimeoutError, OSError) as err:
+            return f"busy: the node cannot be read ({err or 'timed out'})"
+        if sample.gpus is None:
+            return "busy: GPU utilization unknown (" + "; ".join(sample.problems) + ")"
+        utils = [g.utilization_pct for g in sample.gpus]
+        if not utils or any(u is None for u in utils):
+            return "busy: GPU utilization unknown"
+        top = max(u for u in utils if u is not None)
+        if top >= self.settings.idle_gpu_util_pct:
+            return f"busy: GPU {top:.0f}%"
+        if sample.ssh_connections is None:
+            return "busy: SSH connections unknown (" + "; ".join(sample.problems) + ")"
+        if sample.ssh_connections > 0:
+            return f"busy: {sample.ssh_connections} SSH connection(s)"
+        return None
+
+    # ------------------------------------------------------------------ reconciliation
+
+    async def reconcile(self) -> list[ProviderReconcile]:
+        """Compare each provider's list of our instances with the sessions (invariant 4)."""
+        self._last_reconcile = self.clock.monotonic()
+        reports = []
+        open_sessions = await self.store.list_sessions(open_only=True)
+        for name, adapter in self.lifecycle.providers.items():
+            mine = [s for s in open_sessions if s.provider == name]
+            if adapter is None:
+                if mine:
+                    await self.lifecycle.alert(
+                        None,
+                        "no_credential",
+                        f"{len(mine)} open session(s) on {name} cannot be supervised: "
+                        "no credential",
+                        Severity.CRITICAL,
+                    )
+                continue
+            reports.append(await self._reconcile_provider(name, adapter, mine))
+        return reports
+
+    async def _reconcile_provider(
+        self, name: str, adapter: Provider, mine: list[Session]
+    ) -> ProviderReconcile:
+        try:
+            async with asyncio.timeout(self.settings.http_timeout_s * 4):
+                listed = await adapter.list_ours()
+        except (ProviderError, TimeoutError) as err:
+            reason = getattr(err, "message", None) or "no answer in time"
+            await self.lifecycle.alert(
+                None,
+                "reconcile_unknown",
+                f"{name}: cannot list our instances ({reason}); treating them as unknown",
+                Severity.WARNING,
+            )
+            return ProviderReconcile(name, ok=False, error=reason)
+        report = ProviderReconcile(name, ok=True, listed=len(listed))
+        seen_ids = {i.instance_id for i in listed}
+        seen_sessions = set()
+        for instance in listed:
+            parsed = parse_label(instance.label)
+            session_id = parsed[1] if parsed else None
+            if session_id is not None:
+                seen_sessions.add(session_id)
+            await self._listed(adapter, instance, session_id, report)
+        now = self.clock.now()
+        for s in mine:
+            if s.instance_id is not None and s.instance_id not in seen_ids:
+                if s.instance.absent:
+                    continue
+                try:
+                    status = await adapter.get(s.instance_id)
+                except ProviderError:
+                    continue
+                if status is None:
+                    await self.lifecycle.instance_gone(s.id, "missing from the list, confirmed")
+                    report.gone.append(s.id)
+            elif (
+                s.instance_id is None
+                and s.instance in (InstanceState.CREATING, InstanceState.UNKNOWN)
+                and s.id not in seen_sessions
+                and now - s.state_entered_at > UNSEEN_GRACE
+                and not self.lifecycle.creating(s.id)
+            ):
+                await self.lifecycle.change(s.id, _nothing_created)
+                report.gone.append(s.id)
+        return report
+
+    async def _listed(
+        self,
+        adapter: Provider,
+        instance: InstanceStatus,
+        session_id: str | None,
+        report: ProviderReconcile,
+    ) -> None:
+        """One of our instances as the provider lists it: adopt it, or make sure it dies."""
+        s = await self.store.get_session(session_id) if session_id else None
+        if s is not None and s.instance_id in (None, instance.instance_id):
+            if s.instance_id is None and not s.instance.absent:
+                # a create whose answer we have not (yet) seen: this is its instance
+                await self.lifecycle.record_instance(s.id, instance.instance_id, s.state_entered_at)
+                report.adopted.append(instance.instance_id)
+                return
+            recently_gone = (
+                s.instance == InstanceState.GONE
+                and s.instance_gone_at is not None
+                and self.clock.now() - s.instance_gone_at < LIST_LAG
+            )
+            if not s.instance.absent or recently_gone:
+                if s.instance == InstanceState.UNKNOWN:
+                    await self.lifecycle.change(
+                        s.id,
+                        lambda c: (
+                            ({"instance": InstanceState.LIVE}, "instance seen in the list")
+                            if c.instance == InstanceState.UNKNOWN
+                            else None
+                        ),
+                    )
+                return
+            await self.lifecycle.change(s.id, lambda c: _reopen(c, instance.instance_id))
+            report.orphans.append(instance.instance_id)
+            await self.lifecycle.alert(
+                s.id,
+                "orphan",
+                f"{adapter.name} instance {instance.instance_id} of session {s.id} exists "
+                "although the session expected none: destroying it",
+                Severity.ERROR,
+            )
+            self.lifecycle.ensure_driven(s.id)
+            return
+        report.orphans.append(instance.instance_id)
+        whose = f"session {session_id}" if s is not None else "no session"
+        problem = ""
+        try:
+            await adapter.destroy(instance.instance_id)
+        except ProviderError as err:
+            problem = f"; destroy failed ({err.message}), retrying next reconciliation"
+        await self.lifecycle.alert(
+            session_id if s is not None else None,
+            "orphan",
+            f"orphan {adapter.name} instance {instance.instance_id} ({instance.label}, {whose}) "
+            f"destroyed{problem}",
+            Severity.ERROR,
+        )
+
+
+def _needs_work(s: Session) -> bool:
+    return wants_teardown(s) or (
+        s.status == SessionStatus.PROVISIONING and s.instance_id is not None
+    )
+
+
+def _nothing_created(s: Session) -> Decision:
+    if s.instance_id is not None or s.instance not in (
+        InstanceState.CREATING,
+        InstanceState.UNKNOWN,
+    ):
+        return None
+    changes: dict[str, object] = {"instance": InstanceState.NONE}
+    if s.status in ACTIVE:
+        changes.update(status=SessionStatus.FAILED, error="the create call produced no instance")
+    elif s.status == SessionStatus.STOPPING:
+        changes["status"] = SessionStatus.STOPPED
+    return changes, "no instance was created (no list has shown one)"
+
+
+def _reopen(s: Session, instance_id: str) -> Decision:
+    """A session that expected no instance, but the provider lists one: destroy queue."""
+    if not s.instance.absent:
+        return None
+    changes: dict[str, object] = {
+        "instance_id": instance_id,
+        "instance": InstanceState.LIVE,
+        "storage_policy": StoragePolicy.DESTROY,
+        "destroy_attempts": 0,
+        "next_destroy_at": None,
+    }
+    if s.status == SessionStatus.STOPPED:
+        changes["status"] = SessionStatus.STOPPING
+    elif s.status in ACTIVE:
+        changes.update(status=SessionStatus.FAILED, error="an unexpected instance exists")
+    return changes, f"instance {instance_id} still exists at the provider"
