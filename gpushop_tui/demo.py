@@ -14,6 +14,9 @@ from gpushop_tui.config import Settings
 from gpushop_tui.secrets import CREDENTIAL_ENV, SecretStore
 from gpushop_tui.sim.runner import Simulator, run_simulator
 
+DEMO_BOOT_DELAY_SCALE = 0.02
+"""Simulated instances boot in seconds, not the minutes real providers take."""
+
 
 @dataclass
 class Demo:
@@ -35,6 +38,7 @@ async def demo_marketplace(settings: Settings, seed: int = 0) -> AsyncIterator[D
                     "vastai_api_url": urls["vastai"],
                     "tensordock_api_url": urls["tensordock"],
                     "bluelobster_api_url": urls["bluelobster"],
+                    "boot_delay_scale": DEMO_BOOT_DELAY_SCALE,
                 }
             ),
             secrets=SecretStore(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from textual.widgets import Static
@@ -58,3 +59,28 @@ async def test_demo_runs_on_the_simulator_and_says_so(isolated_env: Path) -> Non
             is not None
         )
         await pilot.press("q")
+
+
+async def test_the_tui_supervises_while_it_runs_and_lets_go_when_it_quits(
+    isolated_env: Path,
+) -> None:
+    app = GpushopApp(load_settings(), demo=True)
+    async with app.run_test() as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        shopper = app.shopper
+        assert shopper is not None
+        assert app.settings.boot_delay_scale < 1  # simulated instances boot in seconds
+        await asyncio.wait_for(shopper.supervisor.decided.wait(), timeout=30)
+        assert shopper.supervisor.holding
+        lease = await shopper.supervisor_lease()
+        assert lease is not None and lease.holder == shopper.supervisor.holder
+        db_file = shopper.store.path
+        await pilot.press("q")
+    from gpushop_tui.store import Store
+
+    store = await Store.open(db_file)
+    try:
+        assert await store.get_lease("supervisor") is None  # released on quit
+    finally:
+        await store.aclose()

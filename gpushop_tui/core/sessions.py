@@ -455,9 +455,12 @@ class Lifecycle:
                 return
             try:
                 step = await self.step(session)
-            except (OSError, ProviderError) as err:  # keep going; never drop a session
+            except (OSError, ProviderError, NodeError) as err:  # keep going; never drop it
                 log.warning("session %s: step failed: %s", session_id, err)
                 step = Step(30.0, f"retrying after an error: {err}")
+            except Exception:
+                log.exception("session %s: step failed unexpectedly", session_id)
+                step = Step(60.0, "retrying after an unexpected error (details in the log)")
             if step is None:
                 return
             if step.note:

@@ -85,6 +85,8 @@ class Supervisor:
         self._last_reconcile: float | None = None
         self._sampled: dict[str, float] = {}
         self._warned: set[tuple[str, str, datetime]] = set()
+        self.decided = asyncio.Event()
+        """Set once `run` has tried the lease: from then on `holding` says acting or viewing."""
 
     # ------------------------------------------------------------------ the lease
 
@@ -114,7 +116,9 @@ class Supervisor:
         try:
             while True:
                 try:
-                    if await self.acquire():
+                    acting = await self.acquire()
+                    self.decided.set()
+                    if acting:
                         await self.tick(drive=True)
                 except (OSError, ProviderError) as err:
                     log.warning("supervisor tick failed: %s", err)

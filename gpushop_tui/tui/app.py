@@ -76,6 +76,7 @@ class GpushopApp(App[None]):
     @on(ShopperReady)
     def show_home(self, message: ShopperReady) -> None:
         self.shopper = message.shopper
+        message.shopper.start_supervisor()
         rows, problem = message.shopper.credentials()
         lines = [
             *(

@@ -540,3 +540,24 @@ async def test_only_one_supervisor_acts(market: Market) -> None:
         "tensordock",
         "bluelobster",
     }
+
+
+async def test_no_key_material_reaches_the_database_or_the_log(
+    market: Market, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Invariant 8, over a whole rental: provider keys and the SSH private key stay out."""
+    caplog.set_level("DEBUG")
+    running = await market.running()
+    private = Path(running.key_path or "").read_text()
+    body = "".join(private.strip().splitlines()[1:-1])
+    assert len(body) > 40
+    await market.shopper.done(running.id)
+    await market.until(running.id, closed)
+    db_path = market.shopper.store.path
+    stored = b"".join(
+        p.read_bytes() for p in db_path.parent.glob(db_path.name + "*") if p.is_file()
+    )
+    logged = caplog.text
+    for secret in [body[:40], *market.sim.keys.values()]:
+        assert secret.encode() not in stored
+        assert secret not in logged
