@@ -18,6 +18,7 @@ from gpushop_tui.config import Settings, load_settings
 from gpushop_tui.secrets import CREDENTIAL_ENV
 from gpushop_tui.store import Store
 from tests.support.file_keyring import FileKeyring
+from tests.support.sshd import SSHD, RealSshd, running_sshd
 
 ROOT = Path(__file__).resolve().parent.parent
 FILE_KEYRING = "tests.support.file_keyring.FileKeyring"
@@ -104,3 +105,12 @@ def sim_env(info: dict[str, Any], *providers: str) -> dict[str, str]:
     urls = {f"{p.upper()}_API_URL": info[p] for p in ("vastai", "tensordock", "bluelobster")}
     keys = {CREDENTIAL_ENV[p]: info["keys"][p] for p in providers}
     return urls | keys
+
+
+@pytest.fixture
+def real_sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealSshd]:
+    """A real OpenSSH sshd on a loopback port (see tests/support/sshd.py); `.ci/run` installs it."""
+    if not SSHD.exists():
+        pytest.skip(f"{SSHD} is not installed (`.ci/run` installs openssh-server)")
+    with running_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server

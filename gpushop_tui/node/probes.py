@@ -19,7 +19,10 @@ GPU_QUERY = (
 )
 GPU_COMMAND = f"nvidia-smi --query-gpu={GPU_QUERY} --format=csv,noheader,nounits"
 DPKG_LOCKS = ("/var/lib/dpkg/lock-frontend", "/var/lib/dpkg/lock", "/var/lib/apt/lists/lock")
-DPKG_COMMAND = "fuser " + " ".join(DPKG_LOCKS)
+_FUSER = "fuser " + " ".join(DPKG_LOCKS)
+DPKG_COMMAND = f"sudo -n {_FUSER} 2>/dev/null || {_FUSER}"
+"""Through passwordless sudo where the login has it (cloud images' `ubuntu`/`user` do): without
+root, `fuser` sees only its own user's processes and would call a held lock free."""
 SSH_PORT = 22
 
 _FIELDS = len(GPU_QUERY.split(","))
@@ -163,7 +166,7 @@ async def dpkg_lock_free(conn: NodeConnection, *, timeout_s: float = 30.0) -> bo
     """Whether apt/dpkg is free (first-boot package installs done); None = cannot tell.
 
     `fuser` exits 1 with nothing on stdout when no process holds the locks, and prints the
-    holders' pids otherwise. Not running as root, it sees only its user's processes.
+    holders' pids otherwise (see `DPKG_COMMAND` for why it goes through sudo).
     """
     result = await conn.run(DPKG_COMMAND, timeout_s=timeout_s)
     if result.exit_status == 1 and not result.stdout.strip():

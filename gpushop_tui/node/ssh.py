@@ -108,13 +108,20 @@ class NodeConnection:
         await self.aclose()
 
     async def run(self, command: str, *, timeout_s: float = 30.0) -> CommandResult:
-        """Run `command` (no pty, stdin at EOF) and collect its output, within `timeout_s`."""
+        """Run `command` (no pty, stdin at EOF) and collect its output, within `timeout_s`.
+
+        On a timeout (or cancellation) the channel is closed without waiting: OpenSSH keeps a
+        session channel open until its command exits, and a command that forked may run on.
+        """
         program = command.split(maxsplit=1)[0] if command.strip() else "(empty command)"
         try:
-            async with self._conn.create_process(
+            process = await self._conn.create_process(
                 command, stdin=asyncssh.DEVNULL, encoding="utf-8", errors="replace"
-            ) as process:
-                done = await process.wait(timeout=timeout_s)
+            )
+        except (asyncssh.Error, OSError) as exc:
+            raise self._failure(exc, f"cannot run {program}") from exc
+        try:
+            done = await process.wait(timeout=timeout_s)
         except asyncssh.TimeoutError:
             raise NodeError(
                 "timeout",
@@ -122,6 +129,8 @@ class NodeConnection:
             ) from None
         except (asyncssh.Error, OSError) as exc:
             raise self._failure(exc, f"cannot run {program}") from exc
+        finally:
+            process.close()
         if done.exit_status is None and done.exit_signal is None:
             raise self._closed("while a command ran")
         return CommandResult(
@@ -271,7 +280,7 @@ async def connect(address: NodeAddress, *, timeout_s: float) -> NodeConnection:
     is accepted and exposed as `host_key` of the result (trust on first use).
     """
     where = address.where
-    key = _load_key(address.key_path)
+    key = await asyncio.to_thread(_load_key, address.key_path)
     pinned = _pinned_key(address)
     check = None if pinned is None else _HostKeyCheck(pinned)
     try:
