@@ -1,0 +1,81 @@
+"""Lifecycle figures: a supervisor tick over many open sessions, and rentals on the simulator."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import pytest
+
+from gpushop_tui.clock import FakeClock
+from gpushop_tui.config import load_settings
+from gpushop_tui.core.shopper import Shopper
+from gpushop_tui.models import InstanceState, ProvisionRequest, SessionStatus
+from gpushop_tui.secrets import SecretStore
+from tests.core.market import open_market
+from tests.support.factories import make_session
+
+pytestmark = pytest.mark.perf
+
+OPEN_SESSIONS = 500
+
+
+async def test_a_supervisor_tick_over_many_open_sessions(tmp_path: Path) -> None:
+    """The per-tick cost of re-reading and checking every open session from the database."""
+    clock = FakeClock()
+    settings = load_settings({"GPUSHOP_HOME": str(tmp_path)})
+    async with await Shopper.open(settings, clock=clock, secrets=SecretStore({})) as shopper:
+        for n in range(OPEN_SESSIONS):
+            await shopper.store.insert_session(
+                make_session(
+                    clock.now(),
+                    shopper.install_id,
+                    id=f"perf{n:06d}",
+                    status=SessionStatus.RUNNING,
+                    instance=InstanceState.LIVE,
+                    instance_id=str(n),
+                    idle_timeout_min=0,
+                )
+            )
+        timings = []
+        for _ in range(5):
+            started = time.perf_counter()
+            report = await shopper.supervisor.tick(drive=False, reconcile=False)
+            timings.append(time.perf_counter() - started)
+        assert report.sessions == OPEN_SESSIONS
+    print(
+        f"\nsupervisor tick over {OPEN_SESSIONS} open sessions: "
+        f"median {statistics.median(timings) * 1000:.1f} ms, max {max(timings) * 1000:.1f} ms"
+    )
+
+
+async def test_rent_to_ready_to_gone_on_the_simulator(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Wall time of the core's own work for one Vast rental (fake clock: boot time excluded)."""
+    monkeypatch.setenv("GPUSHOP_HOME", str(tmp_path))
+    async with open_market(monkeypatch, tmp_path) as market:
+        provision, ready, teardown = [], [], []
+        for _ in range(5):
+            offer = await market.offer("vastai")
+            started = time.perf_counter()
+            session = await market.run(
+                market.shopper.provision(
+                    ProvisionRequest(consumer="perf", offer_id=offer.id, idle_timeout_min=0)
+                )
+            )
+            provision.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            await market.until(session.id, lambda s: s.status == "running", step_s=5)
+            ready.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            await market.shopper.done(session.id)
+            await market.until(session.id, lambda s: s.closed)
+            teardown.append(time.perf_counter() - started)
+    print(
+        f"\nvast rental on the simulator (median of 5): provision call "
+        f"{statistics.median(provision) * 1000:.0f} ms, readiness "
+        f"{statistics.median(ready) * 1000:.0f} ms, done to gone "
+        f"{statistics.median(teardown) * 1000:.0f} ms"
+    )
