@@ -10,15 +10,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from gpushop_tui import __version__
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from gpushop_tui.config import Settings
+    from gpushop_tui.core.events import Subscription
+    from gpushop_tui.core.shopper import OrphanRow, Shopper
+    from gpushop_tui.models import ProvisionRequest, Session
 
 PROG = "gpushop"
 EXIT_USAGE = 2
@@ -319,6 +326,670 @@ def _run_check(args: argparse.Namespace) -> int:
     return 0 if any(c.works for c in checks) else 1
 
 
+# -- renting: provision, sessions, shutdown, transfer ------------------------------------------
+
+EXIT_FAILED = 1
+EXIT_NOT_SETTLED = 3
+WORKLOADS = (
+    "interactive", "llm", "llm_vllm", "llm_tgi", "training", "batch", "inference", "benchmark"
+)  # fmt: skip
+"""The workload types (models.Workload; a test keeps the two in step)."""
+STATUSES = ("pending", "provisioning", "running", "stopping", "stopped", "failed")
+"""The session statuses (models.SessionStatus; a test keeps the two in step)."""
+STORAGE = {"destroy": "destroy", "keep": "keep", "preserve": "keep"}
+"""--storage words; 'preserve' is the earlier CLI's word for keep."""
+TEARDOWN_WAIT_S = 300.0
+"""How long `sessions done|delete` and `shutdown` drive the teardown before leaving it."""
+
+PROVISION_EXITS = """\
+exit codes:
+  0  the session is running (with --no-wait: the rental was accepted)
+  1  the rental failed (the session failed, or was ended before it was ready)
+  2  usage or user error (bad flag, unknown offer, no offer matches)
+  3  not settled when the wait ended: the supervisor carries on with it"""
+TEARDOWN_EXITS = """\
+exit codes:
+  0  stopped: the instance is gone (or stopped with its disk kept); with --no-wait: accepted
+  2  usage or user error (unknown session id)
+  3  the teardown is still under way when the wait ended: the supervisor carries on"""
+
+
+def _hours(text: str) -> float:
+    """A reservation length: 1 to 12 hours."""
+    value = _number(text)
+    if not 1 <= value <= 12:
+        raise argparse.ArgumentTypeError(f"{text} hours is out of range; give 1 to 12")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return value
+
+
+def _reason(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("give a reason (it is written to the audit log)")
+    return text.strip()
+
+
+def _add_wait(parser: argparse.ArgumentParser, default: float | None, what: str) -> None:
+    parser.add_argument(
+        "--no-wait", action="store_true", help=f"answer at once instead of waiting for {what}"
+    )
+    parser.add_argument(
+        "--wait-timeout",
+        type=_positive,
+        default=default,
+        metavar="S",
+        help=f"wait at most S seconds for {what}"
+        + (f" (default {default:g})" if default else " (default: the provider's budget)"),
+    )
+
+
+def _configure_provision(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = PROVISION_EXITS
+    parser.add_argument("-c", "--consumer", required=True, help="who the rental is for")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("-i", "--offer", metavar="ID", help="an offer id from 'gpushop inventory'")
+    target.add_argument(
+        "-g",
+        "--gpu",
+        metavar="QUERY",
+        help="take the cheapest offer matching a query ('gpu=4090 price<=0.5') or a GPU name",
+    )
+    parser.add_argument(
+        "-t", "--hours", type=_hours, help="reservation, 1-12 hours (default: the setting)"
+    )
+    parser.add_argument("-w", "--workload", choices=WORKLOADS, default="interactive")
+    parser.add_argument(
+        "--idle-timeout",
+        type=_non_negative,
+        metavar="MIN",
+        help="stop after MIN idle minutes; 0 disables (default: the setting)",
+    )
+    parser.add_argument(
+        "--storage",
+        choices=tuple(STORAGE),
+        default="destroy",
+        help="what 'done' does: destroy the instance, or stop it and keep its disk",
+    )
+    parser.add_argument(
+        "--save-key", type=Path, metavar="PATH", help="also copy the private key here (0600)"
+    )
+    parser.add_argument(
+        "--request-id", metavar="ID", help="asking again with the same id rents nothing new"
+    )
+    _add_wait(parser, None, "readiness")
+    _add_output(parser)
+
+
+def _gpu_query(text: str) -> str:
+    """A query as given, or `gpu=<name>` for a bare GPU name such as '4090'."""
+    if any(mark in text for mark in "=<>"):
+        return text
+    return "gpu=" + "".join(text.split())
+
+
+def _provision_request(args: argparse.Namespace, settings: Settings) -> ProvisionRequest:
+    from pydantic import ValidationError
+
+    from gpushop_tui.errors import UserError
+    from gpushop_tui.models import ProvisionRequest
+
+    try:
+        return ProvisionRequest(
+            consumer=args.consumer,
+            offer_id=args.offer,
+            query=_gpu_query(args.gpu) if args.gpu is not None else None,
+            hours=args.hours if args.hours is not None else settings.default_reservation_hours,
+            workload=args.workload,
+            idle_timeout_min=args.idle_timeout,
+            storage=STORAGE[args.storage],
+            request_id=args.request_id,
+        )
+    except ValidationError as err:
+        first = err.errors()[0]
+        flag = {"consumer": "--consumer", "request_id": "--request-id"}.get(
+            str(first["loc"][0]) if first["loc"] else "", "provision"
+        )
+        raise UserError(f"{flag}: {first['msg'].removeprefix('Value error, ')}") from None
+
+
+def _check_new_file(path: Path) -> Path:
+    """A path we may create: it does not exist yet and its folder does."""
+    from gpushop_tui.errors import UserError
+
+    path = path.expanduser()
+    if path.exists() or path.is_symlink():
+        raise UserError(f"{path} already exists; --save-key never overwrites a file")
+    if not path.parent.is_dir():
+        raise UserError(f"{path.parent} is not a directory")
+    return path
+
+
+def _save_key(source: Path, target: Path) -> None:
+    """Copy the private key to a new file of mode 0600 (never over an existing one)."""
+    data = source.read_bytes()
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.chmod(target, 0o600)
+
+
+def _run_provision(args: argparse.Namespace) -> int:
+    import asyncio
+
+    save_key = _check_new_file(args.save_key) if args.save_key is not None else None
+    return int(asyncio.run(_with_shopper(lambda shopper: _provision(shopper, args, save_key))))
+
+
+async def _provision(shopper: Shopper, args: argparse.Namespace, save_key: Path | None) -> int:
+    request = _provision_request(args, shopper.settings)
+    with shopper.subscribe() as events:
+        session = await shopper.provision(request)
+        if save_key is not None:
+            try:
+                _save_key(await shopper.key_path(session.id), save_key)
+                _note(f"private key saved to {save_key}")
+            except OSError as err:
+                _note(f"warning: the key was not saved to {save_key}: {err.strerror or err}")
+        await _warn_unsupervised(shopper, session)
+        if not args.no_wait and not session.closed:
+            budget = shopper.lifecycle.provision_budget(session.provider).total_seconds()
+            timeout = args.wait_timeout or budget + 60
+            session = await _wait_showing(shopper, events, session.id, timeout)
+    await _print_outcome(shopper, session, args.output)
+    if session.status == "running" or (args.no_wait and not session.status.terminal):
+        return 0
+    if session.status.terminal:
+        _note(f"the rental did not succeed: {session.error or session.status.value}")
+        return EXIT_FAILED
+    _note(
+        f"session {session.id} is not ready yet ({session.status}); it goes on without this "
+        f"command: see 'gpushop sessions get {session.id}'"
+    )
+    return EXIT_NOT_SETTLED
+
+
+async def _warn_unsupervised(shopper: Shopper, session: Session) -> None:
+    if session.closed or await shopper.supervisor_lease() is not None:
+        return
+    _note(
+        f"warning: no supervisor is running; once this command exits nothing watches session "
+        f"{session.id} (expiry, idle stop, hard max). Keep 'gpushop --serve' running, or run "
+        "'gpushop reconcile' from cron every few minutes."
+    )
+
+
+async def _wait_showing(
+    shopper: Shopper, events: Subscription, session_id: str, timeout_s: float
+) -> Session:
+    """Wait until the session settles, printing its progress on stderr meanwhile."""
+    import asyncio
+
+    printer = asyncio.create_task(_show_progress(events, session_id))
+    try:
+        return await shopper.wait_settled(session_id, timeout_s)
+    finally:
+        await asyncio.sleep(0)  # let the printer show what is already queued
+        printer.cancel()
+
+
+async def _show_progress(events: Subscription, session_id: str) -> None:
+    from gpushop_tui.core.events import Alert, SessionChanged
+    from gpushop_tui.core.sessions import SessionProgress
+
+    async for event in events:
+        if event.session_id != session_id:
+            continue
+        if isinstance(event, SessionChanged):
+            _note(f"{event.status}/{event.instance}: {event.message}")
+        elif isinstance(event, SessionProgress | Alert):
+            _note(event.message)
+
+
+def _note(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def _session_json(session: Session) -> dict[str, Any]:
+    data: dict[str, Any] = session.model_dump(mode="json", exclude={"offer": {"raw"}})
+    return data
+
+
+async def _ssh_line(shopper: Shopper, session: Session) -> str | None:
+    """The ssh command line of a session that has an address and is not closed."""
+    import shlex
+
+    if session.closed or not session.ssh_host or not session.ssh_port:
+        return None
+    return shlex.join(await shopper.ssh_argv(session.id))
+
+
+async def _print_outcome(shopper: Shopper, session: Session, output: str) -> None:
+    if output == "json":
+        _print_json(_session_json(session))
+        return
+    ssh = await _ssh_line(shopper, session)
+    _print_pairs(
+        [
+            ("session", session.id),
+            ("status", f"{session.status} (instance {session.instance})"),
+            ("ssh", ssh or "-"),
+            *([("error", session.error)] if session.error else []),
+        ]
+    )
+
+
+def _print_pairs(pairs: Sequence[tuple[str, str]]) -> None:
+    width = max(len(name) for name, _ in pairs)
+    for name, value in pairs:
+        print(f"{name.ljust(width)}  {value}")
+
+
+def _when(value: datetime | None) -> str:
+    return f"{value:%Y-%m-%d %H:%M} UTC" if value is not None else "-"
+
+
+def _configure_sessions(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="sessions_action", metavar="ACTION", required=True)
+    listp = actions.add_parser("list", help="sessions, newest first")
+    listp.add_argument("-c", "--consumer", help="only this consumer's")
+    listp.add_argument("-s", "--status", choices=STATUSES, help="only sessions in this status")
+    listp.add_argument("--open", action="store_true", help="only sessions still supervised")
+    _add_output(listp)
+    getp = actions.add_parser("get", help="one session in detail, with its ssh command")
+    getp.add_argument("id")
+    _add_output(getp)
+    for name, words in (
+        ("done", "end a session: destroy it, or stop it and keep its disk (--storage keep)"),
+        ("delete", "destroy a session's instance whatever its storage policy"),
+    ):
+        endp = actions.add_parser(
+            name,
+            help=words,
+            description=words,
+            epilog=TEARDOWN_EXITS,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        endp.add_argument("id")
+        _add_wait(endp, TEARDOWN_WAIT_S, "the teardown")
+        _add_output(endp)
+    extendp = actions.add_parser("extend", help="push a session's reservation out")
+    extendp.add_argument("id")
+    extendp.add_argument("-t", "--hours", type=_positive, required=True, help="hours to add")
+    extendp.add_argument(
+        "--override-hard-max",
+        type=_reason,
+        metavar="REASON",
+        help="allow going past the hard max (audited)",
+    )
+    _add_output(extendp)
+    sshp = actions.add_parser(
+        "ssh",
+        help="open an SSH session on the node (or --print the command)",
+        usage="%(prog)s [-h] [--print] id [-- COMMAND...]",
+        epilog="Anything after '--' is run on the node instead of a login shell.",
+    )
+    sshp.add_argument("id")
+    sshp.add_argument("--print", action="store_true", help="print the ssh command instead")
+    sshp.set_defaults(remote_command=[])
+    keyp = actions.add_parser("key", help="print the path of the session's private key")
+    keyp.add_argument("id")
+
+
+def _run_sessions(args: argparse.Namespace) -> int:
+    import asyncio
+
+    action: str = args.sessions_action
+    if action in ("done", "delete"):
+        return _run_end(args, force=action == "delete")
+    if action == "ssh":
+        return _run_ssh(args)
+    handlers: dict[str, Callable[[Shopper, argparse.Namespace], Awaitable[int]]] = {
+        "list": _sessions_list,
+        "get": _sessions_get,
+        "extend": _sessions_extend,
+        "key": _sessions_key,
+    }
+    handler = handlers[action]
+    return int(asyncio.run(_with_shopper(lambda shopper: handler(shopper, args))))
+
+
+async def _sessions_list(shopper: Shopper, args: argparse.Namespace) -> int:
+    from gpushop_tui.models import SessionStatus
+
+    sessions = await shopper.sessions(
+        consumer=args.consumer,
+        status=SessionStatus(args.status) if args.status else None,
+        open_only=args.open,
+    )
+    if args.output == "json":
+        _print_json([_session_json(s) for s in sessions])
+        return 0
+    if not sessions:
+        print("no sessions")
+        return 0
+    _print_table(
+        [
+            (
+                s.id,
+                s.consumer,
+                s.provider,
+                f"{s.offer.gpu_count}x {s.offer.gpu_name}",
+                s.status.value,
+                s.instance.value,
+                f"{s.price_per_hour:.3f}" if s.price_per_hour is not None else "-",
+                _when(s.created_at),
+                "-" if s.closed else _when(s.expires_at),
+            )
+            for s in sessions
+        ],
+        ("SESSION", "CONSUMER", "PROVIDER", "GPU", "STATUS", "INSTANCE", "$/H", "CREATED",
+         "EXPIRES"),
+    )  # fmt: skip
+    return 0
+
+
+async def _sessions_get(shopper: Shopper, args: argparse.Namespace) -> int:
+    session = await shopper.session(args.id)
+    if args.output == "json":
+        _print_json(_session_json(session))
+        return 0
+    s = session
+    hard_max = _when(s.hard_max_at) + (
+        f" (overridden: {s.hard_max_override})" if s.hard_max_override else ""
+    )
+    _print_pairs(
+        [
+            ("session", s.id),
+            ("consumer", s.consumer),
+            ("offer", f"{s.offer_id}: {s.offer.gpu_count}x {s.offer.gpu_name}"),
+            ("status", f"{s.status} (instance {s.instance})"),
+            ("instance", f"{s.provider} {s.instance_id or '-'} ({s.label})"),
+            ("price", f"${s.price_per_hour:.3f}/h" if s.price_per_hour is not None else "-"),
+            ("created", _when(s.created_at)),
+            ("expires", _when(s.expires_at)),
+            ("hard max", hard_max),
+            ("idle", f"after {s.idle_timeout_min:g} min" if s.idle_timeout_min else "never"),
+            ("idle reason", s.idle_reason or "-"),
+            ("storage", s.storage_policy.value),
+            ("ssh", await _ssh_line(shopper, s) or "-"),
+            ("key", s.key_path if s.key_path and not s.closed else "-"),
+            ("error", s.error or "-"),
+        ]
+    )
+    return 0
+
+
+async def _sessions_extend(shopper: Shopper, args: argparse.Namespace) -> int:
+    session = await shopper.extend(args.id, args.hours, args.override_hard_max)
+    if args.output == "json":
+        _print_json(_session_json(session))
+    else:
+        print(
+            f"session {session.id} now expires {_when(session.expires_at)} "
+            f"(hard max {_when(session.hard_max_at)})"
+        )
+    return 0
+
+
+async def _sessions_key(shopper: Shopper, args: argparse.Namespace) -> int:
+    print(await shopper.key_path(args.id))
+    return 0
+
+
+def _run_end(args: argparse.Namespace, *, force: bool) -> int:
+    import asyncio
+
+    return int(asyncio.run(_with_shopper(lambda shopper: _end(shopper, args, force=force))))
+
+
+async def _end(shopper: Shopper, args: argparse.Namespace, *, force: bool) -> int:
+    """`sessions done|delete`, `shutdown`: ask for the end, then drive the teardown here."""
+    with shopper.subscribe() as events:
+        session = await (shopper.delete(args.id) if force else shopper.done(args.id))
+        if not args.no_wait:
+            session = await _wait_showing(shopper, events, session.id, args.wait_timeout)
+    if args.output == "json":
+        _print_json(_session_json(session))
+    else:
+        kept = "" if session.instance.absent else f" (instance {session.instance})"
+        print(f"session {session.id}: {session.status}{kept}")
+    if args.no_wait or session.status == "stopped" or session.closed:
+        return 0
+    _note(
+        f"the teardown of session {session.id} is still under way; the supervisor carries on "
+        "('gpushop --serve', or 'gpushop reconcile' from cron)"
+    )
+    return EXIT_NOT_SETTLED
+
+
+def _run_ssh(args: argparse.Namespace) -> int:
+    import asyncio
+    import shlex
+
+    from gpushop_tui.errors import UserError
+
+    async def argv(shopper: Shopper) -> list[str]:
+        session = await shopper.session(args.id)
+        if session.closed:
+            raise UserError(f"session {session.id} is closed ({session.status})")
+        return await shopper.ssh_argv(session.id, *args.remote_command)
+
+    command: list[str] = asyncio.run(_with_shopper(argv))
+    if args.print:
+        print(shlex.join(command))
+        return 0
+    try:
+        os.execvp(command[0], command)
+    except OSError as err:
+        raise UserError(f"cannot run {command[0]}: {err.strerror or err}") from None
+
+
+def _configure_shutdown(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = TEARDOWN_EXITS
+    parser.add_argument("id")
+    parser.add_argument(
+        "-f", "--force", action="store_true", help="destroy whatever the storage policy says"
+    )
+    _add_wait(parser, TEARDOWN_WAIT_S, "the teardown")
+    _add_output(parser)
+
+
+def _run_shutdown(args: argparse.Namespace) -> int:
+    return _run_end(args, force=args.force)
+
+
+def _configure_transfer(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="direction", metavar="DIRECTION", required=True)
+    up = actions.add_parser("upload", help="copy a local file to a session's node (SFTP)")
+    up.add_argument("local", type=Path)
+    up.add_argument("remote", metavar="SESSION:REMOTE")
+    down = actions.add_parser("download", help="copy a file from a session's node (SFTP)")
+    down.add_argument("remote", metavar="SESSION:REMOTE")
+    down.add_argument("local", type=Path)
+
+
+def _run_transfer(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from gpushop_tui.errors import UserError
+
+    session_id, sep, remote = args.remote.partition(":")
+    if not sep or not session_id or not remote:
+        raise UserError(f"{args.remote!r} should look like SESSION:REMOTE_PATH")
+    if args.direction == "upload" and not args.local.is_file():
+        raise UserError(f"{args.local} is not a file")
+    progress = _Progress(args.local.name if args.direction == "upload" else remote)
+    copied = asyncio.run(
+        _with_shopper(
+            lambda shopper: shopper.transfer(
+                session_id, args.direction, args.local, remote, progress
+            )
+        )
+    )
+    progress.finish(int(copied))
+    return 0
+
+
+class _Progress:
+    """Transfer progress on stderr: a line redrawn in place on a terminal, else one at the end."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.live = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.live:
+            share = f" ({done * 100 // total}%)" if total else ""
+            print(f"\r{self.name}: {done}/{total} bytes{share}", end="", file=sys.stderr)
+
+    def finish(self, copied: int) -> None:
+        end = "\n" if self.live else ""
+        print(f"{end}{self.name}: {copied} bytes copied", file=sys.stderr)
+
+
+# -- supervision from cron: reconcile, cleanup-orphans -----------------------------------------
+
+
+def _run_reconcile(args: argparse.Namespace) -> int:
+    import asyncio
+
+    return int(asyncio.run(_with_shopper(lambda shopper: _reconcile(shopper, args.output))))
+
+
+async def _reconcile(shopper: Shopper, output: str) -> int:
+    report = await shopper.reconcile_once()
+    if report is None:
+        lease = await shopper.supervisor_lease()
+        who = f"pid {lease.pid} ({lease.holder})" if lease else "another process"
+        if output == "json":
+            _print_json({"skipped": True, "supervisor": who})
+        else:
+            print(f"A supervisor is already running ({who}); it reconciles on its own.")
+        return 0
+    if output == "json":
+        _print_json(
+            {
+                "skipped": False,
+                "open_sessions": report.sessions,
+                "providers": [vars(r) for r in report.reconciled],
+            }
+        )
+    else:
+        for r in report.reconciled:
+            if not r.ok:
+                print(f"{r.provider}: cannot list instances: {r.error}")
+                continue
+            found = [
+                f"{len(ids)} {what} ({', '.join(ids)})"
+                for what, ids in (("adopted", r.adopted), ("orphans", r.orphans), ("gone", r.gone))
+                if ids
+            ]
+            print(f"{r.provider}: {r.listed} listed" + "".join(f"; {f}" for f in found))
+        if not report.reconciled:
+            print("no provider is configured")
+        print(f"{report.sessions} open session(s)")
+    return 1 if any(not r.ok for r in report.reconciled) else 0
+
+
+def _configure_cleanup(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-p", "--provider", help="only this provider")
+    parser.add_argument("--execute", action="store_true", help="destroy (default: a dry run)")
+    parser.add_argument("--force", action="store_true", help="do not ask for a typed 'yes'")
+    parser.add_argument("--all", action="store_true", help="destroy instances of live sessions too")
+    _add_output(parser)
+
+
+def _run_cleanup(args: argparse.Namespace) -> int:
+    import asyncio
+
+    return int(asyncio.run(_with_shopper(lambda shopper: _cleanup(shopper, args))))
+
+
+async def _cleanup(shopper: Shopper, args: argparse.Namespace) -> int:
+    from gpushop_tui.errors import UserError
+
+    if not any(shopper.providers.values()):
+        raise UserError("no provider is configured (see 'gpushop keys set')")
+    if args.provider is not None and shopper.providers.get(args.provider, True) is None:
+        raise UserError(f"{args.provider} is not configured (see 'gpushop keys set')")
+    rows, problems = await shopper.cleanup_orphans(args.provider)
+    doomed = [r for r in rows if args.all or not r.live_session]
+    if args.execute and doomed:
+        if args.output == "table" and not args.force:
+            _print_orphans(rows)
+        if not args.force and not _confirm(len(doomed)):
+            _note("nothing was destroyed")
+            return 1
+        rows, problems = await shopper.cleanup_orphans(
+            args.provider, execute=True, include_live=args.all
+        )
+    if args.output == "json":
+        _print_json({"instances": [vars(r) for r in rows], "problems": problems})
+    else:
+        _print_orphans(rows)
+        if args.execute and not doomed:
+            print("nothing to destroy" + ("" if args.all else " (live sessions are kept)"))
+        elif not args.execute:
+            print(f"dry run: {len(doomed)} would be destroyed; add --execute to destroy them")
+    for problem in problems:
+        _note(problem)
+    failed = [r for r in rows if r.action.startswith("destroy failed")]
+    return 1 if problems or failed else 0
+
+
+def _print_orphans(rows: Sequence[OrphanRow]) -> None:
+    if not rows:
+        print("no instance carries our label")
+        return
+    _print_table(
+        [
+            (
+                r.provider,
+                r.instance_id,
+                r.state,
+                r.session_id or "-",
+                r.session_status or "unknown",
+                "yes" if r.live_session else "no",
+                r.action,
+            )
+            for r in rows
+        ],
+        ("PROVIDER", "INSTANCE", "STATE", "SESSION", "SESSION STATUS", "LIVE", "ACTION"),
+    )
+
+
+def _confirm(count: int) -> bool:
+    """Ask for a typed 'yes' on stdin before destroying `count` instances."""
+    print(f"Destroy {count} instance(s)? Type 'yes' to go on: ", end="", file=sys.stderr)
+    sys.stderr.flush()
+    return sys.stdin.readline().strip() == "yes"
+
+
 async def _with_shopper(action: Callable[[Any], Any]) -> Any:
     """Open the core for one command, run `action` on it, close it again."""
     from gpushop_tui.core.shopper import Shopper
@@ -362,6 +1033,42 @@ COMMANDS: tuple[Command, ...] = (
         "per provider: credential set? accepted? reachable? how fast?",
         _add_output,
         _run_check,
+    ),
+    Command(
+        "provision",
+        "rent an offer (or the cheapest match of a query) and wait until it is ready",
+        _configure_provision,
+        _run_provision,
+    ),
+    Command(
+        "sessions",
+        "list, inspect, end, extend and reach rentals",
+        _configure_sessions,
+        _run_sessions,
+    ),
+    Command(
+        "shutdown",
+        "end a session (= sessions done; with --force, sessions delete)",
+        _configure_shutdown,
+        _run_shutdown,
+    ),
+    Command(
+        "transfer",
+        "copy a file to or from a session's node over SFTP",
+        _configure_transfer,
+        _run_transfer,
+    ),
+    Command(
+        "reconcile",
+        "one supervisor pass, for cron: deadlines, reconciliation, teardowns",
+        _add_output,
+        _run_reconcile,
+    ),
+    Command(
+        "cleanup-orphans",
+        "find our instances straight from the provider lists; destroy orphans on --execute",
+        _configure_cleanup,
+        _run_cleanup,
     ),
 )
 
@@ -428,9 +1135,16 @@ def _run_demo() -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run gpushop with `argv` (default: the process arguments); returns the exit code."""
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    trailing = words[words.index("--") + 1 :] if "--" in words else None
+    parser = build_parser()
+    args = parser.parse_args(words if trailing is None else words[: words.index("--")])
+    if trailing is not None:
+        if "remote_command" not in vars(args):
+            parser.error("'--' is only for a command to run on a node: sessions ssh ID -- COMMAND")
+        args.remote_command = trailing
     if args.command and (args.demo or args.serve):
-        build_parser().error(f"--demo and --serve cannot be combined with '{args.command}'")
+        parser.error(f"--demo and --serve cannot be combined with '{args.command}'")
     run: Callable[[argparse.Namespace], int] = getattr(args, "run", _run_tui)
     try:
         return run(args)

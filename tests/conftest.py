@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -82,22 +83,29 @@ def run_gpushop(
     )
 
 
-@pytest.fixture(scope="session")
-def standalone_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """The simulator as its own process (so `gpushop` child processes can reach it): its line."""
-    state = tmp_path_factory.mktemp("sim-state")
+@contextmanager
+def running_sim(state: Path, seed: int) -> Iterator[dict[str, Any]]:
+    """The simulator as its own process, keeping its world in `state`: its JSON line."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "gpushop_tui.sim", "--state", str(state), "--seed", "7"],
+        [sys.executable, "-m", "gpushop_tui.sim", "--state", str(state), "--seed", str(seed)],
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,
         env=os.environ | {"PYTHONPATH": str(ROOT)},
     )
     assert process.stdout is not None
-    info: dict[str, Any] = json.loads(process.stdout.readline())
-    yield info
-    process.terminate()
-    process.wait(timeout=10)
+    try:
+        yield json.loads(process.stdout.readline())
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def standalone_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The simulator as its own process (so `gpushop` child processes can reach it): its line."""
+    with running_sim(tmp_path_factory.mktemp("sim-state"), seed=7) as info:
+        yield info
 
 
 def sim_env(info: dict[str, Any], *providers: str) -> dict[str, str]:

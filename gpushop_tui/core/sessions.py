@@ -553,6 +553,8 @@ class Lifecycle:
             if err.kind == "host_key":
                 await self.fail(session.id, f"refusing the node: {err.message}")
                 return Step()
+            if err.kind == "auth":
+                await self._attach_key_again(session, adapter)
             return Step(self._poll_wait(session.id), f"SSH: {err.message}")
         if isinstance(spec, str):
             return Step(self._poll_wait(session.id), spec)
@@ -579,6 +581,17 @@ class Lifecycle:
         )
         self._polls.pop(session.id, None)
         return None
+
+    async def _attach_key_again(self, session: Session, adapter: Provider) -> None:
+        """The node refuses our key: attach it again, in case the create that attached it was
+        cut off after the instance existed (a lost response never means a lost key)."""
+        assert session.instance_id is not None and session.key_path is not None
+        public = Path(session.key_path).with_suffix(".pub")
+        try:
+            key = await asyncio.to_thread(public.read_text)
+            await adapter.attach_key(session.instance_id, key)
+        except (OSError, ProviderError) as err:
+            log.warning("session %s: attaching the key again failed: %s", session.id, err)
 
     async def _probe(self, session: Session, adapter: Provider) -> probes.NodeSpec | str:
         """SSH in, pin the host key, and read the hardware; a string says what is not ready."""

@@ -425,6 +425,10 @@ class Supervisor:
 
 
 def _needs_work(s: Session) -> bool:
+    """Whether driving the session can get anywhere now: an instance without an id can only
+    wait for a create answer or a reconciliation, so a one-shot pass must not sit on it."""
+    if s.instance_id is None and not s.instance.absent:
+        return False
     return wants_teardown(s) or (
         s.status == SessionStatus.PROVISIONING and s.instance_id is not None
     )

@@ -270,6 +270,15 @@ class Provider(ABC):
     async def check(self) -> None:
         """One authenticated call that proves the key works; raises AuthError if not."""
 
+    async def attach_key(self, instance_id: str, public_key: str) -> None:
+        """Install the SSH key on an existing instance again, where that is a call of its own.
+
+        Readiness calls it when the node refuses the key: a create cut off (kill -9, a one-shot
+        that exits) between the instance id and the key attach. Providers that take the key
+        in the create call itself have nothing to do.
+        """
+        return None
+
     async def stop(self, instance_id: str) -> None:
         """Stop the instance but keep its disk, where the provider can."""
         raise ProviderError(self.name, "stopping an instance is not supported here")

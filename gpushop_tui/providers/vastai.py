@@ -525,6 +525,9 @@ class VastAi(Provider):
             raise OfferGone(self.name, f"offer {ask} is not available: {text}", status=status)
         self._fail(response, f"renting offer {ask}")
 
+    async def attach_key(self, instance_id: str, public_key: str) -> None:
+        await self._attach_key(instance_id, public_key)
+
     async def _attach_key(self, instance_id: str, key: str) -> None:
         """Attach the key to the new instance, trying again while that may still work; a final
         failure carries the instance id, because the instance exists and bills."""

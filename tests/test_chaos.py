@@ -1,0 +1,174 @@
+"""Chaos: `kill -9` the one-shot at random points of a rental, restart, and count orphans.
+
+DESIGN.md §3.6: a crash at any point, then a restart, loses no session and leaves no orphan after
+one reconcile. Each trial starts a `gpushop` child (a rental that waits for readiness, or the end
+of a session from an earlier trial), SIGKILLs it after a seeded random delay, then runs one
+`gpushop reconcile` (the restart) and checks the simulator's world file against the database:
+every instance ever created carries the label of a stored session, and every instance still
+alive belongs to a session that is not closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpushop_tui.config import load_settings
+from gpushop_tui.models import Session
+from gpushop_tui.providers.base import parse_label
+from gpushop_tui.store import Store
+from tests.conftest import ROOT, running_sim, sim_env
+
+SEED = 20261123
+TRIALS = 24
+KILL_AFTER_S = (0.0, 3.0)
+"""The random delay before the kill: a child needs about 1 s to reach its first provider call,
+a Vast rental about 8 s to be ready, an ending about 1 s."""
+ACTIONS = ("provision", "done", "delete")
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[tuple[dict[str, Any], Path]]:
+    """A standalone simulator of this test's own, with its state (world.json) in a folder."""
+    state = tmp_path / "sim-state"
+    with running_sim(state, SEED) as info:
+        yield info, state / "world.json"
+
+
+def child_env(info: dict[str, Any]) -> dict[str, str]:
+    return os.environ | sim_env(info, "vastai") | {"PYTHONPATH": str(ROOT)}
+
+
+def gpushop(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "gpushop_tui", *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def sessions() -> dict[str, Session]:
+    """Every stored session, read straight from this test's database."""
+
+    async def read() -> dict[str, Session]:
+        paths = load_settings().paths
+        paths.prepare()
+        store = await Store.open(paths.db_file)
+        try:
+            return {s.id: s for s in await store.list_sessions()}
+        finally:
+            await store.aclose()
+
+    return asyncio.run(read())
+
+
+def phase(session: Session | None) -> str:
+    """Where a rental stood when its process was killed."""
+    if session is None:
+        return "before the session row"
+    return f"{session.status}/{session.instance}"
+
+
+def audit(world_file: Path, stored: dict[str, Session]) -> tuple[list[str], set[str]]:
+    """Instances without a stored session (lost), and alive ones of closed sessions (orphans)."""
+    world = json.loads(world_file.read_text())
+    now = time.time()
+    lost, orphans = [], set()
+    for provider, instances in world["instances"].items():
+        for instance in instances:
+            parsed = parse_label(instance["label"])
+            session = stored.get(parsed[1]) if parsed else None
+            name = f"{provider}:{instance['id']} ({instance['label']})"
+            if session is None:
+                lost.append(name)
+            alive = instance["destroyed_at"] is None or instance["destroyed_at"] > now
+            if alive and (session is None or session.closed):
+                orphans.add(name)
+    return lost, orphans
+
+
+@pytest.mark.timeout(420)
+def test_kill_9_at_random_points_then_one_reconcile_leaves_no_orphan(
+    world: tuple[dict[str, Any], Path],
+) -> None:
+    info, world_file = world
+    env = child_env(info)
+    rng = random.Random(SEED)
+    started = time.monotonic()
+    killed: Counter[str] = Counter()
+    orphans: set[str] = set()
+    for trial in range(TRIALS):
+        before = sessions()
+        targets = sorted(s.id for s in before.values() if not s.closed)
+        action = rng.choice(ACTIONS) if targets else "provision"
+        if action == "provision":
+            args = ["provision", "-c", f"chaos{trial}", "-g", "gpu=4090 provider=vastai"]
+            target = None
+        else:
+            target = rng.choice(targets)
+            args = ["sessions", action, target]
+        delay = rng.uniform(*KILL_AFTER_S)
+        child = gpushop(env, *args)
+        try:
+            child.wait(timeout=delay)
+            outcome = "finished"
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+            after = sessions()
+            new = [s for sid, s in after.items() if sid not in before]
+            outcome = phase(after.get(target) if target else (new[0] if new else None))
+        killed[f"{action}: {outcome}"] += 1
+
+        restart = subprocess.run(
+            [sys.executable, "-m", "gpushop_tui", "reconcile"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        assert restart.returncode == 0, restart.stdout + restart.stderr
+        lost, found = audit(world_file, sessions())
+        assert not lost, f"trial {trial}: instances without a session: {lost}"
+        orphans |= found
+
+    print(f"chaos: {TRIALS} trials, {len(orphans)} orphans")
+    print(f"chaos: {time.monotonic() - started:.0f} s; where the kills landed:")
+    for where, count in sorted(killed.items()):
+        print(f"  {count:2d}  {where}")
+    assert not orphans, f"orphans: {sorted(orphans)}"
+
+    for session in sessions().values():
+        if not session.closed:
+            ended = gpushop(env, "sessions", "delete", session.id, "--no-wait")
+            assert ended.wait(timeout=60) == 0
+    final = subprocess.run(
+        [sys.executable, "-m", "gpushop_tui", "reconcile"], env=env, timeout=180, check=False
+    )
+    assert final.returncode == 0
+    stored = sessions()
+    lost, _ = audit(world_file, stored)
+    assert not lost
+    world_now = json.loads(world_file.read_text())
+    alive = [
+        i["id"]
+        for items in world_now["instances"].values()
+        for i in items
+        if i["destroyed_at"] is None or i["destroyed_at"] > time.time()
+    ]
+    assert alive == [], f"still alive after the clean-up: {alive}"
+    assert all(s.closed or s.instance_id is None for s in stored.values())
