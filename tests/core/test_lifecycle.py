@@ -561,3 +561,27 @@ async def test_no_key_material_reaches_the_database_or_the_log(
     for secret in [body[:40], *market.sim.keys.values()]:
         assert secret.encode() not in stored
         assert secret not in logged
+
+
+async def test_a_key_the_create_never_attached_is_attached_again_by_readiness(
+    market: Market,
+) -> None:
+    """A create cut off between the instance id and the key attach (a one-shot killed there)
+    leaves a node that refuses our key: readiness attaches it again instead of failing."""
+    adapter = market.shopper.providers["vastai"]
+    assert adapter is not None
+    attach = adapter._attach_key  # type: ignore[attr-defined]
+    skipped: list[str] = []
+
+    async def cut_off_once(instance_id: str, key: str) -> None:
+        if not skipped:
+            skipped.append(instance_id)
+            return
+        await attach(instance_id, key)
+
+    adapter._attach_key = cut_off_once  # type: ignore[attr-defined]
+    session = await market.provision()
+    running = await market.until(session.id, lambda s: s.status == "running")
+    assert skipped == [running.instance_id]
+    public = Path(running.key_path).with_suffix(".pub").read_text().split()[1]
+    assert any(public in line for line in market.instance(running).authorized_keys)
