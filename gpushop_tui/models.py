@@ -212,6 +212,13 @@ class Session(_Model):
         default=None, description="Last time any idle signal read busy (or could not be read)."
     )
     idle_reason: str | None = Field(default=None, description="Why it counts as idle or busy.")
+    stopped_at: UtcDatetime | None = Field(
+        default=None,
+        description="When a kept instance stopped: compute billing ends, storage's begins.",
+    )
+    stopped_price_per_hour: float | None = Field(
+        default=None, ge=0, description="What the stopped instance still costs (its disk)."
+    )
     version: int = Field(default=0, ge=0, description="Bumped by every stored change.")
 
     @property
@@ -294,7 +301,6 @@ class CostKind(StrEnum):
 class CostEntry(_Model):
     """A stretch of time billed at one rate; open (`ended_at` None) while it is still billing."""
 
-    id: int | None = None
     session_id: str
     consumer: ConsumerId
     provider: ProviderName

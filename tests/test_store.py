@@ -21,7 +21,6 @@ EXPECTED_TABLES = {
     "meta",
     "sessions",
     "audit",
-    "cost_entries",
     "budgets",
     "budget_alerts",
     "benchmarks",

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -55,6 +55,8 @@ from gpushop_tui.store import DuplicateSession, Store
 
 log = logging.getLogger(__name__)
 
+Admission = Callable[[str, Offer, float], Awaitable[None]]
+"""Checks a rental (consumer, offer, hours) before the provider is called; raises to refuse."""
 ACTIVE = (SessionStatus.PENDING, SessionStatus.PROVISIONING, SessionStatus.RUNNING)
 SMI_RECHECK_S = 5.0
 """Providers that rebuild drivers at boot must answer `nvidia-smi` twice, this far apart."""
@@ -143,6 +145,8 @@ class Lifecycle:
         self._creating: set[str] = set()
         self._polls: dict[str, int] = {}
         self._notes: dict[str, str] = {}
+        self.admit: Admission | None = None
+        """Asked before any rental reaches a provider (the budgets); raises to refuse it."""
 
     # ------------------------------------------------------------------ reading
 
@@ -245,6 +249,8 @@ class Lifecycle:
             raise UserError(
                 f"{offer.provider} cannot stop an instance and keep its disk; use --storage destroy"
             )
+        if self.admit is not None:
+            await self.admit(request.consumer, offer, request.hours)
         now = self.clock.now()
         session_id = secrets.token_hex(6)
         label = label_for(self.store.install_id, session_id)
@@ -528,6 +534,8 @@ class Lifecycle:
         if status is None:
             await self.instance_gone(session.id, "vanished while provisioning")
             return Step()
+        if status.price_per_hour is not None and status.price_per_hour != session.price_per_hour:
+            session = await self._charged(session.id, status.price_per_hour) or session
         if not status.running or not status.ssh_host or not status.ssh_port:
             return Step(self._poll_wait(session.id), f"instance is {status.state}")
         if (status.ssh_host, status.ssh_port) != (session.ssh_host, session.ssh_port):
@@ -581,6 +589,18 @@ class Lifecycle:
         )
         self._polls.pop(session.id, None)
         return None
+
+    async def _charged(self, session_id: str, rate: float) -> Session | None:
+        """Record the rate the provider says it charges, while the rental is being set up
+        (the rate at rental time: a later change does not rewrite what was billed)."""
+        return await self.change(
+            session_id,
+            lambda s: (
+                ({"price_per_hour": rate}, f"the provider charges ${rate:.4f}/h")
+                if s.status == SessionStatus.PROVISIONING and s.price_per_hour != rate
+                else None
+            ),
+        )
 
     async def _attach_key_again(self, session: Session, adapter: Provider) -> None:
         """The node refuses our key: attach it again, in case the create that attached it was
@@ -860,6 +880,7 @@ class Lifecycle:
             await self.instance_gone(session.id, "gone while stopping")
             return Step()
         if not status.running:
+            now, disk_rate = self.clock.now(), adapter.stopped_price_per_hour(session.offer)
             await self.change(
                 session.id,
                 lambda s: (
@@ -868,6 +889,8 @@ class Lifecycle:
                             "status": SessionStatus.STOPPED,
                             "destroy_attempts": 0,
                             "next_destroy_at": None,
+                            "stopped_at": now,
+                            "stopped_price_per_hour": disk_rate,
                         },
                         f"stopped ({status.state}); disk kept until the hard max "
                         f"{s.hard_max_at:%Y-%m-%d %H:%M} UTC",

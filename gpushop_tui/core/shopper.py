@@ -17,6 +17,7 @@ from typing import Literal
 
 from gpushop_tui.clock import Clock, SystemClock
 from gpushop_tui.config import Settings
+from gpushop_tui.core.budgets import Budgets
 from gpushop_tui.core.events import EventBus, Subscription
 from gpushop_tui.core.inventory import Inventory, InventoryView
 from gpushop_tui.core.sessions import ACTIVE, Lifecycle
@@ -106,7 +107,9 @@ class Shopper:
             clock=clock,
             keys_dir=settings.paths.keys_dir,
         )
-        self.supervisor = Supervisor(self.lifecycle)
+        self.budgets = Budgets(store, self.lifecycle, self.events, clock)
+        self.lifecycle.admit = self.budgets.admit
+        self.supervisor = Supervisor(self.lifecycle, budgets=self.budgets)
         self._supervising: asyncio.Task[None] | None = None
 
     @classmethod

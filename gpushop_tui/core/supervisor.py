@@ -18,6 +18,7 @@ import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from gpushop_tui.core.budgets import Budgets
 from gpushop_tui.core.sessions import ACTIVE, Decision, Lifecycle, wants_teardown
 from gpushop_tui.models import (
     InstanceState,
@@ -75,8 +76,11 @@ class PassReport:
 class Supervisor:
     """Acts on every open session while it holds the lease; a viewer otherwise."""
 
-    def __init__(self, lifecycle: Lifecycle, *, holder: str | None = None) -> None:
+    def __init__(
+        self, lifecycle: Lifecycle, *, budgets: Budgets | None = None, holder: str | None = None
+    ) -> None:
         self.lifecycle = lifecycle
+        self.budgets = budgets
         self.store = lifecycle.store
         self.clock = lifecycle.clock
         self.settings = lifecycle.settings
@@ -142,6 +146,8 @@ class Supervisor:
         """Enforce every rule once. `drive`: keep working on sessions in the background."""
         for session in await self.store.list_sessions(open_only=True):
             await self._deadlines(session)
+        if self.budgets is not None:
+            await self.budgets.enforce()
         reconciled: list[ProviderReconcile] = []
         if reconcile or (reconcile is None and self._reconcile_due()):
             reconciled = await self.reconcile()

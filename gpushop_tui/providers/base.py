@@ -283,6 +283,11 @@ class Provider(ABC):
         """Stop the instance but keep its disk, where the provider can."""
         raise ProviderError(self.name, "stopping an instance is not supported here")
 
+    def stopped_price_per_hour(self, offer: Offer) -> float:
+        """What a stopped instance of this offer still bills per hour. Where the provider does
+        not say, assume the full price: money paths are conservative."""
+        return offer.price_per_hour
+
     async def start(self, instance_id: str) -> None:
         """Start a stopped instance again, where the provider can."""
         raise ProviderError(self.name, "starting an instance is not supported here")

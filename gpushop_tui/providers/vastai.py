@@ -525,6 +525,18 @@ class VastAi(Provider):
             raise OfferGone(self.name, f"offer {ask} is not available: {text}", status=status)
         self._fail(response, f"renting offer {ask}")
 
+    def stopped_price_per_hour(self, offer: Offer) -> float:
+        """A stopped Vast instance bills its disk only (`storage_total_cost`, USD/h, or
+        `storage_cost` USD/GB/month over the disk)."""
+        raw = offer.raw
+        per_hour = _number(raw.get("storage_total_cost"))
+        if per_hour is not None:
+            return per_hour
+        per_gb_month, disk = _number(raw.get("storage_cost")), offer.disk_gb
+        if per_gb_month is not None and disk:
+            return per_gb_month * disk / (30 * 24)
+        return super().stopped_price_per_hour(offer)
+
     async def attach_key(self, instance_id: str, public_key: str) -> None:
         await self._attach_key(instance_id, public_key)
 

@@ -26,13 +26,15 @@ import aiosqlite
 from pydantic import BaseModel
 
 from gpushop_tui.errors import DataDirError
-from gpushop_tui.models import AuditEvent, InstanceState, Session, SessionStatus
+from gpushop_tui.models import AuditEvent, Budget, InstanceState, Session, SessionStatus
 from gpushop_tui.secrets import redact
 
 BUSY_TIMEOUT_MS = 15_000
 _SESSION_COLUMNS = tuple(name for name in Session.model_fields if name != "offer")
 """Session fields stored as columns of their own; the offer snapshot goes to offer_json."""
 _UPDATABLE = frozenset(Session.model_fields) - {"id", "offer", "offer_id", "version"}
+GLOBAL_SCOPE = "*"
+"""The budgets row scope of the global budget (a consumer id otherwise)."""
 
 
 def to_db_time(value: datetime) -> str:
@@ -372,6 +374,80 @@ class Store:
             (to_db_time(since),),
         )
         return {row["offer_id"]: (row["n"], datetime.fromisoformat(row["latest"])) for row in rows}
+
+    # -- money ------------------------------------------------------------------------------
+
+    async def sessions_billing_between(
+        self, since: datetime, until: datetime, consumer: str | None = None
+    ) -> list[Session]:
+        """Sessions whose instance billed at some time in [since, until): created before its
+        end, and not gone before its start (a kept instance bills until it is gone)."""
+        where = ["instance_created_at < ?", "(instance_gone_at IS NULL OR instance_gone_at >= ?)"]
+        params: list[Any] = [to_db_time(until), to_db_time(since)]
+        if consumer is not None:
+            where.append("consumer = ?")
+            params.append(consumer)
+        rows = await self._fetchall(
+            f"SELECT * FROM sessions WHERE {' AND '.join(where)} ORDER BY instance_created_at, id",
+            tuple(params),
+        )
+        return [self._session_from_row(row) for row in rows]
+
+    async def set_budget(self, budget: Budget, now: datetime) -> Budget:
+        """Create the budget, or replace the limit and action of the one of the same scope and
+        kind (there is one per consumer and kind, and one global per kind)."""
+        async with self.transaction() as db:
+            await db.execute(
+                "INSERT INTO budgets (scope, kind, limit_value, action, created_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (scope, kind) DO UPDATE SET "
+                "limit_value = excluded.limit_value, action = excluded.action",
+                (
+                    budget.consumer or GLOBAL_SCOPE,
+                    budget.kind.value,
+                    budget.limit,
+                    budget.action.value,
+                    to_db_time(now),
+                ),
+            )
+            async with db.execute(
+                "SELECT * FROM budgets WHERE scope = ? AND kind = ?",
+                (budget.consumer or GLOBAL_SCOPE, budget.kind.value),
+            ) as cursor:
+                row = await cursor.fetchone()
+        assert row is not None
+        return self._budget_from_row(row)
+
+    async def list_budgets(self) -> list[Budget]:
+        rows = await self._fetchall("SELECT * FROM budgets ORDER BY scope, kind")
+        return [self._budget_from_row(row) for row in rows]
+
+    async def delete_budget(self, budget_id: int) -> bool:
+        """Remove a budget (and the thresholds it fired); False if there was none."""
+        async with self.transaction() as db:
+            cursor = await db.execute("DELETE FROM budgets WHERE id = ?", (budget_id,))
+            return cursor.rowcount == 1
+
+    async def fire_budget_threshold(
+        self, budget_id: int, month: str, threshold: int, at: datetime
+    ) -> bool:
+        """Record that a threshold fired this month; False if it had already fired."""
+        async with self.transaction() as db:
+            cursor = await db.execute(
+                "INSERT INTO budget_alerts (budget_id, month, threshold, fired_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (budget_id, month, threshold, to_db_time(at)),
+            )
+            return cursor.rowcount == 1
+
+    @staticmethod
+    def _budget_from_row(row: sqlite3.Row) -> Budget:
+        return Budget(
+            id=row["id"],
+            consumer=None if row["scope"] == GLOBAL_SCOPE else row["scope"],
+            kind=row["kind"],
+            limit=row["limit_value"],
+            action=row["action"],
+        )
 
     # -- leases -----------------------------------------------------------------------------
 

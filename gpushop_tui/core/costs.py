@@ -1,0 +1,161 @@
+"""What rentals cost: per second, from the session's own timestamps, in local-time buckets.
+
+DESIGN.md §6. A session bills from the provider create call (`instance_created_at`) until the
+provider confirms the instance gone (`instance_gone_at`), at the rate actually charged
+(`price_per_hour`, fixed at rental time); a kept instance bills its disk from `stopped_at` at
+`stopped_price_per_hour`. A create that made no instance has no `instance_created_at` and costs
+nothing. Nothing is accumulated in memory, so a restart loses no accrued cost, and a later price
+change of the offer cannot rewrite history. Times are UTC; days and months are local.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, tzinfo
+from typing import Literal
+
+from gpushop_tui.clock import utc
+from gpushop_tui.models import CostEntry, CostKind, Session
+
+Grouping = Literal["consumer", "provider", "gpu", "session", "day", "month"]
+
+
+def entries(session: Session) -> list[CostEntry]:
+    """The stretches a session has billed, or is billing (`ended_at` None)."""
+    start, rate = session.instance_created_at, session.price_per_hour
+    if start is None or rate is None:
+        return []
+    gone = session.instance_gone_at
+    compute_end = session.stopped_at or gone
+    common = {
+        "session_id": session.id,
+        "consumer": session.consumer,
+        "provider": session.provider,
+        "gpu_name": session.offer.gpu_name,
+    }
+    billed = [CostEntry(**common, rate_per_hour=rate, started_at=start, ended_at=compute_end)]
+    if session.stopped_at is not None:
+        billed.append(
+            CostEntry(
+                **common,
+                kind=CostKind.STORAGE,
+                rate_per_hour=session.stopped_price_per_hour or 0.0,
+                started_at=session.stopped_at,
+                ended_at=gone,
+            )
+        )
+    return billed
+
+
+def cost_of(session: Session, now: datetime) -> float:
+    """USD the session has cost so far (all of it, once its instance is gone)."""
+    return sum(entry.amount(now) for entry in entries(session))
+
+
+def burn_rate(session: Session) -> float:
+    """USD/h the session bills right now: 0 once its instance is gone or never existed."""
+    if session.instance_created_at is None or session.instance_gone_at is not None:
+        return 0.0
+    if session.stopped_at is not None:
+        return session.stopped_price_per_hour or 0.0
+    return session.price_per_hour or 0.0
+
+
+def local_midnight(day: date, tz: tzinfo | None) -> datetime:
+    """The instant a local day begins (`tz` None: this machine's zone, DST included), in UTC."""
+    start = datetime(day.year, day.month, day.day, tzinfo=tz)
+    return utc(start if tz is not None else start.astimezone())
+
+
+def local_date(moment: datetime, tz: tzinfo | None) -> date:
+    return moment.astimezone(tz).date()
+
+
+def month_start(day: date) -> date:
+    return day.replace(day=1)
+
+
+def next_month(day: date) -> date:
+    return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+@dataclass(frozen=True)
+class CostLine:
+    """What one session's one kind of billing cost on one local day, inside a report's range."""
+
+    session_id: str
+    consumer: str
+    provider: str
+    gpu_name: str
+    kind: CostKind
+    day: date
+    seconds: float
+    amount: float
+
+
+def daily_lines(
+    sessions: Iterable[Session],
+    since: datetime,
+    until: datetime,
+    now: datetime,
+    tz: tzinfo | None = None,
+) -> list[CostLine]:
+    """Every session's cost split at local midnights, clipped to [since, until) and to `now`."""
+    lines = []
+    end_of_range = min(utc(until), utc(now))
+    for session in sessions:
+        for entry in entries(session):
+            start = max(entry.started_at, utc(since))
+            end = min(entry.ended_at or end_of_range, end_of_range)
+            for day, piece_start, piece_end in _days(start, end, tz):
+                seconds = (piece_end - piece_start).total_seconds()
+                lines.append(
+                    CostLine(
+                        session_id=entry.session_id,
+                        consumer=entry.consumer,
+                        provider=entry.provider,
+                        gpu_name=entry.gpu_name,
+                        kind=entry.kind,
+                        day=day,
+                        seconds=seconds,
+                        amount=seconds * entry.rate_per_hour / 3600,
+                    )
+                )
+    return lines
+
+
+def _days(
+    start: datetime, end: datetime, tz: tzinfo | None
+) -> Iterator[tuple[date, datetime, datetime]]:
+    """[start, end) cut at local midnights: each local day with its piece."""
+    while start < end:
+        day = local_date(start, tz)
+        boundary = min(end, local_midnight(day + timedelta(days=1), tz))
+        yield day, start, boundary
+        start = boundary
+
+
+def group(lines: Iterable[CostLine], by: Grouping) -> dict[str, float]:
+    """Totals keyed by consumer, provider, GPU, session, local day (ISO) or month (YYYY-MM)."""
+    totals: dict[str, float] = defaultdict(float)
+    for line in lines:
+        totals[_key(line, by)] += line.amount
+    return dict(sorted(totals.items()))
+
+
+def _key(line: CostLine, by: Grouping) -> str:
+    match by:
+        case "consumer":
+            return line.consumer
+        case "provider":
+            return line.provider
+        case "gpu":
+            return line.gpu_name
+        case "session":
+            return line.session_id
+        case "day":
+            return line.day.isoformat()
+        case "month":
+            return f"{line.day:%Y-%m}"
