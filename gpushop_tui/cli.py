@@ -20,12 +20,14 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from gpushop_tui import __version__
 
 if TYPE_CHECKING:
-    from datetime import datetime
+    from datetime import date, datetime
 
     from gpushop_tui.config import Settings
+    from gpushop_tui.core.benchmarks import GpuSummary, Ranked
     from gpushop_tui.core.events import Subscription
+    from gpushop_tui.core.inventory import InventoryView
     from gpushop_tui.core.shopper import OrphanRow, Shopper
-    from gpushop_tui.models import ProvisionRequest, Session
+    from gpushop_tui.models import Benchmark, OfferQuery, ProvisionRequest, Session
 
 PROG = "gpushop"
 EXIT_USAGE = 2
@@ -144,7 +146,7 @@ def _run_config(args: argparse.Namespace) -> int:
 def _configure_keys(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="keys_action", metavar="ACTION", required=True)
     setp = actions.add_parser("set", help="store a provider credential in the OS keyring")
-    setp.add_argument("provider", help="vastai, tensordock or bluelobster")
+    setp.add_argument("provider", help="vastai, tensordock, bluelobster or webhook")
     listp = actions.add_parser("list", help="show which credentials are set (never the values)")
     _add_output(listp)
     deletep = actions.add_parser("delete", help="remove a provider credential from the keyring")
@@ -198,7 +200,8 @@ def _configure_inventory(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "query",
         nargs="*",
-        help="filter and sort, e.g. 'gpu=4090 vram>=24 price<=0.5 n>=2 region=US sort=price'",
+        help="filter and sort, e.g. 'gpu=4090 vram>=24 price<=0.5 n>=2 region=US sort=price'; "
+        "'model=llama3.1:8b sort=usd_per_mtok' ranks by estimated $ per million tokens",
     )
     _add_output(parser)
     parser.add_argument("--limit", type=_positive_int, help="show at most N offers")
@@ -218,15 +221,17 @@ def _positive_int(text: str) -> int:
 def _run_inventory(args: argparse.Namespace) -> int:
     import asyncio
 
-    from gpushop_tui.query import parse_query
+    from gpushop_tui.query import format_query, parse_query
 
-    query = parse_query(" ".join(args.query))
-    if args.limit is not None:
-        query = query.model_copy(update={"limit": args.limit})
-    view = asyncio.run(_with_shopper(lambda shopper: shopper.offers(query, refresh=args.refresh)))
+    async def answer(shopper: Shopper) -> tuple[OfferQuery, InventoryView]:
+        query = parse_query(" ".join(args.query), await shopper.benchmarks.models())
+        if args.limit is not None:
+            query = query.model_copy(update={"limit": args.limit})
+        return query, await shopper.offers(query, refresh=args.refresh)
+
+    query, view = asyncio.run(_with_shopper(answer))
+    estimates = view.usd_per_mtok
     if args.output == "json":
-        from gpushop_tui.query import format_query
-
         _print_json(
             {
                 "query": format_query(query),
@@ -234,6 +239,7 @@ def _run_inventory(args: argparse.Namespace) -> int:
                     {
                         **o.model_dump(mode="json", exclude={"raw"}),
                         "price_per_gpu_hour": round(o.price_per_gpu_hour, 6),
+                        **({"usd_per_mtok": _rounded(estimates.get(o.id))} if query.model else {}),
                     }
                     for o in view.offers
                 ],
@@ -256,10 +262,12 @@ def _run_inventory(args: argparse.Namespace) -> int:
                     o.country or o.region or "?",
                     f"{o.reliability:.3f}" if o.reliability is not None else "-",
                     f"{o.cuda:g}" if o.cuda is not None else "-",
+                    *([_money(estimates.get(o.id))] if query.model else []),
                 )
                 for o in shown
             ],
-            ("OFFER", "GPU", "N", "VRAM", "$/H", "$/GPU-H", "WHERE", "REL", "CUDA"),
+            ("OFFER", "GPU", "N", "VRAM", "$/H", "$/GPU-H", "WHERE", "REL", "CUDA")
+            + (("$/Mtok",) if query.model else ()),
         )
         more = len(view.offers) - len(shown)
         print(
@@ -267,6 +275,11 @@ def _run_inventory(args: argparse.Namespace) -> int:
             + (f" ({more} more: use --limit)" if more else "")
             + (f"; {view.hidden} hidden after repeated failures" if view.hidden else "")
         )
+        if query.model:
+            print(
+                f"$/Mtok: estimated $ per million tokens of {query.model}, from measured tokens/s "
+                f"of the same GPU ('{PROG} benchmarks -m {query.model}'); - where none"
+            )
         for report in view.providers:
             print(f"  {report.describe()}")
     return _menu_exit_code(view)
@@ -324,6 +337,194 @@ def _run_check(args: argparse.Namespace) -> int:
             ("PROVIDER", "CONFIGURED", "KEY OK", "REACHABLE", "LATENCY", "PROBLEM"),
         )
     return 0 if any(c.works for c in checks) else 1
+
+
+# -- benchmarks --------------------------------------------------------------------------------
+
+RANKINGS = ("best", "cheapest", "compare", "recommend")
+BENCHMARK_FORMATS = """\
+FILE is one of:
+  result JSON  the earlier implementation's benchmark result, or a list of them:
+               hardware.gpu_name, .gpu_count, .gpu_memory_mib; model.name, .runtime;
+               results.avg_tokens_per_second; provider; price_per_hour; timestamp
+  CSV          a header row, then one measurement a row; columns:
+                 gpu_name           the GPU, any provider's spelling (required)
+                 model              e.g. llama3.1:8b (required)
+                 tokens_per_second  measured generation speed (required)
+                 gpu_count          GPUs used (default 1)
+                 provider           where it ran, e.g. vastai
+                 price_per_hour     USD/h paid
+                 runtime            e.g. ollama, vllm
+                 measured_at        ISO 8601 with a time zone, e.g. 2026-01-31T12:00:00Z
+                 note               free text, not stored
+Importing a file of the same name again replaces what it imported before.
+$/Mtok = price_per_hour / (tokens/s x 3600) x 1e6.
+"""
+"""`benchmarks --help`; a test keeps its CSV columns in step with core.benchmarks.CSV_COLUMNS."""
+
+
+def _configure_benchmarks(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = BENCHMARK_FORMATS
+    parser.add_argument(
+        "action",
+        nargs="?",
+        choices=(*RANKINGS, "import"),
+        help="best: fastest first; cheapest: lowest $ per million tokens first; compare: each "
+        "relative to the fastest; recommend: per-GPU averages; import FILE: add measurements. "
+        "None: list the measurements",
+    )
+    parser.add_argument("file", nargs="?", type=Path, help="with import: a result JSON or CSV")
+    parser.add_argument("-m", "--model", help="the LLM, e.g. llama3.1:8b (rankings need one)")
+    parser.add_argument("-g", "--gpu", help="only these GPUs, as in the query's gpu=, e.g. 4090")
+    parser.add_argument("-l", "--limit", type=_positive_int, help="show at most N rows")
+    parser.add_argument(
+        "--min-tps", type=_non_negative, help="cheapest: only measurements this fast or faster"
+    )
+    _add_output(parser)
+
+
+def _run_benchmarks(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from gpushop_tui.errors import UserError
+
+    if args.action == "import":
+        if args.file is None:
+            raise UserError("benchmarks import needs a FILE (a result JSON or CSV)")
+        if args.model or args.gpu or args.limit or args.min_tps is not None:
+            raise UserError("benchmarks import takes only FILE and -o")
+    elif args.file is not None:
+        raise UserError(f"a FILE ({args.file}) is only for 'benchmarks import'")
+    if args.action in RANKINGS and not args.model:
+        raise UserError(f"benchmarks {args.action} needs a model: -m NAME, e.g. -m llama3.1:8b")
+    if args.min_tps is not None and args.action != "cheapest":
+        raise UserError("--min-tps is only for 'benchmarks cheapest'")
+    return int(asyncio.run(_with_shopper(lambda shopper: _benchmarks(shopper, args))))
+
+
+async def _benchmarks(shopper: Shopper, args: argparse.Namespace) -> int:
+    from gpushop_tui.core import benchmarks
+
+    if args.action == "import":
+        imported, replaced = await shopper.benchmarks.import_file(args.file)
+        if args.output == "json":
+            _print_json({"source": args.file.name, "imported": imported, "replaced": replaced})
+        else:
+            print(
+                f"Imported {imported} measurements from {args.file.name}"
+                + (f" (in place of the {replaced} it gave before)." if replaced else ".")
+            )
+        return 0
+    measured = await shopper.benchmarks.measurements(args.model, args.gpu)
+    if args.action == "recommend":
+        _print_summaries(benchmarks.recommend(measured)[: args.limit], args.output)
+        return 0
+    if args.action == "best":
+        ranked = benchmarks.best(measured)
+    elif args.action == "cheapest":
+        ranked = benchmarks.cheapest(measured, args.min_tps)
+    elif args.action == "compare":
+        ranked = benchmarks.compare(measured)
+    else:
+        ranked = [
+            benchmarks.Ranked(m, benchmarks.cost_of(m))
+            for m in sorted(measured, key=lambda m: (m.model, -m.tokens_per_second))
+        ]
+    _print_ranked(ranked[: args.limit], args.output, compared=args.action == "compare")
+    return 0
+
+
+def _print_ranked(ranked: Sequence[Ranked], output: str, *, compared: bool) -> None:
+    if output == "json":
+        _print_json(
+            [
+                {
+                    **r.measurement.model_dump(mode="json", exclude={"id"}),
+                    "usd_per_mtok": _rounded(r.usd_per_mtok),
+                    **(
+                        {
+                            "speedup": _rounded(r.speedup),
+                            "cost_efficiency": _rounded(r.cost_efficiency),
+                        }
+                        if compared
+                        else {}
+                    ),
+                }
+                for r in ranked
+            ]
+        )
+        return
+    if not ranked:
+        print("No measurements match.")
+        return
+    extra: tuple[str, ...] = ("SPEEDUP", "TOK/$ VS BEST") if compared else ()
+    _print_table(
+        [
+            (
+                *_measurement_cells(r.measurement),
+                _money(r.usd_per_mtok),
+                *((_ratio(r.speedup), _ratio(r.cost_efficiency)) if compared else ()),
+                r.measurement.source,
+            )
+            for r in ranked
+        ],
+        ("MODEL", "GPU", "N", "PROVIDER", "TOK/S", "$/H", "$/Mtok", *extra, "SOURCE"),
+    )
+
+
+def _measurement_cells(m: Benchmark) -> tuple[str, ...]:
+    """MODEL, GPU, N, PROVIDER, TOK/S and $/H of one measurement."""
+    return (
+        m.model,
+        m.gpu_name,
+        str(m.gpu_count),
+        m.provider or "-",
+        f"{m.tokens_per_second:g}",
+        _money(m.price_per_hour),
+    )
+
+
+def _print_summaries(summaries: Sequence[GpuSummary], output: str) -> None:
+    if output == "json":
+        from dataclasses import asdict
+
+        _print_json(
+            [
+                {
+                    name: _rounded(value) if isinstance(value, float) else value
+                    for name, value in asdict(s).items()
+                }
+                for s in summaries
+            ]
+        )
+        return
+    _print_table(
+        [
+            (
+                s.gpu_name,
+                str(s.gpu_count),
+                str(s.samples),
+                f"{s.avg_tokens_per_second:.1f}",
+                f"{s.avg_price_per_hour:.3f}" if s.avg_price_per_hour is not None else "-",
+                _money(s.usd_per_mtok),
+            )
+            for s in summaries
+        ],
+        ("GPU", "N", "SAMPLES", "AVG TOK/S", "AVG $/H", "$/Mtok"),
+    )
+
+
+def _money(value: float | None) -> str:
+    return f"{value:.3f}" if value is not None else "-"
+
+
+def _ratio(value: float | None) -> str:
+    return f"{value:.2f}x" if value is not None else "-"
+
+
+def _rounded(value: float | None) -> float | None:
+    return round(value, 6) if value is not None else None
 
 
 # -- renting: provision, sessions, shutdown, transfer ------------------------------------------
@@ -609,7 +810,8 @@ def _print_pairs(pairs: Sequence[tuple[str, str]]) -> None:
 
 
 def _when(value: datetime | None) -> str:
-    return f"{value:%Y-%m-%d %H:%M} UTC" if value is not None else "-"
+    """A stored (UTC) time as this machine's local time, with its zone."""
+    return f"{value.astimezone():%Y-%m-%d %H:%M %Z}" if value is not None else "-"
 
 
 def _configure_sessions(parser: argparse.ArgumentParser) -> None:
@@ -713,6 +915,8 @@ async def _sessions_list(shopper: Shopper, args: argparse.Namespace) -> int:
 
 
 async def _sessions_get(shopper: Shopper, args: argparse.Namespace) -> int:
+    from gpushop_tui.core.costs import cost_of
+
     session = await shopper.session(args.id)
     if args.output == "json":
         _print_json(_session_json(session))
@@ -729,6 +933,7 @@ async def _sessions_get(shopper: Shopper, args: argparse.Namespace) -> int:
             ("status", f"{s.status} (instance {s.instance})"),
             ("instance", f"{s.provider} {s.instance_id or '-'} ({s.label})"),
             ("price", f"${s.price_per_hour:.3f}/h" if s.price_per_hour is not None else "-"),
+            ("cost", f"${cost_of(s, shopper.clock.now()):.4f}" + ("" if s.closed else " so far")),
             ("created", _when(s.created_at)),
             ("expires", _when(s.expires_at)),
             ("hard max", hard_max),
@@ -990,6 +1195,231 @@ def _confirm(count: int) -> bool:
     return sys.stdin.readline().strip() == "yes"
 
 
+# -- money: costs, budgets ---------------------------------------------------------------------
+
+
+def _local_day(text: str) -> date:
+    """A local calendar day, YYYY-MM-DD."""
+    from datetime import date
+
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day like 2026-11-01") from None
+
+
+def _configure_costs(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "What rentals cost, per second from the create call until the provider confirms the "
+        "instance gone. Days and months are local time; the range defaults to this month."
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    summary = actions.add_parser(
+        "summary", help="this month and today, by consumer, provider and GPU, and what bills now"
+    )
+    _add_output(summary)
+    parser.add_argument("-c", "--consumer", help="only this consumer")
+    parser.add_argument("-s", "--session", help="only this session")
+    parser.add_argument(
+        "--period", choices=("day", "month"), default="day", help="one row per day or per month"
+    )
+    parser.add_argument("--since", type=_local_day, metavar="DAY", help="first day (YYYY-MM-DD)")
+    parser.add_argument("--until", type=_local_day, metavar="DAY", help="last day, included")
+    parser.add_argument(
+        "-o", "--output", choices=("table", "json", "csv"), default="table", help="output format"
+    )
+
+
+def _run_costs(args: argparse.Namespace) -> int:
+    import asyncio
+
+    if args.action == "summary":
+        return int(asyncio.run(_with_shopper(lambda shopper: _costs_summary(shopper, args))))
+    return int(asyncio.run(_with_shopper(lambda shopper: _costs(shopper, args))))
+
+
+def _range(shopper: Shopper, since: date | None, until: date | None) -> tuple[datetime, datetime]:
+    """[start, end) in UTC for local days `since`..`until` (default: this month so far)."""
+    from datetime import timedelta
+
+    from gpushop_tui.core import costs
+    from gpushop_tui.errors import UserError
+
+    today = costs.local_date(shopper.clock.now(), None)
+    first = since or costs.month_start(today)
+    last = until or today
+    if last < first:
+        raise UserError(f"--until {last} is before --since {first}")
+    return costs.local_midnight(first, None), costs.local_midnight(last + timedelta(days=1), None)
+
+
+async def _costs(shopper: Shopper, args: argparse.Namespace) -> int:
+    import csv
+    from collections import defaultdict
+
+    start, end = _range(shopper, args.since, args.until)
+    lines = await shopper.cost_lines(start, end, consumer=args.consumer, session_id=args.session)
+    rows: dict[tuple[str, str], list[Any]] = {}
+    totals: dict[tuple[str, str], float] = defaultdict(float)
+    for line in lines:
+        period = line.day.isoformat() if args.period == "day" else f"{line.day:%Y-%m}"
+        key = (period, line.session_id)
+        rows[key] = [period, line.session_id, line.consumer, line.provider, line.gpu_name]
+        totals[key] += line.amount
+    table = [[*rows[key], round(totals[key], 6)] for key in sorted(rows)]
+    header = ("period", "session", "consumer", "provider", "gpu", "usd")
+    total = round(sum(totals.values()), 6)
+    if args.output == "json":
+        _print_json(
+            {
+                "since": start,
+                "until": end,
+                "period": args.period,
+                "rows": [dict(zip(header, row, strict=True)) for row in table],
+                "total_usd": total,
+            }
+        )
+    elif args.output == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(header)
+        writer.writerows(table)
+    else:
+        shown = [[*row[:-1], f"${row[-1]:.4f}"] for row in table]
+        if shown:
+            _print_table(shown, [h.upper() for h in header])
+        print(f"total ${total:.4f} from {_when(start)} to {_when(min(end, shopper.clock.now()))}")
+    return 0
+
+
+async def _costs_summary(shopper: Shopper, args: argparse.Namespace) -> int:
+    from gpushop_tui.core import costs
+
+    start, end = _range(shopper, None, None)
+    lines = await shopper.cost_lines(start, end)
+    today = costs.local_date(shopper.clock.now(), None).isoformat()
+    billing = await shopper.billing_now()
+    summary = {
+        "month_usd": round(sum(line.amount for line in lines), 6),
+        "today_usd": round(sum(line.amount for line in lines if line.day.isoformat() == today), 6),
+        "burn_usd_per_hour": round(sum(rate for _, _, rate in billing), 6),
+        "by_consumer": costs.group(lines, "consumer"),
+        "by_provider": costs.group(lines, "provider"),
+        "by_gpu": costs.group(lines, "gpu"),
+        "billing_now": [
+            {"session": s.id, "consumer": s.consumer, "usd_so_far": round(c, 6), "usd_per_hour": r}
+            for s, c, r in billing
+        ],
+    }
+    if args.output == "json":
+        _print_json(summary)
+        return 0
+    print(f"this month ${summary['month_usd']:.4f}   today ${summary['today_usd']:.4f}   "
+          f"burning ${summary['burn_usd_per_hour']:.4f}/h now")  # fmt: skip
+    for what in ("consumer", "provider", "gpu"):
+        group = summary[f"by_{what}"]
+        if group:
+            print(f"by {what}: " + ", ".join(f"{k} ${v:.4f}" for k, v in group.items()))
+    if billing:
+        _print_table(
+            [(s.id, s.consumer, s.status.value, f"${c:.4f}", f"${r:.4f}/h") for s, c, r in billing],
+            ("SESSION", "CONSUMER", "STATUS", "SO FAR", "RATE"),
+        )
+    return 0
+
+
+_BUDGET_KINDS = {
+    "monthly": "monthly_spend",
+    "concurrent": "concurrent_sessions",
+    "burn": "burn_rate",
+}
+
+
+def _configure_budgets(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Limits that act: 'warn' alerts, 'block' refuses new rentals that would cross the limit, "
+        "'stop' also ends the scope's sessions, most expensive first, until it holds. "
+        "Thresholds at 50/80/100% alert once a month."
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="every budget and where it stands now")
+    _add_output(listing)
+    setting = actions.add_parser("set", help="create a budget, or change the one of that kind")
+    scope = setting.add_mutually_exclusive_group(required=True)
+    scope.add_argument("-c", "--consumer", help="the consumer it limits")
+    scope.add_argument("--global", dest="everyone", action="store_true", help="limit everyone")
+    setting.add_argument(
+        "--kind",
+        choices=tuple(_BUDGET_KINDS),
+        required=True,
+        help="monthly: USD this month; concurrent: sessions at once; burn: USD/h now",
+    )
+    setting.add_argument("--limit", type=_positive, required=True, help="USD, sessions, or USD/h")
+    setting.add_argument(
+        "--action",
+        dest="then",
+        choices=("warn", "block", "stop"),
+        default="warn",
+        help="what crossing it does (default: warn)",
+    )
+    _add_output(setting)
+    deleting = actions.add_parser("delete", help="remove a budget")
+    deleting.add_argument("id", type=int)
+
+
+def _run_budgets(args: argparse.Namespace) -> int:
+    import asyncio
+
+    return int(asyncio.run(_with_shopper(lambda shopper: _budgets(shopper, args))))
+
+
+async def _budgets(shopper: Shopper, args: argparse.Namespace) -> int:
+    from gpushop_tui.core.budgets import describe, limit_text
+    from gpushop_tui.models import Budget, BudgetAction, BudgetKind
+
+    if args.action == "delete":
+        await shopper.budgets.delete(args.id)
+        print(f"budget {args.id} deleted")
+        return 0
+    if args.action == "set":
+        budget = await shopper.budgets.set(
+            Budget(
+                consumer=None if args.everyone else args.consumer,
+                kind=BudgetKind(_BUDGET_KINDS[args.kind]),
+                limit=args.limit,
+                action=BudgetAction(args.then),
+            )
+        )
+        if args.output == "json":
+            _print_json(budget.model_dump(mode="json"))
+        else:
+            print(f"budget {budget.id}: {describe(budget)}")
+        return 0
+    usages = await shopper.budgets.usage()
+    if args.output == "json":
+        _print_json(
+            [u.budget.model_dump(mode="json") | {"used": u.used, "over": u.over} for u in usages]
+        )
+        return 0
+    if not usages:
+        print("no budgets (see 'gpushop budgets set --help')")
+        return 0
+    _print_table(
+        [
+            (
+                str(u.budget.id),
+                u.budget.consumer or "(global)",
+                u.budget.kind.value,
+                limit_text(u.budget),
+                u.budget.action.value,
+                f"{u.fraction:.0%}" + (" OVER" if u.over else ""),
+            )
+            for u in usages
+        ],
+        ("ID", "SCOPE", "KIND", "LIMIT", "ACTION", "USED"),
+    )
+    return 0
+
+
 async def _with_shopper(action: Callable[[Any], Any]) -> Any:
     """Open the core for one command, run `action` on it, close it again."""
     from gpushop_tui.core.shopper import Shopper
@@ -1035,6 +1465,12 @@ COMMANDS: tuple[Command, ...] = (
         _run_check,
     ),
     Command(
+        "benchmarks",
+        "measured LLM tokens/s per GPU: list, rank (best, cheapest, compare, recommend), import",
+        _configure_benchmarks,
+        _run_benchmarks,
+    ),
+    Command(
         "provision",
         "rent an offer (or the cheapest match of a query) and wait until it is ready",
         _configure_provision,
@@ -1063,6 +1499,18 @@ COMMANDS: tuple[Command, ...] = (
         "one supervisor pass, for cron: deadlines, reconciliation, teardowns",
         _add_output,
         _run_reconcile,
+    ),
+    Command(
+        "costs",
+        "what rentals cost, per day or month, by consumer or session (csv too)",
+        _configure_costs,
+        _run_costs,
+    ),
+    Command(
+        "budgets",
+        "spend, concurrency and burn-rate limits that warn, block or stop",
+        _configure_budgets,
+        _run_budgets,
     ),
     Command(
         "cleanup-orphans",

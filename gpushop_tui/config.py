@@ -13,11 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from gpushop_tui.errors import ConfigError, DataDirError
+from gpushop_tui.models import Severity
 
 APP_NAME = "gpushop"
 Source = Literal["default", "env", "file"]
@@ -172,8 +174,31 @@ class Settings(BaseModel):
     webhook_url: str | None = _knob(
         None, "GPUSHOP_WEBHOOK_URL", "Where alerts are POSTed (signed JSON); unset means none."
     )
+    webhook_min_severity: Severity = _knob(
+        Severity.INFO,
+        "GPUSHOP_WEBHOOK_MIN_SEVERITY",
+        "Least severe alert the webhook is sent: info, warning, error or critical.",
+    )
+    webhook_timeout_s: float = _knob(
+        10.0, "GPUSHOP_WEBHOOK_TIMEOUT_S", "Timeout of one webhook POST, seconds.", gt=0
+    )
+    webhook_max_attempts: int = _knob(
+        5,
+        "GPUSHOP_WEBHOOK_MAX_ATTEMPTS",
+        "Tries per alert (network error, timeout, 5xx, 429) before it is given up and audited.",
+        ge=1,
+    )
 
     _sources: dict[str, Source] = PrivateAttr(default_factory=dict)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        """A typo here would only show when the first alert fails; refuse it at start instead."""
+        parts = urlsplit(value) if value is not None else None
+        if parts is not None and (parts.scheme not in ("http", "https") or not parts.netloc):
+            raise ValueError("the webhook URL must be http:// or https:// and name a host")
+        return value
 
     def source(self, name: str) -> Source:
         """Where the value of setting `name` came from."""

@@ -129,7 +129,7 @@ class Offer(_Model):
         return self.id.split(":", 1)[1]
 
 
-OfferSort = Literal["price", "gpu_price", "vram_price", "vram", "reliability"]
+OfferSort = Literal["price", "gpu_price", "vram_price", "vram", "reliability", "usd_per_mtok"]
 QueryBound = Literal[
     "min_gpus", "max_gpus", "min_vram_gb", "max_vram_gb", "min_price", "max_price",
     "max_gpu_price", "min_reliability", "min_cuda",
@@ -153,6 +153,12 @@ class OfferQuery(_Model):
     max_price: float | None = Field(default=None, ge=0, description="USD/h for the whole offer.")
     max_gpu_price: float | None = Field(default=None, ge=0, description="USD per GPU-hour.")
     region: str | None = Field(default=None, description="Country code or part of the region.")
+    model: str | None = Field(
+        default=None,
+        min_length=1,
+        description="LLM whose measured tokens/s price each offer per million tokens, "
+        "e.g. 'llama3.1:8b'.",
+    )
     min_reliability: float | None = Field(default=None, ge=0, le=1)
     min_cuda: float | None = Field(default=None, ge=0)
     strict: tuple[QueryBound, ...] = Field(default=(), description="Bounds that exclude equality.")
@@ -170,6 +176,12 @@ class OfferQuery(_Model):
             a, b = getattr(self, low), getattr(self, high)
             if a is not None and b is not None and a > b:
                 raise ValueError(f"{low} {a:g} is above {high} {b:g}")
+        return self
+
+    @model_validator(mode="after")
+    def _sort_has_its_model(self) -> OfferQuery:
+        if self.sort == "usd_per_mtok" and self.model is None:
+            raise ValueError("sort=usd_per_mtok needs model=NAME, whose tokens/s price the offers")
         return self
 
 

@@ -1,11 +1,14 @@
 """The offer query language, shared by the TUI filter bar, `gpushop inventory` and the API.
 
     gpu=4090 vram>=24 price<=0.5 n>=2 region=US provider=vastai rel>=0.98 cuda>=12.4 sort=price
+    model=llama3.1:8b sort=usd_per_mtok
 
 Terms are `key op value`, separated by spaces, all of which must hold. Unknown keys, operators a
 key does not take and malformed values are errors that point at the bad token: a clause is never
 silently dropped (users of the Vast CLI rented the wrong GPU because it does that).
-Filtering and sorting run locally on normalized offers (`select`).
+Filtering and sorting run locally on normalized offers (`select`). `model=` names the LLM whose
+measured tokens/s (core/benchmarks.py) price each offer per million tokens; the caller passes
+those estimates to `select` for `sort=usd_per_mtok`.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import difflib
 import math
 import operator
 import re
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
@@ -48,6 +51,7 @@ _KEYS: dict[str, _Key] = {
     "gpu": _Key(text_field="gpu", kind=str),
     "provider": _Key(text_field="providers", kind=str),
     "region": _Key(text_field="region", kind=str),
+    "model": _Key(text_field="model", kind=str),
     "n": _Key("min_gpus", "max_gpus", int),
     "vram": _Key("min_vram_gb", "max_vram_gb"),
     "price": _Key("min_price", "max_price"),
@@ -65,10 +69,11 @@ _SORTS: dict[str, OfferSort] = {
     "price": "price", "gpuprice": "gpu_price", "price_per_gpu": "gpu_price",
     "vramprice": "vram_price", "price_per_vram": "vram_price",
     "vram": "vram", "rel": "reliability", "reliability": "reliability",
+    "usd_per_mtok": "usd_per_mtok",
 }  # fmt: skip
 _SORT_NAMES: dict[OfferSort, str] = {
     "price": "price", "gpu_price": "gpuprice", "vram_price": "vramprice",
-    "vram": "vram", "reliability": "rel",
+    "vram": "vram", "reliability": "rel", "usd_per_mtok": "usd_per_mtok",
 }  # fmt: skip
 _BOUND_SPELLING = {
     f"{field} ": f"{key}{'>=' if field == spec.low else '<='}"
@@ -86,11 +91,23 @@ def squash(text: str) -> str:
     return re.sub(r"[^a-z0-9]", "", text.lower())
 
 
-def parse_query(text: str) -> OfferQuery:
-    """Parse the query language into an `OfferQuery`; raises `QueryError` pointing at the fault."""
+def unknown_model(model: str, models: Collection[str]) -> str:
+    """Why `model` cannot be priced: it has no measurements; names the models that have."""
+    close = difflib.get_close_matches(model, list(models), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    known = ", ".join(sorted(models)) or "none"
+    return f"no benchmark measurements for model {model!r}{hint}; models measured: {known}"
+
+
+def parse_query(text: str, models: Collection[str] | None = None) -> OfferQuery:
+    """Parse the query language into an `OfferQuery`; raises `QueryError` pointing at the fault.
+
+    With `models` (those with benchmark measurements), `model=` must name one of them.
+    """
     fields: dict[str, Any] = {}
     strict: list[str] = []
     seen: dict[str, int] = {}
+    values: dict[str, tuple[int, int]] = {}
     for token in re.finditer(r"\S+", text):
         start, end = token.span()
         match = _TERM.fullmatch(token.group())
@@ -110,6 +127,7 @@ def parse_query(text: str) -> OfferQuery:
             )
         value_start = start + match.start(3)
         _apply(text, spec, key, op, value, (value_start, end), (start, end), fields, strict)
+        values[key] = (value_start, end)
         slot = f"{key}{'>' if op in ('>', '>=') else '<' if op in ('<', '<=') else '='}"
         if slot in seen:
             raise QueryError(text, start, end, f"{key} is given twice")
@@ -117,6 +135,13 @@ def parse_query(text: str) -> OfferQuery:
     if strict:
         fields["strict"] = tuple(sorted(strict))
     _finish_sort(fields)
+    model = fields.get("model")
+    if model is not None and models is not None and model not in models:
+        raise QueryError(text, *values["model"], unknown_model(model, models))
+    if fields.get("sort") == "usd_per_mtok" and model is None:
+        raise QueryError(
+            text, *values["sort"], "sort=usd_per_mtok needs model=NAME (e.g. model=llama3.1:8b)"
+        )
     try:
         return OfferQuery(**fields)
     except ValidationError as err:
@@ -199,6 +224,8 @@ def _text_value(text: str, key: str, value: str, span: tuple[int, int]) -> Any:
         if number < 1:
             raise QueryError(text, *span, "limit must be at least 1")
         return number
+    if key == "model":
+        return value.lower()
     return value
 
 
@@ -234,6 +261,8 @@ def format_query(query: OfferQuery) -> str:
         terms.append(f"region={query.region}")
     if query.providers:
         terms.append(f"provider={','.join(query.providers)}")
+    if query.model:
+        terms.append(f"model={query.model}")
     if query.sort != "price" or query.descending:
         flipped = (query.sort in _NATURALLY_DESCENDING) != query.descending
         terms.append(f"sort={'-' if flipped else ''}{_SORT_NAMES[query.sort]}")
@@ -290,6 +319,9 @@ class OfferIndex:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def __iter__(self) -> Iterator[Offer]:
+        return (row[_OFFER] for row in self.rows)
+
 
 _PRICE, _COUNT, _VRAM, _GPU_PRICE, _REL, _CUDA, _PROVIDER, _GPU, _REGION = range(9)
 _IDENTITY_END, _COUNTRY, _ID, _OFFER = 13, 13, 14, 15
@@ -321,13 +353,20 @@ def _filter(rows: list[tuple[Any, ...]], query: OfferQuery) -> list[tuple[Any, .
         wanted = set(query.providers)
         pool = [r for r in pool if r[_PROVIDER] in wanted]
     if query.gpu:
-        parts = [squash(p) for p in query.gpu.split(",") if squash(p)]
-        names = {name: any(p in squash(name) for p in parts) for name in {r[_GPU] for r in pool}}
+        matches = gpu_matcher(query.gpu)
+        names = {name: matches(name) for name in {r[_GPU] for r in pool}}
         pool = [r for r in pool if names[r[_GPU]]]
     if query.region:
         regions = [r.strip().lower() for r in query.region.split(",") if r.strip()]
         pool = [r for r in pool if any(_in_region(r, wanted) for wanted in regions)]
     return pool
+
+
+def gpu_matcher(text: str) -> Callable[[str], bool]:
+    """Whether a canonical GPU name is one `text` asks for: it contains any comma-separated
+    part of `text`, compared as `squash`ed ("4090", "h100 sxm", "h100,a100")."""
+    parts = [squash(p) for p in text.split(",") if squash(p)]
+    return lambda name: any(p in squash(name) for p in parts)
 
 
 def _in_region(row: tuple[Any, ...], wanted: str) -> bool:
@@ -347,14 +386,29 @@ _SORT_VALUE: dict[OfferSort, Callable[[tuple[Any, ...]], float | None]] = {
 _FIRST = itemgetter(0)
 
 
+def _by_offer_id(values: Mapping[str, float]) -> Callable[[tuple[Any, ...]], float | None]:
+    return lambda row: values.get(row[_ID])
+
+
 def select(
-    offers: Iterable[Offer] | OfferIndex, query: OfferQuery, demoted: Collection[str] = ()
+    offers: Iterable[Offer] | OfferIndex,
+    query: OfferQuery,
+    demoted: Collection[str] = (),
+    usd_per_mtok: Mapping[str, float] | None = None,
 ) -> list[Offer]:
     """The offers matching `query`, sorted (ties by price; unknown values last; offers in
-    `demoted` after all others), de-duplicated, cut to `query.limit`."""
+    `demoted` after all others), de-duplicated, cut to `query.limit`.
+
+    `usd_per_mtok` (offer id → estimated $ per million tokens of `query.model`) is what
+    `sort=usd_per_mtok` ranks by; an offer without an estimate sorts last.
+    """
     index = offers if isinstance(offers, OfferIndex) else OfferIndex(offers)
     pool = _filter(index.rows, query)
-    value = _SORT_VALUE[query.sort]
+    value = (
+        _by_offer_id(usd_per_mtok or {})
+        if query.sort == "usd_per_mtok"
+        else _SORT_VALUE[query.sort]
+    )
     sign = -1.0 if query.descending else 1.0
     pool = sorted(pool, key=_FIRST)  # by price; the stable sort below keeps it for ties
     if query.sort != "price" or query.descending:

@@ -1,4 +1,4 @@
-"""Provider credentials (OS keyring, env vars override) and the redaction every log and error uses.
+"""Credentials (provider keys, the webhook secret; OS keyring, env vars override) and redaction.
 
 Credentials never touch the database or the logs (DESIGN.md invariant 8). Every value this
 module hands out is remembered, so `redact()` can scrub it from any text, alongside patterns
@@ -17,12 +17,16 @@ from typing import Literal
 from gpushop_tui.errors import UserError
 
 SERVICE = "gpushop"
+WEBHOOK = "webhook"
+"""The name of the secret that signs alert webhooks (HMAC-SHA256 of each body)."""
 CREDENTIAL_ENV: dict[str, str] = {
     "vastai": "VASTAI_API_KEY",
     "tensordock": "TENSORDOCK_API_TOKEN",
     "bluelobster": "BLUELOBSTER_API_KEY",
+    WEBHOOK: "GPUSHOP_WEBHOOK_SECRET",
 }
-"""Each provider's credential and the env var that overrides the keyring for it."""
+"""Each credential (the providers' keys, the webhook secret) and the env var that overrides the
+keyring for it."""
 
 MASK = "***"
 _MIN_SECRET_LEN = 6

@@ -155,7 +155,12 @@ def test_keys_set_list_delete_round_trip(tmp_path: Path) -> None:
     listed = run_gpushop("keys", "list", "-o", "json")
     assert listed.returncode == 0
     sources = {r["provider"]: r["source"] for r in json.loads(listed.stdout)["credentials"]}
-    assert sources == {"vastai": "keyring", "tensordock": None, "bluelobster": None}
+    assert sources == {
+        "vastai": "keyring",
+        "tensordock": None,
+        "bluelobster": None,
+        "webhook": None,
+    }
     assert secret not in listed.stdout
     keyring_file = Path(os.environ["GPUSHOP_TEST_KEYRING"]).read_text()
     assert secret in keyring_file
@@ -193,7 +198,8 @@ def test_keys_without_a_keyring_point_to_env_vars() -> None:
 def test_unknown_provider_is_a_clear_error() -> None:
     result = run_gpushop("keys", "set", "runpod", stdin="x\n")
     assert result.returncode == 2
-    assert "unknown provider 'runpod' (known: vastai, tensordock, bluelobster)" in result.stderr
+    known = "vastai, tensordock, bluelobster, webhook"
+    assert f"unknown provider 'runpod' (known: {known})" in result.stderr
 
 
 def test_serve_not_yet_built_says_so() -> None:

@@ -34,6 +34,7 @@ def test_wheel_ships_styles_migrations_and_script(tmp_path: Path) -> None:
         assert "gpushop = gpushop_tui.cli:main" in archive.read(entry_points).decode()
     assert "gpushop_tui/styles/app.tcss" in names
     assert "gpushop_tui/store/migrations/0001_initial.sql" in names
+    assert "gpushop_tui/data/benchmarks.csv" in names
     assert not any(name.startswith("tests/") for name in names)
 
     target = tmp_path / "site"
@@ -58,6 +59,8 @@ def test_wheel_ships_styles_migrations_and_script(tmp_path: Path) -> None:
         "print(gpushop_tui.__file__)\n"
         "print((styles_dir() / 'app.tcss').is_file(), styles_dir())\n"
         "print(len(db.migrations()))\n"
+        "from gpushop_tui.core.benchmarks import seed\n"
+        "print(len(seed()))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe],
@@ -67,7 +70,8 @@ def test_wheel_ships_styles_migrations_and_script(tmp_path: Path) -> None:
         cwd=tmp_path,
         env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
     )
-    module_file, styles, migrations = result.stdout.splitlines()
+    module_file, styles, migrations, seed_rows = result.stdout.splitlines()
     assert module_file.startswith(str(target))
     assert styles == f"True {target / 'gpushop_tui' / 'styles'}"
     assert int(migrations) >= 1
+    assert int(seed_rows) == 30  # the shipped benchmark measurements load from the wheel

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from gpushop_tui.models import Offer, OfferQuery
 from gpushop_tui.query import QueryError, format_query, parse_query, select
@@ -42,6 +43,8 @@ def test_the_design_example_parses_to_every_bound() -> None:
         "n=8 gpu=h100,a100 sort=-price limit=5",
         "gpuprice<=0.4 provider=tensordock,bluelobster sort=rel",
         "vram>=20 vram<=48 price>=0.1 sort=vramprice",
+        "model=llama3.1:8b sort=usd_per_mtok",
+        "gpu=4090 model=mistral:7b sort=-usd_per_mtok limit=3",
     ],
 )
 def test_format_is_the_inverse_of_parse(text: str) -> None:
@@ -70,6 +73,8 @@ def test_strict_and_inclusive_bounds_differ() -> None:
         ("price<=1 price<=2", "price is given twice", "         ^^^^^^^^"),
         ("price>=2 price<=1", "price>=2 is above price<=1", "^"),
         ("rel>=2", "rel", "^"),
+        ("n>=2 sort=usd_per_mtok", "sort=usd_per_mtok needs model=NAME", "          ^^^^^^^^^^^^"),
+        ("model>7b", "model does not take '>'", "^^^^^^^^"),
     ],
 )
 def test_errors_name_and_point_at_the_bad_token(text: str, reason: str, caret: str) -> None:
@@ -138,3 +143,39 @@ def test_identical_offers_are_shown_once_and_demoted_ones_last() -> None:
     assert [o.id for o in chosen] == ["vastai:b", "vastai:c"]  # the twin that did not fail
     alone = select([offer("a"), offer("c", price_per_hour=0.9)], OfferQuery(), demoted={"vastai:a"})
     assert [o.id for o in alone] == ["vastai:c", "vastai:a"]
+
+
+MEASURED = {"llama3.1:8b", "mistral:7b"}
+
+
+def test_a_model_is_a_text_key_checked_against_the_measured_models() -> None:
+    query = parse_query("model=Llama3.1:8B sort=usd_per_mtok", MEASURED)
+    assert (query.model, query.sort, query.descending) == ("llama3.1:8b", "usd_per_mtok", False)
+    assert parse_query("model=anything").model == "anything"  # not checked without the models
+    with pytest.raises(QueryError) as caught:
+        parse_query("gpu=4090 model=llama3:8b", MEASURED)
+    lines = caught.value.message.splitlines()
+    assert "no benchmark measurements for model 'llama3:8b'" in lines[0]
+    assert "did you mean 'llama3.1:8b'?" in lines[0]
+    assert "models measured: llama3.1:8b, mistral:7b" in lines[0]
+    assert lines[2] == "                 ^^^^^^^^^"
+
+
+def test_sorting_by_cost_per_token_needs_a_model_outside_the_parser_too() -> None:
+    with pytest.raises(ValidationError, match="sort=usd_per_mtok needs model=NAME"):
+        OfferQuery(sort="usd_per_mtok")
+
+
+def test_sort_by_cost_per_token_puts_offers_without_an_estimate_last() -> None:
+    offers = [offer("dear", price_per_hour=0.9), offer("none", price_per_hour=0.1),
+              offer("cheap", price_per_hour=0.5), offer("mid", price_per_hour=0.3)]  # fmt: skip
+    estimates = {"vastai:dear": 0.4, "vastai:cheap": 0.2, "vastai:mid": 0.3}
+
+    def order(text: str) -> list[str]:
+        chosen = select(offers, parse_query(text), usd_per_mtok=estimates)
+        return [o.id.split(":")[1] for o in chosen]
+
+    assert order("model=m sort=usd_per_mtok") == ["cheap", "mid", "dear", "none"]
+    assert order("model=m sort=-usd_per_mtok") == ["dear", "mid", "cheap", "none"]
+    assert order("model=m sort=usd_per_mtok limit=2") == ["cheap", "mid"]
+    assert order("model=m") == ["none", "mid", "cheap", "dear"]  # a model alone keeps the price

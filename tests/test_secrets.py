@@ -32,6 +32,7 @@ def test_env_var_overrides_keyring() -> None:
         "vastai": "env",
         "tensordock": None,
         "bluelobster": None,
+        "webhook": None,
     }
 
 

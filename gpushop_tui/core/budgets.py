@@ -144,13 +144,14 @@ class Budgets:
     async def admit(self, consumer: str, offer: Offer, hours: float) -> None:
         """Refuse a rental a `block`/`stop` budget or the balance does not allow (before any
         provider call); warn for a `warn` budget it would cross."""
+        budgets = await self.store.list_budgets()
         books = await self._books(self.clock.now())
         added = {
             BudgetKind.MONTHLY_SPEND: offer.price_per_hour * hours,
             BudgetKind.CONCURRENT_SESSIONS: 1.0,
             BudgetKind.BURN_RATE: offer.price_per_hour,
         }
-        for budget in await self.store.list_budgets():
+        for budget in budgets:
             if budget.consumer not in (None, consumer):
                 continue
             after = books.measure(budget) + added[budget.kind]
@@ -192,10 +193,12 @@ class Budgets:
 
     async def enforce(self) -> list[str]:
         """Fire newly crossed thresholds and apply `stop` budgets; the ids of sessions ended."""
-        now = self.clock.now()
-        books = await self._books(now)
+        budgets = await self.store.list_budgets()
+        if not budgets:
+            return []
+        books = await self._books(self.clock.now())
         ended: list[str] = []
-        for budget in await self.store.list_budgets():
+        for budget in budgets:
             usage = Usage(budget, books.measure(budget))
             await self._fire_thresholds(usage, books.month)
             if usage.over and budget.action == BudgetAction.STOP:

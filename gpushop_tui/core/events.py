@@ -58,6 +58,15 @@ class Alert(Event):
     severity: Severity = Severity.WARNING
 
 
+class WebhookFailed(Event):
+    """Alerts the webhook did not take: every try failed, or they were still queued at close."""
+
+    kind: ClassVar[str] = "webhook_failed"
+    severity: Severity = Severity.ERROR
+    alert_ids: list[int | None]
+    reason: str
+
+
 class InventoryRefreshed(Event):
     """A provider's offers were (re)fetched. Frequent, so not written to the audit table."""
 

@@ -3,7 +3,8 @@
 Each provider has its own cache (fresh for `ttl_s`) and timeout. When a refresh fails, the last
 good offers stay, marked stale with their age and the reason; a provider that is down or not
 configured never hides the others. Offers that failed to provision are demoted, and hidden for
-a while after repeated failures (remembered in the store, so it survives a restart).
+a while after repeated failures (remembered in the store, so it survives a restart). A query
+that names a model gets each offer's estimated $ per million tokens (core/benchmarks.py).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from gpushop_tui.clock import Clock
+from gpushop_tui.core.benchmarks import Benchmarks, estimate
 from gpushop_tui.core.events import EventBus, InventoryRefreshed
-from gpushop_tui.models import PROVIDERS, Offer, OfferQuery
+from gpushop_tui.models import PROVIDERS, Benchmark, Offer, OfferQuery
 from gpushop_tui.providers.base import Provider, ProviderError
 from gpushop_tui.query import OfferIndex, select
 from gpushop_tui.store import Store
@@ -74,6 +76,8 @@ class InventoryView:
     """Offers known before the query was applied."""
     hidden: int
     """Offers left out because they failed to provision repeatedly of late."""
+    usd_per_mtok: dict[str, float] = field(default_factory=dict)
+    """Estimated $ per million tokens of the query's model, per shown offer id that has one."""
 
 
 @dataclass
@@ -87,7 +91,10 @@ class _Cache:
 
 
 class Inventory:
-    """Offers across providers; `providers` maps every known provider to its adapter or None."""
+    """Offers across providers; `providers` maps every known provider to its adapter or None.
+
+    `benchmarks` (the measurements a query's model is priced by) is part of the menu's answer.
+    """
 
     def __init__(
         self,
@@ -106,6 +113,7 @@ class Inventory:
         self._ttl_s = ttl_s
         self._timeout_s = timeout_s
         self._caches = {name: _Cache() for name in PROVIDERS}
+        self.benchmarks = Benchmarks(store)
 
     @property
     def configured(self) -> list[str]:
@@ -116,13 +124,14 @@ class Inventory:
     ) -> InventoryView:
         """The menu for `query`, refreshing (concurrently) every provider whose cache is old."""
         query = query or OfferQuery()
+        measured = await self._measured(query)
         wanted = [
             name
             for name in self.configured
             if (refresh or self._expired(name)) and (not query.providers or name in query.providers)
         ]
         await asyncio.gather(*(self._refresh(name) for name in wanted))
-        return await self._answer(query)
+        return await self._answer(query, measured)
 
     def refresh_in_background(self) -> None:
         """Start refreshing every expired provider without waiting (stale-while-revalidate)."""
@@ -132,7 +141,13 @@ class Inventory:
 
     async def cached_view(self, query: OfferQuery | None = None) -> InventoryView:
         """The menu as cached now, without waiting for any provider."""
-        return await self._answer(query or OfferQuery())
+        query = query or OfferQuery()
+        return await self._answer(query, await self._measured(query))
+
+    async def _measured(self, query: OfferQuery) -> list[Benchmark]:
+        """The measurements of the query's model (none without one; an unknown model is a
+        `UnknownModel` error), read before any provider is asked."""
+        return await self.benchmarks.measurements(query.model) if query.model else []
 
     def _expired(self, name: str) -> bool:
         cache = self._caches[name]
@@ -206,7 +221,7 @@ class Inventory:
             latency_ms=cache.latency_ms,
         )
 
-    async def _answer(self, query: OfferQuery) -> InventoryView:
+    async def _answer(self, query: OfferQuery, measured: list[Benchmark]) -> InventoryView:
         now = self._clock.now()
         failures = await self._store.offer_failures_since(now - FAILURE_LOOKBACK)
         hidden_ids = {
@@ -216,11 +231,14 @@ class Inventory:
         }
         everything = OfferIndex.merge(cache.index for cache in self._caches.values())
         visible = everything.without(hidden_ids) if hidden_ids else everything
+        estimates = estimate(visible, measured) if measured else {}
+        offers = select(visible, query, demoted=failures.keys(), usd_per_mtok=estimates)
         return InventoryView(
-            offers=select(visible, query, demoted=failures.keys()),
+            offers=offers,
             providers=[self.report(name) for name in PROVIDERS],
             total=len(everything),
             hidden=len(everything) - len(visible),
+            usd_per_mtok={o.id: estimates[o.id] for o in offers if o.id in estimates},
         )
 
     async def find(self, offer_id: str) -> Offer | None:

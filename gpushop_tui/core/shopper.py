@@ -11,15 +11,20 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
 from gpushop_tui.clock import Clock, SystemClock
 from gpushop_tui.config import Settings
+from gpushop_tui.core import costs
+from gpushop_tui.core.benchmarks import Benchmarks
 from gpushop_tui.core.budgets import Budgets
+from gpushop_tui.core.costs import CostLine
 from gpushop_tui.core.events import EventBus, Subscription
 from gpushop_tui.core.inventory import Inventory, InventoryView
+from gpushop_tui.core.notify import WebhookNotifier
 from gpushop_tui.core.sessions import ACTIVE, Lifecycle
 from gpushop_tui.core.supervisor import PassReport, Supervisor
 from gpushop_tui.errors import UserError
@@ -110,6 +115,7 @@ class Shopper:
         self.budgets = Budgets(store, self.lifecycle, self.events, clock)
         self.lifecycle.admit = self.budgets.admit
         self.supervisor = Supervisor(self.lifecycle, budgets=self.budgets)
+        self.notifier = WebhookNotifier(settings, secrets, clock, self.events, store.install_id)
         self._supervising: asyncio.Task[None] | None = None
 
     @classmethod
@@ -124,7 +130,9 @@ class Shopper:
         paths = settings.paths
         paths.prepare()
         store = await Store.open(paths.db_file)
-        return cls(settings, store, clock or SystemClock(), secrets or SecretStore())
+        shopper = cls(settings, store, clock or SystemClock(), secrets or SecretStore())
+        shopper.notifier.start()
+        return shopper
 
     async def aclose(self) -> None:
         """Stop this process's work; every session stays as it is for the next supervisor."""
@@ -134,6 +142,7 @@ class Shopper:
                 await self._supervising
         await self.lifecycle.aclose()
         await self.inventory.aclose()
+        await self.notifier.aclose()
         await self.store.aclose()
 
     async def __aenter__(self) -> Shopper:
@@ -231,6 +240,31 @@ class Shopper:
     async def wait_settled(self, session_id: str, timeout_s: float) -> Session:
         """Wait until the session is running, stopped or closed (or the time is up)."""
         return await self.lifecycle.wait_settled(session_id, timeout_s)
+
+    # ------------------------------------------------------------------ money
+
+    async def cost_lines(
+        self,
+        since: datetime,
+        until: datetime,
+        *,
+        consumer: str | None = None,
+        session_id: str | None = None,
+    ) -> list[CostLine]:
+        """What was billed in [since, until), per session, kind and local day, up to now."""
+        billing = await self.store.sessions_billing_between(since, until, consumer)
+        if session_id is not None:
+            billing = [s for s in billing if s.id == session_id]
+        return costs.daily_lines(billing, since, until, self.clock.now())
+
+    async def billing_now(self) -> list[tuple[Session, float, float]]:
+        """Every session whose instance bills right now: (session, cost so far, USD/h)."""
+        now = self.clock.now()
+        return [
+            (s, costs.cost_of(s, now), costs.burn_rate(s))
+            for s in await self.store.list_sessions(open_only=True)
+            if costs.burn_rate(s) > 0
+        ]
 
     # ------------------------------------------------------------------ supervision
 
@@ -369,3 +403,11 @@ class Shopper:
                 return await conn.download(remote, local, progress)
         except NodeError as err:
             raise UserError(f"transfer failed: {err.message}") from None
+
+    # ------------------------------------------------------------------ benchmarks
+
+    @property
+    def benchmarks(self) -> Benchmarks:
+        """Measured tokens/s (the shipped seed plus imports): rankings, import, and the models
+        a query's `model=` may name; the inventory prices offers by them."""
+        return self.inventory.benchmarks

@@ -80,6 +80,7 @@ _CATALOGUE = (
     _Entry("GH200", "gh200", 96, "Hopper"),
     _Entry("H200", "h200", 141, "Hopper", "sxm"),
     _Entry("H200 NVL", "h200", 141, "Hopper", "nvl"),
+    _Entry("RTX 5060 Ti", "rtx5060ti", 16, "Blackwell"),
     _Entry("RTX 5080", "rtx5080", 16, "Blackwell"),
     _Entry("RTX 5090", "rtx5090", 32, "Blackwell"),
     _Entry("RTX PRO 6000", "rtxpro6000", 96, "Blackwell"),

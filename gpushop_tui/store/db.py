@@ -26,7 +26,7 @@ import aiosqlite
 from pydantic import BaseModel
 
 from gpushop_tui.errors import DataDirError
-from gpushop_tui.models import AuditEvent, Budget, InstanceState, Session, SessionStatus
+from gpushop_tui.models import AuditEvent, Benchmark, Budget, InstanceState, Session, SessionStatus
 from gpushop_tui.secrets import redact
 
 BUSY_TIMEOUT_MS = 15_000
@@ -489,3 +489,36 @@ class Store:
             acquired_at=datetime.fromisoformat(row["acquired_at"]),
             expires_at=datetime.fromisoformat(row["expires_at"]),
         )
+
+    # -- benchmarks -------------------------------------------------------------------------
+
+    async def replace_benchmarks(self, source: str, rows: list[Benchmark]) -> int:
+        """Store measurements imported from `source`, in place of any imported from it before
+        (so importing a file again does not count it twice); returns how many were replaced."""
+        async with self.transaction() as db:
+            cursor = await db.execute("DELETE FROM benchmarks WHERE source = ?", (source,))
+            replaced = cursor.rowcount
+            await db.executemany(
+                "INSERT INTO benchmarks (gpu_name, gpu_count, model, tokens_per_second, runtime, "
+                "provider, price_per_hour, measured_at, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        row.gpu_name,
+                        row.gpu_count,
+                        row.model,
+                        row.tokens_per_second,
+                        row.runtime,
+                        row.provider,
+                        row.price_per_hour,
+                        _to_db(row.measured_at),
+                        source,
+                    )
+                    for row in rows
+                ],
+            )
+        return replaced
+
+    async def list_benchmarks(self) -> list[Benchmark]:
+        """Every imported measurement, in import order."""
+        rows = await self._fetchall("SELECT * FROM benchmarks ORDER BY id")
+        return [Benchmark.model_validate(dict(row)) for row in rows]

@@ -118,9 +118,7 @@ async def test_thresholds_fire_once_a_month_even_across_a_restart(market: Market
     elapsed = (market.clock.now() - created).total_seconds()
     await market.advance(0.55 * 3600 - elapsed, step_s=60)
     await market.tick()
-    assert [m.split(" is at ")[1][:3] for m in await alerts(market, "budget_threshold")] == [
-        "55%"
-    ]
+    assert [m.split(" is at ")[1][:3] for m in await alerts(market, "budget_threshold")] == ["55%"]
     await market.tick()
     await market.reopen()
     await market.advance(0.3 * 3600, step_s=60)
