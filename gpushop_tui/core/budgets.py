@@ -206,19 +206,21 @@ class Budgets:
         return ended
 
     async def _fire_thresholds(self, usage: Usage, month: str) -> None:
+        """Record every threshold newly crossed this month; alert once, for the highest (a
+        jump from 40 % to 100 % is one alert, not three)."""
         budget = usage.budget
         assert budget.id is not None
         now = self.clock.now()
-        for threshold in THRESHOLDS:
-            if usage.fraction * 100 < threshold:
-                break
-            if await self.store.fire_budget_threshold(budget.id, month, threshold, now):
-                await self._alert(
-                    "budget_threshold",
-                    f"{describe(budget)} is at {usage.fraction:.0%} "
-                    f"({_used_text(budget, usage.used)})",
-                    _THRESHOLD_SEVERITY[threshold],
-                )
+        crossed = [t for t in THRESHOLDS if usage.fraction * 100 >= t]
+        fired = [
+            t for t in crossed if await self.store.fire_budget_threshold(budget.id, month, t, now)
+        ]
+        if fired:
+            await self._alert(
+                "budget_threshold",
+                f"{describe(budget)} is at {usage.fraction:.0%} ({_used_text(budget, usage.used)})",
+                _THRESHOLD_SEVERITY[max(fired)],
+            )
 
     async def _stop_until_within(self, usage: Usage, books: _Books) -> list[str]:
         """End the scope's sessions, most expensive first, until the budget holds (a month's

@@ -15,6 +15,7 @@ import random
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,10 +29,11 @@ from gpushop_tui.config import Settings, load_settings
 from gpushop_tui.core.events import Alert, EventBus, InventoryRefreshed, Subscription, WebhookFailed
 from gpushop_tui.core.notify import WebhookNotifier
 from gpushop_tui.errors import ConfigError
-from gpushop_tui.models import AuditEvent, Severity
+from gpushop_tui.models import AuditEvent, Budget, BudgetKind, Severity
 from gpushop_tui.secrets import SecretStore
 from gpushop_tui.sim.http import serve
 from gpushop_tui.store import Store
+from tests.core.market import open_market
 
 SECRET = "whsec-planted-7c1e9a42d0"
 HANG = None
@@ -410,3 +412,26 @@ def test_webhook_settings_come_from_the_environment_and_a_bad_url_is_one_sentenc
     assert (settings.webhook_timeout_s, settings.webhook_max_attempts) == (3, 2)
     with pytest.raises(ConfigError, match="must be http:// or https:// and name a host"):
         load_settings({"GPUSHOP_WEBHOOK_URL": "hooks.example.test/gpushop"})
+
+
+async def test_a_budget_threshold_in_the_running_core_reaches_the_webhook(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch, isolated_env: Path
+) -> None:
+    """Wired end to end: a `Shopper` opened with a webhook URL posts the alerts its supervisor
+    raises, signed with the secret from the environment."""
+    monkeypatch.setenv("GPUSHOP_WEBHOOK_URL", receiver.url)
+    monkeypatch.setenv("GPUSHOP_WEBHOOK_SECRET", SECRET)
+    async with open_market(monkeypatch, isolated_env) as market:
+        await market.running(consumer="alice", hours=3)
+        await market.shopper.budgets.set(
+            Budget(consumer="alice", kind=BudgetKind.CONCURRENT_SESSIONS, limit=1)
+        )
+        await market.tick()
+        posts = await receiver.wait_for(1)
+        await market.tick()  # fired once: nothing more to post
+        await market.quiet()
+    [post] = [p for p in posts if p.payload["kind"] == "budget_threshold"]
+    assert post.payload["message"].endswith("is at 100% (1 of 1 sessions)")
+    assert post.payload["severity"] == "error"
+    assert len(receiver.received) == 1
+    assert all(p.headers["x-gpushop-signature"] == signature(p.body) for p in posts)
