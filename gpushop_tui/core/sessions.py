@@ -330,7 +330,7 @@ class Lifecycle:
             return offer
         assert request.query is not None
         try:
-            query = parse_query(request.query)
+            query = parse_query(request.query, await self.inventory.benchmarks.models())
         except QueryError as err:
             raise UserError(str(err)) from None
         view = await self.inventory.view(query)

@@ -585,3 +585,16 @@ async def test_a_key_the_create_never_attached_is_attached_again_by_readiness(
     assert skipped == [running.instance_id]
     public = Path(running.key_path).with_suffix(".pub").read_text().split()[1]
     assert any(public in line for line in market.instance(running).authorized_keys)
+
+
+async def test_a_query_naming_an_unmeasured_model_is_refused_with_a_caret(market: Market) -> None:
+    request = ProvisionRequest(consumer="alice", query="gpu=4090 model=no-such-llm:1b")
+    with pytest.raises(UserError, match=r"(?s)model.*\^") as refused:
+        await market.run(market.shopper.provision(request))
+    assert "models measured:" in str(refused.value) and "llama3.1:8b" in str(refused.value)
+    assert await market.shopper.sessions() == [] and market.live_instances("vastai") == []
+    cheapest = ProvisionRequest(
+        consumer="alice", query="gpu=3090 model=llama3.1:8b sort=usd_per_mtok"
+    )
+    session = await market.run(market.shopper.provision(cheapest))
+    assert session.offer.gpu_name == "RTX 3090"
