@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from gpushop_tui.node.ssh import CommandResult, NodeConnection, NodeError
 
@@ -195,39 +197,58 @@ async def read_spec(conn: NodeConnection, *, timeout_s: float = 30.0) -> NodeSpe
     return NodeSpec(gpus=gpus, cuda=parse_cuda_version(banner.stdout), driver=driver)
 
 
-async def _gpu_part(
-    conn: NodeConnection, timeout_s: float
-) -> tuple[tuple[GpuReading, ...] | None, str | None]:
-    try:
-        result = await conn.run(GPU_COMMAND, timeout_s=timeout_s)
-    except NodeError as exc:
-        if exc.kind == "closed":
-            raise
-        return None, f"GPU readings unavailable: {exc.message}"
-    if result.exit_status != 0:
-        return None, f"GPU readings unavailable: nvidia-smi failed ({_why(result)})."
-    try:
-        return tuple(parse_gpu_csv(result.stdout)), None
-    except ValueError as exc:
-        return None, f"GPU readings unavailable: nvidia-smi printed something else ({exc})."
+T = TypeVar("T")
 
 
-async def _ssh_part(
-    conn: NodeConnection, timeout_s: float, sshd_port: int
-) -> tuple[int | None, str | None]:
-    command = f"ss -tn state established '( sport = :{sshd_port} )'"
+async def _read_part(
+    conn: NodeConnection,
+    command: str,
+    timeout_s: float,
+    parse: Callable[[str], T],
+    *,
+    unknown: str,
+    tool: str,
+) -> tuple[T | None, str | None]:
+    """Run one probe command and parse it; on any failure but a dropped connection, None and
+    a sentence starting with `unknown` (what could not be read) that names `tool`."""
     try:
         result = await conn.run(command, timeout_s=timeout_s)
     except NodeError as exc:
         if exc.kind == "closed":
             raise
-        return None, f"SSH connections unknown: {exc.message}"
+        return None, f"{unknown}: {exc.message}"
     if result.exit_status != 0:
-        return None, f"SSH connections unknown: ss failed ({_why(result)})."
+        return None, f"{unknown}: {tool} failed ({_why(result)})."
     try:
-        return max(0, parse_ssh_connections(result.stdout, sshd_port) - 1), None
+        return parse(result.stdout), None
     except ValueError as exc:
-        return None, f"SSH connections unknown: ss printed something else ({exc})."
+        return None, f"{unknown}: {tool} printed something else ({exc})."
+
+
+async def _gpu_part(
+    conn: NodeConnection, timeout_s: float
+) -> tuple[tuple[GpuReading, ...] | None, str | None]:
+    return await _read_part(
+        conn,
+        GPU_COMMAND,
+        timeout_s,
+        lambda out: tuple(parse_gpu_csv(out)),
+        unknown="GPU readings unavailable",
+        tool="nvidia-smi",
+    )
+
+
+async def _ssh_part(
+    conn: NodeConnection, timeout_s: float, sshd_port: int
+) -> tuple[int | None, str | None]:
+    return await _read_part(
+        conn,
+        f"ss -tn state established '( sport = :{sshd_port} )'",
+        timeout_s,
+        lambda out: max(0, parse_ssh_connections(out, sshd_port) - 1),
+        unknown="SSH connections unknown",
+        tool="ss",
+    )
 
 
 async def sample(
