@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from gpushop_tui.clock import Clock
 from gpushop_tui.config import Settings
 from gpushop_tui.secrets import CREDENTIAL_ENV, SecretStore
 from gpushop_tui.sim.runner import Simulator, run_simulator
@@ -28,9 +29,11 @@ class Demo:
 
 
 @asynccontextmanager
-async def demo_marketplace(settings: Settings, seed: int = 0) -> AsyncIterator[Demo]:
+async def demo_marketplace(
+    settings: Settings, seed: int = 0, clock: Clock | None = None
+) -> AsyncIterator[Demo]:
     """Run the simulator for as long as the block lasts, with `settings` re-pointed at it."""
-    async with run_simulator(seed=seed) as simulator:
+    async with run_simulator(seed=seed, clock=clock) as simulator:
         urls = simulator.urls
         yield Demo(
             settings=settings.model_copy(

@@ -141,6 +141,8 @@ class Lifecycle:
         self.events = events
         self.clock = clock
         self.keys_dir = keys_dir
+        self.new_session_id: Callable[[], str] = lambda: secrets.token_hex(6)
+        """Makes session ids; tests that need stable ids (screenshots) replace it."""
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._creating: set[str] = set()
         self._polls: dict[str, int] = {}
@@ -252,7 +254,7 @@ class Lifecycle:
         if self.admit is not None:
             await self.admit(request.consumer, offer, request.hours)
         now = self.clock.now()
-        session_id = secrets.token_hex(6)
+        session_id = self.new_session_id()
         label = label_for(self.store.install_id, session_id)
         key_path = self.keys_dir / session_id
         public_key = await asyncio.to_thread(node_keys.create_key_pair, key_path, label)

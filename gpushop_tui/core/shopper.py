@@ -37,6 +37,7 @@ from gpushop_tui.models import (
     SessionStatus,
 )
 from gpushop_tui.node import keys as node_keys
+from gpushop_tui.node.probes import NodeSample
 from gpushop_tui.node.ssh import NodeError, connect
 from gpushop_tui.providers.base import (
     AuthError,
@@ -265,6 +266,10 @@ class Shopper:
             for s in await self.store.list_sessions(open_only=True)
             if costs.burn_rate(s) > 0
         ]
+
+    def node_sample(self, session_id: str) -> tuple[datetime, NodeSample] | None:
+        """The supervisor's latest GPU/SSH reading of a running session, if it took one."""
+        return self.supervisor.samples.get(session_id)
 
     # ------------------------------------------------------------------ supervision
 

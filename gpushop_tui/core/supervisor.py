@@ -88,6 +88,8 @@ class Supervisor:
         self.holding = False
         self._last_reconcile: float | None = None
         self._sampled: dict[str, float] = {}
+        self.samples: dict[str, tuple[datetime, probes.NodeSample]] = {}
+        """The latest node reading of each sampled session, with when it was taken."""
         self._warned: set[tuple[str, str, datetime]] = set()
         self.decided = asyncio.Event()
         """Set once `run` has tried the lease: from then on `holding` says acting or viewing."""
@@ -249,6 +251,9 @@ class Supervisor:
         ]
         for s in due:
             self._sampled[s.id] = mono
+        running = {s.id for s in sessions if s.status == SessionStatus.RUNNING}
+        for gone in set(self.samples) - running:
+            del self.samples[gone]
         await asyncio.gather(*(self._idle_one(s) for s in due))
 
     async def _idle_one(self, s: Session) -> None:
@@ -287,6 +292,7 @@ class Supervisor:
                 )
                 async with conn:
                     sample = await probes.sample(conn)
+            self.samples[s.id] = (self.clock.now(), sample)
         except (NodeError, TimeoutError, OSError) as err:
             return f"busy: the node cannot be read ({err or 'timed out'})"
         if sample.gpus is None:

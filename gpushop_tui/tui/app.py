@@ -1,109 +1,376 @@
-"""The gpushop Textual application (for now: the home screen that shows what is set up)."""
+"""The gpushop cockpit: one Textual app over the same `Shopper` the other faces use.
+
+The app opens the core in a worker, starts the supervisor (or becomes a viewer when another
+process holds the lease), follows the core's event stream, and drives a one-second tick. Each
+pane is a `CorePane`; the app hands it the core, every live event and every tick.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
 from typing import ClassVar
 
 from rich.markup import escape
 from textual import on, work
-from textual.app import App, ComposeResult
-from textual.binding import BindingType
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding, BindingType
 from textual.message import Message
-from textual.widgets import Footer, Header, Static
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 
 from gpushop_tui import __version__
 from gpushop_tui.config import Settings
+from gpushop_tui.core.events import Alert, Event, SessionChanged, WebhookFailed
 from gpushop_tui.core.shopper import Shopper
 from gpushop_tui.errors import UserError
+from gpushop_tui.models import Severity
+from gpushop_tui.tui import fmt
+from gpushop_tui.tui.benchmarks import BenchmarksPane
+from gpushop_tui.tui.costs import CostsPane
+from gpushop_tui.tui.dialogs import ConfirmScreen, TextScreen
+from gpushop_tui.tui.events import EventsPane
+from gpushop_tui.tui.inventory import InventoryPane
+from gpushop_tui.tui.pane import CoreEvent, CorePane, ModelChosen, ShowSession
+from gpushop_tui.tui.sessions import SessionsPane
 from gpushop_tui.tui.styles import styles_dir
+
+CoreOpener = Callable[[AsyncExitStack, Settings], Awaitable[Shopper]]
+"""Opens the core for the app, registering its clean-up on the stack (tests inject their own)."""
+
+PANES: tuple[tuple[str, str, type[CorePane]], ...] = (
+    ("inventory", "Inventory", InventoryPane),
+    ("sessions", "Sessions", SessionsPane),
+    ("costs", "Costs", CostsPane),
+    ("benchmarks", "Benchmarks", BenchmarksPane),
+    ("events", "Events", EventsPane),
+)
+STYLESHEETS = ("app.tcss", "inventory.tcss", "sessions.tcss", "money.tcss")
+TOAST_SEVERITY = {
+    Severity.INFO: "information",
+    Severity.WARNING: "warning",
+    Severity.ERROR: "error",
+    Severity.CRITICAL: "error",
+}
+
+
+async def open_core(stack: AsyncExitStack, settings: Settings) -> Shopper:
+    """The ordinary core over the user's data dir and credentials."""
+    shopper = await Shopper.open(settings)
+    stack.push_async_callback(shopper.aclose)
+    return shopper
+
+
+async def open_demo_core(stack: AsyncExitStack, settings: Settings) -> Shopper:
+    """The core over the built-in simulated marketplace, for as long as the app runs."""
+    from gpushop_tui.demo import demo_marketplace
+
+    demo = await stack.enter_async_context(demo_marketplace(settings))
+    shopper = await Shopper.open(demo.settings, secrets=demo.secrets)
+    stack.push_async_callback(shopper.aclose)
+    return shopper
 
 
 class GpushopApp(App[None]):
-    """The cockpit. Opens the `Shopper` in a worker; never blocks the UI on I/O."""
+    """The cockpit. All I/O runs in workers; live data arrives as messages."""
 
-    CSS_PATH = str(styles_dir() / "app.tcss")
+    CSS_PATH: ClassVar[list[str]] = [str(styles_dir() / name) for name in STYLESHEETS]  # type: ignore[misc]
     TITLE = "gpushop"
-    BINDINGS: ClassVar[list[BindingType]] = [("q", "quit", "Quit")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        *(
+            Binding(str(n), f"show_pane('{pane}')", title, show=False)
+            for n, (pane, title, _) in enumerate(PANES, start=1)
+        ),
+        Binding("f1,question_mark", "help", "Help"),
+        Binding("q", "request_quit", "Quit"),
+    ]
 
     @dataclass
-    class ShopperReady(Message):
+    class CoreReady(Message):
         """The core is open."""
 
         shopper: Shopper
 
     @dataclass
-    class ShopperFailed(Message):
+    class CoreFailed(Message):
         """The core could not be opened; `reason` is one sentence for the user."""
 
         reason: str
 
-    def __init__(self, settings: Settings, *, demo: bool = False) -> None:
+    @dataclass
+    class Supervising(Message):
+        """Whether this app supervises, and if not, who does (`holder`, pid)."""
+
+        acting: bool
+        holder: str | None
+
+    @dataclass
+    class Burn(Message):
+        """How many sessions bill right now and at what total rate (USD/h)."""
+
+        running: int
+        usd_per_hour: float
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        demo: bool = False,
+        opener: CoreOpener | None = None,
+        supervise: bool = True,
+    ) -> None:
         super().__init__()
         self.settings = settings
         self.demo = demo
+        self.opener = opener or (open_demo_core if demo else open_core)
+        self.supervise = supervise
         self.shopper: Shopper | None = None
+        self.acting: bool | None = None
+        self.supervisor_holder: str | None = None
+        self.running = 0
+        self.burn_usd_per_hour = 0.0
         self._resources = AsyncExitStack()
+        self.opened = asyncio.Event()
+        """Set once opening the core succeeded or failed."""
+
+    # ------------------------------------------------------------------ layout
 
     def compose(self) -> ComposeResult:
-        yield Header()
-        yield Static("Opening gpushop…", id="welcome")
+        yield Header(icon="▣")
+        yield Static("Opening gpushop…", id="startup")
+        with TabbedContent(initial=PANES[0][0], id="panes"):
+            for pane_id, title, pane_type in PANES:
+                with TabPane(title, id=pane_id):
+                    yield pane_type(id=f"{pane_id}-pane")
         yield Footer()
 
     def on_mount(self) -> None:
-        self.sub_title = f"v{__version__}"
-        if self.demo:
-            self.title = "gpushop — DEMO"
-            self.sub_title = "simulated marketplace, no real money"
+        self.title = "gpushop DEMO" if self.demo else "gpushop"
+        self.sub_title = "opening…"
         self.open_shopper()
+
+    def panes(self) -> Iterable[CorePane]:
+        return self.query(CorePane)
+
+    # ------------------------------------------------------------------ opening the core
 
     @work(exclusive=True, group="open")
     async def open_shopper(self) -> None:
         try:
-            secrets = None
-            if self.demo:
-                from gpushop_tui.demo import demo_marketplace
-
-                demo = await self._resources.enter_async_context(demo_marketplace(self.settings))
-                self.settings, secrets = demo.settings, demo.secrets
-            shopper = await Shopper.open(self.settings, secrets=secrets)
+            shopper = await self.opener(self._resources, self.settings)
         except UserError as exc:
-            self.post_message(self.ShopperFailed(exc.message))
+            self.post_message(self.CoreFailed(exc.message))
             return
-        self.post_message(self.ShopperReady(shopper))
+        self.post_message(self.CoreReady(shopper))
 
-    @on(ShopperReady)
-    def show_home(self, message: ShopperReady) -> None:
+    @on(CoreReady)
+    def core_ready(self, message: CoreReady) -> None:
         self.shopper = message.shopper
-        message.shopper.start_supervisor()
+        self.query_one("#startup", Static).display = False
+        if self.supervise:
+            message.shopper.start_supervisor()
+            self.watch_lease()
+        self.follow_events()
+        for pane in self.panes():
+            pane.core_ready(message.shopper)
+        self.refresh_burn()
+        self.set_interval(1.0, self.tick)
         rows, problem = message.shopper.credentials()
-        lines = [
-            *(
-                ["[b reverse] DEMO [/] every provider here is simulated on this machine", ""]
-                if self.demo
-                else []
-            ),
-            f"[b]gpushop {__version__}[/b] — install {message.shopper.install_id}",
-            f"Data: {escape(str(self.settings.paths.data_dir))}",
-            "",
-            "Provider credentials:",
-        ]
-        for row in rows:
-            where = row.source or f"not set (gpushop keys set {row.provider}, or {row.env_var})"
-            lines.append(f"  {row.provider:<12} {where}")
+        missing = [row.provider for row in rows if row.source is None]
+        if len(missing) == len(rows):
+            self.notify(
+                "No provider is configured: add a key with 'gpushop keys set PROVIDER', "
+                "or try 'gpushop --demo'.",
+                severity="warning",
+                timeout=15,
+            )
         if problem:
-            lines += ["", f"[yellow]{escape(problem)}[/yellow]"]
-        self.query_one("#welcome", Static).update("\n".join(lines))
+            self.notify(problem, severity="warning", timeout=15)
+        self.opened.set()
 
-    @on(ShopperFailed)
-    def show_failure(self, message: ShopperFailed) -> None:
-        welcome = self.query_one("#welcome", Static)
-        welcome.add_class("error")
-        welcome.update(f"gpushop cannot start: {escape(message.reason)}")
-        self.notify(message.reason, severity="error", timeout=10)
+    @on(CoreFailed)
+    def core_failed(self, message: CoreFailed) -> None:
+        startup = self.query_one("#startup", Static)
+        startup.add_class("error")
+        startup.update(f"gpushop cannot start: {escape(message.reason)}")
+        self.query_one("#panes").display = False
+        self.sub_title = "not started"
+        self.notify(message.reason, severity="error", timeout=15)
+        self.opened.set()
 
     async def on_unmount(self) -> None:
-        if self.shopper is not None:
-            await self.shopper.aclose()
         await self._resources.aclose()
+
+    # ------------------------------------------------------------------ live data
+
+    @work(group="follow")
+    async def follow_events(self) -> None:
+        """Forward every core event to the UI thread as a message, for as long as the app runs."""
+        assert self.shopper is not None
+        with self.shopper.subscribe() as subscription:
+            async for event in subscription:
+                self.post_message(CoreEvent(event))
+
+    @on(CoreEvent)
+    def core_event(self, message: CoreEvent) -> None:
+        event = message.event
+        for pane in self.panes():
+            pane.core_event(event)
+        if isinstance(event, SessionChanged):
+            self.refresh_burn()
+        if isinstance(event, Alert | WebhookFailed) or event.severity in (
+            Severity.ERROR,
+            Severity.CRITICAL,
+        ):
+            self.toast(event)
+
+    def toast(self, event: Event) -> None:
+        self.notify(
+            event.message,
+            title=event.session_id and f"session {event.session_id}",
+            severity=TOAST_SEVERITY[event.severity],  # type: ignore[arg-type]
+            timeout=8 if event.severity == Severity.INFO else 15,
+        )
+
+    @work(exclusive=True, group="burn")
+    async def refresh_burn(self) -> None:
+        assert self.shopper is not None
+        billing = await self.shopper.billing_now()
+        self.post_message(self.Burn(len(billing), sum(rate for _, _, rate in billing)))
+
+    @on(Burn)
+    def show_burn(self, message: Burn) -> None:
+        self.running = message.running
+        self.burn_usd_per_hour = message.usd_per_hour
+        self.show_status()
+
+    @work(group="lease")
+    async def watch_lease(self) -> None:
+        """Say once the supervisor has decided whether this app acts or only views."""
+        assert self.shopper is not None
+        supervisor = self.shopper.supervisor
+        await supervisor.decided.wait()
+        lease = None if supervisor.holding else await self.shopper.supervisor_lease()
+        self.post_message(self.Supervising(supervisor.holding, lease and lease.holder))
+
+    @on(Supervising)
+    def show_supervising(self, message: Supervising) -> None:
+        self.acting = message.acting
+        self.supervisor_holder = message.holder
+        for pane in self.panes():
+            pane.read_only = not message.acting
+        if not message.acting:
+            self.notify(
+                f"Viewer mode: {message.holder or 'another process'} supervises these sessions; "
+                "this window shows them and can still act on them.",
+                severity="warning",
+                timeout=15,
+            )
+        self.show_status()
+
+    def show_status(self) -> None:
+        parts = [f"{self.running} running", f"burn {fmt.usd(self.burn_usd_per_hour)}/h"]
+        if self.acting is False:
+            parts.append(f"viewer — supervised by {self.supervisor_holder or 'another process'}")
+        self.sub_title = " · ".join(parts)
+
+    def tick(self) -> None:
+        if self.shopper is None:
+            return
+        now: datetime = self.shopper.clock.now()
+        for pane in self.panes():
+            pane.tick(now)
+
+    # ------------------------------------------------------------------ navigation
+
+    @on(ShowSession)
+    def show_session(self, message: ShowSession) -> None:
+        self.action_show_pane("sessions")
+        self.query_one(SessionsPane).select(message.session_id)
+
+    @on(ModelChosen)
+    def model_chosen(self, message: ModelChosen) -> None:
+        self.query_one(InventoryPane).set_model(message.model)
+
+    def action_show_pane(self, pane: str) -> None:
+        self.query_one("#panes", TabbedContent).active = pane
+        self.query_one(f"#{pane}-pane", CorePane).focus_main()
+
+    def action_help(self) -> None:
+        lines = [
+            "[b]Panes[/b]  " + "   ".join(f"{n} {t}" for n, (_, t, _) in enumerate(PANES, 1)),
+            "[b]Anywhere[/b]  ctrl+p command palette (theme, panes, refresh)   ? or F1 this help"
+            "   q quit",
+            "",
+        ]
+        for _, title, pane_type in PANES:
+            keys = [
+                f"{b.key_display or b.key} {b.description}"
+                for b in pane_type.BINDINGS
+                if isinstance(b, Binding) and b.description
+            ]
+            if keys:
+                lines.append(f"[b]{title}[/b]  " + "   ".join(keys))
+        lines += [
+            "",
+            "Quitting never destroys an instance: running sessions keep their expiry, idle stop "
+            "and hard max, enforced by the next gpushop that supervises ('gpushop --serve', this "
+            "app, or 'gpushop reconcile' from cron).",
+        ]
+        self.push_screen(TextScreen(f"gpushop {__version__} — keys", "\n".join(lines)))
+
+    # ------------------------------------------------------------------ quitting
+
+    def action_request_quit(self) -> None:
+        if self.running == 0:
+            self.exit()
+            return
+        supervised_elsewhere = self.acting is False
+        body = (
+            f"{self.running} session(s) are running and billing "
+            f"{fmt.usd(self.burn_usd_per_hour)}/h. Quitting does not destroy them. "
+            + (
+                "Another gpushop supervises them."
+                if supervised_elsewhere
+                else "Their expiry, idle stop and hard max are enforced again as soon as gpushop "
+                "supervises: reopen gpushop, keep 'gpushop --serve' running, or run "
+                "'gpushop reconcile' from cron."
+            )
+        )
+        self.push_screen(
+            ConfirmScreen("Quit gpushop?", body, yes="Quit"),
+            partial(self._quit_answered),
+        )
+
+    def _quit_answered(self, yes: bool | None) -> None:
+        if yes:
+            self.exit()
+
+    # ------------------------------------------------------------------ commands
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for pane, title, _ in PANES:
+            yield SystemCommand(
+                f"Show {title}", f"Switch to the {title} pane", partial(self.action_show_pane, pane)
+            )
+        yield SystemCommand("Help", "Keys and what quitting does", self.action_help)
+        if self.shopper is not None:
+            yield SystemCommand(
+                "Refresh offers",
+                "Fetch every provider's offers again, in the background",
+                self.shopper.inventory.refresh_in_background,
+            )
+
+
+async def wait_ready(app: GpushopApp, timeout_s: float = 30) -> Shopper:
+    """Wait (for tests and the screenshot command) until `app` has opened its core."""
+    async with asyncio.timeout(timeout_s):
+        await app.opened.wait()
+    if app.shopper is None:
+        raise AssertionError("the core did not open")
+    return app.shopper

@@ -1,0 +1,15 @@
+"""The Costs pane (placeholder until it is built)."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.widgets import Static
+
+from gpushop_tui.tui.pane import CorePane
+
+
+class CostsPane(CorePane):
+    """Costs."""
+
+    def compose(self) -> ComposeResult:
+        yield Static("Costs")

@@ -1,0 +1,60 @@
+"""Text for money, time and freshness, shared by every pane (one way to write each)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+
+def usd(amount: float | None, places: int = 2) -> str:
+    """`$1.23`; `—` when unknown."""
+    return "—" if amount is None else f"${amount:,.{places}f}"
+
+
+def rate(amount: float | None) -> str:
+    """An hourly price: `$0.350/h`."""
+    return "—" if amount is None else f"${amount:,.3f}/h"
+
+
+def span(seconds: float) -> str:
+    """A duration the way a person reads it: `45s`, `12m 05s`, `3h 07m`, `2d 04h`."""
+    seconds = int(max(0, seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours:02d}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+def countdown(deadline: datetime, now: datetime) -> str:
+    """Time left until `deadline`: `1h 02m`, or `overdue 3m 10s` once it has passed."""
+    left = (deadline - now).total_seconds()
+    return span(left) if left >= 0 else f"overdue {span(-left)}"
+
+
+def age(when: datetime | None, now: datetime) -> str:
+    """How old a reading is: `now`, `40s`, `3m 02s`; `never` when there is none."""
+    if when is None:
+        return "never"
+    seconds = (now - when).total_seconds()
+    return "now" if seconds < 1 else span(seconds)
+
+
+def local_time(when: datetime, now: datetime) -> str:
+    """`14:05:09` today, `Nov 21 14:05` on another day: local time, the way a log reads."""
+    local, today = when.astimezone(), now.astimezone()
+    if local.date() == today.date():
+        return local.strftime("%H:%M:%S")
+    return local.strftime("%b %d %H:%M")
+
+
+def urgency(deadline: datetime, now: datetime, warn: timedelta) -> str:
+    """`ok`, `warning` (inside `warn`) or `danger` (inside a fifth of it, or past)."""
+    left = deadline - now
+    if left <= warn / 5:
+        return "danger"
+    return "warning" if left <= warn else "ok"
