@@ -7,6 +7,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+from gpushop_tui.tui.app import STYLESHEETS
 from tests.conftest import ROOT
 
 
@@ -32,7 +33,8 @@ def test_wheel_ships_styles_migrations_and_script(tmp_path: Path) -> None:
         names = set(archive.namelist())
         entry_points = next(n for n in names if n.endswith("entry_points.txt"))
         assert "gpushop = gpushop_tui.cli:main" in archive.read(entry_points).decode()
-    assert "gpushop_tui/styles/app.tcss" in names
+    for stylesheet in STYLESHEETS:  # every sheet the app loads is in the wheel
+        assert f"gpushop_tui/styles/{stylesheet}" in names
     assert "gpushop_tui/store/migrations/0001_initial.sql" in names
     assert "gpushop_tui/data/benchmarks.csv" in names
     assert not any(name.startswith("tests/") for name in names)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -116,9 +116,16 @@ async def cockpit(
     size: tuple[int, int] = (120, 40),
     providers: tuple[str, ...] = ("vastai", "tensordock", "bluelobster"),
     supervise: bool = True,
+    prepare: Callable[[Market], Awaitable[None]] | None = None,
 ) -> AsyncIterator[Cockpit]:
-    """The real app over a `Market` core, running headless at `size`."""
+    """The real app over a `Market` core, running headless at `size`.
+
+    `prepare` runs against the market before the app starts (e.g. to hand the supervisor lease
+    to another process).
+    """
     async with open_market(monkeypatch, home, providers=providers) as market:
+        if prepare is not None:
+            await prepare(market)
 
         async def opener(stack: AsyncExitStack, settings: Settings) -> Shopper:
             return market.shopper

@@ -8,8 +8,11 @@ import pytest
 from textual.widgets import Static, TabbedContent
 
 from gpushop_tui.config import load_settings
+from gpushop_tui.core.supervisor import LEASE
 from gpushop_tui.store import Store
 from gpushop_tui.tui.app import GpushopApp, wait_ready
+from gpushop_tui.tui.dialogs import ConfirmScreen, TextScreen
+from tests.core.market import Market
 from tests.tui.harness import cockpit
 
 
@@ -77,3 +80,77 @@ async def test_number_keys_switch_panes(
         for key, pane in (("2", "sessions"), ("3", "costs"), ("4", "benchmarks"), ("5", "events")):
             await ride.press(key)
             assert tabs.active == pane
+
+
+async def test_quitting_with_running_sessions_asks_and_destroys_nothing(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with cockpit(monkeypatch, isolated_env) as ride:
+        session = await ride.market.running()
+        await ride.settle()
+        assert ride.app.running == 1
+        assert ride.app.sub_title.startswith("1 running · burn $")
+        await ride.press("q")
+        dialog = ride.app.screen
+        assert isinstance(dialog, ConfirmScreen)
+        body = str(dialog.query_one(".dialog-body", Static).render())
+        assert "1 session(s) are running" in body
+        assert "Quitting does not destroy them" in body
+        await ride.press("n")
+        assert not isinstance(ride.app.screen, ConfirmScreen)
+        assert ride.app.is_running
+        await ride.press("q", "y")
+        assert not ride.app.is_running
+        assert ride.market.instance(session).destroyed_at is None  # still there, still billing
+        stored = await ride.market.shopper.session(session.id)
+        assert stored.status == "running"
+
+
+async def test_another_supervisor_makes_this_app_a_viewer_and_says_by_whom(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = "build-box:4242:abc123"
+
+    async def hand_lease_away(market: Market) -> None:
+        shopper = market.shopper
+        assert await shopper.store.acquire_lease(
+            LEASE, other, 4242, shopper.clock.now(), shopper.settings.lease_ttl_s
+        )
+
+    async with cockpit(monkeypatch, isolated_env, prepare=hand_lease_away) as ride:
+        assert ride.app.acting is False
+        assert not ride.shopper.supervisor.holding
+        assert f"viewer — supervised by {other}" in ride.app.sub_title
+        assert any(f"Viewer mode: {other} supervises" in t for t in ride.toasts())
+        assert all(pane.read_only for pane in ride.app.panes())
+
+
+async def test_help_lists_every_pane_and_says_quitting_destroys_nothing(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with cockpit(monkeypatch, isolated_env) as ride:
+        await ride.press("question_mark")
+        help_screen = ride.app.screen
+        assert isinstance(help_screen, TextScreen)
+        text = str(help_screen.query_one(".dialog-body", Static).render())
+        for title in ("Inventory", "Sessions", "Costs", "Benchmarks", "Events"):
+            assert title in text
+        assert "Quitting never destroys an instance" in text
+        await ride.press("escape")
+        assert not isinstance(ride.app.screen, TextScreen)
+
+
+async def test_command_palette_offers_the_panes_and_a_refresh(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with cockpit(monkeypatch, isolated_env) as ride:
+        titles = [c.title for c in ride.app.get_system_commands(ride.app.screen)]
+        for title in ("Show Sessions", "Show Costs", "Refresh offers", "Help"):
+            assert title in titles
+        assert any("theme" in t.lower() for t in titles)  # Textual's theme switcher stays
+        show_costs = next(
+            c for c in ride.app.get_system_commands(ride.app.screen) if c.title == "Show Costs"
+        )
+        show_costs.callback()
+        await ride.settle()
+        assert ride.one("#panes", TabbedContent).active == "costs"
