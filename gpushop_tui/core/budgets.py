@@ -76,6 +76,30 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class BudgetCheck:
+    """One budget a rental would count against: where it stands now and where the rental would
+    take it (a month's spend by the whole reservation, a session more, or its hourly rate)."""
+
+    budget: Budget
+    used: float
+    after: float
+
+    @property
+    def crosses(self) -> bool:
+        """The rental would take the budget past its limit."""
+        return self.after > self.budget.limit
+
+    @property
+    def refuses(self) -> bool:
+        """A `block` or `stop` budget refuses a rental that would cross it; `warn` only warns."""
+        return self.crosses and self.budget.action != BudgetAction.WARN
+
+    def would(self) -> str:
+        """`this rental would bring it to $12.00 of $10.00/month`."""
+        return _would(self.budget, self.after)
+
+
+@dataclass(frozen=True)
 class _Books:
     """The month's spend per session and the open sessions: what every budget is measured on."""
 
@@ -141,27 +165,38 @@ class Budgets:
 
     # ------------------------------------------------------------------ before renting
 
-    async def admit(self, consumer: str, offer: Offer, hours: float) -> None:
-        """Refuse a rental a `block`/`stop` budget or the balance does not allow (before any
-        provider call); warn for a `warn` budget it would cross."""
-        budgets = await self.store.list_budgets()
+    async def preview(self, consumer: str, offer: Offer, hours: float) -> list[BudgetCheck]:
+        """Every budget a rental of `offer` for `hours` by `consumer` counts against (the global
+        ones and the consumer's), with what it would do. Reads only: no alert is published and
+        no provider is called, so a dialog may ask as often as its fields change."""
+        budgets = [b for b in await self.store.list_budgets() if b.consumer in (None, consumer)]
+        if not budgets:
+            return []
         books = await self._books(self.clock.now())
         added = {
             BudgetKind.MONTHLY_SPEND: offer.price_per_hour * hours,
             BudgetKind.CONCURRENT_SESSIONS: 1.0,
             BudgetKind.BURN_RATE: offer.price_per_hour,
         }
+        checks = []
         for budget in budgets:
-            if budget.consumer not in (None, consumer):
+            used = books.measure(budget)
+            checks.append(BudgetCheck(budget, used, used + added[budget.kind]))
+        return checks
+
+    async def admit(self, consumer: str, offer: Offer, hours: float) -> None:
+        """Refuse a rental a `block`/`stop` budget or the balance does not allow (before any
+        provider call); warn for a `warn` budget it would cross. The budgets' verdict is
+        `preview`'s."""
+        for check in await self.preview(consumer, offer, hours):
+            if not check.crosses:
                 continue
-            after = books.measure(budget) + added[budget.kind]
-            if after <= budget.limit:
+            if not check.refuses:
+                await self._alert(
+                    "budget_warning", f"{check.would()}; renting anyway", Severity.WARNING
+                )
                 continue
-            what = _would(budget, after)
-            if budget.action == BudgetAction.WARN:
-                await self._alert("budget_warning", f"{what}; renting anyway", Severity.WARNING)
-                continue
-            raise BudgetRefused(f"refused by {describe(budget)}: {what}")
+            raise BudgetRefused(f"refused by {describe(check.budget)}: {check.would()}")
         await self._check_balance(offer, hours)
 
     async def _check_balance(self, offer: Offer, hours: float) -> None:

@@ -132,3 +132,41 @@ async def test_thresholds_fire_once_a_month_even_across_a_restart(market: Market
     fired = await alerts(market, "budget_threshold")
     assert len(fired) == 3 and "105%" in fired[2]
     assert (await market.shopper.session(running.id)).status == SessionStatus.RUNNING  # warn only
+
+
+async def test_preview_tells_what_each_budget_would_do_without_acting(market: Market) -> None:
+    creates = count_creates(market)
+    adapter = market.shopper.providers["vastai"]
+    assert adapter is not None
+    balance_reads: list[str] = []
+    original_balance = adapter.balance
+
+    async def balance() -> float | None:
+        balance_reads.append("vastai")
+        return await original_balance()
+
+    adapter.balance = balance  # type: ignore[method-assign]
+    offer = await market.offer()
+    rate = offer.price_per_hour
+    spend = await budget(market, BudgetKind.MONTHLY_SPEND, rate * 2, "block", consumer="alice")
+    burn = await budget(market, BudgetKind.BURN_RATE, rate / 2, "warn")
+    await budget(market, BudgetKind.CONCURRENT_SESSIONS, 1, "block", consumer="bob")
+    before = await market.audit()
+
+    checks = await market.shopper.budgets.preview("alice", offer, 3)
+
+    assert sorted(c.budget.id or 0 for c in checks) == [spend.id, burn.id]  # not bob's budget
+    by_kind = {c.budget.kind: c for c in checks}
+    monthly = by_kind[BudgetKind.MONTHLY_SPEND]
+    assert monthly.used == 0 and monthly.after == pytest.approx(rate * 3)
+    assert monthly.crosses and monthly.refuses
+    assert "would bring it to" in monthly.would()
+    warning = by_kind[BudgetKind.BURN_RATE]
+    assert warning.crosses and not warning.refuses
+    within = await market.shopper.budgets.preview("alice", offer, 1)
+    assert not any(c.refuses for c in within)  # one hour stays under the monthly limit
+    assert await market.audit() == before  # no alert published
+    assert creates == [] and balance_reads == []  # and no provider asked
+    with pytest.raises(BudgetRefused, match="alice's monthly spend budget"):
+        await market.provision(offer, hours=3)  # admit refuses exactly what preview said
+    assert creates == []

@@ -1,0 +1,308 @@
+"""The rent dialog: what a rental will be, what it costs at most, and which budgets it meets.
+
+It answers a `ProvisionRequest` (or None on cancel); the inventory pane rents in its own worker,
+so closing the dialog never cuts a rental short. Every change of consumer or hours asks the
+budgets' `preview` again in a worker (a read: no alert, no provider call); a budget that would
+refuse says so here and the rent button stays disabled. Only `ctrl+r` or the button rents:
+`enter` in a field moves to the next one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar, get_args
+
+from pydantic import ValidationError
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
+from textual.content import Content
+from textual.message import Message
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Select, Static
+
+from gpushop_tui.core.budgets import BudgetCheck, describe
+from gpushop_tui.core.shopper import Shopper
+from gpushop_tui.models import (
+    MAX_RESERVATION_HOURS,
+    Offer,
+    ProvisionRequest,
+    StoragePolicy,
+    Workload,
+)
+from gpushop_tui.tui import fmt
+
+WORKLOADS: tuple[str, ...] = get_args(Workload)
+
+
+def offer_summary(offer: Offer) -> str:
+    """`vastai:123 · 2x RTX 4090 (24 GB each) · $0.700/h ($0.350/GPU-h) · Texas, US`."""
+    parts = [
+        offer.id,
+        f"{offer.gpu_count}x {offer.gpu_name} ({offer.vram_gb:g} GB each)",
+        f"{fmt.rate(offer.price_per_hour)} ({fmt.usd(offer.price_per_gpu_hour, 3)}/GPU-h)",
+        offer.region or offer.country or "region unknown",
+    ]
+    if offer.reliability is not None:
+        parts.append(f"reliability {offer.reliability:.1%}")
+    if offer.cuda is not None:
+        parts.append(f"CUDA {offer.cuda:g}")
+    return " · ".join(parts)
+
+
+def check_line(check: BudgetCheck) -> Content:
+    """One budget and what this rental does to it: within it, warns, or refused."""
+    if check.refuses:
+        verdict = ("REFUSED", "bold $error")
+    elif check.crosses:
+        verdict = ("warns, rents anyway", "bold $warning")
+    else:
+        verdict = ("within", "$success")
+    return Content.assemble(verdict, f" — {describe(check.budget)}: {check.would()}")
+
+
+class RentScreen(ModalScreen[ProvisionRequest | None]):
+    """Rent one offer: fill in who it is for and its limits, then confirm with ctrl+r."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+r", "rent", "Rent", key_display="ctrl+r"),
+        Binding("escape", "cancel", "Cancel"),
+    ]
+
+    @dataclass
+    class Previewed(Message):
+        """The budgets a rental by `consumer` for `hours` counts against."""
+
+        consumer: str
+        hours: float
+        checks: list[BudgetCheck]
+
+    def __init__(
+        self, core: Shopper, offer: Offer, *, consumer: str | None = None, can_stop: bool
+    ) -> None:
+        super().__init__(classes="dialog")
+        self.core = core
+        self.offer = offer
+        self.consumer = consumer
+        self.can_stop = can_stop
+        self.checks: list[BudgetCheck] | None = None
+        """The preview for `checked`; None until the first one arrives."""
+        self.checked: tuple[str, float] | None = None
+
+    def compose(self) -> ComposeResult:
+        settings = self.core.settings
+        offer = self.offer
+        with Vertical(classes="dialog-box", id="rent-box"):
+            yield Static(
+                Content(f"Rent {offer.gpu_count}x {offer.gpu_name} on {offer.provider}"),
+                classes="dialog-title",
+            )
+            with VerticalScroll(id="rent-body"):
+                yield Static(Content(offer_summary(offer)), id="rent-offer")
+                with Grid(id="rent-fields"):
+                    yield Label("Consumer")
+                    yield Input(
+                        self.consumer or "",
+                        placeholder="who it is for, e.g. alice",
+                        id="rent-consumer",
+                        compact=True,
+                    )
+                    yield Label("Hours")
+                    yield Input(
+                        f"{settings.default_reservation_hours:g}",
+                        id="rent-hours",
+                        type="number",
+                        compact=True,
+                    )
+                    yield Label("Workload")
+                    yield Select(
+                        [(w, w) for w in WORKLOADS],
+                        value="interactive",
+                        allow_blank=False,
+                        id="rent-workload",
+                        compact=True,
+                    )
+                    yield Label("Idle stop, min")
+                    yield Input(
+                        f"{settings.default_idle_timeout_min:g}",
+                        id="rent-idle",
+                        type="number",
+                        compact=True,
+                    )
+                    yield Label("When done")
+                    yield Select(
+                        [
+                            ("destroy the instance", StoragePolicy.DESTROY),
+                            ("stop it, keep its disk", StoragePolicy.KEEP),
+                        ],
+                        value=StoragePolicy.DESTROY,
+                        allow_blank=False,
+                        disabled=not self.can_stop,
+                        id="rent-storage",
+                        compact=True,
+                    )
+                yield Static(id="rent-notes", classes="muted")
+            yield Static(id="rent-total")
+            yield Static(id="rent-budgets")
+            yield Static(id="rent-problem")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button(
+                    "Rent (ctrl+r)",
+                    id="rent-confirm",
+                    variant="primary",
+                    disabled=True,
+                    compact=True,
+                )
+                yield Button("Cancel (esc)", id="rent-cancel", compact=True)
+
+    def on_mount(self) -> None:
+        notes = ["0 minutes of idle stop disables it."]
+        if not self.can_stop:
+            notes.append(
+                f"{self.offer.provider} cannot stop an instance and keep its disk, so 'done' "
+                "destroys it."
+            )
+        self.query_one("#rent-notes", Static).update(Content(" ".join(notes)))
+        self.query_one("#rent-hours" if self.consumer else "#rent-consumer", Input).focus()
+        self.changed()
+
+    # ------------------------------------------------------------------ reading the fields
+
+    def value(self, field: str) -> str:
+        return self.query_one(f"#rent-{field}", Input).value.strip()
+
+    def number(self, field: str) -> float | None:
+        """The field as a finite number, or None."""
+        try:
+            number = float(self.value(field))
+        except ValueError:
+            return None
+        return number if math.isfinite(number) else None
+
+    def hours(self) -> float | None:
+        hours = self.number("hours")
+        return hours if hours is not None and 0 < hours <= MAX_RESERVATION_HOURS else None
+
+    def request(self) -> tuple[ProvisionRequest | None, str | None]:
+        """The rental the fields describe, or the one sentence that says what to fix."""
+        consumer = self.value("consumer")
+        if not consumer:
+            return None, "Fill in the consumer: who the rental is for."
+        hours = self.hours()
+        if hours is None:
+            return None, f"Hours must be more than 0 and at most {MAX_RESERVATION_HOURS:g}."
+        idle = self.number("idle")
+        if idle is None or idle < 0:
+            return None, "Idle stop must be a number of minutes, 0 or more (0 disables it)."
+        try:
+            request = ProvisionRequest(
+                consumer=consumer,
+                offer_id=self.offer.id,
+                hours=hours,
+                workload=self.query_one("#rent-workload", Select).value,  # type: ignore[arg-type]
+                idle_timeout_min=idle,
+                storage=self.query_one("#rent-storage", Select).value,  # type: ignore[arg-type]
+            )
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = str(first["loc"][0]) if first["loc"] else "rental"
+            return None, f"{where}: {first['msg'].removeprefix('Value error, ')}"
+        return request, None
+
+    @on(Input.Changed)
+    @on(Select.Changed)
+    def changed(self) -> None:
+        """Show the most the rental can cost, ask the budgets again, say what to fix."""
+        hours = self.hours()
+        total = self.query_one("#rent-total", Static)
+        if hours is None:
+            total.update("At most: — (give the hours)")
+        else:
+            total.update(
+                Content.assemble(
+                    ("At most ", "bold"),
+                    (fmt.usd(self.offer.price_per_hour * hours), "bold"),
+                    f" for {hours:g} h at {fmt.rate(self.offer.price_per_hour)}"
+                    " (ending sooner costs less)",
+                )
+            )
+        request, _ = self.request()
+        if request is not None and self.checked != (request.consumer, request.hours):
+            self.checks = None
+            self.preview(request.consumer, request.hours)
+        self.show_state()
+
+    @on(Input.Submitted)
+    def next_field(self, event: Input.Submitted) -> None:
+        """`enter` in a field moves on; it never rents."""
+        event.stop()
+        self.focus_next()
+
+    # ------------------------------------------------------------------ budgets
+
+    @work(exclusive=True, group="rent-preview", exit_on_error=False)
+    async def preview(self, consumer: str, hours: float) -> None:
+        checks = await self.core.budgets.preview(consumer, self.offer, hours)
+        self.post_message(self.Previewed(consumer, hours, checks))
+
+    @on(Previewed)
+    def previewed(self, message: Previewed) -> None:
+        request, _ = self.request()
+        if request is None or (request.consumer, request.hours) != (
+            message.consumer,
+            message.hours,
+        ):
+            return  # the fields moved on; a newer preview is on its way
+        self.checked = (message.consumer, message.hours)
+        self.checks = message.checks
+        self.show_state()
+
+    def show_state(self) -> None:
+        """The budget lines, what to fix, and whether the rent button is live."""
+        request, problem = self.request()
+        budgets = self.query_one("#rent-budgets", Static)
+        current = request is not None and self.checked == (request.consumer, request.hours)
+        if request is None:
+            budgets.update(Content.styled("Budgets: fill in the fields first.", "$text-muted"))
+        elif not current or self.checks is None:
+            budgets.update(Content.styled("Budgets: checking…", "$text-muted"))
+        else:
+            lines = [check_line(check) for check in self.checks] or [
+                Content(f"No budget counts against {request.consumer}.")
+            ]
+            lines.append(
+                Content.styled("The provider's balance is checked when you rent.", "$text-muted")
+            )
+            budgets.update(Content("\n").join(lines))
+        shown = self.query_one("#rent-problem", Static)
+        shown.display = problem is not None
+        shown.update(Content.styled(problem or "", "$error"))
+        refused = current and any(check.refuses for check in self.checks or ())
+        self.query_one("#rent-confirm", Button).disabled = not current or refused
+
+    # ------------------------------------------------------------------ answering
+
+    @on(Button.Pressed, "#rent-confirm")
+    def action_rent(self) -> None:
+        request, problem = self.request()
+        if request is None:
+            self.notify(problem or "Check the fields.", severity="error")
+            return
+        if self.checked != (request.consumer, request.hours) or self.checks is None:
+            self.notify("Still checking the budgets; try again in a moment.", severity="warning")
+            return
+        refusing = [check for check in self.checks if check.refuses]
+        if refusing:
+            check = refusing[0]
+            self.notify(
+                f"Refused by {describe(check.budget)}: {check.would()}. Nothing was rented.",
+                severity="error",
+            )
+            return
+        self.dismiss(request)
+
+    @on(Button.Pressed, "#rent-cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)

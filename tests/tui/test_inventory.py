@@ -1,0 +1,258 @@
+"""The inventory pane against the simulator on a fake clock: filter as you type, keep the cursor
+across refreshes, sort, say which provider failed while the others stay, compare, fit 80x24."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from textual.coordinate import Coordinate
+from textual.widgets import DataTable, Static
+
+from gpushop_tui.models import Offer, OfferQuery
+from gpushop_tui.sim.faults import HttpFault
+from gpushop_tui.tui.compare import CompareScreen
+from gpushop_tui.tui.inventory import InventoryPane
+from tests.core.market import Market
+from tests.tui.harness import Cockpit, cockpit
+
+ESSENTIAL = ("Provider", "GPU", "N", "$/h", "$/GPU-h", "Age")
+
+
+def pane(ride: Cockpit) -> InventoryPane:
+    return ride.app.query_one(InventoryPane)
+
+
+def offer(ride: Cockpit, offer_id: str) -> Offer:
+    """The offer a row of the table shows."""
+    shown = pane(ride).offer(offer_id)
+    assert shown is not None
+    return shown
+
+
+def table(ride: Cockpit) -> DataTable[object]:
+    return ride.app.query_one("#inventory-table", DataTable)
+
+
+async def loaded(ride: Cockpit) -> list[str]:
+    """The offer ids in the table, top to bottom, once every row of a rebuild is in."""
+    for _ in range(100):
+        if not pane(ride).loading:
+            break
+        await ride.pilot.pause()
+    return table_ids(ride)
+
+
+def table_ids(ride: Cockpit) -> list[str]:
+    """The offer ids in the table, top to bottom, as it stands."""
+    return [str(row.key.value) for row in table(ride).ordered_rows]
+
+
+def cursor_id(ride: Cockpit) -> str:
+    t = table(ride)
+    return str(t.coordinate_to_cell_key(Coordinate(t.cursor_row, 0)).row_key.value)
+
+
+def line(ride: Cockpit, y: int) -> str:
+    """What the table draws on its line `y` (0 is the header)."""
+    return table(ride).render_line(y).text
+
+
+def rendered(renderable: object) -> str:
+    """A Rich renderable as plain text."""
+    console = Console(width=200, file=io.StringIO(), record=True)
+    console.print(renderable)
+    return console.export_text()
+
+
+def text_of(ride: Cockpit, selector: str) -> str:
+    return str(ride.one(selector, Static).render())
+
+
+async def test_filter_narrows_as_you_type_and_a_bad_token_keeps_the_rows(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with cockpit(monkeypatch, isolated_env) as ride:
+        everything = await loaded(ride)
+        assert len(everything) == len((await ride.shopper.offers()).offers) > 1000
+        assert ride.app.focused is table(ride)  # the first screen answers its keys at once
+
+        await ride.press("slash", *"gpu=4090")
+        rtx4090 = await loaded(ride)
+        expected = (await ride.shopper.offers(OfferQuery(gpu="4090"))).offers
+        assert rtx4090 == [o.id for o in expected]
+        assert {offer(ride, i).gpu_name for i in rtx4090} == {"RTX 4090"}
+        assert f"{len(rtx4090)} of {len(everything)} offers" in text_of(ride, "#inventory-summary")
+
+        await ride.press(*" prce<1")
+        problem = ride.one("#inventory-query-error", Static)
+        assert problem.display
+        shown = str(problem.render()).splitlines()
+        assert "unknown key 'prce' (did you mean 'price'?)" in shown[0]
+        assert shown[1:] == ["  gpu=4090 prce<1", "           ^^^^"]  # the caret under the fault
+        assert await loaded(ride) == rtx4090  # the table keeps its last good rows
+
+        await ride.press(*["backspace"] * 7, *" price<=0.4")
+        assert not problem.display
+        cheap = await loaded(ride)
+        assert cheap and set(cheap) < set(rtx4090)
+        assert all(offer(ride, i).price_per_hour <= 0.4 for i in cheap)
+
+
+async def test_the_cursor_stays_on_its_offer_across_a_refresh(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with cockpit(monkeypatch, isolated_env) as ride:
+        before = await loaded(ride)
+        assert table(ride).cursor_row == 0
+        await ride.press(*["down"] * 5)
+        chosen = cursor_id(ride)
+        assert chosen == before[5]
+        cheapest = await ride.market.offer()  # the top row: rented elsewhere, so it leaves
+        assert cheapest.id == before[0]
+        await ride.market.provision(cheapest)
+        await ride.press("r")
+        after = await loaded(ride)
+        assert after == [i for i in before if i != cheapest.id]  # one row left, in place
+        assert cursor_id(ride) == chosen  # the cursor followed its offer up a row
+        assert table(ride).cursor_row == 4
+        assert "refreshing" not in text_of(ride, "#inventory-summary")
+
+
+async def test_a_refresh_shows_refreshing_and_runs_on_the_core_clock(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with cockpit(monkeypatch, isolated_env) as ride:
+        inventory = pane(ride)
+        first = inventory.last_refresh_at
+        assert first is not None
+        inventory.refresh_offers()
+        assert text_of(ride, "#inventory-summary").startswith("refreshing…")
+        await ride.settle()
+        assert not text_of(ride, "#inventory-summary").startswith("refreshing…")
+        started = inventory.last_refresh_at
+        assert started is not None and started == ride.shopper.clock.now()
+        assert "now" in line(ride, 1)
+        await ride.advance(30)
+        assert line(ride, 1).rstrip().endswith("30s")  # the age column follows the tick
+        assert inventory.last_refresh_at == started
+        await ride.advance(ride.shopper.settings.inventory_refresh_s - 30)
+        assert inventory.last_refresh_at == ride.shopper.clock.now()  # refreshed on the timer
+
+
+async def test_a_failing_provider_is_reported_while_the_others_stay(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def bluelobster_down(market: Market) -> None:
+        market.world.faults.add(HttpFault(provider="bluelobster", status=503, body="down"))
+
+    async with cockpit(monkeypatch, isolated_env, prepare=bluelobster_down) as ride:
+        rows = await loaded(ride)
+        strip = text_of(ride, "#inventory-providers")
+        assert "bluelobster error: " in strip
+        assert "vastai ok" in strip and "tensordock ok" in strip
+        providers = {i.split(":")[0] for i in rows}
+        assert providers == {"vastai", "tensordock"}
+
+        ride.market.world.faults.add(HttpFault(provider="tensordock", status=500))
+        await ride.press("r")
+        after = await loaded(ride)
+        strip = text_of(ride, "#inventory-providers")
+        assert "tensordock stale" in strip and "offers kept)" in strip
+        assert "vastai ok" in strip and "bluelobster error: " in strip
+        assert [i for i in after if i.startswith("tensordock:")] == [
+            i for i in rows if i.startswith("tensordock:")
+        ]  # its rows stay...
+        assert len(after) == len(rows)
+        await ride.press("slash", *"provider=tensordock", "enter")
+        assert re.search(r" ! \d+s$", line(ride, 1).rstrip())  # ...their age marked as kept
+
+
+async def test_sort_by_any_column_with_keys_or_a_header_click(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with cockpit(monkeypatch, isolated_env) as ride:
+
+        def values(field: str) -> list[float]:
+            return [getattr(offer(ride, i), field) for i in table_ids(ride)]
+
+        await loaded(ride)
+        await ride.press("s")  # the first column: provider
+        providers = [offer(ride, i).provider for i in await loaded(ride)]
+        assert providers == sorted(providers)
+        assert "sorted by Provider ▲" in text_of(ride, "#inventory-summary")
+        await ride.press(*"ssss", "s")  # N, VRAM, $/h, $/GPU-h
+        await loaded(ride)
+        assert "sorted by $/GPU-h ▲" in text_of(ride, "#inventory-summary")
+        assert values("price_per_gpu_hour") == sorted(values("price_per_gpu_hour"))
+        await ride.press("S")
+        await loaded(ride)
+        assert values("price_per_gpu_hour") == sorted(values("price_per_gpu_hour"), reverse=True)
+        assert "$/GPU-h▼" in line(ride, 0)
+
+        t = table(ride)
+        x = sum(c.width + 2 for c in list(t.columns.values())[:4]) + 1  # the VRAM header
+        await ride.pilot.click(t, offset=(x, 0))
+        await ride.settle()
+        await loaded(ride)
+        assert "sorted by VRAM ▼" in text_of(ride, "#inventory-summary")  # most first
+        assert values("vram_gb") == sorted(values("vram_gb"), reverse=True)
+
+
+async def test_mark_two_offers_and_compare_them(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with cockpit(monkeypatch, isolated_env) as ride:
+        ids = await loaded(ride)
+        await ride.press("space", "c")
+        assert not isinstance(ride.app.screen, CompareScreen)
+        assert "Mark 2 to 4 offers to compare them" in ride.toasts()[-1]
+        assert line(ride, 1).lstrip().startswith("●")  # the mark is text, not only colour
+        await ride.press("down", "down", "space")
+        assert "2 marked" in text_of(ride, "#inventory-summary")
+        await ride.press("c")
+        screen = ride.app.screen
+        assert isinstance(screen, CompareScreen)
+        shown = rendered(screen.table())
+        assert ids[0] in shown and ids[2] in shown
+        assert shown.count("★ cheapest") == 1
+        await ride.press("escape")
+        assert not isinstance(ride.app.screen, CompareScreen)
+        await ride.press("space", "u")  # unmark all
+        assert "marked" not in text_of(ride, "#inventory-summary")
+
+
+async def test_a_chosen_model_adds_the_price_per_million_tokens(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with cockpit(monkeypatch, isolated_env) as ride:
+        await loaded(ride)
+        assert "$/Mtok" not in line(ride, 0)
+        pane(ride).set_model("llama3.1:8b")
+        await ride.settle()
+        await loaded(ride)
+        assert "$/Mtok" in line(ride, 0)
+        assert "$/Mtok: llama3.1:8b" in text_of(ride, "#inventory-summary")
+        await ride.press("slash", *"model=nope")
+        problem = str(ride.one("#inventory-query-error", Static).render())
+        assert "no benchmark measurements for model 'nope'" in problem
+
+
+async def test_at_80x24_the_essential_columns_stay_visible(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with cockpit(monkeypatch, isolated_env, size=(80, 24)) as ride:
+        await loaded(ride)
+        t = table(ride)
+        header = line(ride, 0)
+        for label in ESSENTIAL:
+            assert f" {label} " in f"{header} "
+        assert "Region" not in header  # dropped to make room
+        assert t.virtual_size.width <= t.scrollable_content_region.width  # nothing off-screen
+        await ride.pilot.resize_terminal(120, 40)
+        await ride.settle()
+        await loaded(ride)
+        assert "Region" in line(ride, 0)  # a wider screen brings the others back
