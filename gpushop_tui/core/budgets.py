@@ -253,7 +253,7 @@ class Budgets:
         if fired:
             await self._alert(
                 "budget_threshold",
-                f"{describe(budget)} is at {usage.fraction:.0%} ({_used_text(budget, usage.used)})",
+                f"{describe(budget)} is at {usage.fraction:.0%} ({used_text(budget, usage.used)})",
                 _THRESHOLD_SEVERITY[max(fired)],
             )
 
@@ -286,7 +286,8 @@ class Budgets:
         await self.events.publish(Alert(message=message, alert=alert, severity=severity))
 
 
-def _used_text(budget: Budget, used: float) -> str:
+def used_text(budget: Budget, used: float) -> str:
+    """`$18.50 of $50.00/month`, `2 of 3 sessions`: where a budget stands, as alerts say it."""
     if budget.kind == BudgetKind.CONCURRENT_SESSIONS:
         return f"{used:g} of {budget.limit:g} sessions"
     unit = "/month" if budget.kind == BudgetKind.MONTHLY_SPEND else "/h"
@@ -294,4 +295,4 @@ def _used_text(budget: Budget, used: float) -> str:
 
 
 def _would(budget: Budget, after: float) -> str:
-    return f"this rental would bring it to {_used_text(budget, after)}"
+    return f"this rental would bring it to {used_text(budget, after)}"

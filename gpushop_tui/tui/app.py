@@ -8,6 +8,7 @@ pane is a `CorePane`; the app hands it the core, every live event and every tick
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -25,7 +26,13 @@ from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 
 from gpushop_tui import __version__
 from gpushop_tui.config import Settings
-from gpushop_tui.core.events import Alert, Event, SessionChanged, WebhookFailed
+from gpushop_tui.core.events import (
+    Alert,
+    Event,
+    InventoryRefreshed,
+    SessionChanged,
+    WebhookFailed,
+)
 from gpushop_tui.core.shopper import Shopper
 from gpushop_tui.errors import UserError
 from gpushop_tui.models import Severity
@@ -134,6 +141,7 @@ class GpushopApp(App[None]):
         self.running = 0
         self.burn_usd_per_hour = 0.0
         self._resources = AsyncExitStack()
+        self._frozen = False
         self.opened = asyncio.Event()
         """Set once opening the core succeeded or failed."""
 
@@ -155,6 +163,11 @@ class GpushopApp(App[None]):
 
     def panes(self) -> Iterable[CorePane]:
         return self.query(CorePane)
+
+    def focus_active_pane(self) -> None:
+        """Keys go to the pane on screen, not the tab bar."""
+        active = self.query_one("#panes", TabbedContent).active
+        self.query_one(f"#{active}-pane", CorePane).focus_main()
 
     # ------------------------------------------------------------------ opening the core
 
@@ -179,6 +192,7 @@ class GpushopApp(App[None]):
             pane.core_ready(message.shopper)
         self.refresh_burn()
         self.set_interval(1.0, self.tick)
+        self.call_after_refresh(self.focus_active_pane)
         rows, problem = message.shopper.credentials()
         missing = [row.provider for row in rows if row.source is None]
         if len(missing) == len(rows):
@@ -222,6 +236,11 @@ class GpushopApp(App[None]):
             pane.core_event(event)
         if isinstance(event, SessionChanged):
             self.refresh_burn()
+        if isinstance(event, InventoryRefreshed) and not self._frozen:
+            # The core, the simulator (in demo) and the first menu live as long as the app:
+            # keep them out of the collector, whose full passes would otherwise stall keys.
+            gc.freeze()
+            self._frozen = True
         if isinstance(event, Alert | WebhookFailed) or event.severity in (
             Severity.ERROR,
             Severity.CRITICAL,

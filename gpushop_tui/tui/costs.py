@@ -27,12 +27,12 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Input, Label, Static
 
 from gpushop_tui.core import costs
-from gpushop_tui.core.budgets import THRESHOLDS, Usage, limit_text
+from gpushop_tui.core.budgets import THRESHOLDS, Usage, used_text
 from gpushop_tui.core.costs import CostLine, Grouping
 from gpushop_tui.core.events import Event, SessionChanged
 from gpushop_tui.core.shopper import Shopper
 from gpushop_tui.errors import UserError
-from gpushop_tui.models import BudgetAction, BudgetKind
+from gpushop_tui.models import BudgetAction
 from gpushop_tui.tui import fmt
 from gpushop_tui.tui.pane import CorePane
 
@@ -105,14 +105,6 @@ def parse_range(first_text: str, last_text: str, today: date) -> Period:
     if last < first:
         raise UserError(f"to {last} is before from {first}")
     return Period("custom", first, last)
-
-
-def used_text(usage: Usage) -> str:
-    """`$18.50 of $50.00/month`, `2 of 3 sessions`: where a budget stands, as alerts say it."""
-    budget = usage.budget
-    if budget.kind == BudgetKind.CONCURRENT_SESSIONS:
-        return f"{usage.used:g} of {limit_text(budget)}"
-    return f"${usage.used:.2f} of {limit_text(budget)}"
 
 
 def thresholds_text(usage: Usage) -> str:
@@ -387,7 +379,7 @@ class CostsPane(CorePane):
             "scope": Text(budget.consumer or "(global)"),
             "kind": Text(budget.kind.value.replace("_", " ")),
             "used": Text(used, style=style),
-            "amount": Text(used_text(usage)),
+            "amount": Text(used_text(usage.budget, usage.used)),
             "action": Text(ACTIONS[budget.action]),
             "alerts": Text(thresholds_text(usage)),
         }

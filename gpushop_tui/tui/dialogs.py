@@ -32,11 +32,11 @@ class ConfirmScreen(ModalScreen[bool]):
             yield Static(self.body, classes="dialog-body")
             with Horizontal(classes="dialog-buttons"):
                 yield Button(
-                    f"{self.yes} [y]",
+                    f"{self.yes} (y)",
                     id="yes",
                     variant="error" if self.danger else "primary",
                 )
-                yield Button("Cancel [n]", id="no")
+                yield Button("Cancel (n)", id="no")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "yes")

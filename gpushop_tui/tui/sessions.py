@@ -36,7 +36,13 @@ from gpushop_tui.core.sessions import ACTIVE
 from gpushop_tui.core.shopper import Shopper
 from gpushop_tui.core.supervisor import EXPIRY_WARNING, HARD_MAX_WARNING
 from gpushop_tui.errors import UserError
-from gpushop_tui.models import MAX_RESERVATION_HOURS, AuditEvent, InstanceState, Session
+from gpushop_tui.models import (
+    MAX_RESERVATION_HOURS,
+    AuditEvent,
+    InstanceState,
+    Session,
+    StoragePolicy,
+)
 from gpushop_tui.models import SessionStatus as Status
 from gpushop_tui.node.probes import NodeSample
 from gpushop_tui.tui import fmt
@@ -609,8 +615,27 @@ class SessionsPane(CorePane):
             self.fetch_ssh(session.id)
 
     def action_done(self) -> None:
-        if session := self._selected_open():
-            self.end(session.id, force=False)
+        session = self._selected_open()
+        if session is None:
+            return
+        ending = (
+            "stop its instance and keep the disk (the disk still bills)"
+            if session.storage_policy == StoragePolicy.KEEP
+            else "destroy its instance and everything on its disk"
+        )
+        self.app.push_screen(
+            ConfirmScreen(
+                f"Done with session {session.id}?",
+                f"This will {ending} ({gpu_text(session)} on {session.provider}, for "
+                f"{escape(session.consumer)}).",
+                yes="Done",
+            ),
+            partial(self._done, session.id),
+        )
+
+    def _done(self, session_id: str, yes: bool | None) -> None:
+        if yes:
+            self.end(session_id, force=False)
 
     def action_extend(self) -> None:
         if (session := self._selected_open()) and self.core is not None:

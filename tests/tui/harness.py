@@ -29,6 +29,7 @@ from gpushop_tui.core.shopper import Shopper
 from gpushop_tui.demo import demo_marketplace
 from gpushop_tui.providers.base import RateLimiter
 from gpushop_tui.tui.app import GpushopApp, wait_ready
+from gpushop_tui.tui.inventory import InventoryPane
 from tests.core.market import Market, open_market
 
 W = TypeVar("W", bound=Widget)
@@ -74,7 +75,7 @@ class Cockpit:
                 if not busy:
                     await self.market.quiet()
                     await self.pilot.pause()
-                    if not self.busy_workers():
+                    if not self.busy_workers() and not self.app.query_one(InventoryPane).loading:
                         return
                     continue
                 if self.market.clock.sleeping >= len(self.market._tasks()) + len(busy):

@@ -62,8 +62,11 @@ async def benchmarks(ride: Cockpit) -> None:
 
 
 async def events(ride: Cockpit) -> None:
+    """Warnings and worse: bob's one-hour rental nears its end. (Info rows name each node's
+    SSH port, which the simulator picks at random, so the picture leaves them out.)"""
     await rentals(ride)
-    await ride.press("5")
+    await ride.advance(10 * 60, step_s=30)
+    await ride.press("5", "s")
 
 
 async def help_screen(ride: Cockpit) -> None:

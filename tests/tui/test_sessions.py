@@ -161,6 +161,14 @@ async def test_done_closes_the_session_into_the_history(
         session = await running(ride)
         assert session.id in pane.table.rows
         await ride.press("d")
+        ask = ride.app.screen
+        assert isinstance(ask, ConfirmScreen)
+        assert "destroy its instance and everything on its disk" in str(
+            ask.query_one(".dialog-body", Static).render()
+        )
+        await ride.press("n")
+        assert (await ride.shopper.session(session.id)).status == "running"
+        await ride.press("d", "y")
         assert any(f"session {session.id}: stopping" in t for t in ride.toasts())
         gone = await until(ride, session.id, lambda s: s.closed)
         assert gone.status == "stopped"
@@ -355,7 +363,7 @@ async def test_a_viewer_shows_no_node_readings_but_its_actions_still_work(
         session = await running(ride, idle_timeout_min=30)
         await ride.advance(IDLE_SAMPLE_S + 15, step_s=5)
         assert [cell(pane, session.id, c) for c in ("util", "memory", "temp")] == ["—"] * 3
-        await ride.press("d")
+        await ride.press("d", "y")
         await until(ride, session.id, lambda s: s.closed)
         await ride.advance(0)
         assert session.id in pane.history_table.rows
