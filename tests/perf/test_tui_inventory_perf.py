@@ -8,9 +8,9 @@ time after the pane updated it. Headless, that draw renders every visible cell; 
 the escape codes to a terminal is left out. A rebuild that brings thousands of rows draws the
 first screenful at once and adds the rest after each paint; that tail is printed separately.
 
-A full garbage collection of this process (it holds the simulator too) takes 150-450 ms here,
-whenever it happens to fall. As `timeit` does, each keystroke starts from a collected heap, and
-any collection that still runs during it is timed and printed with it.
+The app freezes its long-lived heap (core, simulator, first menu) out of the collector once the
+first menu is in; without that a full collection took 150-450 ms whenever it fell. Keystrokes
+are timed as they come, and any collection that runs during one is printed with it.
 """
 
 from __future__ import annotations
@@ -138,7 +138,6 @@ async def keystroke(
     except QueryError:
         applied, shown = stamps["parsed"], stamps["problem"]
         what = "bad query, rows kept"
-    gc.collect()
     collections = Collections()
     started = time.perf_counter()
     ride.app.post_message(events.Key(key, None if key == "backspace" else key))
