@@ -1441,6 +1441,22 @@ def _read_secret(prompt: str) -> str:
     return sys.stdin.readline()
 
 
+def _configure_serve_token(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c", "--consumer", help="the token limited to this consumer (made on first ask)"
+    )
+
+
+def _run_serve_token(args: argparse.Namespace) -> int:
+    from gpushop_tui.api.tokens import TokenBook
+
+    settings = _settings()
+    settings.paths.prepare()
+    book = TokenBook.open(settings.paths.data_dir)
+    print(book.for_consumer(args.consumer) if args.consumer else book.admin)
+    return 0
+
+
 COMMANDS: tuple[Command, ...] = (
     Command(
         "paths", "print where data, keys, database, logs and config live", _add_output, _run_paths
@@ -1513,6 +1529,12 @@ COMMANDS: tuple[Command, ...] = (
         _run_budgets,
     ),
     Command(
+        "serve-token",
+        "print the bearer token for 'gpushop --serve' (or one limited to a consumer)",
+        _configure_serve_token,
+        _run_serve_token,
+    ),
+    Command(
         "cleanup-orphans",
         "find our instances straight from the provider lists; destroy orphans on --execute",
         _configure_cleanup,
@@ -1532,6 +1554,12 @@ def build_parser() -> argparse.ArgumentParser:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--demo", action="store_true", help="run on the built-in demo marketplace")
     mode.add_argument("--serve", action="store_true", help="run the headless JSON API")
+    parser.add_argument(
+        "--host", help="with --serve: address to listen on (default 127.0.0.1, loopback only)"
+    )
+    parser.add_argument(
+        "--port", type=_port, default=None, help="with --serve: port to listen on (default 8642)"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for command in COMMANDS:
         sub = commands.add_parser(command.name, help=command.help, description=command.help)
@@ -1546,12 +1574,32 @@ def _settings() -> Settings:
     return load_settings()
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535; 0 picks a free one)")
+    return int(text)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from gpushop_tui.api.serve import DEFAULT_PORT, serve
+    from gpushop_tui.logs import configure_logging
+
+    settings = _settings()
+    settings.paths.prepare()
+    configure_logging(settings)
+    port = DEFAULT_PORT if args.port is None else args.port
+    return asyncio.run(serve(settings, args.host, port, say=lambda line: print(line, flush=True)))
+
+
 def _run_tui(args: argparse.Namespace) -> int:
     if args.serve:
-        print(
-            f"{PROG}: the JSON API (--serve) is not available in this version yet.", file=sys.stderr
-        )
-        return 1
+        return _run_serve(args)
+    if args.host is not None or args.port is not None:
+        from gpushop_tui.errors import UserError
+
+        raise UserError("--host and --port go with --serve")
     if args.demo:
         return _run_demo()
     from gpushop_tui.logs import configure_logging
@@ -1591,8 +1639,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "remote_command" not in vars(args):
             parser.error("'--' is only for a command to run on a node: sessions ssh ID -- COMMAND")
         args.remote_command = trailing
-    if args.command and (args.demo or args.serve):
-        parser.error(f"--demo and --serve cannot be combined with '{args.command}'")
+    if args.command and (args.demo or args.serve or args.host or args.port):
+        parser.error(f"--demo, --serve, --host and --port cannot be combined with '{args.command}'")
     run: Callable[[argparse.Namespace], int] = getattr(args, "run", _run_tui)
     try:
         return run(args)

@@ -200,9 +200,3 @@ def test_unknown_provider_is_a_clear_error() -> None:
     assert result.returncode == 2
     known = "vastai, tensordock, bluelobster, webhook"
     assert f"unknown provider 'runpod' (known: {known})" in result.stderr
-
-
-def test_serve_not_yet_built_says_so() -> None:
-    result = run_gpushop("--serve")
-    assert result.returncode == 1
-    assert "not available in this version yet" in result.stderr

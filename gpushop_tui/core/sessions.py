@@ -70,6 +70,18 @@ VRAM_TOLERANCE = 0.95
 """A card reports a little less memory than its marketing size (24564 MiB for "24 GB")."""
 
 
+class StaleOffer(UserError):
+    """The offer is not in the current menu (taken, or the menu moved on): try again."""
+
+
+class NotConfigured(UserError):
+    """The offer's provider has no credential here."""
+
+
+class SessionConflict(UserError):
+    """The session is not in a state that allows the change asked for."""
+
+
 class SessionNotFound(UserError):
     """No session with that id."""
 
@@ -246,7 +258,7 @@ class Lifecycle:
         offer = await self._resolve_offer(request)
         adapter = self.adapter(offer.provider)
         if adapter is None:
-            raise UserError(f"{offer.provider} is not configured (see 'gpushop keys set')")
+            raise NotConfigured(f"{offer.provider} is not configured (see 'gpushop keys set')")
         if request.storage == StoragePolicy.KEEP and not adapter.can_stop:
             raise UserError(
                 f"{offer.provider} cannot stop an instance and keep its disk; use --storage destroy"
@@ -322,10 +334,10 @@ class Lifecycle:
                     "(see 'gpushop inventory')"
                 )
             if self.adapter(provider) is None:
-                raise UserError(f"{provider} is not configured (see 'gpushop keys set')")
+                raise NotConfigured(f"{provider} is not configured (see 'gpushop keys set')")
             offer = await self.inventory.find(request.offer_id)
             if offer is None:
-                raise UserError(
+                raise StaleOffer(
                     f"offer {request.offer_id!r} is not in the current menu "
                     "(it may be taken; see 'gpushop inventory')"
                 )
@@ -756,7 +768,9 @@ class Lifecycle:
 
         def decide(s: Session) -> Decision:
             if s.status not in ACTIVE:
-                raise UserError(f"session {s.id} is {s.status}; only an active one can be extended")
+                raise SessionConflict(
+                    f"session {s.id} is {s.status}; only an active one can be extended"
+                )
             new_expiry = max(s.expires_at, self.clock.now()) + timedelta(hours=hours)
             if new_expiry <= s.hard_max_at:
                 return {"expires_at": new_expiry}, f"extended to {new_expiry:%Y-%m-%d %H:%M} UTC"
@@ -951,6 +965,18 @@ class Lifecycle:
             _remove_key_files(Path(session.key_path))
         with contextlib.suppress(FileNotFoundError):
             self.known_hosts_path(session.id).unlink()
+
+    async def finish_teardowns(self, timeout_s: float) -> None:
+        """Give teardowns already under way up to `timeout_s` to finish before the process
+        stops (a cut-off one is resumed by the next supervisor from the stored state)."""
+        stopping = {
+            s.id
+            for s in await self.store.list_sessions(open_only=True)
+            if s.status == SessionStatus.STOPPING
+        }
+        tasks = [t for sid, t in self._tasks.items() if sid in stopping and not t.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s)
 
     async def aclose(self) -> None:
         """Stop this process's work; every session stays where it stood, for the next process."""

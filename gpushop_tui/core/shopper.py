@@ -135,8 +135,14 @@ class Shopper:
         shopper.notifier.start()
         return shopper
 
-    async def aclose(self) -> None:
-        """Stop this process's work; every session stays as it is for the next supervisor."""
+    async def aclose(self, teardown_grace_s: float = 0.0) -> None:
+        """Stop this process's work; every session stays as it is for the next supervisor.
+
+        With `teardown_grace_s`, destroys already under way get that long to finish first
+        (`--serve` on SIGTERM); nothing running is ever destroyed because the process stops.
+        """
+        if teardown_grace_s > 0:
+            await self.lifecycle.finish_teardowns(teardown_grace_s)
         if self._supervising is not None:
             self._supervising.cancel()
             with contextlib.suppress(asyncio.CancelledError):

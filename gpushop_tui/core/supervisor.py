@@ -93,6 +93,8 @@ class Supervisor:
         self._warned: set[tuple[str, str, datetime]] = set()
         self.decided = asyncio.Event()
         """Set once `run` has tried the lease: from then on `holding` says acting or viewing."""
+        self.recovered = asyncio.Event()
+        """Set once `run` finished its first pass (startup recovery), or found another acting."""
 
     # ------------------------------------------------------------------ the lease
 
@@ -130,6 +132,7 @@ class Supervisor:
                     log.warning("supervisor tick failed: %s", err)
                 except Exception:
                     log.exception("supervisor tick failed unexpectedly")
+                self.recovered.set()
                 await self.clock.sleep(self.settings.supervisor_tick_s)
         finally:
             with contextlib.suppress(Exception):

@@ -1,0 +1,242 @@
+"""The API application: request ids, body limit, bearer auth, one error shape, the routers.
+
+Every response carries `X-Request-ID` (the caller's, when it is a sane token; else a new one).
+Every error is `{"error": {"type", "message", "request_id", ...}}` with the right status; no
+traceback or secret ever reaches a response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gpushop_tui import __version__
+from gpushop_tui.api.tokens import Principal, TokenBook
+from gpushop_tui.core.budgets import BudgetRefused
+from gpushop_tui.core.sessions import NotConfigured, SessionConflict, SessionNotFound, StaleOffer
+from gpushop_tui.core.shopper import Shopper
+from gpushop_tui.errors import UserError
+from gpushop_tui.providers.base import ProviderError, RateLimited
+from gpushop_tui.secrets import redact
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1 << 20
+"""Request bodies over 1 MiB are refused (413) before they are read."""
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+class ApiError(Exception):
+    """An error answered as JSON: HTTP status, a type word, one sentence, and extra fields."""
+
+    def __init__(self, status: int, type_: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type_
+        self.message = message
+        self.extra = extra
+
+
+@dataclass
+class ApiState:
+    """What the routes reach through `request.app.state.api`."""
+
+    shopper: Shopper
+    tokens: TokenBook
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once startup recovery (the first supervisor pass) is done."""
+
+
+def state(request: Request) -> ApiState:
+    api: ApiState = request.app.state.api
+    return api
+
+
+def core(request: Request) -> Shopper:
+    return state(request).shopper
+
+
+def principal(request: Request) -> Principal:
+    """The caller, from `Authorization: Bearer <token>`; 401 without a valid one."""
+    header = request.headers.get("authorization", "")
+    scheme, _, presented = header.partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
+        raise ApiError(
+            401, "unauthorized", "send 'Authorization: Bearer <token>' (see 'gpushop serve-token')"
+        )
+    who = state(request).tokens.principal(presented.strip())
+    if who is None:
+        raise ApiError(
+            401, "unauthorized", "the bearer token is not valid (see 'gpushop serve-token')"
+        )
+    return who
+
+
+Core = Annotated[Shopper, Depends(core)]
+Caller = Annotated[Principal, Depends(principal)]
+
+
+def error_response(
+    request_id: str, status: int, type_: str, message: str, **extra: Any
+) -> JSONResponse:
+    body = {"error": {"type": type_, "message": redact(message), "request_id": request_id, **extra}}
+    return JSONResponse(body, status_code=status, headers={"X-Request-ID": request_id})
+
+
+def _request_id(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("request_id") or uuid.uuid4().hex)
+
+
+USER_ERRORS: tuple[tuple[type[UserError], int, str, dict[str, Any]], ...] = (
+    (SessionNotFound, 404, "not_found", {}),
+    (SessionConflict, 409, "conflict", {}),
+    (BudgetRefused, 409, "budget_refused", {}),
+    (StaleOffer, 503, "stale_offer", {"retry_suggested": True}),
+    (NotConfigured, 503, "provider_unavailable", {"retry_suggested": False}),
+)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every failure to the one JSON error shape."""
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(_request_id(request), exc.status, exc.type, exc.message, **exc.extra)
+
+    @app.exception_handler(UserError)
+    async def user_error(request: Request, exc: UserError) -> JSONResponse:
+        for kind, status, type_, extra in USER_ERRORS:
+            if isinstance(exc, kind):
+                return error_response(_request_id(request), status, type_, exc.message, **extra)
+        return error_response(_request_id(request), 400, "bad_request", exc.message)
+
+    @app.exception_handler(RateLimited)
+    async def rate_limited(request: Request, exc: RateLimited) -> JSONResponse:
+        return error_response(
+            _request_id(request), 429, "rate_limited", str(exc), retry_suggested=True
+        )
+
+    @app.exception_handler(ProviderError)
+    async def provider_error(request: Request, exc: ProviderError) -> JSONResponse:
+        return error_response(
+            _request_id(request),
+            503,
+            "provider_unavailable",
+            str(exc),
+            provider=exc.provider,
+            retry_suggested=exc.retryable,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = [str(part) for part in first.get("loc", ())]
+        in_body = bool(where) and where[0] == "body"
+        name = ".".join(where[1:]) or (where[0] if where else "request")
+        return error_response(
+            _request_id(request),
+            422 if in_body else 400,
+            "invalid_body" if in_body else "bad_request",
+            f"{name}: {first.get('msg', 'invalid')}",
+            field=name,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        words = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+        return error_response(
+            _request_id(request),
+            exc.status_code,
+            words.get(exc.status_code, "http_error"),
+            str(exc.detail),
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("API request failed unexpectedly")
+        return error_response(
+            _request_id(request), 500, "internal", "internal error; details in the server log"
+        )
+
+
+class RequestContext:
+    """Pure ASGI middleware: a request id on every response, and the body size limit."""
+
+    def __init__(self, app: ASGIApp, max_body: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        given = headers.get("x-request-id", "")
+        request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.max_body:
+            await self._too_large(request_id, scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    raise ApiError(413, "too_large", f"request body over {self.max_body} bytes")
+            return message
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *(h for h in message["headers"] if h[0].lower() != b"x-request-id"),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        await self.app(scope, limited_receive, send_with_id)
+
+    async def _too_large(self, request_id: str, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(
+            request_id, 413, "too_large", f"request body over {self.max_body} bytes"
+        )
+        await response(scope, receive, send)
+
+
+RouterInstaller = Callable[[FastAPI], None]
+
+
+def build_api(api: ApiState, *, installers: tuple[RouterInstaller, ...] | None = None) -> FastAPI:
+    """The FastAPI app over `api.shopper`; routers come from the route modules."""
+    app = FastAPI(
+        title="gpushop",
+        version=__version__,
+        description="Rent GPUs across marketplaces; every /api call needs a bearer token.",
+    )
+    app.state.api = api
+    install_error_handlers(app)
+    app.add_middleware(RequestContext)
+    for install in installers if installers is not None else default_installers():
+        install(app)
+    return app
+
+
+def default_installers() -> tuple[RouterInstaller, ...]:
+    from gpushop_tui.api import health
+
+    return (health.install,)
