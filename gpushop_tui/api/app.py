@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -81,6 +81,11 @@ def principal(request: Request) -> Principal:
             401, "unauthorized", "the bearer token is not valid (see 'gpushop serve-token')"
         )
     return who
+
+
+def api_router(*, tags: list[str]) -> APIRouter:
+    """A router under /api/v1 whose every route needs the bearer token."""
+    return APIRouter(prefix="/api/v1", tags=list(tags), dependencies=[Depends(principal)])
 
 
 Core = Annotated[Shopper, Depends(core)]
@@ -237,6 +242,6 @@ def build_api(api: ApiState, *, installers: tuple[RouterInstaller, ...] | None =
 
 
 def default_installers() -> tuple[RouterInstaller, ...]:
-    from gpushop_tui.api import health
+    from gpushop_tui.api import health, inventory, money, ops, sessions
 
-    return (health.install,)
+    return (health.install, inventory.install, sessions.install, money.install, ops.install)
