@@ -103,3 +103,18 @@ def test_core_pulls_in_no_face_framework() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_the_api_stack_stays_out_of_the_tui_and_cli_import_path() -> None:
+    """Only `gpushop --serve` loads FastAPI and Prometheus; the TUI and one-shots never pay."""
+    probe = (
+        "import sys, gpushop_tui.cli, gpushop_tui.tui.app\n"
+        "from gpushop_tui import cli\n"
+        "cli.build_parser()\n"
+        "print(sorted(m for m in ('fastapi', 'prometheus_client', 'gpushop_tui.api') "
+        "if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert result.stdout.strip() == "[]"
