@@ -160,12 +160,14 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         words = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
-        return error_response(
+        response = error_response(
             _request_id(request),
             exc.status_code,
             words.get(exc.status_code, "http_error"),
             str(exc.detail),
         )
+        response.headers.update(exc.headers or {})
+        return response
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -1,9 +1,129 @@
-"""API routes: inventory (placeholder until they are built)."""
+"""API routes: the offer menu (`GET /api/v1/inventory`, `GET /api/v1/inventory/{id}`).
+
+The earlier API's query parameters are kept and `q=` takes our query language; both may be
+given, and must not contradict each other.
+"""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query
+from pydantic import ValidationError
+
+from gpushop_tui.api.app import ApiError, Core, api_router
+from gpushop_tui.api.schemas import InventoryOut, OfferOut, ProviderStatusOut, error_responses
+from gpushop_tui.api.schemas import offer_id as canonical_offer_id
+from gpushop_tui.core.shopper import Shopper
+from gpushop_tui.models import OfferQuery, ProviderName
+from gpushop_tui.query import QueryError, parse_query, unknown_model
+
+router = api_router(tags=["inventory"])
+MAX_PAGE = 1000
+
+
+async def _query(
+    shopper: Shopper, q: str | None, params: dict[str, tuple[str, Any]], model: str | None
+) -> OfferQuery:
+    """`q` parsed, with the prior-style parameters (OfferQuery field → (param, value)) on top."""
+    models = await shopper.benchmarks.models()
+    try:
+        parsed = parse_query(q or "", models)
+    except QueryError as err:
+        raise ApiError(
+            400, "bad_query", err.message, field="q", reason=err.reason, span=[err.start, err.end]
+        ) from None
+    if model is not None and model not in models:
+        raise ApiError(400, "bad_request", unknown_model(model, models), field="model")
+    fields = parsed.model_dump(exclude_unset=True)
+    for name, (param, value) in {**params, "model": ("model", model)}.items():
+        if value is None:
+            continue
+        if name in fields and fields[name] != value:
+            raise ApiError(
+                400,
+                "bad_request",
+                f"{param}={value} contradicts q={q!r}; give it in one place",
+                field=param,
+            )
+        fields[name] = value
+    try:
+        return OfferQuery(**fields)
+    except ValidationError as err:
+        first = err.errors()[0]
+        reason = str(first["msg"]).removeprefix("Value error, ")
+        raise ApiError(400, "bad_request", reason, field="q") from None
+
+
+@router.get("/inventory", responses=error_responses(400, 429, 503))
+async def inventory(
+    shopper: Core,
+    q: Annotated[
+        str | None,
+        Query(max_length=2000, description="Query language: 'gpu=4090 vram>=24 price<=0.5'."),
+    ] = None,
+    provider: ProviderName | None = None,
+    gpu_type: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    location: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    min_vram: Annotated[float | None, Query(ge=0, le=1e6)] = None,
+    max_price: Annotated[float | None, Query(ge=0, le=1e6)] = None,
+    gpu_count: Annotated[int | None, Query(ge=1, le=1024)] = None,
+    min_gpu_count: Annotated[int | None, Query(ge=1, le=1024)] = None,
+    min_reliability: Annotated[float | None, Query(ge=0, le=1)] = None,
+    min_cuda: Annotated[float | None, Query(ge=0, le=1000)] = None,
+    model: Annotated[
+        str | None,
+        Query(min_length=1, max_length=200, description="Price offers per million tokens."),
+    ] = None,
+    refresh: bool = False,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> InventoryOut:
+    """Offers across providers, cheapest first unless `q` sorts otherwise."""
+    if gpu_count is not None and min_gpu_count is not None:
+        raise ApiError(
+            400, "bad_request", "give gpu_count or min_gpu_count, not both", field="gpu_count"
+        )
+    query = await _query(
+        shopper,
+        q,
+        {
+            "providers": ("provider", (provider,) if provider else None),
+            "gpu": ("gpu_type", gpu_type),
+            "region": ("location", location),
+            "min_vram_gb": ("min_vram", min_vram),
+            "max_price": ("max_price", max_price),
+            "min_gpus": ("gpu_count", gpu_count or min_gpu_count),
+            "max_gpus": ("gpu_count", gpu_count),
+            "min_reliability": ("min_reliability", min_reliability),
+            "min_cuda": ("min_cuda", min_cuda),
+        },
+        model,
+    )
+    view = await shopper.offers(query, refresh=refresh)
+    page = view.offers[offset : offset + limit]
+    return InventoryOut(
+        offers=[OfferOut.of(o, view.usd_per_mtok.get(o.id)) for o in page],
+        count=len(page),
+        total=len(view.offers),
+        menu_size=view.total,
+        hidden_after_failures=view.hidden,
+        providers=[ProviderStatusOut.of(r) for r in view.providers],
+    )
+
+
+@router.get("/inventory/{offer_id}", responses=error_responses(404, 429, 503))
+async def one_offer(shopper: Core, offer_id: str) -> OfferOut:
+    """One offer by id (`vastai:123`, or the earlier form `vastai-123`), fresh if it is old."""
+    wanted = canonical_offer_id(offer_id)
+    found = await shopper.inventory.find(wanted)
+    if found is None:
+        raise ApiError(
+            404, "not_found", f"no offer {wanted!r} in the current menu (it may be taken)"
+        )
+    return OfferOut.of(found)
 
 
 def install(app: FastAPI) -> None:
     """Add this module's routes to `app`."""
+    app.include_router(router)

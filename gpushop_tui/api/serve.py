@@ -8,9 +8,11 @@ period, and never destroys a running instance: the sessions stay for the next su
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
+import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import uvicorn
 
@@ -23,6 +25,15 @@ from gpushop_tui.errors import UserError
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8642
 TEARDOWN_GRACE_S = 60.0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: it re-raises SIGTERM after shutting down, which
+    would end the process before the core is closed. `serve` handles the signals instead."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 def is_loopback(host: str) -> bool:
@@ -49,6 +60,13 @@ async def recover_then_ready(shopper: Shopper, api: ApiState) -> None:
     api.ready.set()
 
 
+def _stop(server: uvicorn.Server) -> None:
+    """First signal: stop taking requests and shut down cleanly; a second one: right away."""
+    if server.should_exit:
+        server.force_exit = True
+    server.should_exit = True
+
+
 async def serve(
     settings: Settings,
     host: str | None,
@@ -73,7 +91,10 @@ async def serve(
         config = uvicorn.Config(
             app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=30
         )
-        server = uvicorn.Server(config)
+        server = _Server(config)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, _stop, server)
         shopper.start_supervisor()
         recovery = asyncio.create_task(recover_then_ready(shopper, api))
         where = f"http://{bind}:{sock.getsockname()[1]}"

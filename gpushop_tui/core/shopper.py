@@ -223,9 +223,17 @@ class Shopper:
         consumer: str | None = None,
         status: SessionStatus | None = None,
         open_only: bool = False,
+        provider: str | None = None,
+        limit: int | None = None,
     ) -> list[Session]:
         """Sessions, newest first; `open_only` keeps those still supervised."""
-        return await self.store.list_sessions(consumer=consumer, status=status, open_only=open_only)
+        return await self.store.list_sessions(
+            consumer=consumer, status=status, open_only=open_only, provider=provider, limit=limit
+        )
+
+    async def session_by_request_id(self, request_id: str) -> Session | None:
+        """The session a create call with this idempotency key made, if any."""
+        return await self.store.session_by_request_id(request_id)
 
     async def done(self, session_id: str) -> Session:
         """End a session gracefully (destroy, or stop and keep the disk); answers at once."""

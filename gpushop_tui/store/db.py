@@ -224,8 +224,11 @@ class Store:
         open_only: bool = False,
         consumer: str | None = None,
         status: SessionStatus | None = None,
+        provider: str | None = None,
+        limit: int | None = None,
     ) -> list[Session]:
-        """Sessions, newest first; `open_only` keeps those the supervisor is responsible for."""
+        """Sessions, newest first; `open_only` keeps those the supervisor is responsible for;
+        `limit` returns only the newest that many."""
         where, params = ["1 = 1"], []
         if open_only:
             where.append("NOT (status IN (?, ?) AND instance IN (?, ?))")
@@ -241,8 +244,16 @@ class Store:
         if status is not None:
             where.append("status = ?")
             params.append(status.value)
+        if provider is not None:
+            where.append("provider = ?")
+            params.append(provider)
+        page = ""
+        if limit is not None:
+            page = " LIMIT ?"
+            params.append(limit)
         rows = await self._fetchall(
-            f"SELECT * FROM sessions WHERE {' AND '.join(where)} ORDER BY created_at DESC, id",
+            f"SELECT * FROM sessions WHERE {' AND '.join(where)} "
+            f"ORDER BY created_at DESC, id{page}",
             tuple(params),
         )
         return [self._session_from_row(row) for row in rows]

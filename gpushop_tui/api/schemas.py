@@ -1,0 +1,219 @@
+"""The API's shared JSON shapes: the error body, offers and sessions as clients see them.
+
+Keys follow the earlier implementation's API (prior-art §2.1, §2.2) where they were sound, so
+its clients can switch; ours are added beside them.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gpushop_tui.core.inventory import ProviderHealth, ProviderReport
+from gpushop_tui.models import PROVIDERS, InstanceState, Offer, SessionStatus, StoragePolicy
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong; `field`, `provider` and `retry_suggested` appear where they apply."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="A word for the kind of error, e.g. 'not_found'.")
+    message: str
+    request_id: str
+    field: str | None = Field(default=None, description="The offending input, for bad input.")
+    retry_suggested: bool | None = None
+    provider: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: `{"error": {...}}`."""
+
+    error: ErrorDetail
+
+
+ERROR_WORDS = {
+    400: "bad input (the offending field named)",
+    401: "no valid bearer token",
+    403: "not allowed for this token's consumer",
+    404: "not found",
+    409: "conflict with the current state",
+    413: "request body too large",
+    422: "invalid request body",
+    429: "a provider rate-limited us",
+    503: "a provider is unavailable or the offer went stale",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: the error model under each status it may answer, plus 401."""
+    return {
+        code: {"model": ErrorBody, "description": ERROR_WORDS.get(code, "error")}
+        for code in sorted({401, *codes})
+    }
+
+
+_PRIOR_ID = re.compile(r"^(?P<provider>[A-Za-z]+)-(?P<rest>.+)$")
+
+
+def offer_id(text: str) -> str:
+    """Our offer id (`vastai:123`) for ours or the earlier API's form (`vastai-123`)."""
+    text = text.strip()
+    head, colon, rest = text.partition(":")
+    if colon and head.lower() in PROVIDERS:
+        return f"{head.lower()}:{rest}"
+    prior = _PRIOR_ID.match(text)
+    if prior and prior["provider"].lower() in PROVIDERS:
+        return f"{prior['provider'].lower()}:{prior['rest']}"
+    return text
+
+
+class OfferOut(BaseModel):
+    """One offer: the earlier API's keys plus ours."""
+
+    id: str = Field(description="'<provider>:<provider offer id>'")
+    provider: str
+    provider_id: str = Field(description="The provider's own offer id.")
+    gpu_type: str = Field(description="Canonical GPU name, e.g. 'RTX 4090'.")
+    gpu_count: int
+    vram_gb: float = Field(description="Per GPU.")
+    price_per_hour: float = Field(description="USD/h for the whole offer.")
+    price_per_gpu_hour: float
+    location: str | None = Field(description="Region, else country.")
+    region: str | None
+    country: str | None
+    reliability: float | None
+    cuda_version: float | None
+    inet_down_mbps: float | None
+    vcpus: float | None
+    ram_gb: float | None
+    disk_gb: float | None
+    interruptible: bool
+    available: bool = True
+    fetched_at: datetime
+    usd_per_mtok: float | None = Field(
+        description="Estimated USD per million tokens of the asked model; null without one."
+    )
+
+    @classmethod
+    def of(cls, offer: Offer, usd_per_mtok: float | None = None) -> OfferOut:
+        return cls(
+            id=offer.id,
+            provider=offer.provider,
+            provider_id=offer.provider_offer_id,
+            gpu_type=offer.gpu_name,
+            gpu_count=offer.gpu_count,
+            vram_gb=offer.vram_gb,
+            price_per_hour=offer.price_per_hour,
+            price_per_gpu_hour=round(offer.price_per_gpu_hour, 6),
+            location=offer.region or offer.country,
+            region=offer.region,
+            country=offer.country,
+            reliability=offer.reliability,
+            cuda_version=offer.cuda,
+            inet_down_mbps=offer.inet_down_mbps,
+            vcpus=offer.vcpus,
+            ram_gb=offer.ram_gb,
+            disk_gb=offer.disk_gb,
+            interruptible=offer.interruptible,
+            fetched_at=offer.fetched_at,
+            usd_per_mtok=round(usd_per_mtok, 6) if usd_per_mtok is not None else None,
+        )
+
+
+class ProviderStatusOut(BaseModel):
+    """How one provider's part of the menu stands."""
+
+    provider: str
+    status: ProviderHealth
+    offers: int
+    age_s: float | None = Field(description="Seconds since its offers were fetched.")
+    error: str | None
+
+    @classmethod
+    def of(cls, report: ProviderReport) -> ProviderStatusOut:
+        age = round(report.age_s, 1) if report.age_s is not None else None
+        return cls(
+            provider=report.provider,
+            status=report.status,
+            offers=report.offers,
+            age_s=age,
+            error=report.error,
+        )
+
+
+class InventoryOut(BaseModel):
+    offers: list[OfferOut]
+    count: int = Field(description="Offers in this page.")
+    total: int = Field(description="Offers matching, before limit and offset.")
+    menu_size: int = Field(description="Offers known before filtering.")
+    hidden_after_failures: int
+    providers: list[ProviderStatusOut]
+
+
+class SessionOut(BaseModel):
+    """One session: the earlier API's keys plus ours; never the private key."""
+
+    id: str
+    consumer_id: str
+    provider: str
+    offer_id: str
+    gpu_type: str
+    gpu_count: int
+    status: SessionStatus
+    instance_id: str | None
+    instance_state: InstanceState
+    error: str | None
+    ssh_host: str | None
+    ssh_port: int | None
+    ssh_user: str | None
+    ssh_command: str | None = Field(description="How to reach the node, while it is reachable.")
+    workload_type: str
+    reservation_hours: float
+    idle_threshold_minutes: float = Field(description="0: never stopped for idleness.")
+    idle_reason: str | None
+    last_busy_at: datetime | None
+    storage_policy: StoragePolicy
+    price_per_hour: float | None
+    cost_usd: float = Field(description="Billed so far (all of it once the instance is gone).")
+    created_at: datetime
+    expires_at: datetime
+    hard_max_at: datetime
+    stopped_at: datetime | None
+
+
+class SessionListOut(BaseModel):
+    sessions: list[SessionOut]
+    count: int
+
+
+class CreatedSessionOut(BaseModel):
+    session: SessionOut
+    ssh_private_key: str | None = Field(description="Only when return_private_key was asked.")
+    key_path: str | None = Field(description="Where the server keeps the key (until closed).")
+    retries_attempted: Literal[0] = 0
+
+
+class SessionKeyOut(BaseModel):
+    session_id: str
+    ssh_private_key: str
+
+
+class SessionActionOut(BaseModel):
+    message: str
+    session_id: str
+    status: SessionStatus
+
+
+class ExtendedOut(BaseModel):
+    message: str
+    session_id: str
+    new_expires_at: datetime
+
+
+class ActivityOut(BaseModel):
+    session_id: str
+    last_busy_at: datetime | None

@@ -1,0 +1,123 @@
+"""`GET /api/v1/inventory` and `/inventory/{id}` over the simulator's menu."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.api.harness import api_market
+
+PRIOR_KEYS = {
+    "id", "provider", "provider_id", "gpu_type", "gpu_count", "vram_gb", "price_per_hour",
+    "location", "reliability", "cuda_version", "fetched_at", "interruptible",
+}  # fmt: skip
+OUR_KEYS = {"price_per_gpu_hour", "region", "country", "inet_down_mbps", "usd_per_mtok"}
+
+
+async def test_prior_parameters_filter_and_page_the_menu_with_provider_status(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with api_market(monkeypatch, isolated_env, providers=("vastai", "tensordock")) as ride:
+        everything = (await ride.client.get("/api/v1/inventory", params={"limit": 1000})).json()
+        assert everything["count"] == min(everything["total"], 1000) > 0
+        offer = everything["offers"][0]
+        assert offer.keys() >= PRIOR_KEYS | OUR_KEYS
+        assert offer["id"] == f"{offer['provider']}:{offer['provider_id']}"
+        prices = [o["price_per_hour"] for o in everything["offers"]]
+        assert prices == sorted(prices)
+        status = {p["provider"]: p for p in everything["providers"]}
+        assert status["vastai"]["status"] == "ok" and status["vastai"]["offers"] > 0
+        assert status["bluelobster"]["status"] == "not configured"
+
+        params = {"provider": "vastai", "min_vram": 24, "max_price": 2, "min_gpu_count": 2}
+        answer = await ride.client.get("/api/v1/inventory", params=params)
+        assert answer.status_code == 200
+        filtered = answer.json()["offers"]
+        assert filtered and len(filtered) < everything["total"]
+        for o in filtered:
+            assert o["provider"] == "vastai" and o["vram_gb"] >= 24
+            assert o["price_per_hour"] <= 2 and o["gpu_count"] >= 2
+        exact = (await ride.client.get("/api/v1/inventory", params={"gpu_count": 1})).json()
+        assert exact["offers"] and {o["gpu_count"] for o in exact["offers"]} == {1}
+
+        page = (await ride.client.get("/api/v1/inventory", params={"limit": 3, "offset": 2})).json()
+        assert page["count"] == 3 and page["total"] == everything["total"]
+        assert [o["id"] for o in page["offers"]] == [o["id"] for o in everything["offers"][2:5]]
+
+
+async def test_q_takes_the_query_language_and_points_at_a_bad_term(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with api_market(monkeypatch, isolated_env) as ride:
+        answer = await ride.client.get(
+            "/api/v1/inventory", params={"q": "vram>=40 sort=vram", "provider": "vastai"}
+        )
+        assert answer.status_code == 200
+        offers = answer.json()["offers"]
+        assert offers and all(o["vram_gb"] >= 40 and o["provider"] == "vastai" for o in offers)
+        sizes = [o["vram_gb"] * o["gpu_count"] for o in offers]
+        assert sizes == sorted(sizes, reverse=True)
+
+        bad = await ride.client.get("/api/v1/inventory", params={"q": "gpu=4090 vrma>=24"})
+        assert bad.status_code == 400
+        error = bad.json()["error"]
+        assert error["type"] == "bad_query" and error["field"] == "q"
+        assert error["span"] == [9, 13] and "unknown key 'vrma'" in error["message"]
+
+        clash = await ride.client.get(
+            "/api/v1/inventory", params={"q": "provider=tensordock", "provider": "vastai"}
+        )
+        assert clash.status_code == 400 and clash.json()["error"]["field"] == "provider"
+
+
+async def test_a_model_prices_offers_per_million_tokens(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with api_market(monkeypatch, isolated_env) as ride:
+        model = sorted(await ride.shopper.benchmarks.models())[0]
+        plain = (await ride.client.get("/api/v1/inventory")).json()["offers"]
+        assert all(o["usd_per_mtok"] is None for o in plain)
+        priced = await ride.client.get(
+            "/api/v1/inventory", params={"q": f"model={model} sort=usd_per_mtok"}
+        )
+        costs = [o["usd_per_mtok"] for o in priced.json()["offers"]]
+        known = [c for c in costs if c is not None]
+        assert known and known == sorted(known) and costs[: len(known)] == known
+        unknown = await ride.client.get("/api/v1/inventory", params={"model": "no-such-model"})
+        assert unknown.status_code == 400 and unknown.json()["error"]["field"] == "model"
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"min_vram": "lots"}, "min_vram"),
+        ({"min_reliability": 2}, "min_reliability"),
+        ({"provider": "aws"}, "provider"),
+        ({"limit": 0}, "limit"),
+        ({"gpu_count": 2, "min_gpu_count": 1}, "gpu_count"),
+    ],
+)
+async def test_bad_parameters_are_400_naming_the_field(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch, params: dict[str, object], field: str
+) -> None:
+    async with api_market(monkeypatch, isolated_env, providers=("vastai",)) as ride:
+        answer = await ride.client.get("/api/v1/inventory", params=params)
+        assert answer.status_code == 400
+        error = answer.json()["error"]
+        assert error["field"] == field and error["request_id"] == answer.headers["x-request-id"]
+
+
+async def test_one_offer_by_our_id_or_the_earlier_form(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with api_market(monkeypatch, isolated_env, providers=("vastai",)) as ride:
+        listed = (await ride.client.get("/api/v1/inventory")).json()["offers"][0]
+        ours = await ride.client.get(f"/api/v1/inventory/{listed['id']}")
+        assert ours.status_code == 200 and ours.json()["id"] == listed["id"]
+        prior = await ride.client.get(f"/api/v1/inventory/vastai-{listed['provider_id']}")
+        assert prior.status_code == 200 and prior.json() == ours.json()
+        missing = await ride.client.get("/api/v1/inventory/vastai:999999999")
+        assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found"
+        async with ride.client_as(None) as anonymous:
+            assert (await anonymous.get(f"/api/v1/inventory/{listed['id']}")).status_code == 401

@@ -1,0 +1,253 @@
+"""Sessions over the API: rent, read, key, activity, extend, done, delete; scoping; errors."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gpushop_tui.models import Budget, BudgetAction, BudgetKind
+from tests.api.harness import ApiRide, api_market
+
+PRIOR_KEYS = {
+    "id", "consumer_id", "provider", "gpu_type", "gpu_count", "status", "error", "ssh_host",
+    "ssh_port", "ssh_user", "workload_type", "reservation_hours", "idle_threshold_minutes",
+    "storage_policy", "price_per_hour", "created_at", "expires_at",
+}  # fmt: skip
+OUR_KEYS = {
+    "offer_id", "instance_id", "instance_state", "hard_max_at", "stopped_at", "idle_reason",
+    "cost_usd", "ssh_command",
+}  # fmt: skip
+
+
+async def rent(
+    ride: ApiRide, client: httpx.AsyncClient | None = None, **body: Any
+) -> httpx.Response:
+    """POST /api/v1/sessions for the cheapest free vastai offer unless the body names one."""
+    if "offer_id" not in body and "query" not in body:
+        body["offer_id"] = (await ride.market.offer()).id
+    body.setdefault("workload_type", "interactive")
+    body.setdefault("reservation_hours", 2)
+    body.setdefault("idle_threshold_minutes", 0)
+    return await ride.call((client or ride.client).post("/api/v1/sessions", json=body))
+
+
+async def test_rent_with_the_prior_offer_id_is_idempotent_and_hands_the_key_only_on_ask(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with api_market(monkeypatch, isolated_env, providers=("vastai",)) as ride:
+        offer = await ride.market.offer()
+        body = {"consumer_id": "alice", "request_id": "job-7", "storage_policy": "destroy"}
+        first = await rent(ride, offer_id=f"vastai-{offer.provider_offer_id}", **body)
+        assert first.status_code == 201, first.text
+        created = first.json()
+        assert created["ssh_private_key"] is None and created["retries_attempted"] == 0
+        session = created["session"]
+        assert session.keys() >= PRIOR_KEYS | OUR_KEYS
+        assert session["offer_id"] == offer.id and session["consumer_id"] == "alice"
+        assert session["status"] in ("provisioning", "running")
+        assert Path(created["key_path"]).exists()
+
+        again = await rent(ride, offer_id=offer.id, return_private_key=True, **body)
+        assert again.status_code == 200
+        assert again.json()["session"]["id"] == session["id"]
+        key = again.json()["ssh_private_key"]
+        assert key is not None and "PRIVATE KEY" in key
+        assert key == Path(created["key_path"]).read_text()
+        assert len(ride.market.live_instances("vastai")) == 1
+
+        recovered = await ride.client.get(f"/api/v1/sessions/{session['id']}/key")
+        assert recovered.json() == {"session_id": session["id"], "ssh_private_key": key}
+        shown = await ride.client.get(f"/api/v1/sessions/{session['id']}")
+        assert "PRIVATE KEY" not in shown.text
+
+        async with ride.client_as(ride.tokens.for_consumer("bob")) as bob:
+            reused = await rent(ride, bob, offer_id=offer.id, request_id="job-7")
+            assert reused.status_code == 409
+
+
+async def test_a_session_goes_running_then_activity_extend_done_and_its_key_is_gone(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with api_market(monkeypatch, isolated_env, providers=("vastai",)) as ride:
+        created = await rent(ride, consumer_id="alice")
+        sid = created.json()["session"]["id"]
+        await ride.market.until(sid, lambda s: s.status == "running", step_s=2)
+        await ride.market.advance(60)
+        running = (await ride.client.get(f"/api/v1/sessions/{sid}")).json()
+        assert running["status"] == "running" and running["instance_state"] == "live"
+        assert running["ssh_command"].startswith("ssh -i ")
+        assert running["cost_usd"] > 0
+
+        touched = await ride.client.post(f"/api/v1/sessions/{sid}/activity")
+        assert touched.status_code == 200
+        assert datetime.fromisoformat(touched.json()["last_busy_at"]) == ride.market.clock.now()
+
+        extended = await ride.client.post(
+            f"/api/v1/sessions/{sid}/extend", json={"additional_hours": 1.5}
+        )
+        assert extended.status_code == 200
+        new_expiry = datetime.fromisoformat(extended.json()["new_expires_at"])
+        assert new_expiry == datetime.fromisoformat(running["expires_at"]) + timedelta(hours=1.5)
+        past = await ride.client.post(
+            f"/api/v1/sessions/{sid}/extend", json={"additional_hours": 12}
+        )
+        assert past.status_code == 400 and "hard max" in past.json()["error"]["message"]
+        assert (
+            await ride.client.post(f"/api/v1/sessions/{sid}/extend", json={"additional_hours": 0})
+        ).status_code == 422
+
+        done = await ride.client.post(f"/api/v1/sessions/{sid}/done")
+        assert done.status_code == 202
+        assert done.json()["session_id"] == sid and done.json()["status"] == "stopping"
+        await ride.market.until(sid, lambda s: s.closed, step_s=2)
+        assert not ride.market.live_instances("vastai")
+        gone = await ride.client.get(f"/api/v1/sessions/{sid}/key")
+        assert gone.status_code == 404 and gone.json()["error"]["type"] == "not_found"
+        assert (await ride.client.post(f"/api/v1/sessions/{sid}/done")).status_code == 409
+        late = await ride.client.post(
+            f"/api/v1/sessions/{sid}/extend", json={"additional_hours": 1}
+        )
+        assert late.status_code == 409 and late.json()["error"]["type"] == "conflict"
+        assert (await ride.client.post(f"/api/v1/sessions/{sid}/activity")).status_code == 409
+        deleted = await ride.client.delete(f"/api/v1/sessions/{sid}")
+        assert deleted.status_code == 202 and deleted.json()["status"] == "stopped"
+        closed = (await ride.client.get(f"/api/v1/sessions/{sid}")).json()
+        assert closed["ssh_command"] is None and closed["cost_usd"] > 0
+
+
+async def test_delete_destroys_a_kept_session(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with api_market(monkeypatch, isolated_env, providers=("vastai",)) as ride:
+        created = await rent(ride, consumer_id="alice", storage_policy="preserve")
+        session = created.json()["session"]
+        assert session["storage_policy"] == "keep"
+        deleted = await ride.client.delete(f"/api/v1/sessions/{session['id']}")
+        assert deleted.status_code == 202
+        stored = await ride.market.until(session["id"], lambda s: s.closed, step_s=2)
+        assert stored.storage_policy == "destroy" and stored.instance == "gone"
+
+
+async def test_scoped_tokens_see_and_act_on_their_own_consumer_only(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with (
+        api_market(monkeypatch, isolated_env, providers=("vastai",)) as ride,
+        ride.client_as(ride.tokens.for_consumer("alice")) as alice,
+        ride.client_as(ride.tokens.for_consumer("bob")) as bob,
+    ):
+        mine = await rent(ride, alice)
+        assert mine.status_code == 201 and mine.json()["session"]["consumer_id"] == "alice"
+        sid = mine.json()["session"]["id"]
+        for_bob = await rent(ride, alice, consumer_id="bob")
+        assert for_bob.status_code == 403 and for_bob.json()["error"]["type"] == "forbidden"
+        theirs = await rent(ride, consumer_id="bob")
+        assert theirs.status_code == 201
+
+        listed = (await alice.get("/api/v1/sessions")).json()
+        assert [s["id"] for s in listed["sessions"]] == [sid] and listed["count"] == 1
+        assert (
+            await alice.get("/api/v1/sessions", params={"consumer_id": "bob"})
+        ).status_code == 403
+        assert (await ride.client.get("/api/v1/sessions")).json()["count"] == 2
+
+        assert (await alice.get(f"/api/v1/sessions/{sid}/key")).status_code == 200
+        for method, path, body in (
+            ("GET", f"/api/v1/sessions/{sid}", None),
+            ("GET", f"/api/v1/sessions/{sid}/key", None),
+            ("POST", f"/api/v1/sessions/{sid}/activity", None),
+            ("POST", f"/api/v1/sessions/{sid}/extend", {"additional_hours": 1}),
+            ("POST", f"/api/v1/sessions/{sid}/done", None),
+            ("DELETE", f"/api/v1/sessions/{sid}", None),
+        ):
+            answer = await bob.request(method, path, json=body)
+            assert answer.status_code == 404, (method, path, answer.text)
+            assert answer.json()["error"]["type"] == "not_found"
+        assert (await ride.shopper.session(sid)).status != "stopping"
+
+
+async def test_listing_filters_newest_first(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with api_market(monkeypatch, isolated_env, providers=("vastai",)) as ride:
+        ids = []
+        for consumer in ("alice", "alice", "bob"):
+            ids.append((await rent(ride, consumer_id=consumer)).json()["session"]["id"])
+            await ride.market.advance(5)
+        await ride.client.post(f"/api/v1/sessions/{ids[0]}/done")
+        await ride.market.until(ids[0], lambda s: s.closed, step_s=2)
+
+        everyone = (await ride.client.get("/api/v1/sessions")).json()
+        assert [s["id"] for s in everyone["sessions"]] == ids[::-1]
+        alices = (await ride.client.get("/api/v1/sessions", params={"consumer_id": "alice"})).json()
+        assert [s["id"] for s in alices["sessions"]] == [ids[1], ids[0]]
+        stopped = (await ride.client.get("/api/v1/sessions", params={"status": "stopped"})).json()
+        assert [s["id"] for s in stopped["sessions"]] == [ids[0]]
+        one = (await ride.client.get("/api/v1/sessions", params={"limit": 1})).json()
+        assert one["count"] == 1 and one["sessions"][0]["id"] == ids[2]
+        other = await ride.client.get("/api/v1/sessions", params={"provider": "tensordock"})
+        assert other.json() == {"sessions": [], "count": 0}
+        bad = await ride.client.get("/api/v1/sessions", params={"status": "sleeping"})
+        assert bad.status_code == 400 and bad.json()["error"]["field"] == "status"
+        missing = await ride.client.get("/api/v1/sessions/nosuchsession")
+        assert missing.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"consumer_id": "alice"}, None),
+        ({"consumer_id": "alice", "offer_id": "vastai:1", "query": "gpu=4090"}, None),
+        ({"consumer_id": "alice", "offer_id": "vastai:1", "reservation_hours": 13},
+         "reservation_hours"),
+        ({"consumer_id": "alice", "offer_id": "vastai:1", "storage_policy": "archive"},
+         "storage_policy"),
+        ({"consumer_id": "no spaces", "offer_id": "vastai:1"}, "consumer_id"),
+        ({"offer_id": "vastai:1"}, "consumer_id"),
+    ],
+)  # fmt: skip
+async def test_bad_bodies_are_422_naming_the_field(
+    isolated_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    body: dict[str, Any],
+    field: str | None,
+) -> None:
+    async with api_market(monkeypatch, isolated_env, providers=("vastai",)) as ride:
+        answer = await ride.client.post("/api/v1/sessions", json=body)
+        assert answer.status_code == 422, answer.text
+        error = answer.json()["error"]
+        assert error["type"] == "invalid_body"
+        if field is not None:
+            assert error["field"] == field
+
+
+async def test_core_refusals_map_to_their_statuses(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with api_market(monkeypatch, isolated_env, providers=("vastai",)) as ride:
+        stale = await rent(ride, consumer_id="alice", offer_id="vastai-999999999")
+        assert stale.status_code == 503
+        assert stale.json()["error"]["type"] == "stale_offer"
+        assert stale.json()["error"]["retry_suggested"] is True
+        bad_query = await rent(ride, consumer_id="alice", query="gpu=4090 vrma>=2")
+        assert bad_query.status_code == 400 and "vrma" in bad_query.json()["error"]["message"]
+        unconfigured = await rent(ride, consumer_id="alice", offer_id="tensordock-abc")
+        assert unconfigured.status_code == 503
+
+        await ride.shopper.budgets.set(
+            Budget(
+                consumer="alice",
+                kind=BudgetKind.CONCURRENT_SESSIONS,
+                limit=1,
+                action=BudgetAction.BLOCK,
+            )
+        )
+        assert (await rent(ride, consumer_id="alice")).status_code == 201
+        refused = await rent(ride, consumer_id="alice")
+        assert refused.status_code == 409
+        assert refused.json()["error"]["type"] == "budget_refused"
+        assert len(ride.market.live_instances("vastai")) == 1
