@@ -200,3 +200,20 @@ def test_unknown_provider_is_a_clear_error() -> None:
     assert result.returncode == 2
     known = "vastai, tensordock, bluelobster, webhook"
     assert f"unknown provider 'runpod' (known: {known})" in result.stderr
+
+
+def test_host_and_port_only_go_with_serve(isolated_env: Path) -> None:
+    result = run_gpushop("--host", "0.0.0.0")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "gpushop: error: --host and --port go with --serve"
+    assert "not a port" in run_gpushop("--serve", "--port", "99999").stderr
+
+
+def test_serve_token_is_stable_private_and_scoped_tokens_differ(isolated_env: Path) -> None:
+    operator = run_gpushop("serve-token").stdout.strip()
+    assert operator.startswith("gps_") and run_gpushop("serve-token").stdout.strip() == operator
+    alice = run_gpushop("serve-token", "-c", "alice").stdout.strip()
+    assert alice.startswith("gps_") and alice != operator
+    assert run_gpushop("serve-token", "--consumer", "alice").stdout.strip() == alice
+    tokens = next(isolated_env.rglob("api_tokens.json"))
+    assert tokens.stat().st_mode & 0o777 == 0o600
