@@ -41,6 +41,19 @@ class Event(BaseModel):
         common = set(Event.model_fields)
         return self.model_dump(mode="json", exclude=common)
 
+    def audit_event(self) -> AuditEvent:
+        """The audit row this (stamped) event is, or was, stored as."""
+        assert self.at is not None, "the bus stamps every event it publishes"
+        return AuditEvent(
+            id=self.audit_id,
+            at=self.at,
+            kind=self.kind,
+            severity=self.severity,
+            session_id=self.session_id,
+            message=self.message,
+            data=self.data(),
+        )
+
 
 class SessionChanged(Event):
     """A session's status or instance state moved."""
@@ -134,16 +147,7 @@ class EventBus:
         """Stamp `event` with the time (and its audit id once stored) and deliver it."""
         event = event.model_copy(update={"at": self._clock.now()})
         if event.persist:
-            stored = await self._store.add_audit(
-                AuditEvent(
-                    at=event.at,
-                    kind=event.kind,
-                    severity=event.severity,
-                    session_id=event.session_id,
-                    message=event.message,
-                    data=event.data(),
-                )
-            )
+            stored = await self._store.add_audit(event.audit_event())
             event = event.model_copy(update={"audit_id": stored.id, "message": stored.message})
         log.log(
             logging.WARNING if event.severity != Severity.INFO else logging.INFO,

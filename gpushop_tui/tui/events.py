@@ -45,19 +45,6 @@ class AuditLoaded(Message):
     rows: list[AuditEvent]
 
 
-def audit_row(event: Event) -> AuditEvent:
-    """The audit line a persisted live event was stored as."""
-    assert event.at is not None
-    return AuditEvent(
-        id=event.audit_id,
-        at=event.at,
-        kind=event.kind,
-        severity=event.severity,
-        session_id=event.session_id,
-        message=event.message,
-    )
-
-
 class EventsPane(CorePane):
     """The audit log as a table keyed by audit id, oldest at the top, newest at the bottom."""
 
@@ -126,7 +113,7 @@ class EventsPane(CorePane):
     def core_event(self, event: Event) -> None:
         if event.audit_id is None or event.audit_id in self.rows:
             return
-        row = audit_row(event)
+        row = event.audit_event()
         newest = max(self.rows, default=0)
         self.rows[event.audit_id] = row
         if event.audit_id < newest:  # two publishers finished out of order: keep id order

@@ -63,10 +63,6 @@ SCROLLBAR = 2
 Justify = Literal["left", "right"]
 
 
-def _money(amount: float | None) -> str:
-    return "—" if amount is None else f"${amount:,.3f}"
-
-
 def _net(mbps: float | None) -> str:
     if mbps is None:
         return "—"
@@ -97,11 +93,11 @@ COLUMNS: tuple[Column, ...] = (
            essential=True, descending_first=True),
     Column("vram", "VRAM", 5, lambda o, m: f"{o.vram_gb:g}", lambda o, m: o.vram_gb, "right",
            descending_first=True),
-    Column("price", "$/h", 7, lambda o, m: _money(o.price_per_hour),
+    Column("price", "$/h", 7, lambda o, m: fmt.usd(o.price_per_hour, 3),
            lambda o, m: o.price_per_hour, "right", essential=True),
-    Column("gpu_price", "$/GPU-h", 8, lambda o, m: _money(o.price_per_gpu_hour),
+    Column("gpu_price", "$/GPU-h", 8, lambda o, m: fmt.usd(o.price_per_gpu_hour, 3),
            lambda o, m: o.price_per_gpu_hour, "right", essential=True),
-    Column("mtok", "$/Mtok", 7, lambda o, m: _money(m), lambda o, m: m, "right"),
+    Column("mtok", "$/Mtok", 7, lambda o, m: fmt.usd(m, 3), lambda o, m: m, "right"),
     Column("region", "Region", 14, lambda o, m: o.region or o.country or "—",
            lambda o, m: o.region or o.country),
     Column("rel", "Rel", 6, lambda o, m: "—" if o.reliability is None else f"{o.reliability:.1%}",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -12,15 +10,8 @@ import pytest
 from gpushop_tui.core import costs
 from tests.api.harness import api_market
 
-
-@pytest.fixture(autouse=True)
-def utc_days(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Local days are UTC days here, so the fake clock's first hours stay in one month."""
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
+# Local days are UTC days here, so the fake clock's first hours stay in one month.
+pytestmark = pytest.mark.usefixtures("utc_local_time")
 
 
 def error_of(answer: httpx.Response, status: int) -> dict[str, object]:
