@@ -3,26 +3,110 @@
 Values come from, in order of precedence: the environment, the TOML config file, the default.
 `gpushop config` prints each effective value with where it came from, so docs and behaviour can
 never drift apart (the earlier implementation's README named env vars that did not exist).
+
+Each provider has the same few knobs (`<name>_api_url`, `<name>_provision_budget_s`), made from
+its descriptor: this base module cannot import the providers, so `load_settings` is handed their
+`ProviderSpec`s, or uses the ones the provider registry declared when it was imported.
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
 
 from gpushop_tui.errors import ConfigError, DataDirError
 from gpushop_tui.models import Severity
 
 APP_NAME = "gpushop"
 Source = Literal["default", "env", "file"]
+PROVIDERS_FIELD = "providers"
+"""The one field of `Settings` that is not a knob but the per-provider knobs' map."""
+
+
+class ProviderSpec(Protocol):
+    """What settings need of a provider's descriptor (`providers.base.ProviderInfo` is one)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def display_name(self) -> str: ...
+    @property
+    def default_base_url(self) -> str: ...
+    @property
+    def base_url_env(self) -> str: ...
+    @property
+    def provision_budget_s(self) -> float: ...
+
+
+class ProviderSettings(BaseModel):
+    """One provider's knobs, their defaults from its descriptor."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    api_url: str
+    provision_budget_s: float = Field(gt=0)
+
+
+@dataclass(frozen=True)
+class _ProviderKnob:
+    """One per-provider knob: its row name, env var, meaning, `ProviderSettings` field and the
+    default its descriptor gives."""
+
+    name: str
+    env: str
+    meaning: str
+    provider: str
+    key: str
+    default: Any
+
+
+def _provider_knobs(spec: ProviderSpec) -> tuple[_ProviderKnob, ...]:
+    """The knobs of one provider, their env var names made from its descriptor."""
+    return (
+        _ProviderKnob(
+            f"{spec.name}_api_url",
+            spec.base_url_env,
+            f"{spec.display_name} API base (default {spec.default_base_url}).",
+            spec.name,
+            "api_url",
+            spec.default_base_url,
+        ),
+        _ProviderKnob(
+            f"{spec.name}_provision_budget_s",
+            f"GPUSHOP_{spec.name.upper()}_PROVISION_BUDGET_S",
+            f"Longest a {spec.display_name} session may take to become ready before it is "
+            "failed and destroyed, seconds.",
+            spec.name,
+            "provision_budget_s",
+            spec.provision_budget_s,
+        ),
+    )
+
+
+_declared_providers: Callable[[], Sequence[ProviderSpec]] = tuple
+
+
+def declare_providers(specs: Callable[[], Sequence[ProviderSpec]]) -> None:
+    """Have `load_settings` read, by default, the knobs of the providers `specs()` lists.
+
+    The provider registry calls this when it is imported, so the list stays its own.
+    """
+    global _declared_providers
+    _declared_providers = specs
+
+
+def provider_names() -> tuple[str, ...]:
+    """The names of the providers the registry declared, in menu order."""
+    return tuple(spec.name for spec in _declared_providers())
 
 
 def _knob(default: Any, env: str, meaning: str, *, in_file: bool = True, **constraints: Any) -> Any:
@@ -54,17 +138,6 @@ class Settings(BaseModel):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _knob(
         "INFO", "GPUSHOP_LOG_LEVEL", "Level of the log file."
-    )
-    vastai_api_url: str = _knob(
-        "https://console.vast.ai/api/v0",
-        "VASTAI_API_URL",
-        "Vast.ai API base (ends in /api/v0; the v1 list endpoint is derived from it).",
-    )
-    tensordock_api_url: str = _knob(
-        "https://dashboard.tensordock.com/api/v2", "TENSORDOCK_API_URL", "TensorDock v2 API base."
-    )
-    bluelobster_api_url: str = _knob(
-        "https://api.bluelobster.ai/api/v1", "BLUELOBSTER_API_URL", "Blue Lobster API base."
     )
     http_timeout_s: float = _knob(
         30.0, "GPUSHOP_HTTP_TIMEOUT_S", "Timeout of one provider HTTP call, seconds.", gt=0
@@ -130,24 +203,6 @@ class Settings(BaseModel):
         ge=0,
         le=100,
     )
-    vastai_provision_budget_s: float = _knob(
-        900.0,
-        "GPUSHOP_VASTAI_PROVISION_BUDGET_S",
-        "Longest a Vast.ai session may take to become ready before it is failed and destroyed.",
-        gt=0,
-    )
-    tensordock_provision_budget_s: float = _knob(
-        900.0,
-        "GPUSHOP_TENSORDOCK_PROVISION_BUDGET_S",
-        "Same for TensorDock (cloud-init alone takes about 90 s).",
-        gt=0,
-    )
-    bluelobster_provision_budget_s: float = _knob(
-        2400.0,
-        "GPUSHOP_BLUELOBSTER_PROVISION_BUDGET_S",
-        "Same for Blue Lobster (a driver rebuild can take 30 min).",
-        gt=0,
-    )
     boot_delay_scale: float = _knob(
         1.0,
         "GPUSHOP_BOOT_DELAY_SCALE",
@@ -189,7 +244,13 @@ class Settings(BaseModel):
         ge=1,
     )
 
+    providers: dict[str, ProviderSettings] = Field(
+        default_factory=dict,
+        description="Each provider's knobs, by provider name (rows `<name>_api_url`, ...).",
+    )
+
     _sources: dict[str, Source] = PrivateAttr(default_factory=dict)
+    _provider_knobs: tuple[_ProviderKnob, ...] = PrivateAttr(default=())
 
     @field_validator("webhook_url")
     @classmethod
@@ -204,27 +265,59 @@ class Settings(BaseModel):
         """Where the value of setting `name` came from."""
         return self._sources.get(name, "default")
 
+    def provider(self, name: str) -> ProviderSettings:
+        """The knobs of provider `name`."""
+        try:
+            return self.providers[name]
+        except KeyError:
+            known = ", ".join(self.providers) or "none"
+            raise ConfigError(f"no settings for provider '{name}' (known: {known})") from None
+
     @property
     def paths(self) -> Paths:
         """Where this process keeps its files."""
         return Paths.resolve(self.home, self.config_file)
 
     def describe(self) -> list[SettingRow]:
-        """Every setting with its env var, effective value, source and meaning."""
-        rows = []
-        for name, field in type(self).model_fields.items():
-            extra = field.json_schema_extra
-            assert isinstance(extra, dict)
-            rows.append(
-                SettingRow(
-                    name=name,
-                    env=str(extra["env"]),
-                    value=getattr(self, name),
-                    source=self.source(name),
-                    meaning=field.description or "",
-                )
+        """Every setting with its env var, effective value, source and meaning; each provider's
+        knobs come last."""
+        rows = [
+            SettingRow(
+                name=name,
+                env=_env_of(field),
+                value=getattr(self, name),
+                source=self.source(name),
+                meaning=field.description or "",
             )
+            for name, field in _knob_fields()
+        ]
+        rows += [
+            SettingRow(
+                name=knob.name,
+                env=knob.env,
+                value=getattr(self.provider(knob.provider), knob.key),
+                source=self.source(knob.name),
+                meaning=knob.meaning,
+            )
+            for knob in self._provider_knobs
+        ]
         return rows
+
+
+def _knob_fields() -> list[tuple[str, FieldInfo]]:
+    """The fields of `Settings` that are knobs of their own (all but the providers' map)."""
+    return [(n, f) for n, f in Settings.model_fields.items() if n != PROVIDERS_FIELD]
+
+
+def _extra(field: FieldInfo) -> dict[str, Any]:
+    """What `_knob` recorded of a field: its env var and whether the config file may set it."""
+    extra = field.json_schema_extra
+    assert isinstance(extra, dict)
+    return extra
+
+
+def _env_of(field: FieldInfo) -> str:
+    return str(_extra(field)["env"])
 
 
 @dataclass(frozen=True)
@@ -286,16 +379,26 @@ class Paths:
             directory.chmod(0o700)
 
 
-def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Read settings from `environ` (default: the process environment) and the config file."""
+def load_settings(
+    environ: Mapping[str, str] | None = None, providers: Sequence[ProviderSpec] | None = None
+) -> Settings:
+    """Read settings from `environ` (default: the process environment) and the config file.
+
+    `providers` are the providers whose knobs are read; by default, those declared by the
+    provider registry (`declare_providers`).
+    """
     env = os.environ if environ is None else environ
-    fields = Settings.model_fields
+    specs = _declared_providers() if providers is None else providers
+    provider_knobs = tuple(knob for spec in specs for knob in _provider_knobs(spec))
+    envs = {name: _env_of(field) for name, field in _knob_fields()}
+    envs |= {knob.name: knob.env for knob in provider_knobs}
+    in_file = {name for name, f in _knob_fields() if _extra(f)["in_file"]}
+    in_file |= {knob.name for knob in provider_knobs}
     values: dict[str, Any] = {}
     sources: dict[str, Source] = {}
     origin: dict[str, str] = {}
 
-    for name, field in fields.items():
-        env_name = str(field.json_schema_extra["env"])  # type: ignore[index]
+    for name, env_name in envs.items():
         if env.get(env_name, "") != "":
             values[name], sources[name], origin[name] = env[env_name], "env", env_name
 
@@ -304,22 +407,26 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         Path(values["config_file"]) if "config_file" in values else None,
     )
     for name, value in _read_config_file(paths.config_file).items():
-        field = fields.get(name)
-        if field is None or not field.json_schema_extra["in_file"]:  # type: ignore[index]
+        if name not in in_file:
             raise ConfigError(f"{paths.config_file}: unknown setting '{name}'")
         if name not in values:
             values[name], sources[name], origin[name] = value, "file", str(paths.config_file)
 
+    per_provider: dict[str, dict[str, Any]] = {spec.name: {} for spec in specs}
+    for knob in provider_knobs:
+        per_provider[knob.provider][knob.key] = values.pop(knob.name, knob.default)
     try:
-        settings = Settings(**values)
+        settings = Settings.model_validate({**values, PROVIDERS_FIELD: per_provider})
     except ValidationError as exc:
         first = exc.errors()[0]
-        name = str(first["loc"][0])
+        loc = first["loc"]
+        name = f"{loc[1]}_{loc[2]}" if loc[0] == PROVIDERS_FIELD else str(loc[0])
         raise ConfigError(
             f"setting {name} from {origin.get(name, 'defaults')} = {first.get('input')!r}: "
             f"{first['msg']}"
         ) from None
     settings._sources.update(sources)
+    settings._provider_knobs = provider_knobs
     return settings
 
 

@@ -2,7 +2,8 @@
 
 Credentials never touch the database or the logs (DESIGN.md invariant 8). Every value this
 module hands out is remembered, so `redact()` can scrub it from any text, alongside patterns
-that catch secrets we never saw (bearer tokens, `api_key=` parameters, private keys).
+that catch secrets we never saw (bearer tokens, `api_key=` parameters, private keys). Which
+providers have a credential, and in which env vars, comes from their descriptors.
 """
 
 from __future__ import annotations
@@ -15,18 +16,26 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gpushop_tui.errors import UserError
+from gpushop_tui.providers import registry
 
 SERVICE = "gpushop"
 WEBHOOK = "webhook"
 """The name of the secret that signs alert webhooks (HMAC-SHA256 of each body)."""
-CREDENTIAL_ENV: dict[str, str] = {
-    "vastai": "VASTAI_API_KEY",
-    "tensordock": "TENSORDOCK_API_TOKEN",
-    "bluelobster": "BLUELOBSTER_API_KEY",
-    WEBHOOK: "GPUSHOP_WEBHOOK_SECRET",
-}
-"""Each credential (the providers' keys, the webhook secret) and the env var that overrides the
-keyring for it."""
+WEBHOOK_ENV = "GPUSHOP_WEBHOOK_SECRET"
+
+
+def _credential_envs() -> dict[str, tuple[str, ...]]:
+    """Each credential (the providers' keys, then the webhook secret) and the env vars that
+    override the keyring for it, the first one named in advice; read from the provider
+    descriptors when asked, so the registry's list is the only one."""
+    envs = {info.name: info.credential_env for info in registry.provider_infos()}
+    envs[WEBHOOK] = (WEBHOOK_ENV,)
+    return envs
+
+
+CREDENTIAL_ENV: dict[str, str] = {name: envs[0] for name, envs in _credential_envs().items()}
+"""Each credential (the providers' keys, the webhook secret) and the env var named for it (the
+first, where a descriptor accepts several); taken once at import, for other modules to read."""
 
 MASK = "***"
 _MIN_SECRET_LEN = 6
@@ -63,10 +72,11 @@ def remember_secret(value: str) -> None:
 
 def redact(text: str) -> str:
     """`text` with every known credential and anything that looks like one replaced by ***."""
-    for name in CREDENTIAL_ENV.values():
-        value = os.environ.get(name, "").strip()
-        if len(value) >= _MIN_SECRET_LEN:
-            _known_secrets.add(value)
+    for names in _credential_envs().values():
+        for name in names:
+            value = os.environ.get(name, "").strip()
+            if len(value) >= _MIN_SECRET_LEN:
+                _known_secrets.add(value)
     for secret in sorted(_known_secrets, key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, MASK)
@@ -105,8 +115,7 @@ class SecretStore:
 
     def get(self, provider: str) -> str | None:
         """The credential for `provider`, or None when neither env nor keyring has one."""
-        env_var = _env_var(provider)
-        value = self._env.get(env_var, "").strip()
+        value = self._from_env(_env_vars(provider))
         if not value:
             try:
                 value = (self._keyring_call("get_password", provider) or "").strip()
@@ -119,7 +128,7 @@ class SecretStore:
 
     def set(self, provider: str, value: str) -> None:
         """Store `value` in the OS keyring (raises KeyringUnavailable with advice if none)."""
-        _env_var(provider)
+        _env_vars(provider)
         value = value.strip()
         if not value:
             raise UserError(f"the {provider} credential cannot be empty")
@@ -132,7 +141,7 @@ class SecretStore:
 
     def delete(self, provider: str) -> bool:
         """Remove the keyring entry; False when there was none."""
-        _env_var(provider)
+        _env_vars(provider)
         if self._keyring_call("get_password", provider) is None:
             return False
         self._keyring_call("delete_password", provider)
@@ -142,9 +151,10 @@ class SecretStore:
         """Each provider's status, and why the keyring could not be read (None when it could)."""
         rows: list[CredentialStatus] = []
         problem: str | None = None
-        for provider, env_var in CREDENTIAL_ENV.items():
+        envs = _credential_envs()
+        for provider, env_vars in envs.items():
             source: Literal["env", "keyring"] | None = None
-            if self._env.get(env_var, "").strip():
+            if self._from_env(env_vars):
                 source = "env"
             elif problem is None:
                 try:
@@ -152,17 +162,22 @@ class SecretStore:
                         source = "keyring"
                 except KeyringUnavailable as exc:
                     problem = exc.reason
-            rows.append(CredentialStatus(provider, env_var, source))
+            rows.append(CredentialStatus(provider, env_vars[0], source))
         if problem:
-            problem += "; set " + ", ".join(CREDENTIAL_ENV.values()) + " in the environment instead"
+            firsts = ", ".join(names[0] for names in envs.values())
+            problem += f"; set {firsts} in the environment instead"
         return rows, problem
+
+    def _from_env(self, env_vars: tuple[str, ...]) -> str:
+        """The first of `env_vars` that is set, stripped; '' when none is."""
+        return next((value for name in env_vars if (value := self._env.get(name, "").strip())), "")
 
     def _keyring_call(self, method: str, provider: str, *args: str) -> str | None:
         """Call the keyring, turning every backend failure into one clear sentence."""
         import keyring
         from keyring.backends.fail import Keyring as NoBackend
 
-        env_var = _env_var(provider)
+        env_var = _env_vars(provider)[0]
         backend = keyring.get_keyring()
         if isinstance(backend, NoBackend):
             raise KeyringUnavailable("no OS keyring is available on this machine", env_var)
@@ -174,9 +189,11 @@ class SecretStore:
         return result if isinstance(result, str) else None
 
 
-def _env_var(provider: str) -> str:
+def _env_vars(provider: str) -> tuple[str, ...]:
+    """The env vars of `provider`'s credential; UnknownProvider (naming the known) if none."""
+    envs = _credential_envs()
     try:
-        return CREDENTIAL_ENV[provider]
+        return envs[provider]
     except KeyError:
-        known = ", ".join(CREDENTIAL_ENV)
+        known = ", ".join(envs)
         raise UnknownProvider(f"unknown provider '{provider}' (known: {known})") from None

@@ -17,6 +17,7 @@ import pytest
 
 from gpushop_tui.clock import FakeClock
 from gpushop_tui.config import Settings, load_settings
+from gpushop_tui.providers.registry import PROVIDER_INFOS
 from gpushop_tui.secrets import CREDENTIAL_ENV
 from gpushop_tui.store import Store
 from tests.support.file_keyring import FileKeyring
@@ -121,7 +122,7 @@ def standalone_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
 
 def sim_env(info: dict[str, Any], *providers: str) -> dict[str, str]:
     """Env vars pointing gpushop at the standalone simulator, with keys for `providers`."""
-    urls = {f"{p.upper()}_API_URL": info[p] for p in ("vastai", "tensordock", "bluelobster")}
+    urls = {i.base_url_env: info[i.name] for i in PROVIDER_INFOS}
     keys = {CREDENTIAL_ENV[p]: info["keys"][p] for p in providers}
     return urls | keys
 

@@ -8,25 +8,35 @@ import pytest
 
 from gpushop_tui.config import Settings, load_settings
 from gpushop_tui.errors import ConfigError, DataDirError
+from gpushop_tui.providers.registry import PROVIDERS
 
 
 def test_defaults_and_sources(isolated_env: Path) -> None:
     settings = load_settings({})
     assert settings.hard_max_hours == 12
     assert settings.source("hard_max_hours") == "default"
-    assert settings.vastai_api_url.endswith("/api/v0")
+    assert settings.provider("vastai").api_url.endswith("/api/v0")
+    assert settings.provider("bluelobster").provision_budget_s == 2400
+    assert settings.source("vastai_api_url") == "default"
 
 
-def test_every_knob_has_an_env_var_and_a_meaning() -> None:
-    envs = set()
-    for name, field in Settings.model_fields.items():
-        extra = field.json_schema_extra
-        assert isinstance(extra, dict), name
-        assert str(extra["env"]).isupper(), name
-        assert field.description, name
-        envs.add(extra["env"])
-    assert len(envs) == len(Settings.model_fields)
-    assert {"GPUSHOP_HOME", "VASTAI_API_URL", "TENSORDOCK_API_URL", "BLUELOBSTER_API_URL"} <= envs
+def test_every_knob_has_an_env_var_and_a_meaning(isolated_env: Path) -> None:
+    rows = load_settings({}).describe()
+    for row in rows:
+        assert row.env.isupper(), row.name
+        assert row.meaning, row.name
+    envs = {row.env for row in rows}
+    assert len(envs) == len(rows) == len({row.name for row in rows})
+    assert len(rows) == len(Settings.model_fields) - 1 + 2 * len(PROVIDERS)
+    assert {
+        "GPUSHOP_HOME",
+        "VASTAI_API_URL",
+        "TENSORDOCK_API_URL",
+        "BLUELOBSTER_API_URL",
+        "GPUSHOP_VASTAI_PROVISION_BUDGET_S",
+        "GPUSHOP_TENSORDOCK_PROVISION_BUDGET_S",
+        "GPUSHOP_BLUELOBSTER_PROVISION_BUDGET_S",
+    } <= envs
 
 
 def test_env_beats_file_beats_default(tmp_path: Path) -> None:
@@ -47,6 +57,22 @@ def test_env_beats_file_beats_default(tmp_path: Path) -> None:
         "file",
     )
     assert rows["lease_ttl_s"].env == "GPUSHOP_LEASE_TTL_S"
+    assert settings.provider("vastai").api_url == "http://127.0.0.1:9/api/v0"
+
+
+def test_provider_knobs_keep_their_env_vars(isolated_env: Path) -> None:
+    settings = load_settings(
+        {
+            "TENSORDOCK_API_URL": "http://127.0.0.1:7/api/v2",
+            "GPUSHOP_BLUELOBSTER_PROVISION_BUDGET_S": "60",
+        }
+    )
+    assert settings.provider("tensordock").api_url == "http://127.0.0.1:7/api/v2"
+    assert settings.source("tensordock_api_url") == "env"
+    assert settings.provider("bluelobster").provision_budget_s == 60
+    assert settings.provider("vastai").provision_budget_s == 900
+    with pytest.raises(ConfigError, match="no settings for provider 'lambda'"):
+        settings.provider("lambda")
 
 
 def test_config_file_can_be_named_explicitly(tmp_path: Path) -> None:
@@ -71,6 +97,14 @@ def test_config_file_can_be_named_explicitly(tmp_path: Path) -> None:
         ({}, "home = '/elsewhere'\n", "unknown setting 'home'"),
         ({}, "hard_max_hours = \n", "is not valid TOML"),
         ({}, "log_level = 'LOUD'\n", "setting log_level from"),
+        ({}, "providers = 3\n", "unknown setting 'providers'"),
+        (
+            {"GPUSHOP_VASTAI_PROVISION_BUDGET_S": "0"},
+            None,
+            "setting vastai_provision_budget_s from GPUSHOP_VASTAI_PROVISION_BUDGET_S = '0': "
+            "Input should be greater than 0",
+        ),
+        ({}, "tensordock_api_url = 5\n", "setting tensordock_api_url from"),
     ],
 )
 def test_bad_values_are_one_clear_sentence(

@@ -26,7 +26,6 @@ import httpx
 
 from gpushop_tui.clock import Clock, SystemClock
 from gpushop_tui.models import InstanceStatus, Offer, OfferQuery, ProviderName
-from gpushop_tui.secrets import redact
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +53,9 @@ class ProviderError(Exception):
         self.status = status
         self.instance_id = instance_id
         """Set when an instance exists despite the error: it must be recorded and cleaned up."""
+        # Imported here: secrets reads the provider registry, which imports this module.
+        from gpushop_tui.secrets import redact
+
         self.message = redact(message)
         super().__init__(f"{provider}: {self.message}")
 
@@ -178,9 +180,56 @@ class Readiness:
 
     ssh_user: str
     initial_delay_s: float
-    """Wait this long after the provider says running before the first SSH attempt."""
+    """Wait this long after the provider says running before the first SSH attempt (an
+    adapter's is its `INFO.first_ssh_budget_s`)."""
     probe_dpkg_and_smi: bool
     """Ready only once the dpkg lock is free and `nvidia-smi` answers twice, 5 s apart."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a provider can do beyond renting and destroying; the core and faces ask here."""
+
+    can_stop: bool
+    """Stop and start an instance, keeping its disk (the "keep" storage policy needs it)."""
+    provider_ttl: bool
+    """The provider itself ends an instance after a time limit we set at create."""
+    spot: bool
+    """The adapter lists interruptible (spot or bid) offers, not on-demand ones only."""
+    instance_scoped_key: bool
+    """Create answers with an API key limited to the new instance (Vast's `instance_api_key`,
+    provider-apis.md §1.4), injected into the instance; our account key never goes there."""
+
+
+_PROVIDER_NAME = re.compile(r"^[a-z][a-z0-9]*$")
+
+
+@dataclass(frozen=True)
+class ProviderInfo:
+    """Everything gpushop knows of one provider outside its adapter's code: the one descriptor
+    that settings, credentials, the registry and the faces read (each adapter's `INFO`)."""
+
+    name: str
+    """The key in offer ids, settings and the keyring; lowercase letters and digits, because
+    env var names are made from it (GPUSHOP_<NAME>_PROVISION_BUDGET_S)."""
+    display_name: str
+    credential_env: tuple[str, ...]
+    """Env vars that hold the credential, overriding the keyring; the first is the one named
+    in advice, later ones are accepted aliases."""
+    default_base_url: str
+    base_url_env: str
+    """Env var that points the adapter elsewhere (the simulator, in tests and the demo)."""
+    provision_budget_s: float
+    """Default for how long a session may take to become ready before it is failed."""
+    first_ssh_budget_s: float
+    """The provider's boot wait after it says running, before the first SSH attempt."""
+    capabilities: Capabilities
+
+    def __post_init__(self) -> None:
+        if not _PROVIDER_NAME.match(self.name):
+            raise ValueError(f"provider name {self.name!r} is not lowercase letters and digits")
+        if not self.credential_env:
+            raise ValueError(f"provider {self.name!r} names no credential env var")
 
 
 InstanceIdSink = Callable[[str], Awaitable[None]]
@@ -189,13 +238,15 @@ InstanceIdSink = Callable[[str], Awaitable[None]]
 class Provider(ABC):
     """One marketplace, as the core sees it."""
 
+    INFO: ClassVar[ProviderInfo]
+    """The provider's descriptor; every adapter in the registry declares one."""
     name: ClassVar[ProviderName]
     readiness: ClassVar[Readiness]
     rate: ClassVar[RateLimit]
     """The provider's own rate limit, which we stay under."""
     final_429: ClassVar[RateLimitCheck | None] = None
     can_stop: ClassVar[bool] = False
-    """Whether `stop` keeps the disk of an instance (the "keep" storage policy needs it)."""
+    """Whether `stop` keeps the disk of an instance; adapters take it from `INFO`."""
 
     def __init__(self, http: ProviderHttp, install_id: str) -> None:
         self.http = http
@@ -371,7 +422,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         """Seconds to wait before retry number `attempt` (1-based), jittered by ±50 %."""
-        return min(self.max_s, self.base_s * 2 ** (attempt - 1)) * rng.uniform(0.5, 1.5)
+        return min(self.max_s, self.base_s * 2.0 ** (attempt - 1)) * rng.uniform(0.5, 1.5)
 
 
 @dataclass(frozen=True)

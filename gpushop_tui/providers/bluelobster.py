@@ -24,6 +24,7 @@ from gpushop_tui.clock import utc
 from gpushop_tui.models import InstanceStatus, Offer, OfferQuery, ProviderName
 from gpushop_tui.providers.base import (
     AuthError,
+    Capabilities,
     CapacityError,
     CreateSpec,
     InstanceIdSink,
@@ -34,6 +35,7 @@ from gpushop_tui.providers.base import (
     Provider,
     ProviderBug,
     ProviderError,
+    ProviderInfo,
     RateLimit,
     Readiness,
     TransientError,
@@ -270,9 +272,10 @@ def _first(value: Any) -> str | None:
 
 
 def _unwrap(body: Any) -> dict[str, Any] | None:
-    if isinstance(body, dict) and "status" not in body and isinstance(body.get("data"), dict):
-        return body["data"]
-    return body if isinstance(body, dict) else None
+    if not isinstance(body, dict):
+        return None
+    data = body.get("data")
+    return data if "status" not in body and isinstance(data, dict) else body
 
 
 def _region_text(region: dict[str, Any]) -> str:
@@ -305,12 +308,26 @@ def _timestamp(value: Any) -> datetime | None:
 class BlueLobster(Provider):
     """The Blue Lobster API (`X-API-Key`), base `https://api.bluelobster.ai/api/v1`."""
 
+    INFO: ClassVar[ProviderInfo] = ProviderInfo(
+        name=PROVIDER,
+        display_name="Blue Lobster",
+        credential_env=("BLUELOBSTER_API_KEY",),
+        default_base_url="https://api.bluelobster.ai/api/v1",
+        base_url_env="BLUELOBSTER_API_URL",
+        provision_budget_s=2400.0,
+        first_ssh_budget_s=60.0,
+        capabilities=Capabilities(
+            can_stop=True, provider_ttl=False, spot=False, instance_scoped_key=False
+        ),
+    )
+    """Fixed-price VMs (no bids). The budget is long because a driver rebuild after first boot
+    can hold dpkg for up to 30 min (§3.6)."""
     name: ClassVar[ProviderName] = PROVIDER
     readiness: ClassVar[Readiness] = Readiness(
-        ssh_user=USERNAME, initial_delay_s=60, probe_dpkg_and_smi=True
+        ssh_user=USERNAME, initial_delay_s=INFO.first_ssh_budget_s, probe_dpkg_and_smi=True
     )
     rate: ClassVar[RateLimit] = RateLimit(per_second=2.0, burst=3)
-    can_stop: ClassVar[bool] = True
+    can_stop: ClassVar[bool] = INFO.capabilities.can_stop
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -31,6 +31,7 @@ import httpx
 from gpushop_tui.models import InstanceStatus, Offer, OfferQuery, ProviderName
 from gpushop_tui.providers.base import (
     AuthError,
+    Capabilities,
     CapacityError,
     CreateSpec,
     InstanceIdSink,
@@ -41,6 +42,7 @@ from gpushop_tui.providers.base import (
     Provider,
     ProviderBug,
     ProviderError,
+    ProviderInfo,
     RateLimit,
     Readiness,
     TransientError,
@@ -160,7 +162,9 @@ def vm_price(gpu: Mapping[str, Any], gpu_count: int, size: VmSize) -> float | No
     gpu_price = _number(gpu.get("price_per_hr"))
     if gpu_price is None:
         return None
-    pricing = gpu.get("pricing") if isinstance(gpu.get("pricing"), Mapping) else {}
+    pricing = gpu.get("pricing")
+    if not isinstance(pricing, Mapping):
+        pricing = {}
     per_vcpu = _number(pricing.get("per_vcpu_hr")) or 0.0
     per_ram = _number(pricing.get("per_gb_ram_hr")) or 0.0
     per_storage = _number(pricing.get("per_gb_storage_hr")) or 0.0
@@ -346,8 +350,8 @@ def created_id(body: Any) -> str | None:
     """The new instance's id from a create answer (`{"data": {"id": …}}`, or flat)."""
     if not isinstance(body, Mapping):
         return None
-    data = body.get("data") if isinstance(body.get("data"), Mapping) else body
-    value = data.get("id")
+    data = body.get("data")
+    value = (data if isinstance(data, Mapping) else body).get("id")
     return str(value) if isinstance(value, str | int) and str(value) else None
 
 
@@ -511,8 +515,9 @@ def instance_items(body: Any) -> list[Any]:
     data = body.get("data") if isinstance(body, Mapping) else None
     if isinstance(data, list):
         return data
-    if isinstance(data, Mapping) and isinstance(data.get("instances"), list):
-        return data["instances"]
+    instances = data.get("instances") if isinstance(data, Mapping) else None
+    if isinstance(instances, list):
+        return instances
     raise ValueError("expected {'data': {'instances': [...]}} or {'data': [...]}")
 
 
@@ -522,10 +527,25 @@ def instance_items(body: Any) -> list[Any]:
 class TensorDock(Provider):
     """TensorDock v2: location-based VMs on a dedicated IP, logged into as `user`."""
 
+    INFO: ClassVar[ProviderInfo] = ProviderInfo(
+        name=PROVIDER,
+        display_name="TensorDock",
+        credential_env=("TENSORDOCK_API_TOKEN",),
+        default_base_url="https://dashboard.tensordock.com/api/v2",
+        base_url_env="TENSORDOCK_API_URL",
+        provision_budget_s=900.0,
+        first_ssh_budget_s=90.0,
+        capabilities=Capabilities(
+            can_stop=False, provider_ttl=False, spot=False, instance_scoped_key=False
+        ),
+    )
+    """cloud-init alone takes about 90 s after the VM says running. The v2 API has stop and
+    start, but this adapter does not use them, so no "keep" storage policy here."""
     name: ClassVar[ProviderName] = PROVIDER
     readiness: ClassVar[Readiness] = Readiness(
-        ssh_user=LOGIN_USER, initial_delay_s=90, probe_dpkg_and_smi=True
+        ssh_user=LOGIN_USER, initial_delay_s=INFO.first_ssh_budget_s, probe_dpkg_and_smi=True
     )
+    can_stop: ClassVar[bool] = INFO.capabilities.can_stop
     rate: ClassVar[RateLimit] = RateLimit(per_second=1.5, burst=5)
     """100 requests per minute per organization, with a little headroom."""
 

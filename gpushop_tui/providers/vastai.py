@@ -37,6 +37,7 @@ from gpushop_tui.models import InstanceStatus, Offer, OfferQuery, ProviderName
 from gpushop_tui.providers.base import (
     DEFAULT_DISK_GB,
     AuthError,
+    Capabilities,
     CapacityError,
     CreateSpec,
     InstanceIdSink,
@@ -47,6 +48,7 @@ from gpushop_tui.providers.base import (
     Provider,
     ProviderBug,
     ProviderError,
+    ProviderInfo,
     RateLimit,
     RateLimitCheck,
     RateLimited,
@@ -321,8 +323,8 @@ def _ssh_address(row: dict[str, Any]) -> tuple[str | None, int | None]:
         port = first.get("HostPort") if isinstance(first, dict) else None
         if port is not None and str(port).strip().isdigit():
             return ip.strip(), int(port)
-    host, port = row.get("ssh_host"), row.get("ssh_port")
-    if isinstance(host, str) and host.strip() and _number(port):
+    host, port = row.get("ssh_host"), _number(row.get("ssh_port"))
+    if isinstance(host, str) and host.strip() and port:
         bump = 1 if "jupyter" in str(row.get("image_runtype") or "") else 0
         return host.strip(), int(port) + bump
     return None, None
@@ -396,13 +398,28 @@ def _contract_id(value: Any) -> int | None:
 class VastAi(Provider):
     """Vast.ai's marketplace: on-demand offers, root over direct SSH or Vast's proxy."""
 
+    INFO: ClassVar[ProviderInfo] = ProviderInfo(
+        name=PROVIDER,
+        display_name="Vast.ai",
+        credential_env=("VASTAI_API_KEY",),
+        default_base_url="https://console.vast.ai/api/v0",
+        base_url_env="VASTAI_API_URL",
+        provision_budget_s=900.0,
+        first_ssh_budget_s=0.0,
+        capabilities=Capabilities(
+            can_stop=True, provider_ttl=False, spot=False, instance_scoped_key=True
+        ),
+    )
+    """The base ends in /api/v0 (the v1 list endpoint is derived from it). Vast says running
+    only once the container is up, so SSH is tried at once. Search asks for on-demand offers
+    only (`type`), so no bid offers; create answers `instance_api_key` (§1.4)."""
     name: ClassVar[ProviderName] = PROVIDER
     readiness: ClassVar[Readiness] = Readiness(
-        ssh_user="root", initial_delay_s=0, probe_dpkg_and_smi=False
+        ssh_user="root", initial_delay_s=INFO.first_ssh_budget_s, probe_dpkg_and_smi=False
     )
     rate: ClassVar[RateLimit] = RateLimit(per_second=1.0, burst=2)
     final_429: ClassVar[RateLimitCheck | None] = staticmethod(quota_exhausted)
-    can_stop: ClassVar[bool] = True
+    can_stop: ClassVar[bool] = INFO.capabilities.can_stop
 
     @staticmethod
     def auth_headers(key: str) -> dict[str, str]:
