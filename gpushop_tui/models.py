@@ -8,19 +8,23 @@ sees) and `instance` (what exists at the provider, and so what bills).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
+    ValidationError,
     model_validator,
 )
 
 from gpushop_tui.clock import utc
+from gpushop_tui.errors import UserError
 
 UtcDatetime = Annotated[datetime, AfterValidator(utc)]
 """A timezone-aware instant, normalized to UTC; naive datetimes are rejected."""
@@ -39,8 +43,8 @@ def _consumer_name(value: str) -> str:
 ConsumerId = Annotated[str, AfterValidator(_consumer_name)]
 """Who a session is for (a person, a pipeline, a service): a short safe name."""
 
-PROVIDERS: tuple[str, ...] = ("vastai", "tensordock", "bluelobster")
-ProviderName = Literal["vastai", "tensordock", "bluelobster"]
+ProviderName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9]{0,31}$")]
+"""A provider's name as its descriptor gives it (`providers/registry.py` lists them)."""
 
 
 class _Model(BaseModel):
@@ -248,34 +252,97 @@ class Session(_Model):
 Workload = Literal[
     "interactive", "llm", "llm_vllm", "llm_tgi", "training", "batch", "inference", "benchmark"
 ]  # fmt: skip
+MIN_RESERVATION_HOURS = 0.25
+"""A reservation (and an extension) is at least a quarter of an hour: fractions are fine."""
 MAX_RESERVATION_HOURS = 12.0
+"""The brief's longest reservation; the hard max bounds a session's whole life anyway."""
+MAX_IDLE_MINUTES = 10_000.0
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]+$"
+MAX_OVERRIDE_REASON = 500
+
+ReservationHours = Annotated[
+    float, Field(ge=MIN_RESERVATION_HOURS, le=MAX_RESERVATION_HOURS, allow_inf_nan=False)
+]
+"""Hours of a reservation or an extension, the same bounds in every face."""
+IdleMinutes = Annotated[float, Field(ge=0, le=MAX_IDLE_MINUTES, allow_inf_nan=False)]
+"""Idle minutes before an idle stop; 0 disables it."""
+RequestId = Annotated[str, Field(min_length=1, max_length=128, pattern=REQUEST_ID_PATTERN)]
+"""A client's idempotency key: the same key always answers with the same session."""
+OverrideReason = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_OVERRIDE_REASON)
+]
+"""Why a reservation may run past the hard max; written to the audit log."""
 
 
 class ProvisionRequest(_Model):
     """What a rental asks for: one offer (or a query whose best match is taken) and its limits.
 
-    The same `request_id` always answers with the same session: a client that lost the answer
-    may ask again without renting a second instance.
+    The one validator of a rental's inputs: the API's body model and the CLI's flags read their
+    bounds from the fields here, and every face turns its `ValidationError` into one sentence
+    with `validation_problem`. The same `request_id` always answers with the same session: a
+    client that lost the answer may ask again without renting a second instance.
     """
 
     consumer: ConsumerId
-    offer_id: str | None = Field(default=None, description="'<provider>:<id>' from the menu.")
-    query: str | None = Field(default=None, description="Query language; the best match wins.")
-    hours: float = Field(default=1.0, gt=0, le=MAX_RESERVATION_HOURS)
-    workload: Workload = "interactive"
-    idle_timeout_min: float | None = Field(default=None, ge=0, description="0 disables.")
-    storage: StoragePolicy = StoragePolicy.DESTROY
-    request_id: str | None = Field(
-        default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$"
+    offer_id: str | None = Field(
+        default=None, min_length=1, max_length=300, description="'<provider>:<id>' from the menu."
     )
-    image: str | None = None
-    disk_gb: float | None = Field(default=None, gt=0)
+    query: str | None = Field(
+        default=None, min_length=1, max_length=2000, description="Query language; best match."
+    )
+    hours: ReservationHours = 1.0
+    workload: Workload = "interactive"
+    idle_timeout_min: IdleMinutes | None = Field(default=None, description="0 disables.")
+    storage: StoragePolicy = StoragePolicy.DESTROY
+    request_id: RequestId | None = None
+    image: str | None = Field(default=None, min_length=1, max_length=500)
+    disk_gb: float | None = Field(default=None, gt=0, le=100_000, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _one_target(self) -> ProvisionRequest:
         if (self.offer_id is None) == (self.query is None):
             raise ValueError("name exactly one of an offer id or a query")
         return self
+
+
+class ExtendRequest(_Model):
+    """More hours for a session, past the hard max only with a reason (audited)."""
+
+    hours: ReservationHours
+    override_reason: OverrideReason | None = None
+
+
+def validation_problem(err: ValidationError, names: Mapping[str, str] | None = None) -> str:
+    """One sentence for a validation error: the first problem, naming its input.
+
+    `names` maps a model's field names to the face's own words for them (a CLI flag, an API
+    body field, a dialog field); unmapped fields keep their model name.
+    """
+    first = err.errors()[0]
+    location = [str(part) for part in first["loc"] if not isinstance(part, int)]
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if not location:
+        return message
+    field = location[0]
+    return f"{(names or {}).get(field, field)}: {message}"
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def checked(model: type[M], **values: Any) -> M:
+    """`model(**values)`, or a `UserError` naming the field: for a core call whose face did
+    not validate its input with the same model first."""
+    try:
+        return model(**values)
+    except ValidationError as err:
+        raise UserError(validation_problem(err), field=problem_field(err)) from None
+
+
+def problem_field(err: ValidationError) -> str | None:
+    """The model field the first problem of a validation error is about, if any."""
+    location = [str(part) for part in err.errors()[0]["loc"] if not isinstance(part, int)]
+    return location[0] if location else None
 
 
 class InstanceStatus(_Model):

@@ -24,8 +24,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from gpushop_tui.config import provider_names
 from gpushop_tui.errors import UserError
-from gpushop_tui.models import PROVIDERS, Offer, OfferQuery, OfferSort
+from gpushop_tui.models import Offer, OfferQuery, OfferSort
 
 
 class QueryError(UserError):
@@ -205,10 +206,11 @@ def _number(text: str, kind: type, value: str, span: tuple[int, int]) -> float |
 def _text_value(text: str, key: str, value: str, span: tuple[int, int]) -> Any:
     if key == "provider":
         names = [v for v in value.lower().split(",") if v]
+        known = provider_names()
         for name in names:
-            if name not in PROVIDERS:
+            if name not in known:
                 raise QueryError(
-                    text, *span, f"unknown provider {name!r}; providers: {', '.join(PROVIDERS)}"
+                    text, *span, f"unknown provider {name!r}; providers: {', '.join(known)}"
                 )
         return tuple(dict.fromkeys(names))
     if key == "sort":

@@ -21,7 +21,7 @@ from datetime import datetime
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -191,6 +191,10 @@ def seed() -> tuple[Benchmark, ...]:
 
 
 # --------------------------------------------------------------------------- rankings
+
+
+RankOrder = Literal["all", "best", "cheapest", "compare"]
+"""How `Shopper.rank_benchmarks` orders measurements."""
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from gpushop_tui.clock import Clock
 from gpushop_tui.core import costs
 from gpushop_tui.core.events import Alert, EventBus
 from gpushop_tui.core.sessions import ACTIVE, Lifecycle
-from gpushop_tui.errors import UserError
+from gpushop_tui.errors import Hint, UserError
 from gpushop_tui.models import Budget, BudgetAction, BudgetKind, Offer, Session, Severity
 from gpushop_tui.providers.base import ProviderError
 from gpushop_tui.store import Store
@@ -38,7 +38,7 @@ class BudgetRefused(UserError):
     """A rental that a budget, or the provider balance, does not allow."""
 
 
-def describe(budget: Budget) -> str:
+def describe_budget(budget: Budget) -> str:
     """`alice's monthly spend budget ($50.00/month, block)`, for messages."""
     scope = f"{budget.consumer}'s" if budget.consumer else "the global"
     kind = budget.kind.value.replace("_", " ")
@@ -139,12 +139,12 @@ class Budgets:
     async def set(self, budget: Budget) -> Budget:
         return await self.store.set_budget(budget, self.clock.now())
 
-    async def list(self) -> list[Budget]:
+    async def all(self) -> list[Budget]:
         return await self.store.list_budgets()
 
     async def delete(self, budget_id: int) -> None:
         if not await self.store.delete_budget(budget_id):
-            raise UserError(f"no budget {budget_id} (see 'gpushop budgets list')")
+            raise UserError(f"no budget {budget_id}", field="budget_id", hint=Hint.UNKNOWN_BUDGET)
 
     async def usage(self) -> list[Usage]:
         books = await self._books(self.clock.now())
@@ -196,7 +196,7 @@ class Budgets:
                     "budget_warning", f"{check.would()}; renting anyway", Severity.WARNING
                 )
                 continue
-            raise BudgetRefused(f"refused by {describe(check.budget)}: {check.would()}")
+            raise BudgetRefused(f"refused by {describe_budget(check.budget)}: {check.would()}")
         await self._check_balance(offer, hours)
 
     async def _check_balance(self, offer: Offer, hours: float) -> None:
@@ -253,7 +253,8 @@ class Budgets:
         if fired:
             await self._alert(
                 "budget_threshold",
-                f"{describe(budget)} is at {usage.fraction:.0%} ({used_text(budget, usage.used)})",
+                f"{describe_budget(budget)} is at {usage.fraction:.0%} "
+                f"({used_text(budget, usage.used)})",
                 _THRESHOLD_SEVERITY[max(fired)],
             )
 
@@ -269,14 +270,14 @@ class Budgets:
         for session in victims:
             if not Usage(budget, used).over:
                 break
-            await self.lifecycle.done(session.id, f"over {describe(budget)}")
+            await self.lifecycle.done(session.id, f"over {describe_budget(budget)}")
             ended.append(session.id)
             books.running.remove(session)
             used = books.measure(budget)
         if ended:
             await self._alert(
                 "budget_stop",
-                f"{describe(budget)} is exceeded: ended {len(ended)} session(s) "
+                f"{describe_budget(budget)} is exceeded: ended {len(ended)} session(s) "
                 f"({', '.join(ended)})",
                 Severity.ERROR,
             )

@@ -17,6 +17,7 @@ from datetime import date, datetime, timedelta, tzinfo
 from typing import Literal
 
 from gpushop_tui.clock import utc
+from gpushop_tui.errors import UserError
 from gpushop_tui.models import CostEntry, CostKind, Session
 
 Grouping = Literal["consumer", "provider", "gpu", "session", "day", "month"]
@@ -29,21 +30,26 @@ def entries(session: Session) -> list[CostEntry]:
         return []
     gone = session.instance_gone_at
     compute_end = session.stopped_at or gone
-    common = {
-        "session_id": session.id,
-        "consumer": session.consumer,
-        "provider": session.provider,
-        "gpu_name": session.offer.gpu_name,
-    }
-    billed = [CostEntry(**common, rate_per_hour=rate, started_at=start, ended_at=compute_end)]
+    billed = [
+        CostEntry(
+            session_id=session.id,
+            consumer=session.consumer,
+            provider=session.provider,
+            gpu_name=session.offer.gpu_name,
+            rate_per_hour=rate,
+            started_at=start,
+            ended_at=compute_end,
+        )
+    ]
     if session.stopped_at is not None:
         billed.append(
-            CostEntry(
-                **common,
-                kind=CostKind.STORAGE,
-                rate_per_hour=session.stopped_price_per_hour or 0.0,
-                started_at=session.stopped_at,
-                ended_at=gone,
+            billed[0].model_copy(
+                update={
+                    "kind": CostKind.STORAGE,
+                    "rate_per_hour": session.stopped_price_per_hour or 0.0,
+                    "started_at": session.stopped_at,
+                    "ended_at": gone,
+                }
             )
         )
     return billed
@@ -159,3 +165,108 @@ def _key(line: CostLine, by: Grouping) -> str:
             return line.day.isoformat()
         case "month":
             return f"{line.day:%Y-%m}"
+
+
+def month_days(day: date) -> tuple[date, date]:
+    """The first and last local day of `day`'s month."""
+    first = month_start(day)
+    return first, next_month(first) - timedelta(days=1)
+
+
+def report_days(today: date, first: date | None, last: date | None) -> tuple[date, date]:
+    """The local days a report covers, the same for every face.
+
+    Neither given: this month. One given: the rest of that day's month (from its first day,
+    or to its last). A last day before the first is refused.
+    """
+    if first is None and last is None:
+        return month_days(today)
+    if first is None:
+        assert last is not None
+        return month_start(last), last
+    if last is None:
+        return first, month_days(first)[1]
+    if last < first:
+        raise UserError(f"the last day {last} is before the first day {first}", field="until")
+    return first, last
+
+
+@dataclass(frozen=True)
+class Billing:
+    """A session whose instance bills right now: what it cost so far and its USD/h."""
+
+    session: Session
+    cost_usd: float
+    usd_per_hour: float
+
+
+@dataclass(frozen=True)
+class CostRow:
+    """What one session cost in one period (a local day, or a month as YYYY-MM)."""
+
+    period: str
+    session_id: str
+    consumer: str
+    provider: str
+    gpu_name: str
+    amount: float
+
+
+@dataclass(frozen=True)
+class CostReport:
+    """What was billed over local days `first_day`..`last_day` (both included), up to now.
+
+    The one cost report the CLI, the API and the Costs pane all render; `billing` is what
+    bills right now within the same scope (consumer), whatever the days.
+    """
+
+    first_day: date
+    last_day: date
+    since: datetime
+    until: datetime
+    now: datetime
+    today: date
+    consumer: str | None
+    lines: tuple[CostLine, ...]
+    billing: tuple[Billing, ...]
+
+    @property
+    def total(self) -> float:
+        return sum(line.amount for line in self.lines)
+
+    @property
+    def today_total(self) -> float:
+        return sum(line.amount for line in self.lines if line.day == self.today)
+
+    @property
+    def session_count(self) -> int:
+        """Distinct sessions that billed in the range."""
+        return len({line.session_id for line in self.lines})
+
+    @property
+    def burn_usd_per_hour(self) -> float:
+        return sum(billed.usd_per_hour for billed in self.billing)
+
+    def by(self, grouping: Grouping) -> dict[str, float]:
+        """Totals keyed by consumer, provider, GPU, session, day (ISO) or month (YYYY-MM)."""
+        return group(self.lines, grouping)
+
+    def rows(self, period: Literal["day", "month"]) -> list[CostRow]:
+        """One row per period and session, in period then session order."""
+        named: dict[tuple[str, str], CostLine] = {}
+        totals: dict[tuple[str, str], float] = defaultdict(float)
+        for line in self.lines:
+            key = (_key(line, period), line.session_id)
+            named[key] = line
+            totals[key] += line.amount
+        return [
+            CostRow(
+                period=key[0],
+                session_id=key[1],
+                consumer=named[key].consumer,
+                provider=named[key].provider,
+                gpu_name=named[key].gpu_name,
+                amount=totals[key],
+            )
+            for key in sorted(named)
+        ]

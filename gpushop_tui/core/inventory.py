@@ -19,8 +19,9 @@ from typing import Literal
 from gpushop_tui.clock import Clock
 from gpushop_tui.core.benchmarks import Benchmarks, estimate
 from gpushop_tui.core.events import EventBus, InventoryRefreshed
-from gpushop_tui.models import PROVIDERS, Benchmark, Offer, OfferQuery
+from gpushop_tui.models import Benchmark, Offer, OfferQuery
 from gpushop_tui.providers.base import Provider, ProviderError
+from gpushop_tui.providers.registry import PROVIDERS
 from gpushop_tui.query import OfferIndex, select
 from gpushop_tui.store import Store
 

@@ -198,11 +198,13 @@ class WebhookNotifier:
         body = self._payload(delivery.alert).model_dump_json().encode()
         headers = self._headers(delivery, body)
         attempts = self._retry.attempts
+        reason = "no try was made"
         for attempt in range(1, attempts + 1):
-            reason, retry = await self._post(body, headers)
-            if reason is None:
+            failure, retry = await self._post(body, headers)
+            if failure is None:
                 log.debug("alert webhook: delivered alert %s", delivery.alert.audit_id)
                 return
+            reason = failure
             if not retry:
                 reason += " (not retried)"
                 break

@@ -9,32 +9,40 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
 from gpushop_tui.clock import Clock, SystemClock
 from gpushop_tui.config import Settings
-from gpushop_tui.core import costs
-from gpushop_tui.core.benchmarks import Benchmarks
-from gpushop_tui.core.budgets import Budgets
-from gpushop_tui.core.costs import CostLine
+from gpushop_tui.core import benchmarks, costs
+from gpushop_tui.core.benchmarks import GpuSummary, Ranked, RankOrder
+from gpushop_tui.core.budgets import BudgetCheck, Budgets, Usage
+from gpushop_tui.core.costs import CostLine, CostReport
 from gpushop_tui.core.events import EventBus, Subscription
-from gpushop_tui.core.inventory import Inventory, InventoryView
+from gpushop_tui.core.inventory import Inventory, InventoryView, ProviderReport
 from gpushop_tui.core.notify import WebhookNotifier
-from gpushop_tui.core.sessions import ACTIVE, Lifecycle
+from gpushop_tui.core.provisioning import Rental
+from gpushop_tui.core.sessions import ACTIVE, Lifecycle, NotConfigured
 from gpushop_tui.core.supervisor import PassReport, Supervisor
-from gpushop_tui.errors import UserError
+from gpushop_tui.core.views import NodeReading, SessionView
+from gpushop_tui.errors import Hint, UserError
 from gpushop_tui.models import (
-    PROVIDERS,
     AuditEvent,
+    Benchmark,
+    Budget,
+    ExtendRequest,
+    Offer,
     OfferQuery,
     ProvisionRequest,
     Session,
     SessionStatus,
+    Severity,
+    checked,
 )
 from gpushop_tui.node import keys as node_keys
 from gpushop_tui.node.probes import NodeSample
@@ -43,10 +51,12 @@ from gpushop_tui.providers.base import (
     AuthError,
     Provider,
     ProviderError,
+    ProviderInfo,
     TransientError,
     parse_label,
 )
-from gpushop_tui.providers.registry import connect_providers
+from gpushop_tui.providers.registry import PROVIDERS, connect_providers, provider_info
+from gpushop_tui.query import parse_query
 from gpushop_tui.secrets import CredentialStatus, SecretStore
 from gpushop_tui.store import Lease, Store
 
@@ -89,34 +99,34 @@ class Shopper:
         self, settings: Settings, store: Store, clock: Clock, secrets: SecretStore
     ) -> None:
         self.settings = settings
-        self.store = store
+        self._store = store
         self.clock = clock
-        self.secrets = secrets
-        self.events = EventBus(store, clock)
-        self.providers = connect_providers(
+        self._secrets = secrets
+        self._events = EventBus(store, clock)
+        self._providers = connect_providers(
             settings, {name: secrets.get(name) for name in PROVIDERS}, store.install_id, clock
         )
-        self.inventory = Inventory(
-            self.providers,
+        self._inventory = Inventory(
+            self._providers,
             clock=clock,
             store=store,
-            events=self.events,
+            events=self._events,
             ttl_s=settings.inventory_refresh_s,
             timeout_s=settings.http_timeout_s,
         )
-        self.lifecycle = Lifecycle(
+        self._lifecycle = Lifecycle(
             settings=settings,
             store=store,
-            providers=self.providers,
-            inventory=self.inventory,
-            events=self.events,
+            providers=self._providers,
+            inventory=self._inventory,
+            events=self._events,
             clock=clock,
             keys_dir=settings.paths.keys_dir,
         )
-        self.budgets = Budgets(store, self.lifecycle, self.events, clock)
-        self.lifecycle.admit = self.budgets.admit
-        self.supervisor = Supervisor(self.lifecycle, budgets=self.budgets)
-        self.notifier = WebhookNotifier(settings, secrets, clock, self.events, store.install_id)
+        self._budgets = Budgets(store, self._lifecycle, self._events, clock)
+        self._lifecycle.admit = self._budgets.admit
+        self._supervisor = Supervisor(self._lifecycle, budgets=self._budgets)
+        self._notifier = WebhookNotifier(settings, secrets, clock, self._events, store.install_id)
         self._supervising: asyncio.Task[None] | None = None
 
     @classmethod
@@ -132,7 +142,7 @@ class Shopper:
         paths.prepare()
         store = await Store.open(paths.db_file)
         shopper = cls(settings, store, clock or SystemClock(), secrets or SecretStore())
-        shopper.notifier.start()
+        shopper._notifier.start()
         return shopper
 
     async def aclose(self, teardown_grace_s: float = 0.0) -> None:
@@ -142,15 +152,15 @@ class Shopper:
         (`--serve` on SIGTERM); nothing running is ever destroyed because the process stops.
         """
         if teardown_grace_s > 0:
-            await self.lifecycle.finish_teardowns(teardown_grace_s)
+            await self._lifecycle.finish_teardowns(teardown_grace_s)
         if self._supervising is not None:
             self._supervising.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervising
-        await self.lifecycle.aclose()
-        await self.inventory.aclose()
-        await self.notifier.aclose()
-        await self.store.aclose()
+        await self._lifecycle.aclose()
+        await self._inventory.aclose()
+        await self._notifier.aclose()
+        await self._store.aclose()
 
     async def __aenter__(self) -> Shopper:
         return self
@@ -165,32 +175,109 @@ class Shopper:
 
     @property
     def install_id(self) -> str:
-        return self.store.install_id
+        return self._store.install_id
 
     def subscribe(self) -> Subscription:
         """Live events from now on; close the subscription when done."""
-        return self.events.subscribe()
+        return self._events.subscribe()
 
-    async def audit_log(self, session_id: str | None = None, limit: int = 200) -> list[AuditEvent]:
-        """The most recent audit events, oldest first, optionally for one session."""
-        return await self.store.list_audit(session_id=session_id, limit=limit)
+    async def audit_log(
+        self,
+        session_id: str | None = None,
+        *,
+        min_severity: Severity | None = None,
+        consumer: str | None = None,
+        after_id: int = 0,
+        limit: int = 200,
+    ) -> list[AuditEvent]:
+        """The most recent audit events, oldest first, filtered in the database.
+
+        `min_severity` keeps that severity and worse; `consumer` keeps events about that
+        consumer's sessions; `after_id` only those newer than an event already seen.
+        """
+        severities = None
+        if min_severity is not None:
+            rank = list(Severity).index(min_severity)
+            severities = [s.value for s in list(Severity)[rank:]]
+        return await self._store.list_audit(
+            session_id=session_id,
+            after_id=after_id,
+            limit=limit,
+            severities=severities,
+            consumer=consumer,
+        )
+
+    def now(self) -> datetime:
+        """The core's clock: what every deadline, countdown and cost is measured against."""
+        return self.clock.now()
+
+    def today(self) -> date:
+        """Today as a local calendar day (cost reports and budgets use local days)."""
+        return costs.local_date(self.clock.now(), None)
 
     def credentials(self) -> tuple[list[CredentialStatus], str | None]:
         """Which providers have a credential and where from; plus why the keyring failed."""
-        return self.secrets.status()
+        return self._secrets.status()
 
     async def offers(
         self, query: OfferQuery | None = None, *, refresh: bool = False
     ) -> InventoryView:
         """The offer menu for `query`, from every configured provider at once."""
-        return await self.inventory.view(query, refresh=refresh)
+        return await self._inventory.view(query, refresh=refresh)
+
+    async def cached_offers(self, query: OfferQuery | None = None) -> InventoryView:
+        """The menu as cached now, without waiting for any provider (the TUI's live filter)."""
+        return await self._inventory.cached_view(query)
+
+    def refresh_offers_in_background(self) -> None:
+        """Start refreshing every provider whose menu is old, without waiting."""
+        self._inventory.refresh_in_background()
+
+    def provider_report(self, provider: str) -> ProviderReport:
+        """Where one provider's menu stands now: ok, stale, failing or not configured."""
+        return self._inventory.report(provider)
+
+    async def find_offer(self, offer_id: str) -> Offer | None:
+        """One offer by id from its provider's menu (refreshed if old), or None."""
+        return await self._inventory.find(offer_id)
+
+    async def benchmark_models(self) -> set[str]:
+        """The LLMs with benchmark measurements: what a query's `model=` may name."""
+        return await self._inventory.benchmarks.models()
+
+    async def parse_query(self, text: str) -> OfferQuery:
+        """Parse the query language, with `model=` checked against the measured models.
+
+        Raises `QueryError` (a `UserError` with a caret under the fault).
+        """
+        return parse_query(text, await self.benchmark_models())
+
+    def provider_names(self) -> tuple[str, ...]:
+        """Every provider gpushop knows, in menu order (configured or not)."""
+        return PROVIDERS
+
+    def provider_info(self, name: str) -> ProviderInfo:
+        """What provider `name` is and can do (credentials, budgets, stop/start, TTL, spot)."""
+        if name not in PROVIDERS:
+            raise UserError(
+                f"unknown provider {name!r}; one of {', '.join(PROVIDERS)}", field="provider"
+            )
+        return provider_info(name)
+
+    def configured_providers(self) -> list[str]:
+        """The providers that have a credential, in menu order."""
+        return self._inventory.configured
+
+    def provision_budget(self, provider: str) -> timedelta:
+        """How long a rental on `provider` may take to become ready before it is failed."""
+        return self._lifecycle.provision_budget(provider)
 
     async def check_providers(self) -> list[ProviderCheck]:
         """Per provider: is a key set, does the provider accept it, and how long it took."""
         return list(await asyncio.gather(*(self._check(name) for name in PROVIDERS)))
 
     async def _check(self, name: str) -> ProviderCheck:
-        adapter = self.providers[name]
+        adapter = self._providers[name]
         if adapter is None:
             return ProviderCheck(name, configured=False)
         started = self.clock.monotonic()
@@ -212,10 +299,15 @@ class Shopper:
 
     async def provision(self, request: ProvisionRequest) -> Session:
         """Rent an offer; returns with the session provisioning (readiness goes on here)."""
-        return await self.lifecycle.provision(request)
+        return (await self.rent(request)).session
+
+    async def rent(self, request: ProvisionRequest) -> Rental:
+        """Rent an offer, once per `request_id`: a repeated request answers with its session
+        (`created` False); one already used for another consumer is a `SessionConflict`."""
+        return await self._lifecycle.provision(request)
 
     async def session(self, session_id: str) -> Session:
-        return await self.lifecycle.get(session_id)
+        return await self._lifecycle.get(session_id)
 
     async def sessions(
         self,
@@ -227,34 +319,67 @@ class Shopper:
         limit: int | None = None,
     ) -> list[Session]:
         """Sessions, newest first; `open_only` keeps those still supervised."""
-        return await self.store.list_sessions(
+        return await self._store.list_sessions(
             consumer=consumer, status=status, open_only=open_only, provider=provider, limit=limit
         )
 
-    async def session_by_request_id(self, request_id: str) -> Session | None:
-        """The session a create call with this idempotency key made, if any."""
-        return await self.store.session_by_request_id(request_id)
+    async def session_view(self, session_id: str) -> SessionView:
+        """A session as the faces show it: ssh command, node reading, cost and deadlines."""
+        return await self.view_of(await self._lifecycle.get(session_id))
+
+    async def session_views(
+        self,
+        *,
+        consumer: str | None = None,
+        status: SessionStatus | None = None,
+        open_only: bool = False,
+        provider: str | None = None,
+        limit: int | None = None,
+    ) -> list[SessionView]:
+        """`sessions(...)` as views, newest first."""
+        found = await self.sessions(
+            consumer=consumer, status=status, open_only=open_only, provider=provider, limit=limit
+        )
+        return [await self.view_of(session) for session in found]
+
+    async def view_of(self, session: Session) -> SessionView:
+        """The view of a session already read."""
+        reading = self._supervisor.samples.get(session.id)
+        return SessionView(
+            session=session,
+            ssh_command=await self._ssh_command(session),
+            node=NodeReading(*reading) if reading is not None else None,
+        )
+
+    async def _ssh_command(self, session: Session) -> str | None:
+        if session.closed or not (session.ssh_host and session.ssh_port and session.key_path):
+            return None
+        try:
+            return shlex.join(await self.ssh_argv(session.id))
+        except UserError:  # it lost its address meanwhile
+            return None
 
     async def done(self, session_id: str) -> Session:
         """End a session gracefully (destroy, or stop and keep the disk); answers at once."""
-        return await self.lifecycle.done(session_id, reason="requested by the user")
+        return await self._lifecycle.done(session_id, reason="requested by the user")
 
     async def delete(self, session_id: str) -> Session:
         """Destroy a session's instance whatever its storage policy; answers at once."""
-        return await self.lifecycle.delete(session_id)
+        return await self._lifecycle.delete(session_id)
 
     async def extend(
         self, session_id: str, hours: float, override_reason: str | None = None
     ) -> Session:
-        return await self.lifecycle.extend(session_id, hours, override_reason)
+        request = checked(ExtendRequest, hours=hours, override_reason=override_reason)
+        return await self._lifecycle.extend(session_id, request.hours, request.override_reason)
 
     async def touch(self, session_id: str) -> Session:
         """Record activity on a session (it is not idle)."""
-        return await self.lifecycle.touch(session_id)
+        return await self._lifecycle.touch(session_id)
 
     async def wait_settled(self, session_id: str, timeout_s: float) -> Session:
         """Wait until the session is running, stopped or closed (or the time is up)."""
-        return await self.lifecycle.wait_settled(session_id, timeout_s)
+        return await self._lifecycle.wait_settled(session_id, timeout_s)
 
     # ------------------------------------------------------------------ money
 
@@ -267,7 +392,7 @@ class Shopper:
         session_id: str | None = None,
     ) -> list[CostLine]:
         """What was billed in [since, until), per session, kind and local day, up to now."""
-        billing = await self.store.sessions_billing_between(since, until, consumer)
+        billing = await self._store.sessions_billing_between(since, until, consumer)
         if session_id is not None:
             billing = [s for s in billing if s.id == session_id]
         return costs.daily_lines(billing, since, until, self.clock.now())
@@ -277,28 +402,97 @@ class Shopper:
         now = self.clock.now()
         return [
             (s, costs.cost_of(s, now), costs.burn_rate(s))
-            for s in await self.store.list_sessions(open_only=True)
+            for s in await self._store.list_sessions(open_only=True)
             if costs.burn_rate(s) > 0
         ]
 
+    async def cost_report(
+        self,
+        first: date | None = None,
+        last: date | None = None,
+        *,
+        consumer: str | None = None,
+        session_id: str | None = None,
+    ) -> CostReport:
+        """What was billed over local days `first`..`last`, both included, up to now.
+
+        Neither day given: this month; one given: the rest of that day's month. `billing` holds
+        what bills right now in the same scope.
+        """
+        now = self.clock.now()
+        first_day, last_day = costs.report_days(costs.local_date(now, None), first, last)
+        since = costs.local_midnight(first_day, None)
+        until = costs.local_midnight(last_day + timedelta(days=1), None)
+        lines = await self.cost_lines(since, until, consumer=consumer, session_id=session_id)
+        billing = [
+            costs.Billing(session, cost, rate)
+            for session, cost, rate in await self.billing_now()
+            if consumer in (None, session.consumer) and session_id in (None, session.id)
+        ]
+        return costs.CostReport(
+            first_day=first_day,
+            last_day=last_day,
+            since=since,
+            until=until,
+            now=now,
+            today=costs.local_date(now, None),
+            consumer=consumer,
+            lines=tuple(lines),
+            billing=tuple(billing),
+        )
+
+    async def list_budgets(self) -> list[Budget]:
+        return await self._budgets.all()
+
+    async def set_budget(self, budget: Budget) -> Budget:
+        """Create a budget, or change the one for the same consumer and kind."""
+        return await self._budgets.set(budget)
+
+    async def delete_budget(self, budget_id: int) -> None:
+        await self._budgets.delete(budget_id)
+
+    async def budget_usage(self) -> list[Usage]:
+        """Every budget with what counts against it now."""
+        return await self._budgets.usage()
+
+    async def preview_budgets(self, consumer: str, offer: Offer, hours: float) -> list[BudgetCheck]:
+        """What each budget would say to this rental, before anything is rented."""
+        return await self._budgets.preview(consumer, offer, hours)
+
     def node_sample(self, session_id: str) -> tuple[datetime, NodeSample] | None:
         """The supervisor's latest GPU/SSH reading of a running session, if it took one."""
-        return self.supervisor.samples.get(session_id)
+        return self._supervisor.samples.get(session_id)
 
     # ------------------------------------------------------------------ supervision
 
     def start_supervisor(self) -> None:
         """Supervise in the background (TUI, --serve) until `aclose`; a viewer if another does."""
         if self._supervising is None or self._supervising.done():
-            self._supervising = asyncio.create_task(self.supervisor.run(), name="supervisor")
+            self._supervising = asyncio.create_task(self._supervisor.run(), name="supervisor")
+
+    @property
+    def supervising(self) -> bool:
+        """Whether this process holds the supervisor lease right now."""
+        return self._supervisor.holding
+
+    async def supervision(self) -> tuple[bool, Lease | None]:
+        """Once this process has tried the lease: whether it supervises, else who does."""
+        await self._supervisor.decided.wait()
+        if self._supervisor.holding:
+            return True, None
+        return False, await self._supervisor.lease()
+
+    async def recovered(self) -> None:
+        """Wait until the supervisor's first pass after start-up has run (`/ready`)."""
+        await self._supervisor.recovered.wait()
 
     async def supervisor_lease(self) -> Lease | None:
         """The live supervisor's lease, if any process holds one."""
-        return await self.supervisor.lease()
+        return await self._supervisor.lease()
 
     async def reconcile_once(self) -> PassReport | None:
         """One supervisor pass for cron; None when a live supervisor already holds the lease."""
-        return await self.supervisor.run_once()
+        return await self._supervisor.run_once()
 
     async def cleanup_orphans(
         self, provider: str | None = None, *, execute: bool = False, include_live: bool = False
@@ -306,13 +500,22 @@ class Shopper:
         """Our instances straight from the provider lists, with their sessions; destroy on ask.
 
         Instances of live sessions are shown and never destroyed unless `include_live`.
-        Returns the rows and one sentence per provider that could not be listed.
+        Returns the rows and one sentence per provider that could not be listed. No provider
+        configured (or the one named not configured) is a `NotConfigured`.
         """
         if provider is not None and provider not in PROVIDERS:
-            raise UserError(f"unknown provider {provider!r}; one of {', '.join(PROVIDERS)}")
+            raise UserError(
+                f"unknown provider {provider!r}; one of {', '.join(PROVIDERS)}", field="provider"
+            )
+        if not any(self._providers.values()):
+            raise NotConfigured("no provider is configured", hint=Hint.NOT_CONFIGURED)
+        if provider is not None and self._providers.get(provider) is None:
+            raise NotConfigured(
+                f"{provider} is not configured", field="provider", hint=Hint.NOT_CONFIGURED
+            )
         rows: list[OrphanRow] = []
         problems: list[str] = []
-        for name, adapter in self.providers.items():
+        for name, adapter in self._providers.items():
             if adapter is None or (provider is not None and name != provider):
                 continue
             try:
@@ -322,7 +525,7 @@ class Shopper:
                 continue
             for instance in listed:
                 parsed = parse_label(instance.label)
-                session = await self.store.get_session(parsed[1]) if parsed else None
+                session = await self._store.get_session(parsed[1]) if parsed else None
                 live = session is not None and (
                     session.status in ACTIVE
                     or (session.status == SessionStatus.STOPPED and not session.instance.absent)
@@ -349,10 +552,10 @@ class Shopper:
     ) -> str:
         if session is not None and session.instance_id in (None, instance_id):
             if session.instance_id is None:
-                await self.lifecycle.record_instance(session.id, instance_id, self.clock.now())
-            await self.lifecycle.delete(session.id, reason="cleanup-orphans")
-            await self.lifecycle.drive(session.id)
-            after = await self.lifecycle.get(session.id)
+                await self._lifecycle.record_instance(session.id, instance_id, self.clock.now())
+            await self._lifecycle.delete(session.id, reason="cleanup-orphans")
+            await self._lifecycle.drive(session.id)
+            after = await self._lifecycle.get(session.id)
             return "destroyed" if after.instance.absent else f"destroying ({after.instance})"
         try:
             await adapter.destroy(instance_id)
@@ -364,9 +567,9 @@ class Shopper:
 
     async def ssh_argv(self, session_id: str, *command: str) -> list[str]:
         """The OpenSSH command line that reaches the session's node with its own key."""
-        session = await self.lifecycle.get(session_id)
-        address = self.lifecycle.address(session)
-        known_hosts = self.lifecycle.known_hosts_path(session.id)
+        session = await self._lifecycle.get(session_id)
+        address = self._lifecycle.address(session)
+        known_hosts = self._lifecycle.known_hosts_path(session.id)
         if session.host_key is not None:
             await asyncio.to_thread(
                 node_keys.write_known_hosts,
@@ -394,7 +597,7 @@ class Shopper:
 
     async def key_path(self, session_id: str) -> Path:
         """The session's private key file (kept until the session is closed)."""
-        session = await self.lifecycle.get(session_id)
+        session = await self._lifecycle.get(session_id)
         path = Path(session.key_path) if session.key_path else None
         if path is None or not await asyncio.to_thread(path.exists):
             raise UserError(f"session {session_id} has no key any more (it is closed)")
@@ -409,12 +612,12 @@ class Shopper:
         progress: Callable[[int, int], None] | None = None,
     ) -> int:
         """Copy one file to or from the session's node over SFTP; returns the bytes copied."""
-        session = await self.lifecycle.get(session_id)
+        session = await self._lifecycle.get(session_id)
         if session.status != SessionStatus.RUNNING:
             raise UserError(f"session {session_id} is {session.status}, not running")
         try:
             conn = await connect(
-                self.lifecycle.address(session), timeout_s=self.settings.ssh_connect_timeout_s
+                self._lifecycle.address(session), timeout_s=self.settings.ssh_connect_timeout_s
             )
             async with conn:
                 if direction == "upload":
@@ -425,8 +628,44 @@ class Shopper:
 
     # ------------------------------------------------------------------ benchmarks
 
-    @property
-    def benchmarks(self) -> Benchmarks:
-        """Measured tokens/s (the shipped seed plus imports): rankings, import, and the models
-        a query's `model=` may name; the inventory prices offers by them."""
-        return self.inventory.benchmarks
+    async def benchmark_measurements(
+        self, model: str | None = None, gpu: str | None = None
+    ) -> list[Benchmark]:
+        """Every measurement, optionally of one model and/or one GPU (as the query's `gpu=`).
+
+        An unknown model raises `UnknownModel` naming the models measured.
+        """
+        return await self._inventory.benchmarks.measurements(model, gpu)
+
+    async def rank_benchmarks(
+        self,
+        order: RankOrder,
+        model: str | None = None,
+        gpu: str | None = None,
+        min_tps: float | None = None,
+    ) -> list[Ranked]:
+        """Measurements ranked: `all` by model then speed, `best` fastest first, `cheapest` by
+        $/M tokens (at least `min_tps`), `compare` one model across GPUs."""
+        measured = await self.benchmark_measurements(model, gpu)
+        match order:
+            case "best":
+                return benchmarks.best(measured)
+            case "cheapest":
+                return benchmarks.cheapest(measured, min_tps)
+            case "compare":
+                return benchmarks.compare(measured)
+            case "all":
+                return [
+                    benchmarks.Ranked(m, benchmarks.cost_of(m))
+                    for m in sorted(measured, key=lambda m: (m.model, -m.tokens_per_second))
+                ]
+
+    async def recommend_gpus(
+        self, model: str | None = None, gpu: str | None = None
+    ) -> list[GpuSummary]:
+        """Per GPU configuration: its best speed and cost per million tokens."""
+        return benchmarks.recommend(await self.benchmark_measurements(model, gpu))
+
+    async def import_benchmarks(self, path: Path) -> tuple[int, int]:
+        """Import measurements (the earlier tool's JSON or CSV): (imported, replaced)."""
+        return await self._inventory.benchmarks.import_file(path)

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 
 from gpushop_tui.core.budgets import Budgets
 from gpushop_tui.core.sessions import ACTIVE, Decision, Lifecycle, wants_teardown
+from gpushop_tui.core.views import EXPIRY_WARNING, HARD_MAX_WARNING
 from gpushop_tui.models import (
     InstanceState,
     InstanceStatus,
@@ -46,8 +47,6 @@ LIST_LAG = timedelta(minutes=10)
 """How long a destroyed instance may still appear in a provider's list."""
 IDLE_SAMPLE_S = 60.0
 SAMPLE_TIMEOUT_S = 30.0
-EXPIRY_WARNING = timedelta(minutes=15)
-HARD_MAX_WARNING = timedelta(minutes=30)
 ONE_SHOT_BUDGET_S = 120.0
 """How long a one-shot pass (cron) keeps driving sessions before it leaves them to the next."""
 

@@ -13,7 +13,7 @@ import json
 import os
 import secrets as stdlib_secrets
 import sqlite3
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -229,7 +229,8 @@ class Store:
     ) -> list[Session]:
         """Sessions, newest first; `open_only` keeps those the supervisor is responsible for;
         `limit` returns only the newest that many."""
-        where, params = ["1 = 1"], []
+        where: list[str] = ["1 = 1"]
+        params: list[Any] = []
         if open_only:
             where.append("NOT (status IN (?, ?) AND instance IN (?, ?))")
             params += [
@@ -333,13 +334,30 @@ class Store:
         )
 
     async def list_audit(
-        self, *, session_id: str | None = None, after_id: int = 0, limit: int = 200
+        self,
+        *,
+        session_id: str | None = None,
+        after_id: int = 0,
+        limit: int = 200,
+        severities: Collection[str] | None = None,
+        consumer: str | None = None,
     ) -> list[AuditEvent]:
-        """The newest `limit` audit events after `after_id`, oldest first."""
-        where, params = ["id > ?"], [after_id]
+        """The newest `limit` audit events after `after_id`, oldest first.
+
+        `severities` keeps events of those severities; `consumer` keeps events about that
+        consumer's sessions (events about no session are the operator's, and left out).
+        """
+        where: list[str] = ["id > ?"]
+        params: list[Any] = [after_id]
         if session_id is not None:
             where.append("session_id = ?")
             params.append(session_id)
+        if severities is not None:
+            where.append(f"severity IN ({', '.join('?' * len(severities))})")
+            params.extend(severities)
+        if consumer is not None:
+            where.append("session_id IN (SELECT id FROM sessions WHERE consumer = ?)")
+            params.append(consumer)
         rows = await self._fetchall(
             f"SELECT * FROM audit WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
             (*params, limit),

@@ -21,6 +21,7 @@ from gpushop_tui.config import load_settings
 from gpushop_tui.core.shopper import Shopper
 from gpushop_tui.models import AuditEvent, Offer, OfferQuery, ProvisionRequest, Session
 from gpushop_tui.providers.base import RateLimiter
+from gpushop_tui.providers.registry import PROVIDER_INFOS
 from gpushop_tui.secrets import CREDENTIAL_ENV
 from gpushop_tui.sim.runner import Simulator, run_simulator
 from gpushop_tui.sim.world import SimInstance
@@ -40,7 +41,7 @@ class Market:
         return self.sim.world
 
     def _tasks(self) -> list[asyncio.Task[Any]]:
-        tasks = [t for t in self.shopper.lifecycle._tasks.values() if not t.done()]
+        tasks = [t for t in self.shopper._lifecycle._tasks.values() if not t.done()]
         if self.shopper._supervising is not None and not self.shopper._supervising.done():
             tasks.append(self.shopper._supervising)
         return tasks
@@ -134,7 +135,7 @@ class Market:
         return await self.shopper.audit_log(session_id, limit=1000)
 
     async def tick(self, **kwargs: Any) -> Any:
-        return await self.run(self.shopper.supervisor.tick(drive=True, **kwargs))
+        return await self.run(self.shopper._supervisor.tick(drive=True, **kwargs))
 
     async def reopen(self) -> None:
         """Stop this gpushop process (its tasks, not the sessions) and start a fresh one."""
@@ -145,7 +146,7 @@ class Market:
 async def open_unlimited(clock: FakeClock) -> Shopper:
     """A `Shopper` whose adapters skip the providers' rate limits (they are tested elsewhere)."""
     shopper = await Shopper.open(load_settings(), clock=clock)
-    for adapter in shopper.providers.values():
+    for adapter in shopper._providers.values():
         if adapter is not None:
             adapter.http.limiter = RateLimiter(clock, None)
     return shopper
@@ -161,10 +162,10 @@ async def open_market(
 ) -> AsyncIterator[Market]:
     clock = FakeClock()
     async with run_simulator(seed=3, clock=clock, timing=timing) as sim:
-        for name in ("vastai", "tensordock", "bluelobster"):
-            monkeypatch.setenv(f"{name.upper()}_API_URL", sim.urls[name])
-            if name in providers:
-                monkeypatch.setenv(CREDENTIAL_ENV[name], sim.keys[name])
+        for info in PROVIDER_INFOS:
+            monkeypatch.setenv(info.base_url_env, sim.urls[info.name])
+            if info.name in providers:
+                monkeypatch.setenv(CREDENTIAL_ENV[info.name], sim.keys[info.name])
         shopper = await open_unlimited(clock)
         market = Market(clock, sim, shopper, home)
         try:

@@ -21,7 +21,7 @@ async def market(monkeypatch: pytest.MonkeyPatch, isolated_env: Path) -> AsyncIt
 
 def count_creates(market: Market) -> list[str]:
     """Spy on the Vast adapter: every create call it makes is listed."""
-    adapter = market.shopper.providers["vastai"]
+    adapter = market.shopper._providers["vastai"]
     assert adapter is not None
     original, calls = adapter.create, []
 
@@ -34,7 +34,7 @@ def count_creates(market: Market) -> list[str]:
 
 
 async def budget(market: Market, kind: BudgetKind, limit: float, action: str, **kw: Any) -> Budget:
-    return await market.shopper.budgets.set(
+    return await market.shopper._budgets.set(
         Budget(kind=kind, limit=limit, action=BudgetAction(action), **kw)
     )
 
@@ -98,14 +98,14 @@ async def test_a_stop_budget_stops_that_consumers_dearest_sessions_first(market:
     assert dear.price_per_hour and cheap.price_per_hour
     limit = dear.price_per_hour + cheap.price_per_hour / 2  # both together are over it
     await budget(market, BudgetKind.BURN_RATE, limit, "stop", consumer="alice")
-    ended = await market.shopper.budgets.enforce()
+    ended = await market.shopper._budgets.enforce()
     assert ended == [dear.id]
     await market.tick()
     assert (await market.shopper.session(dear.id)).status in ("stopping", "stopped")
     for kept in (cheap, bobs):
         assert (await market.shopper.session(kept.id)).status == SessionStatus.RUNNING
     assert any(dear.id in m for m in await alerts(market, "budget_stop"))
-    assert await market.shopper.budgets.enforce() == []  # within the budget again
+    assert await market.shopper._budgets.enforce() == []  # within the budget again
 
 
 async def test_thresholds_fire_once_a_month_even_across_a_restart(market: Market) -> None:
@@ -136,7 +136,7 @@ async def test_thresholds_fire_once_a_month_even_across_a_restart(market: Market
 
 async def test_preview_tells_what_each_budget_would_do_without_acting(market: Market) -> None:
     creates = count_creates(market)
-    adapter = market.shopper.providers["vastai"]
+    adapter = market.shopper._providers["vastai"]
     assert adapter is not None
     balance_reads: list[str] = []
     original_balance = adapter.balance
@@ -153,7 +153,7 @@ async def test_preview_tells_what_each_budget_would_do_without_acting(market: Ma
     await budget(market, BudgetKind.CONCURRENT_SESSIONS, 1, "block", consumer="bob")
     before = await market.audit()
 
-    checks = await market.shopper.budgets.preview("alice", offer, 3)
+    checks = await market.shopper._budgets.preview("alice", offer, 3)
 
     assert sorted(c.budget.id or 0 for c in checks) == [spend.id, burn.id]  # not bob's budget
     by_kind = {c.budget.kind: c for c in checks}
@@ -163,7 +163,7 @@ async def test_preview_tells_what_each_budget_would_do_without_acting(market: Ma
     assert "would bring it to" in monthly.would()
     warning = by_kind[BudgetKind.BURN_RATE]
     assert warning.crosses and not warning.refuses
-    within = await market.shopper.budgets.preview("alice", offer, 1)
+    within = await market.shopper._budgets.preview("alice", offer, 1)
     assert not any(c.refuses for c in within)  # one hour stays under the monthly limit
     assert await market.audit() == before  # no alert published
     assert creates == [] and balance_reads == []  # and no provider asked

@@ -43,19 +43,19 @@ def closed(session: Session) -> bool:
 
 async def test_the_session_is_committed_before_the_provider_is_called(market: Market) -> None:
     """Invariant 1: pending row (with key and label) first; the instance id the moment known."""
-    adapter = market.shopper.providers["vastai"]
+    adapter = market.shopper._providers["vastai"]
     assert adapter is not None
     original = adapter.create
     seen: dict[str, Any] = {}
 
     async def spying_create(offer: Any, spec: Any, on_instance: Any = None) -> Any:
         session_id = parse_label(spec.label)[1]  # type: ignore[index]
-        row = await market.shopper.store.get_session(session_id)
+        row = await market.shopper._store.get_session(session_id)
         seen["at_call"] = row
 
         async def spying_sink(instance_id: str) -> None:
             await on_instance(instance_id)
-            seen["after_sink"] = await market.shopper.store.get_session(session_id)
+            seen["after_sink"] = await market.shopper._store.get_session(session_id)
 
         return await original(offer, spec, spying_sink)
 
@@ -87,7 +87,7 @@ async def test_a_rental_becomes_running_with_a_pinned_host_key(market: Market) -
     key = Path(running.key_path or "")
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert key.with_suffix(".pub").read_text().split()[1] in "".join(instance.authorized_keys)
-    known = market.shopper.lifecycle.known_hosts_path(running.id).read_text()
+    known = market.shopper._lifecycle.known_hosts_path(running.id).read_text()
     assert running.host_key.split()[1] in known and f"[127.0.0.1]:{running.ssh_port}" in known
     assert running.expires_at - running.created_at == timedelta(hours=2)
     assert running.hard_max_at - running.created_at == timedelta(hours=12)
@@ -158,7 +158,7 @@ async def test_a_node_that_is_not_what_was_offered_fails_and_is_destroyed(
     assert failed.status == SessionStatus.FAILED and failed.instance == InstanceState.GONE
     assert failed.error is not None and words in failed.error
     assert market.instance(failed).destroyed_at is not None
-    failures = await market.shopper.store.offer_failures_since(failed.created_at)
+    failures = await market.shopper._store.offer_failures_since(failed.created_at)
     assert offer.id in failures
     assert not Path(failed.key_path or "").exists()  # keys go once the session is closed
 
@@ -223,7 +223,7 @@ async def test_an_instance_that_vanishes_while_provisioning_fails_the_session(
 
 
 async def test_an_ambiguous_create_is_found_by_its_label_and_destroyed(market: Market) -> None:
-    adapter = market.shopper.providers["vastai"]
+    adapter = market.shopper._providers["vastai"]
     assert adapter is not None
     original = adapter.create
 
@@ -417,14 +417,14 @@ async def test_reconcile_adopts_an_instance_whose_create_is_still_returning(
     market: Market,
 ) -> None:
     """The earlier product destroyed these (prior-art §3.4 race); we adopt them."""
-    adapter = market.shopper.providers["vastai"]
+    adapter = market.shopper._providers["vastai"]
     assert adapter is not None
     original = adapter.create
     reconciled: list[Any] = []
 
     async def reconcile_mid_create(offer: Any, spec: Any, on_instance: Any = None) -> Any:
         ref = await original(offer, spec, None)  # the id is not committed yet
-        reconciled.append(await market.shopper.supervisor.reconcile())
+        reconciled.append(await market.shopper._supervisor.reconcile())
         if on_instance is not None:
             await on_instance(ref.instance_id)
         return ref
@@ -442,7 +442,7 @@ async def test_reconcile_destroys_instances_of_closed_or_unknown_sessions(
 ) -> None:
     from gpushop_tui.providers.base import CreateSpec, label_for
 
-    adapter = market.shopper.providers["vastai"]
+    adapter = market.shopper._providers["vastai"]
     assert adapter is not None
     stray = await adapter.create(
         await market.offer(), CreateSpec(label_for(market.shopper.install_id, "nosuch01"), "k")
@@ -450,7 +450,7 @@ async def test_reconcile_destroys_instances_of_closed_or_unknown_sessions(
     finished = await market.running()
     await market.shopper.done(finished.id)
     await market.until(finished.id, closed)
-    reports = await market.run(market.shopper.supervisor.reconcile())
+    reports = await market.run(market.shopper._supervisor.reconcile())
     [report] = [r for r in reports if r.provider == "vastai"]
     assert report.orphans == [stray.instance_id]
     assert market.world.get("vastai", stray.instance_id).destroyed_at is not None
@@ -461,7 +461,7 @@ async def test_a_list_call_that_errors_changes_nothing(market: Market) -> None:
     running = await market.running()
     for endpoint in ("list", "list_v1"):
         market.world.faults.add(HttpFault("vastai", endpoint, status=500))
-    reports = await market.run(market.shopper.supervisor.reconcile())
+    reports = await market.run(market.shopper._supervisor.reconcile())
     vast = next(r for r in reports if r.provider == "vastai")
     assert not vast.ok and vast.error
     after = await market.shopper.session(running.id)
@@ -478,13 +478,15 @@ async def test_an_instance_missing_from_a_list_is_confirmed_before_it_is_believe
         market.world.faults.add(
             HttpFault("vastai", endpoint, status=200, body=empty, media_type="application/json")
         )
-    await market.run(market.shopper.supervisor.reconcile())
+    await market.run(market.shopper._supervisor.reconcile())
     lagging = await market.shopper.session(running.id)
     assert lagging.status == SessionStatus.RUNNING and lagging.instance == InstanceState.LIVE
     market.world.faults.http.clear()
     await market.world.vanish("vastai", running.instance_id)
     [report] = [
-        r for r in await market.run(market.shopper.supervisor.reconcile()) if r.provider == "vastai"
+        r
+        for r in await market.run(market.shopper._supervisor.reconcile())
+        if r.provider == "vastai"
     ]
     assert report.gone == [running.id]
     vanished = await market.shopper.session(running.id)
@@ -517,7 +519,7 @@ async def test_a_session_interrupted_before_renting_is_failed_without_a_call(
     orphan_row = make_session(
         market.clock.now(), install_id=market.shopper.install_id, id="pend0001"
     )
-    await market.shopper.store.insert_session(orphan_row)
+    await market.shopper._store.insert_session(orphan_row)
     await market.clock.advance(180)
     await market.tick()
     failed = await market.shopper.session("pend0001")
@@ -526,14 +528,14 @@ async def test_a_session_interrupted_before_renting_is_failed_without_a_call(
 
 
 async def test_only_one_supervisor_acts(market: Market) -> None:
-    assert await market.shopper.supervisor.acquire()
+    assert await market.shopper._supervisor.acquire()
     from gpushop_tui.core.supervisor import Supervisor
 
-    other = Supervisor(market.shopper.lifecycle, holder="cron")
+    other = Supervisor(market.shopper._lifecycle, holder="cron")
     assert await other.run_once() is None
     lease = await market.shopper.supervisor_lease()
-    assert lease is not None and lease.holder == market.shopper.supervisor.holder
-    await market.shopper.supervisor.release()
+    assert lease is not None and lease.holder == market.shopper._supervisor.holder
+    await market.shopper._supervisor.release()
     report = await market.run(other.run_once())
     assert report is not None and {r.provider for r in report.reconciled} == {
         "vastai",
@@ -553,7 +555,7 @@ async def test_no_key_material_reaches_the_database_or_the_log(
     assert len(body) > 40
     await market.shopper.done(running.id)
     await market.until(running.id, closed)
-    db_path = market.shopper.store.path
+    db_path = market.shopper._store.path
     stored = b"".join(
         p.read_bytes() for p in db_path.parent.glob(db_path.name + "*") if p.is_file()
     )
@@ -568,7 +570,7 @@ async def test_a_key_the_create_never_attached_is_attached_again_by_readiness(
 ) -> None:
     """A create cut off between the instance id and the key attach (a one-shot killed there)
     leaves a node that refuses our key: readiness attaches it again instead of failing."""
-    adapter = market.shopper.providers["vastai"]
+    adapter = market.shopper._providers["vastai"]
     assert adapter is not None
     attach = adapter._attach_key  # type: ignore[attr-defined]
     skipped: list[str] = []

@@ -423,7 +423,7 @@ async def test_a_budget_threshold_in_the_running_core_reaches_the_webhook(
     monkeypatch.setenv("GPUSHOP_WEBHOOK_SECRET", SECRET)
     async with open_market(monkeypatch, isolated_env) as market:
         await market.running(consumer="alice", hours=3)
-        await market.shopper.budgets.set(
+        await market.shopper._budgets.set(
             Budget(consumer="alice", kind=BudgetKind.CONCURRENT_SESSIONS, limit=1)
         )
         await market.tick()

@@ -1,0 +1,243 @@
+"""Readiness: from a provider's running instance to a node we can use (DESIGN.md §3).
+
+A session is ready when its node answers over SSH with the host key pinned on first contact,
+and reports the hardware the offer promised. Each check is one step; a node that is not ready
+within the provider's budget, or is not what was promised, fails the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+
+from gpushop_tui.config import Settings
+from gpushop_tui.core.rows import SessionRows, Step
+from gpushop_tui.core.teardown import Teardown
+from gpushop_tui.errors import UserError
+from gpushop_tui.models import Offer, Session, SessionStatus
+from gpushop_tui.node import keys as node_keys
+from gpushop_tui.node import probes
+from gpushop_tui.node.ssh import NodeAddress, NodeError, connect
+from gpushop_tui.providers.base import Provider, ProviderError
+from gpushop_tui.providers.gpus import gpu_matches
+
+log = logging.getLogger(__name__)
+
+SMI_RECHECK_S = 5.0
+"""Providers that rebuild drivers at boot must answer `nvidia-smi` twice, this far apart."""
+READY_POLL_S = (5.0, 30.0)
+"""Readiness polls back off from the first value to the second."""
+VRAM_TOLERANCE = 0.95
+"""A card reports a little less memory than its marketing size (24564 MiB for "24 GB")."""
+
+
+def spec_mismatch(offer: Offer, spec: probes.NodeSpec) -> str | None:
+    """Why the node is not what the offer promised (GPU model, count, VRAM, CUDA), or None."""
+    if not spec.gpus:
+        return "the node reports no GPU"
+    if len(spec.gpus) < offer.gpu_count:
+        return f"the node has {len(spec.gpus)} GPUs, the offer promised {offer.gpu_count}"
+    wrong = [g.name for g in spec.gpus if not gpu_matches(offer.gpu_name, g.name)]
+    if wrong:
+        return f"the node has {wrong[0]}, the offer promised {offer.gpu_name}"
+    sizes = [g.memory_total_mib for g in spec.gpus if g.memory_total_mib is not None]
+    if sizes and min(sizes) / 1024 < offer.vram_gb * VRAM_TOLERANCE:
+        return (
+            f"the node's GPUs have {min(sizes) / 1024:.1f} GB of memory, "
+            f"the offer promised {offer.vram_gb:g} GB"
+        )
+    if spec.cuda is not None and offer.cuda is not None and spec.cuda + 1e-6 < offer.cuda:
+        return f"the node supports CUDA {spec.cuda:g}, the offer promised {offer.cuda:g}"
+    return None
+
+
+class Readiness:
+    """Checks a provisioning session's instance and node until it is running, or fails it."""
+
+    def __init__(
+        self,
+        *,
+        rows: SessionRows,
+        providers: Mapping[str, Provider | None],
+        settings: Settings,
+        keys_dir: Path,
+        teardown: Teardown,
+    ) -> None:
+        self.rows = rows
+        self.providers = providers
+        self.settings = settings
+        self.keys_dir = keys_dir
+        self.teardown = teardown
+        """Fails the session, or records its instance gone, when readiness finds that."""
+        self._polls: dict[str, int] = {}
+
+    def budget(self, provider: str) -> timedelta:
+        """How long a session of `provider` may take to become ready (DESIGN.md §3.7)."""
+        seconds = self.settings.provider(provider).provision_budget_s
+        return timedelta(seconds=seconds)
+
+    def address(self, session: Session) -> NodeAddress:
+        if not (session.ssh_host and session.ssh_port and session.ssh_user and session.key_path):
+            raise UserError(f"session {session.id} has no SSH address yet")
+        return NodeAddress(
+            host=session.ssh_host,
+            port=session.ssh_port,
+            user=session.ssh_user,
+            key_path=Path(session.key_path),
+            host_key=session.host_key,
+        )
+
+    def known_hosts_path(self, session_id: str) -> Path:
+        return self.keys_dir / f"{session_id}.known_hosts"
+
+    def forget(self, session_id: str) -> None:
+        """A closed session: drop its poll count and its pinned host key file."""
+        self._polls.pop(session_id, None)
+        with contextlib.suppress(FileNotFoundError):
+            self.known_hosts_path(session_id).unlink()
+
+    def _poll_wait(self, session_id: str) -> float:
+        attempt = self._polls.get(session_id, 0)
+        self._polls[session_id] = attempt + 1
+        first, most = READY_POLL_S
+        return min(most, first * 1.5**attempt)
+
+    async def step(self, session: Session) -> Step | None:
+        """One readiness check of a provisioning session whose instance id is known."""
+        adapter = self.providers.get(session.provider)
+        if adapter is None:
+            return Step(60.0, f"{session.provider} has no credential; cannot check the instance")
+        now = self.rows.clock.now()
+        budget = self.budget(session.provider)
+        if now - session.state_entered_at > budget:
+            last = self.rows.note(session.id) or "no answer"
+            await self.teardown.fail(
+                session.id,
+                f"not ready after {budget.total_seconds() / 60:g} min ({last})",
+                record_offer=True,
+            )
+            return Step()
+        assert session.instance_id is not None
+        try:
+            status = await adapter.get(session.instance_id)
+        except ProviderError as err:
+            return Step(self._poll_wait(session.id), f"status call failed: {err.message}")
+        if status is None:
+            await self.teardown.instance_gone(session.id, "vanished while provisioning")
+            return Step()
+        if status.price_per_hour is not None and status.price_per_hour != session.price_per_hour:
+            session = await self._charged(session.id, status.price_per_hour) or session
+        if not status.running or not status.ssh_host or not status.ssh_port:
+            return Step(self._poll_wait(session.id), f"instance is {status.state}")
+        if (status.ssh_host, status.ssh_port) != (session.ssh_host, session.ssh_port):
+            host, port = status.ssh_host, status.ssh_port
+            updated = await self.rows.change(
+                session.id,
+                lambda s: (
+                    ({"ssh_host": host, "ssh_port": port}, f"SSH at {host}:{port}")
+                    if (s.ssh_host, s.ssh_port) != (host, port)
+                    else None
+                ),
+            )
+            session = updated or session
+        boot_delay = adapter.readiness.initial_delay_s * self.settings.boot_delay_scale
+        ready_from = (session.instance_created_at or session.created_at) + timedelta(
+            seconds=boot_delay
+        )
+        if now < ready_from:
+            return Step((ready_from - now).total_seconds(), "waiting out the provider's boot time")
+        try:
+            spec = await self._probe(session, adapter)
+        except NodeError as err:
+            if err.kind == "host_key":
+                await self.teardown.fail(session.id, f"refusing the node: {err.message}")
+                return Step()
+            if err.kind == "auth":
+                await self._attach_key_again(session, adapter)
+            return Step(self._poll_wait(session.id), f"SSH: {err.message}")
+        if isinstance(spec, str):
+            return Step(self._poll_wait(session.id), spec)
+        mismatch = spec_mismatch(session.offer, spec)
+        if mismatch is not None:
+            await self.teardown.fail(session.id, f"wrong hardware: {mismatch}", record_offer=True)
+            return Step()
+        await self.rows.change(
+            session.id,
+            lambda s: (
+                (
+                    {
+                        "status": SessionStatus.RUNNING,
+                        "last_busy_at": self.rows.clock.now(),
+                        "idle_reason": None,
+                        "error": None,
+                    },
+                    f"ready: {len(spec.gpus)}x {spec.gpus[0].name} at "
+                    f"{s.ssh_user}@{s.ssh_host}:{s.ssh_port}",
+                )
+                if s.status == SessionStatus.PROVISIONING
+                else None
+            ),
+        )
+        self._polls.pop(session.id, None)
+        return None
+
+    async def _charged(self, session_id: str, rate: float) -> Session | None:
+        """Record the rate the provider says it charges, while the rental is being set up
+        (the rate at rental time: a later change does not rewrite what was billed)."""
+        return await self.rows.change(
+            session_id,
+            lambda s: (
+                ({"price_per_hour": rate}, f"the provider charges ${rate:.4f}/h")
+                if s.status == SessionStatus.PROVISIONING and s.price_per_hour != rate
+                else None
+            ),
+        )
+
+    async def _attach_key_again(self, session: Session, adapter: Provider) -> None:
+        """The node refuses our key: attach it again, in case the create that attached it was
+        cut off after the instance existed (a lost response never means a lost key)."""
+        assert session.instance_id is not None and session.key_path is not None
+        public = Path(session.key_path).with_suffix(".pub")
+        try:
+            key = await asyncio.to_thread(public.read_text)
+            await adapter.attach_key(session.instance_id, key)
+        except (OSError, ProviderError) as err:
+            log.warning("session %s: attaching the key again failed: %s", session.id, err)
+
+    async def _probe(self, session: Session, adapter: Provider) -> probes.NodeSpec | str:
+        """SSH in, pin the host key, and read the hardware; a string says what is not ready."""
+        conn = await connect(self.address(session), timeout_s=self.settings.ssh_connect_timeout_s)
+        async with conn:
+            if session.host_key is None:
+                await self._pin(session, conn.host_key)
+            if not await probes.echo_ok(conn):
+                return "the node does not answer 'echo ok' yet"
+            if not adapter.readiness.probe_dpkg_and_smi:
+                return await probes.read_spec(conn)
+            if await probes.dpkg_lock_free(conn) is False:
+                return "the dpkg lock is held (drivers still installing)"
+            await probes.read_spec(conn)
+            await self.rows.clock.sleep(SMI_RECHECK_S)
+            return await probes.read_spec(conn)
+
+    async def _pin(self, session: Session, host_key: str) -> None:
+        assert session.ssh_host is not None and session.ssh_port is not None
+        await self.rows.change(
+            session.id,
+            lambda s: (
+                ({"host_key": host_key}, "host key pinned on first contact")
+                if s.host_key is None
+                else None
+            ),
+        )
+        await asyncio.to_thread(
+            node_keys.write_known_hosts,
+            self.known_hosts_path(session.id),
+            session.ssh_host,
+            session.ssh_port,
+            host_key,
+        )

@@ -1,0 +1,272 @@
+"""Ending sessions: graceful stop, forced delete, failure, and the destroy queue (DESIGN.md §5).
+
+Money paths are conservative: when we cannot tell whether an instance exists, it does, and the
+queue keeps trying, backing off and escalating alerts, but never gives up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any
+
+from gpushop_tui.config import Settings
+from gpushop_tui.core.inventory import Inventory
+from gpushop_tui.core.rows import ACTIVE, Decision, SessionNotFound, SessionRows, Step
+from gpushop_tui.models import InstanceState, Session, SessionStatus, Severity, StoragePolicy
+from gpushop_tui.providers.base import NotFound, Provider, ProviderError
+
+DESTROY_BACKOFF_S = 5.0
+"""First wait of the destroy queue; it doubles up to `destroy_backoff_max_s`, forever."""
+ESCALATION = {4: Severity.WARNING, 7: Severity.ERROR, 10: Severity.CRITICAL}
+"""Failed teardown attempts at which an alert is raised; critical again every 10 after that."""
+
+
+def wants_teardown(session: Session) -> bool:
+    """Whether something may exist at the provider that should be stopped or destroyed."""
+    if session.instance.absent:
+        return session.status == SessionStatus.STOPPING
+    return session.status in (SessionStatus.STOPPING, SessionStatus.FAILED)
+
+
+class Teardown:
+    """Moves sessions towards closed and takes the stop/destroy steps that get them there."""
+
+    def __init__(
+        self,
+        *,
+        rows: SessionRows,
+        providers: Mapping[str, Provider | None],
+        settings: Settings,
+        inventory: Inventory,
+        ensure_driven: Callable[[str], None],
+    ) -> None:
+        self.rows = rows
+        self.providers = providers
+        self.settings = settings
+        self.inventory = inventory
+        self._ensure_driven = ensure_driven
+        """Starts this process's drive loop for a session that now wants teardown."""
+
+    # ------------------------------------------------------------------ ending a session
+
+    async def done(self, session_id: str, reason: str) -> Session:
+        """Graceful end: destroy, or stop and keep the disk when the policy says so."""
+
+        def decide(s: Session) -> Decision:
+            if s.status == SessionStatus.PENDING and s.instance == InstanceState.NONE:
+                return {"status": SessionStatus.STOPPED}, f"cancelled before renting: {reason}"
+            if s.status in ACTIVE:
+                return {"status": SessionStatus.STOPPING, "next_destroy_at": None}, (
+                    f"stopping: {reason}"
+                )
+            return None
+
+        return await self._end(session_id, decide, Severity.INFO)
+
+    async def delete(self, session_id: str, reason: str) -> Session:
+        """Destroy whatever exists, whatever the storage policy; harmless on a closed session."""
+
+        def decide(s: Session) -> Decision:
+            if s.closed:
+                return None
+            changes: dict[str, Any] = {"storage_policy": StoragePolicy.DESTROY}
+            if s.status == SessionStatus.PENDING and s.instance == InstanceState.NONE:
+                changes["status"] = SessionStatus.STOPPED
+            elif s.status in (*ACTIVE, SessionStatus.STOPPED):
+                changes["status"] = SessionStatus.STOPPING
+            if s.storage_policy == StoragePolicy.DESTROY and "status" not in changes:
+                return None
+            changes["next_destroy_at"] = None
+            return changes, f"destroying: {reason}"
+
+        return await self._end(session_id, decide, Severity.WARNING)
+
+    async def _end(
+        self, session_id: str, decide: Callable[[Session], Decision], severity: Severity
+    ) -> Session:
+        session = await self.rows.change(session_id, decide, severity=severity)
+        if session is None:
+            raise SessionNotFound.for_id(session_id)
+        if wants_teardown(session):
+            self._ensure_driven(session_id)
+        return session
+
+    async def fail(self, session_id: str, reason: str, *, record_offer: bool = False) -> None:
+        """Fail a session that is not yet stopping; what exists is then destroyed."""
+        updated = await self.rows.change(
+            session_id,
+            lambda s: (
+                ({"status": SessionStatus.FAILED, "error": reason}, f"failed: {reason}")
+                if s.status in ACTIVE
+                else None
+            ),
+            severity=Severity.ERROR,
+        )
+        if record_offer and updated is not None:
+            await self.inventory.record_failure(updated.offer, reason, session_id=session_id)
+        if updated is not None and wants_teardown(updated):
+            self._ensure_driven(session_id)
+
+    async def instance_gone(self, session_id: str, why: str) -> None:
+        """The provider says the instance is gone: record it, and close what that closes."""
+
+        def decide(s: Session) -> Decision:
+            if s.instance.absent:
+                return None
+            changes: dict[str, Any] = {
+                "instance": InstanceState.GONE,
+                "instance_gone_at": self.rows.clock.now(),
+                "destroy_attempts": 0,
+                "next_destroy_at": None,
+            }
+            if s.status == SessionStatus.STOPPING:
+                changes["status"] = SessionStatus.STOPPED
+            elif s.status in ACTIVE:
+                changes["status"] = SessionStatus.FAILED
+                changes["error"] = f"the provider reports the instance gone ({why})"
+            return changes, f"instance {s.instance_id} is gone ({why})"
+
+        updated = await self.rows.change(session_id, decide)
+        if updated is not None and updated.status == SessionStatus.FAILED and "vanished" in why:
+            await self.inventory.record_failure(updated.offer, why, session_id=session_id)
+
+    # ------------------------------------------------------------------ the destroy queue
+
+    async def step(self, session: Session) -> Step | None:
+        """One stop or destroy attempt for a session that `wants_teardown`."""
+        if session.instance.absent:
+            await self.rows.change(
+                session.id,
+                lambda s: (
+                    ({"status": SessionStatus.STOPPED}, "stopped; nothing exists")
+                    if s.status == SessionStatus.STOPPING and s.instance.absent
+                    else None
+                ),
+            )
+            return Step()
+        adapter = self.providers.get(session.provider)
+        if adapter is None:
+            await self.rows.alert(
+                session.id,
+                "no_credential",
+                f"session {session.id} cannot be torn down: {session.provider} has no credential",
+                Severity.CRITICAL,
+            )
+            return Step(60.0, f"{session.provider} has no credential")
+        if session.instance_id is None:
+            return Step(30.0, "waiting to learn the instance id (create call or reconciliation)")
+        now = self.rows.clock.now()
+        if session.next_destroy_at is not None and now < session.next_destroy_at:
+            return Step((session.next_destroy_at - now).total_seconds(), None)
+        keep = (
+            session.status == SessionStatus.STOPPING
+            and session.storage_policy == StoragePolicy.KEEP
+            and adapter.can_stop
+            and now < session.hard_max_at
+        )
+        if keep:
+            return await self._stop_step(session, adapter)
+        return await self._destroy_step(session, adapter)
+
+    async def _destroy_step(self, session: Session, adapter: Provider) -> Step | None:
+        instance_id = session.instance_id
+        assert instance_id is not None
+        if session.instance != InstanceState.DESTROYING:
+            await self.rows.change(
+                session.id,
+                lambda s: (
+                    ({"instance": InstanceState.DESTROYING}, f"destroying {instance_id}")
+                    if not s.instance.absent and s.instance != InstanceState.DESTROYING
+                    else None
+                ),
+            )
+        problem = None
+        try:
+            await adapter.destroy(instance_id)
+        except NotFound:
+            pass
+        except ProviderError as err:
+            problem = f"destroy call failed: {err.message}"
+        try:
+            status = await adapter.get(instance_id)
+        except ProviderError as err:
+            return await self._retry(session, f"cannot confirm: {err.message}")
+        if status is None:
+            await self.instance_gone(session.id, "destroyed")
+            return Step()
+        return await self._retry(
+            session, problem or f"the provider still reports it ({status.state})"
+        )
+
+    async def _stop_step(self, session: Session, adapter: Provider) -> Step | None:
+        instance_id = session.instance_id
+        assert instance_id is not None
+        try:
+            status = await adapter.get(instance_id)
+        except ProviderError as err:
+            return await self._retry(session, f"cannot read it: {err.message}")
+        if status is None:
+            await self.instance_gone(session.id, "gone while stopping")
+            return Step()
+        if not status.running:
+            now, disk_rate = self.rows.clock.now(), adapter.stopped_price_per_hour(session.offer)
+            await self.rows.change(
+                session.id,
+                lambda s: (
+                    (
+                        {
+                            "status": SessionStatus.STOPPED,
+                            "destroy_attempts": 0,
+                            "next_destroy_at": None,
+                            "stopped_at": now,
+                            "stopped_price_per_hour": disk_rate,
+                        },
+                        f"stopped ({status.state}); disk kept until the hard max "
+                        f"{s.hard_max_at:%Y-%m-%d %H:%M} UTC",
+                    )
+                    if s.status == SessionStatus.STOPPING
+                    else None
+                ),
+            )
+            return Step()
+        problem = None
+        try:
+            await adapter.stop(instance_id)
+        except ProviderError as err:
+            problem = f"stop call failed: {err.message}"
+        return await self._retry(session, problem or f"still {status.state}")
+
+    async def _retry(self, session: Session, why: str) -> Step:
+        """Count a teardown attempt that did not finish; back off; escalate; never give up."""
+        now = self.rows.clock.now()
+        counted: list[int] = []
+
+        def decide(s: Session) -> Decision:
+            if s.instance.absent:
+                return None
+            attempts = s.destroy_attempts + 1
+            counted[:] = [attempts]
+            wait = timedelta(seconds=self._backoff(attempts))
+            return {"destroy_attempts": attempts, "next_destroy_at": now + wait}, ""
+
+        await self.rows.change(session.id, decide)
+        if not counted:
+            return Step()
+        attempts = counted[0]
+        wait = self._backoff(attempts)
+        severity = ESCALATION.get(attempts)
+        if severity is None and attempts > 10 and attempts % 10 == 0:
+            severity = Severity.CRITICAL
+        if severity is not None:
+            await self.rows.alert(
+                session.id,
+                "teardown_failing",
+                f"session {session.id}: {session.provider} instance {session.instance_id} is "
+                f"not gone after {attempts} attempts ({why}); still retrying",
+                severity,
+            )
+        return Step(wait, f"teardown attempt {attempts}: {why}; next in {wait:g} s")
+
+    def _backoff(self, attempts: int) -> float:
+        return min(self.settings.destroy_backoff_max_s, DESTROY_BACKOFF_S * 2.0 ** (attempts - 1))
