@@ -1,95 +1,47 @@
-"""The API application: request ids, body limit, bearer auth, one error shape, the routers.
+"""The API application: request ids, body limit, one error shape, the routers.
 
 Every response carries `X-Request-ID` (the caller's, when it is a sane token; else a new one).
-Every error is `{"error": {"type", "message", "request_id", ...}}` with the right status; no
-traceback or secret ever reaches a response.
+Every error is `{"error": {"type", "message", "request_id", ...}}` with the right status; a core
+error adds its `field` (in the API's words) and `hint` (a machine-readable way out, such as
+`needs_override`) where it has them. No traceback or secret ever reaches a response. Bearer
+auth and what the routers share are in `api/deps.py`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gpushop_tui import __version__
-from gpushop_tui.api.tokens import Principal, TokenBook
-from gpushop_tui.core.budgets import BudgetRefused
-from gpushop_tui.core.sessions import NotConfigured, SessionConflict, SessionNotFound, StaleOffer
-from gpushop_tui.core.shopper import Shopper
+from gpushop_tui.api import health, inventory, money, ops, sessions
+from gpushop_tui.api.deps import ApiError, ApiState, details
+from gpushop_tui.core import (
+    BudgetRefused,
+    NotConfigured,
+    ProviderError,
+    RateLimited,
+    SessionConflict,
+    SessionNotFound,
+    StaleOffer,
+    UnknownModel,
+    redact,
+)
 from gpushop_tui.errors import UserError
-from gpushop_tui.providers.base import ProviderError, RateLimited
-from gpushop_tui.secrets import redact
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1 << 20
 """Request bodies over 1 MiB are refused (413) before they are read."""
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
-
-
-class ApiError(Exception):
-    """An error answered as JSON: HTTP status, a type word, one sentence, and extra fields."""
-
-    def __init__(self, status: int, type_: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.type = type_
-        self.message = message
-        self.extra = extra
-
-
-@dataclass
-class ApiState:
-    """What the routes reach through `request.app.state.api`."""
-
-    shopper: Shopper
-    tokens: TokenBook
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set once startup recovery (the first supervisor pass) is done."""
-
-
-def state(request: Request) -> ApiState:
-    api: ApiState = request.app.state.api
-    return api
-
-
-def core(request: Request) -> Shopper:
-    return state(request).shopper
-
-
-def principal(request: Request) -> Principal:
-    """The caller, from `Authorization: Bearer <token>`; 401 without a valid one."""
-    header = request.headers.get("authorization", "")
-    scheme, _, presented = header.partition(" ")
-    if scheme.lower() != "bearer" or not presented.strip():
-        raise ApiError(
-            401, "unauthorized", "send 'Authorization: Bearer <token>' (see 'gpushop serve-token')"
-        )
-    who = state(request).tokens.principal(presented.strip())
-    if who is None:
-        raise ApiError(
-            401, "unauthorized", "the bearer token is not valid (see 'gpushop serve-token')"
-        )
-    return who
-
-
-def api_router(*, tags: list[str]) -> APIRouter:
-    """A router under /api/v1 whose every route needs the bearer token."""
-    return APIRouter(prefix="/api/v1", tags=list(tags), dependencies=[Depends(principal)])
-
-
-Core = Annotated[Shopper, Depends(core)]
-Caller = Annotated[Principal, Depends(principal)]
 
 
 def error_response(
@@ -109,7 +61,17 @@ USER_ERRORS: tuple[tuple[type[UserError], int, str, dict[str, Any]], ...] = (
     (BudgetRefused, 409, "budget_refused", {}),
     (StaleOffer, 503, "stale_offer", {"retry_suggested": True}),
     (NotConfigured, 503, "provider_unavailable", {"retry_suggested": False}),
+    (UnknownModel, 400, "bad_request", {"field": "model"}),
 )
+"""Core errors by type: status, type word, extra body fields; any other `UserError` is 400."""
+
+
+def _answer_for(exc: UserError) -> tuple[int, str, dict[str, Any]]:
+    """Status, type word and extra body fields for a core error, by its type."""
+    for kind, status, type_, extra in USER_ERRORS:
+        if isinstance(exc, kind):
+            return status, type_, extra
+    return 400, "bad_request", {}
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -121,10 +83,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(UserError)
     async def user_error(request: Request, exc: UserError) -> JSONResponse:
-        for kind, status, type_, extra in USER_ERRORS:
-            if isinstance(exc, kind):
-                return error_response(_request_id(request), status, type_, exc.message, **extra)
-        return error_response(_request_id(request), 400, "bad_request", exc.message)
+        status, type_, extra = _answer_for(exc)
+        return error_response(
+            _request_id(request), status, type_, exc.message, **{**extra, **details(exc)}
+        )
 
     @app.exception_handler(RateLimited)
     async def rate_limited(request: Request, exc: RateLimited) -> JSONResponse:
@@ -226,9 +188,17 @@ class RequestContext:
 
 
 RouterInstaller = Callable[[FastAPI], None]
+ROUTERS: tuple[RouterInstaller, ...] = (
+    health.install,
+    inventory.install,
+    sessions.install,
+    money.install,
+    ops.install,
+)
+"""Each route module's `install`, in the order the routes are added."""
 
 
-def build_api(api: ApiState, *, installers: tuple[RouterInstaller, ...] | None = None) -> FastAPI:
+def build_api(api: ApiState, *, installers: tuple[RouterInstaller, ...] = ROUTERS) -> FastAPI:
     """The FastAPI app over `api.shopper`; routers come from the route modules."""
     app = FastAPI(
         title="gpushop",
@@ -238,12 +208,6 @@ def build_api(api: ApiState, *, installers: tuple[RouterInstaller, ...] | None =
     app.state.api = api
     install_error_handlers(app)
     app.add_middleware(RequestContext)
-    for install in installers if installers is not None else default_installers():
+    for install in installers:
         install(app)
     return app
-
-
-def default_installers() -> tuple[RouterInstaller, ...]:
-    from gpushop_tui.api import health, inventory, money, ops, sessions
-
-    return (health.install, inventory.install, sessions.install, money.install, ops.install)

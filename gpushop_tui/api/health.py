@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from gpushop_tui.api.app import state
+from gpushop_tui.api.deps import state
 
 router = APIRouter(tags=["health"])
 
@@ -14,12 +14,11 @@ router = APIRouter(tags=["health"])
 async def health(request: Request) -> dict[str, object]:
     """The process answers; whether startup recovery is done and whether it supervises."""
     api = state(request)
-    supervisor = api.shopper.supervisor
     return {
         "status": "ok",
-        "timestamp": api.shopper.clock.now().isoformat(),
+        "timestamp": api.shopper.now().isoformat(),
         "ready": api.ready.is_set(),
-        "supervising": supervisor.holding,
+        "supervising": api.shopper.supervising,
     }
 
 
@@ -27,7 +26,7 @@ async def health(request: Request) -> dict[str, object]:
 async def ready(request: Request) -> JSONResponse:
     """200 once startup recovery (the first supervisor pass) is done; 503 until then."""
     api = state(request)
-    body = {"ready": api.ready.is_set(), "timestamp": api.shopper.clock.now().isoformat()}
+    body = {"ready": api.ready.is_set(), "timestamp": api.shopper.now().isoformat()}
     return JSONResponse(body, status_code=200 if api.ready.is_set() else 503)
 
 

@@ -11,12 +11,12 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Query
 from pydantic import ValidationError
 
-from gpushop_tui.api.app import ApiError, Core, api_router
+from gpushop_tui.api.deps import ApiError, ProviderQuery, ShopperDep, api_router, known_provider
 from gpushop_tui.api.schemas import InventoryOut, OfferOut, ProviderStatusOut, error_responses
 from gpushop_tui.api.schemas import offer_id as canonical_offer_id
-from gpushop_tui.core.shopper import Shopper
-from gpushop_tui.models import OfferQuery, ProviderName
-from gpushop_tui.query import QueryError, parse_query, unknown_model
+from gpushop_tui.core import QueryError, Shopper
+from gpushop_tui.models import OfferQuery, validation_problem
+from gpushop_tui.query import unknown_model
 
 router = api_router(tags=["inventory"])
 MAX_PAGE = 1000
@@ -26,13 +26,13 @@ async def _query(
     shopper: Shopper, q: str | None, params: dict[str, tuple[str, Any]], model: str | None
 ) -> OfferQuery:
     """`q` parsed, with the prior-style parameters (OfferQuery field → (param, value)) on top."""
-    models = await shopper.benchmarks.models()
     try:
-        parsed = parse_query(q or "", models)
+        parsed = await shopper.parse_query(q or "")
     except QueryError as err:
         raise ApiError(
             400, "bad_query", err.message, field="q", reason=err.reason, span=[err.start, err.end]
         ) from None
+    models = await shopper.benchmark_models()
     if model is not None and model not in models:
         raise ApiError(400, "bad_request", unknown_model(model, models), field="model")
     fields = parsed.model_dump(exclude_unset=True)
@@ -50,19 +50,17 @@ async def _query(
     try:
         return OfferQuery(**fields)
     except ValidationError as err:
-        first = err.errors()[0]
-        reason = str(first["msg"]).removeprefix("Value error, ")
-        raise ApiError(400, "bad_request", reason, field="q") from None
+        raise ApiError(400, "bad_request", validation_problem(err), field="q") from None
 
 
 @router.get("/inventory", responses=error_responses(400, 429, 503))
 async def inventory(
-    shopper: Core,
+    shopper: ShopperDep,
     q: Annotated[
         str | None,
         Query(max_length=2000, description="Query language: 'gpu=4090 vram>=24 price<=0.5'."),
     ] = None,
-    provider: ProviderName | None = None,
+    provider: ProviderQuery = None,
     gpu_type: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     location: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     min_vram: Annotated[float | None, Query(ge=0, le=1e6)] = None,
@@ -84,6 +82,7 @@ async def inventory(
         raise ApiError(
             400, "bad_request", "give gpu_count or min_gpu_count, not both", field="gpu_count"
         )
+    provider = known_provider(shopper, provider)
     query = await _query(
         shopper,
         q,
@@ -113,10 +112,10 @@ async def inventory(
 
 
 @router.get("/inventory/{offer_id}", responses=error_responses(404, 429, 503))
-async def one_offer(shopper: Core, offer_id: str) -> OfferOut:
+async def one_offer(shopper: ShopperDep, offer_id: str) -> OfferOut:
     """One offer by id (`vastai:123`, or the earlier form `vastai-123`), fresh if it is old."""
-    wanted = canonical_offer_id(offer_id)
-    found = await shopper.inventory.find(wanted)
+    wanted = canonical_offer_id(offer_id, shopper.provider_names())
+    found = await shopper.find_offer(wanted)
     if found is None:
         raise ApiError(
             404, "not_found", f"no offer {wanted!r} in the current menu (it may be taken)"

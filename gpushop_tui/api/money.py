@@ -1,34 +1,40 @@
 """API routes for money: costs (prior-art §1.2 shapes), budgets, and benchmark rankings.
 
-Costs are the core's per-second cost lines (`Shopper.cost_lines`) over local days, grouped as
-the CLI `costs` command groups them. A scoped token sees only its consumer's costs and budgets,
-and only the operator writes budgets.
+Costs are the core's cost report (`Shopper.cost_report`) over local days, the same one the CLI
+and the Costs pane render. A scoped token sees only its consumer's costs and budgets, and only
+the operator writes budgets.
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Annotated, Literal
 
 from fastapi import FastAPI, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from gpushop_tui.api.app import ApiError, Caller, Core, api_router
+from gpushop_tui.api.deps import (
+    ApiError,
+    CallerDep,
+    ShopperDep,
+    api_router,
+    details,
+    fields_named,
+    visible_session,
+)
 from gpushop_tui.api.schemas import error_responses
 from gpushop_tui.api.tokens import Principal
-from gpushop_tui.core import benchmarks, costs
-from gpushop_tui.core.benchmarks import UnknownModel
-from gpushop_tui.core.budgets import THRESHOLDS, Usage
-from gpushop_tui.core.costs import CostLine
-from gpushop_tui.core.shopper import Shopper
+from gpushop_tui.core import THRESHOLDS, CostReport, GpuSummary, Ranked, Usage
 from gpushop_tui.errors import UserError
-from gpushop_tui.models import Benchmark, Budget, BudgetAction, BudgetKind
+from gpushop_tui.models import Budget, BudgetAction, BudgetKind
 
 router = api_router(tags=["money"])
 
 CONSUMER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2999, 12, 31)
 """Report days outside these are refused as bad input (no calendar overflow)."""
+REPORT_FIELDS = {"until": "end_date"}
+"""The cost report's inputs (as core errors name them) by the query parameter a client sent."""
 
 ConsumerQuery = Annotated[
     str | None, Query(pattern=CONSUMER_PATTERN, description="Only this consumer.")
@@ -42,6 +48,18 @@ Gpu = Annotated[
     str | None, Query(min_length=1, max_length=200, description="As the query's gpu=, e.g. 4090.")
 ]
 Limit = Annotated[int, Query(ge=1, le=200, description="At most this many rows.")]
+
+
+def _round(value: float) -> float:
+    return round(value, 6)
+
+
+def _round_known(value: float | None) -> float | None:
+    return _round(value) if value is not None else None
+
+
+def _rounded(totals: dict[str, float]) -> dict[str, float]:
+    return {key: _round(value) for key, value in totals.items()}
 
 
 # --------------------------------------------------------------------------- costs
@@ -72,6 +90,23 @@ class CostSummaryOut(BaseModel):
     by_gpu: dict[str, float]
     daily: list[DayCostOut]
 
+    @classmethod
+    def of(cls, report: CostReport) -> CostSummaryOut:
+        return cls(
+            consumer_id=report.consumer,
+            start_date=report.first_day,
+            end_date=report.last_day,
+            total_cost=_round(report.total),
+            session_count=report.session_count,
+            by_consumer=_rounded(report.by("consumer")),
+            by_provider=_rounded(report.by("provider")),
+            by_gpu=_rounded(report.by("gpu")),
+            daily=[
+                DayCostOut(date=date.fromisoformat(day), cost=_round(cost))
+                for day, cost in report.by("day").items()
+            ],
+        )
+
 
 class MonthSummaryOut(CostSummaryOut):
     """This month so far, plus today and what bills right now."""
@@ -79,9 +114,13 @@ class MonthSummaryOut(CostSummaryOut):
     today_cost: float
     burn_usd_per_hour: float = Field(description="USD/h of every instance billing now.")
 
-
-def _round(value: float) -> float:
-    return round(value, 6)
+    @classmethod
+    def of(cls, report: CostReport) -> MonthSummaryOut:
+        return cls(
+            **CostSummaryOut.of(report).model_dump(),
+            today_cost=_round(report.today_total),
+            burn_usd_per_hour=_round(report.burn_usd_per_hour),
+        )
 
 
 def _consumer(caller: Principal, asked: str | None) -> str | None:
@@ -93,60 +132,14 @@ def _consumer(caller: Principal, asked: str | None) -> str | None:
     return caller.consumer
 
 
-def _summary(
-    lines: list[CostLine], consumer: str | None, first: date, last: date
-) -> dict[str, object]:
-    return {
-        "consumer_id": consumer,
-        "start_date": first,
-        "end_date": last,
-        "total_cost": _round(sum(line.amount for line in lines)),
-        "session_count": len({line.session_id for line in lines}),
-        **{
-            f"by_{what}": {k: _round(v) for k, v in costs.group(lines, what).items()}
-            for what in ("consumer", "provider", "gpu")
-        },
-        "daily": [
-            DayCostOut(date=date.fromisoformat(day), cost=_round(cost))
-            for day, cost in costs.group(lines, "day").items()
-        ],
-    }
-
-
-async def _lines(shopper: Shopper, first: date, last: date, consumer: str | None) -> list[CostLine]:
-    since = costs.local_midnight(first, None)
-    until = costs.local_midnight(last + timedelta(days=1), None)
-    return await shopper.cost_lines(since, until, consumer=consumer)
-
-
-def _days(
-    today: date, period: str | None, start: date | None, end: date | None
-) -> tuple[date, date]:
-    """The local days a report covers, as the earlier API chose them."""
-    if period == "daily":
-        return today, today
-    if period == "monthly" or (start is None and end is None):
-        return costs.month_start(today), costs.next_month(today) - timedelta(days=1)
-    if start is None:
-        assert end is not None
-        return costs.month_start(end), end
-    if end is None:
-        return start, costs.next_month(start) - timedelta(days=1)
-    if end < start:
-        raise ApiError(
-            400, "bad_request", f"end_date {end} is before start_date {start}", field="end_date"
-        )
-    return start, end
-
-
 @router.get(
     "/costs",
     response_model=SessionCostOut | CostSummaryOut,
     responses=error_responses(400, 403, 404),
 )
 async def get_costs(
-    shopper: Core,
-    caller: Caller,
+    shopper: ShopperDep,
+    caller: CallerDep,
     session_id: Annotated[
         str | None, Query(min_length=1, max_length=128, description="One session's total.")
     ] = None,
@@ -160,35 +153,26 @@ async def get_costs(
     """One session's cost, or a summary over local days (default: this month; with one date,
     the other is the end or start of that date's month)."""
     if session_id is not None:
-        session = await shopper.session(session_id)
-        if not caller.may_see(session.consumer):
-            raise ApiError(404, "not_found", f"no session {session_id}")
-        total = costs.cost_of(session, shopper.clock.now())
+        session = await visible_session(shopper, caller, session_id)
+        total = (await shopper.view_of(session)).cost_at(shopper.now())
         return SessionCostOut(session_id=session.id, total_cost=_round(total))
     consumer = _consumer(caller, consumer_id)
-    today = costs.local_date(shopper.clock.now(), None)
-    first, last = _days(today, period, start_date, end_date)
-    lines = await _lines(shopper, first, last, consumer)
-    return CostSummaryOut.model_validate(_summary(lines, consumer, first, last))
+    if period == "daily":
+        start_date = end_date = shopper.today()
+    elif period == "monthly":
+        start_date = end_date = None
+    with fields_named(REPORT_FIELDS):
+        report = await shopper.cost_report(start_date, end_date, consumer=consumer)
+    return CostSummaryOut.of(report)
 
 
 @router.get("/costs/summary", responses=error_responses(400, 403))
 async def cost_summary(
-    shopper: Core, caller: Caller, consumer_id: ConsumerQuery = None
+    shopper: ShopperDep, caller: CallerDep, consumer_id: ConsumerQuery = None
 ) -> MonthSummaryOut:
     """This month so far: totals by consumer, provider, GPU and day, today, and the burn rate."""
-    consumer = _consumer(caller, consumer_id)
-    today = costs.local_date(shopper.clock.now(), None)
-    first = costs.month_start(today)
-    lines = await _lines(shopper, first, today, consumer)
-    billing = [rate for s, _, rate in await shopper.billing_now() if consumer in (None, s.consumer)]
-    return MonthSummaryOut.model_validate(
-        {
-            **_summary(lines, consumer, first, costs.next_month(today) - timedelta(days=1)),
-            "today_cost": _round(sum(line.amount for line in lines if line.day == today)),
-            "burn_usd_per_hour": _round(sum(billing)),
-        }
-    )
+    report = await shopper.cost_report(consumer=_consumer(caller, consumer_id))
+    return MonthSummaryOut.of(report)
 
 
 # --------------------------------------------------------------------------- budgets
@@ -254,21 +238,21 @@ def _operator(caller: Principal) -> None:
 
 
 @router.get("/budgets", responses=error_responses())
-async def list_budgets(shopper: Core, caller: Caller) -> BudgetListOut:
+async def list_budgets(shopper: ShopperDep, caller: CallerDep) -> BudgetListOut:
     """Every budget and where it stands now (a scoped token: its consumer's only)."""
     usages = [
         BudgetUsageOut.of_usage(u)
-        for u in await shopper.budgets.usage()
+        for u in await shopper.budget_usage()
         if caller.consumer is None or u.budget.consumer == caller.consumer
     ]
     return BudgetListOut(budgets=usages, count=len(usages))
 
 
 @router.put("/budgets", responses=error_responses(400, 403, 422))
-async def set_budget(shopper: Core, caller: Caller, body: BudgetIn) -> BudgetOut:
+async def set_budget(shopper: ShopperDep, caller: CallerDep, body: BudgetIn) -> BudgetOut:
     """Create a budget, or replace the limit and action of the one of that scope and kind."""
     _operator(caller)
-    stored = await shopper.budgets.set(Budget(**body.model_dump()))
+    stored = await shopper.set_budget(Budget(**body.model_dump()))
     return BudgetOut.of(stored)
 
 
@@ -279,14 +263,14 @@ async def set_budget(shopper: Core, caller: Caller, body: BudgetIn) -> BudgetOut
     responses=error_responses(400, 403, 404),
 )
 async def delete_budget(
-    shopper: Core, caller: Caller, budget_id: Annotated[int, Path(ge=1, le=2**62)]
+    shopper: ShopperDep, caller: CallerDep, budget_id: Annotated[int, Path(ge=1, le=2**62)]
 ) -> Response:
     """Remove a budget."""
     _operator(caller)
     try:
-        await shopper.budgets.delete(budget_id)
+        await shopper.delete_budget(budget_id)
     except UserError as err:
-        raise ApiError(404, "not_found", err.message) from None
+        raise ApiError(404, "not_found", err.message, **details(err)) from None
     return Response(status_code=204)
 
 
@@ -312,15 +296,12 @@ class BenchmarkOut(BaseModel):
     )
 
     @classmethod
-    def of(cls, ranked: benchmarks.Ranked) -> BenchmarkOut:
-        def rounded(value: float | None) -> float | None:
-            return _round(value) if value is not None else None
-
+    def of(cls, ranked: Ranked) -> BenchmarkOut:
         return cls(
             **ranked.measurement.model_dump(exclude={"id"}),
-            usd_per_mtok=rounded(ranked.usd_per_mtok),
-            speedup=rounded(ranked.speedup),
-            cost_efficiency=rounded(ranked.cost_efficiency),
+            usd_per_mtok=_round_known(ranked.usd_per_mtok),
+            speedup=_round_known(ranked.speedup),
+            cost_efficiency=_round_known(ranked.cost_efficiency),
         )
 
 
@@ -351,18 +332,8 @@ class RecommendationsOut(BaseModel):
     count: int
 
 
-async def _measured(shopper: Shopper, model: str | None, gpu: str | None) -> list[Benchmark]:
-    try:
-        return await shopper.benchmarks.measurements(model, gpu)
-    except UnknownModel as err:
-        raise ApiError(400, "bad_request", err.message, field="model") from None
-
-
 def _ranking(
-    ranking: Literal["best", "cheapest", "compare"],
-    model: str,
-    ranked: list[benchmarks.Ranked],
-    limit: int,
+    ranking: Literal["best", "cheapest", "compare"], model: str, ranked: list[Ranked], limit: int
 ) -> RankingOut:
     shown = [BenchmarkOut.of(r) for r in ranked[:limit]]
     return RankingOut(
@@ -370,29 +341,39 @@ def _ranking(
     )
 
 
+def _recommendation(summary: GpuSummary) -> RecommendationOut:
+    return RecommendationOut(
+        gpu_name=summary.gpu_name,
+        gpu_count=summary.gpu_count,
+        samples=summary.samples,
+        avg_tokens_per_second=_round(summary.avg_tokens_per_second),
+        avg_price_per_hour=_round_known(summary.avg_price_per_hour),
+        usd_per_mtok=_round_known(summary.usd_per_mtok),
+    )
+
+
 @router.get("/benchmarks", responses=error_responses(400))
 async def list_benchmarks(
-    shopper: Core, model: AnyModel = None, gpu: Gpu = None, limit: Limit = 50
+    shopper: ShopperDep, model: AnyModel = None, gpu: Gpu = None, limit: Limit = 50
 ) -> BenchmarkListOut:
     """The measurements (seed and imported), by model, fastest first."""
-    measured = await _measured(shopper, model, gpu)
-    ordered = sorted(measured, key=lambda m: (m.model, -m.tokens_per_second))[:limit]
-    shown = [BenchmarkOut.of(benchmarks.Ranked(m, benchmarks.cost_of(m))) for m in ordered]
+    ranked = await shopper.rank_benchmarks("all", model, gpu)
+    shown = [BenchmarkOut.of(r) for r in ranked[:limit]]
     return BenchmarkListOut(benchmarks=shown, count=len(shown))
 
 
 @router.get("/benchmarks/best", responses=error_responses(400))
 async def best_benchmarks(
-    shopper: Core, model: Model, gpu: Gpu = None, limit: Limit = 50
+    shopper: ShopperDep, model: Model, gpu: Gpu = None, limit: Limit = 50
 ) -> RankingOut:
     """Fastest first (ties: cheaper per token first)."""
-    ranked = benchmarks.best(await _measured(shopper, model, gpu))
+    ranked = await shopper.rank_benchmarks("best", model, gpu)
     return _ranking("best", model, ranked, limit)
 
 
 @router.get("/benchmarks/cheapest", responses=error_responses(400))
 async def cheapest_benchmarks(
-    shopper: Core,
+    shopper: ShopperDep,
     model: Model,
     gpu: Gpu = None,
     min_tps: Annotated[
@@ -401,38 +382,26 @@ async def cheapest_benchmarks(
     limit: Limit = 50,
 ) -> RankingOut:
     """Cheapest per million tokens first, among priced measurements."""
-    ranked = benchmarks.cheapest(await _measured(shopper, model, gpu), min_tps)
+    ranked = await shopper.rank_benchmarks("cheapest", model, gpu, min_tps)
     return _ranking("cheapest", model, ranked, limit)
 
 
 @router.get("/benchmarks/compare", responses=error_responses(400))
 async def compare_benchmarks(
-    shopper: Core, model: Model, gpu: Gpu = None, limit: Limit = 50
+    shopper: ShopperDep, model: Model, gpu: Gpu = None, limit: Limit = 50
 ) -> RankingOut:
     """Each measurement relative to the fastest: speedup and tokens per dollar."""
-    ranked = benchmarks.compare(await _measured(shopper, model, gpu))
+    ranked = await shopper.rank_benchmarks("compare", model, gpu)
     return _ranking("compare", model, ranked, limit)
 
 
 @router.get("/benchmarks/recommendations", responses=error_responses(400))
 async def benchmark_recommendations(
-    shopper: Core, model: Model, gpu: Gpu = None, limit: Limit = 50
+    shopper: ShopperDep, model: Model, gpu: Gpu = None, limit: Limit = 50
 ) -> RecommendationsOut:
     """Per GPU configuration: average tokens/s and price, fastest first."""
-    summaries = benchmarks.recommend(await _measured(shopper, model, gpu))[:limit]
-    shown = [
-        RecommendationOut(
-            gpu_name=s.gpu_name,
-            gpu_count=s.gpu_count,
-            samples=s.samples,
-            avg_tokens_per_second=_round(s.avg_tokens_per_second),
-            avg_price_per_hour=_round(s.avg_price_per_hour)
-            if s.avg_price_per_hour is not None
-            else None,
-            usd_per_mtok=_round(s.usd_per_mtok) if s.usd_per_mtok is not None else None,
-        )
-        for s in summaries
-    ]
+    summaries = (await shopper.recommend_gpus(model, gpu))[:limit]
+    shown = [_recommendation(s) for s in summaries]
     return RecommendationsOut(model=model.strip().lower(), recommendations=shown, count=len(shown))
 
 

@@ -13,7 +13,6 @@ import json
 from collections import Counter as Tally
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Annotated
 
 from fastapi import FastAPI, Query, Request, Response
@@ -27,23 +26,17 @@ from prometheus_client import (
 )
 from pydantic import BaseModel
 
-from gpushop_tui.api.app import ApiError, Caller, Core, api_router, core
+from gpushop_tui.api.deps import CallerDep, ShopperDep, api_router, shopper_of, visible_session
 from gpushop_tui.api.schemas import error_responses
 from gpushop_tui.api.tokens import Principal
-from gpushop_tui.core import costs
-from gpushop_tui.core.events import Event, InventoryRefreshed, Subscription
-from gpushop_tui.core.sessions import SessionNotFound
-from gpushop_tui.core.shopper import Shopper
-from gpushop_tui.models import PROVIDERS, AuditEvent, SessionStatus, Severity
+from gpushop_tui.core import Event, InventoryRefreshed, SessionNotFound, Shopper, Subscription
+from gpushop_tui.models import AuditEvent, SessionStatus, Severity
 
 router = api_router(tags=["ops"])
 
 HEARTBEAT_S = 15.0
 """A comment line this often keeps idle event streams (and proxies) open; tests set
 `app.state.events_heartbeat_s` lower."""
-AUDIT_SCAN = 10_000
-"""Filtered audit queries look at this many of the newest events."""
-_SEVERITY_RANK = {s: rank for rank, s in enumerate(Severity)}
 
 
 # --------------------------------------------------------------------------- audit
@@ -56,34 +49,20 @@ class AuditListOut(BaseModel):
 
 @router.get("/audit", responses=error_responses(400, 404))
 async def audit(
-    shopper: Core,
-    caller: Caller,
+    shopper: ShopperDep,
+    caller: CallerDep,
     session_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
     severity: Annotated[Severity | None, Query(description="This severity or worse.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> AuditListOut:
-    """The newest audit events, oldest first (a scoped token: its consumer's sessions only)."""
-    own: set[str] | None = None
-    if caller.consumer is not None:
-        if session_id is not None:
-            await _own_session(shopper, caller, session_id)
-        else:
-            own = {s.id for s in await shopper.sessions(consumer=caller.consumer)}
-    filtered = severity is not None or own is not None
-    events = await shopper.audit_log(session_id, limit=AUDIT_SCAN if filtered else limit)
-    if severity is not None:
-        events = [e for e in events if _SEVERITY_RANK[e.severity] >= _SEVERITY_RANK[severity]]
-    if own is not None:
-        events = [e for e in events if e.session_id in own]
-    events = events[-limit:]
+    """The newest `limit` audit events that pass the filters, oldest first (a scoped token:
+    its consumer's sessions only)."""
+    if session_id is not None:
+        await visible_session(shopper, caller, session_id)
+    events = await shopper.audit_log(
+        session_id, min_severity=severity, consumer=caller.consumer, limit=limit
+    )
     return AuditListOut(events=events, count=len(events))
-
-
-async def _own_session(shopper: Shopper, caller: Principal, session_id: str) -> None:
-    """404 unless the session exists and the caller may see it."""
-    session = await shopper.session(session_id)
-    if not caller.may_see(session.consumer):
-        raise ApiError(404, "not_found", f"no session {session_id}")
 
 
 # --------------------------------------------------------------------------- events
@@ -151,7 +130,7 @@ async def _stream(
         **error_responses(),
     },
 )
-async def events(request: Request, shopper: Core, caller: Caller) -> StreamingResponse:
+async def events(request: Request, shopper: ShopperDep, caller: CallerDep) -> StreamingResponse:
     """Live events from now on, as server-sent events, until the client disconnects."""
     heartbeat_s: float = request.app.state.events_heartbeat_s
     return StreamingResponse(
@@ -174,7 +153,7 @@ class _AlertTally:
 
     async def update(self, shopper: Shopper) -> Tally[str]:
         async with self.lock:
-            new = await shopper.store.list_audit(after_id=self.seen_id, limit=2**62)
+            new = await shopper.audit_log(after_id=self.seen_id, limit=2**62)
             for event in new:
                 if event.kind == "alert":
                     self.counts[str(event.data.get("alert", "unknown"))] += 1
@@ -186,7 +165,7 @@ class _AlertTally:
 async def metrics(request: Request) -> Response:
     """Prometheus text: sessions by status, alerts (orphans, failing teardowns), providers,
     and what this month cost."""
-    shopper = core(request)
+    shopper = shopper_of(request)
     registry = CollectorRegistry()
     sessions = await shopper.sessions()
     by_status = Tally(s.status for s in sessions)
@@ -207,14 +186,12 @@ async def metrics(request: Request) -> Response:
     for name, count in alerts.items():
         by_alert.labels(name).inc(count)
     _provider_metrics(shopper, registry)
-    now = shopper.clock.now()
-    since = costs.local_midnight(costs.month_start(costs.local_date(now, None)), None)
-    lines = await shopper.cost_lines(since, now + timedelta(seconds=1))
+    month = await shopper.cost_report()
     Gauge(
         "gpushop_cost_accrued_usd", "USD billed this (local) month so far.", registry=registry
-    ).set(sum(line.amount for line in lines))
+    ).set(month.total)
     Gauge("gpushop_burn_usd_per_hour", "USD/h billing right now.", registry=registry).set(
-        sum(rate for _, _, rate in await shopper.billing_now())
+        month.burn_usd_per_hour
     )
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -234,8 +211,8 @@ def _provider_metrics(shopper: Shopper, registry: CollectorRegistry) -> None:
         labels,
         registry=registry,
     )
-    for name in PROVIDERS:
-        report = shopper.inventory.report(name)
+    for name in shopper.provider_names():
+        report = shopper.provider_report(name)
         if report.status == "not configured":
             continue
         up.labels(name).set(1 if report.status == "ok" else 0)

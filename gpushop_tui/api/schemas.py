@@ -7,17 +7,19 @@ its clients can switch; ours are added beside them.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gpushop_tui.core.inventory import ProviderHealth, ProviderReport
-from gpushop_tui.models import PROVIDERS, InstanceState, Offer, SessionStatus, StoragePolicy
+from gpushop_tui.core import ProviderHealth, ProviderReport
+from gpushop_tui.models import InstanceState, Offer, SessionStatus, StoragePolicy
 
 
 class ErrorDetail(BaseModel):
-    """What went wrong; `field`, `provider` and `retry_suggested` appear where they apply."""
+    """What went wrong; `field`, `hint`, `provider` and `retry_suggested` appear where they
+    apply."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -25,6 +27,10 @@ class ErrorDetail(BaseModel):
     message: str
     request_id: str
     field: str | None = Field(default=None, description="The offending input, for bad input.")
+    hint: str | None = Field(
+        default=None,
+        description="A way out, e.g. 'needs_override', 'storage_not_keepable', 'not_configured'.",
+    )
     retry_suggested: bool | None = None
     provider: str | None = None
 
@@ -59,14 +65,14 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 _PRIOR_ID = re.compile(r"^(?P<provider>[A-Za-z]+)-(?P<rest>.+)$")
 
 
-def offer_id(text: str) -> str:
+def offer_id(text: str, providers: Collection[str]) -> str:
     """Our offer id (`vastai:123`) for ours or the earlier API's form (`vastai-123`)."""
     text = text.strip()
     head, colon, rest = text.partition(":")
-    if colon and head.lower() in PROVIDERS:
+    if colon and head.lower() in providers:
         return f"{head.lower()}:{rest}"
     prior = _PRIOR_ID.match(text)
-    if prior and prior["provider"].lower() in PROVIDERS:
+    if prior and prior["provider"].lower() in providers:
         return f"{prior['provider'].lower()}:{prior['rest']}"
     return text
 

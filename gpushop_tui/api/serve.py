@@ -16,10 +16,11 @@ from collections.abc import Callable, Iterator
 
 import uvicorn
 
-from gpushop_tui.api.app import ApiState, build_api
+from gpushop_tui.api.app import build_api
+from gpushop_tui.api.deps import ApiState
 from gpushop_tui.api.tokens import TokenBook
 from gpushop_tui.config import Settings
-from gpushop_tui.core.shopper import Shopper
+from gpushop_tui.core import Shopper
 from gpushop_tui.errors import UserError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -56,7 +57,7 @@ def check_bind(host: str | None) -> str:
 
 async def recover_then_ready(shopper: Shopper, api: ApiState) -> None:
     """/ready turns 200 once the supervisor's first pass (startup recovery) is done."""
-    await shopper.supervisor.recovered.wait()
+    await shopper.recovered()
     api.ready.set()
 
 

@@ -7,13 +7,23 @@ answers 404 as if absent, and renting for another consumer is 403.
 from __future__ import annotations
 
 import asyncio
-import shlex
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import FastAPI, Path, Query, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from gpushop_tui.api.app import ApiError, Caller, Core, api_router
+from gpushop_tui.api.deps import (
+    ApiError,
+    CallerDep,
+    ProviderQuery,
+    ShopperDep,
+    api_router,
+    checked,
+    fields_named,
+    known_provider,
+    visible_session,
+)
 from gpushop_tui.api.schemas import (
     ActivityOut,
     CreatedSessionOut,
@@ -25,16 +35,15 @@ from gpushop_tui.api.schemas import (
     error_responses,
     offer_id,
 )
-from gpushop_tui.api.tokens import Principal
-from gpushop_tui.core import costs
-from gpushop_tui.core.shopper import Shopper
+from gpushop_tui.core import SessionView, Shopper
 from gpushop_tui.errors import UserError
 from gpushop_tui.models import (
-    MAX_RESERVATION_HOURS,
     ConsumerId,
-    ProviderName,
+    ExtendRequest,
+    IdleMinutes,
     ProvisionRequest,
-    Session,
+    RequestId,
+    ReservationHours,
     SessionStatus,
     StoragePolicy,
     Workload,
@@ -47,69 +56,49 @@ STORAGE = {
     "keep": StoragePolicy.KEEP,
     "preserve": StoragePolicy.KEEP,  # the earlier API's word for keep
 }
+RENTAL_FIELDS = {
+    "consumer": "consumer_id",
+    "hours": "reservation_hours",
+    "idle_timeout_min": "idle_threshold_minutes",
+    "storage": "storage_policy",
+    "image": "docker_image",
+}
+"""`ProvisionRequest` fields (and core errors' `field`) by the body field a client sent."""
+EXTEND_FIELDS = {"hours": "additional_hours"}
+"""`ExtendRequest` fields (and core errors' `field`) by the body field a client sent."""
 
 
 class CreateSessionIn(BaseModel):
-    """A rental: the earlier API's keys (unknown ones ignored) plus `query` and key return."""
+    """A rental: the earlier API's keys (unknown ones ignored) plus `query` and key return.
+
+    Bounds come from the one rule set (`ProvisionRequest`, gpushop_tui.models), which also
+    checks what this body leaves open (exactly one of `offer_id` and `query`, their lengths).
+    """
 
     model_config = ConfigDict(extra="ignore")
 
     consumer_id: ConsumerId | None = Field(
         default=None, description="Defaults to a scoped token's consumer."
     )
-    offer_id: str | None = Field(
-        default=None, min_length=1, max_length=300, description="'vastai:123' or 'vastai-123'."
-    )
-    query: str | None = Field(
-        default=None, min_length=1, max_length=2000, description="Query language; best match."
-    )
+    offer_id: str | None = Field(default=None, description="'vastai:123' or 'vastai-123'.")
+    query: str | None = Field(default=None, description="Query language; best match.")
     workload_type: Workload | Literal["ssh"] = "interactive"
-    reservation_hours: float | None = Field(default=None, gt=0, le=MAX_RESERVATION_HOURS)
-    idle_threshold_minutes: float | None = Field(default=None, ge=0, le=10_000)
+    reservation_hours: ReservationHours | None = None
+    idle_threshold_minutes: IdleMinutes | None = None
     storage_policy: Literal["destroy", "keep", "preserve"] = "destroy"
-    request_id: str | None = Field(
-        default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$"
-    )
+    request_id: RequestId | None = None
     return_private_key: bool = False
-    docker_image: str | None = Field(default=None, min_length=1, max_length=500)
-    disk_gb: float | None = Field(default=None, gt=0, le=100_000)
-
-    @model_validator(mode="after")
-    def _one_target(self) -> CreateSessionIn:
-        if (self.offer_id is None) == (self.query is None):
-            raise ValueError("give exactly one of offer_id or query")
-        return self
+    docker_image: str | None = None
+    disk_gb: float | None = None
 
 
 class ExtendIn(BaseModel):
-    additional_hours: float = Field(gt=0, le=MAX_RESERVATION_HOURS)
+    additional_hours: ReservationHours
 
 
-def _not_found(session_id: str) -> ApiError:
-    return ApiError(404, "not_found", f"no session {session_id!r} (see 'GET /api/v1/sessions')")
-
-
-async def _visible(shopper: Shopper, caller: Principal, session_id: str) -> Session:
-    """The session, if this caller may see it; 404 (as if absent) otherwise."""
-    session = await shopper.session(session_id)
-    if not caller.may_see(session.consumer):
-        raise _not_found(session_id)
-    return session
-
-
-async def _ssh_command(shopper: Shopper, session: Session) -> str | None:
-    """The ssh command line of a session that has an address and is not closed."""
-    if session.closed or not (session.ssh_host and session.ssh_port and session.key_path):
-        return None
-    try:
-        return shlex.join(await shopper.ssh_argv(session.id))
-    except UserError:  # it lost its address meanwhile
-        return None
-
-
-async def session_out(shopper: Shopper, session: Session) -> SessionOut:
-    """The client's view of a session, with its cost so far and ssh command line."""
-    ssh = await _ssh_command(shopper, session)
+def session_out(view: SessionView, now: datetime) -> SessionOut:
+    """The client's view of a session, with its cost at `now` and its ssh command line."""
+    session = view.session
     return SessionOut(
         id=session.id,
         consumer_id=session.consumer,
@@ -124,7 +113,7 @@ async def session_out(shopper: Shopper, session: Session) -> SessionOut:
         ssh_host=session.ssh_host,
         ssh_port=session.ssh_port,
         ssh_user=session.ssh_user,
-        ssh_command=ssh,
+        ssh_command=view.ssh_command,
         workload_type=session.workload,
         reservation_hours=session.reservation_hours,
         idle_threshold_minutes=session.idle_timeout_min,
@@ -132,7 +121,7 @@ async def session_out(shopper: Shopper, session: Session) -> SessionOut:
         last_busy_at=session.last_busy_at,
         storage_policy=session.storage_policy,
         price_per_hour=session.price_per_hour,
-        cost_usd=round(costs.cost_of(session, shopper.clock.now()), 6),
+        cost_usd=round(view.cost_at(now), 6),
         created_at=session.created_at,
         expires_at=session.expires_at,
         hard_max_at=session.hard_max_at,
@@ -150,23 +139,23 @@ async def _private_key(shopper: Shopper, session_id: str) -> str | None:
 
 
 def _provision_request(body: CreateSessionIn, consumer: str, shopper: Shopper) -> ProvisionRequest:
-    try:
-        return ProvisionRequest(
-            consumer=consumer,
-            offer_id=offer_id(body.offer_id) if body.offer_id is not None else None,
-            query=body.query,
-            hours=body.reservation_hours or shopper.settings.default_reservation_hours,
-            workload="interactive" if body.workload_type == "ssh" else body.workload_type,
-            idle_timeout_min=body.idle_threshold_minutes,
-            storage=STORAGE[body.storage_policy],
-            request_id=body.request_id,
-            image=body.docker_image,
-            disk_gb=body.disk_gb,
-        )
-    except ValidationError as err:
-        first = err.errors()[0]
-        reason = str(first["msg"]).removeprefix("Value error, ")
-        raise ApiError(422, "invalid_body", reason) from None
+    hours = body.reservation_hours
+    return checked(
+        ProvisionRequest,
+        RENTAL_FIELDS,
+        consumer=consumer,
+        offer_id=(
+            offer_id(body.offer_id, shopper.provider_names()) if body.offer_id is not None else None
+        ),
+        query=body.query,
+        hours=shopper.settings.default_reservation_hours if hours is None else hours,
+        workload="interactive" if body.workload_type == "ssh" else body.workload_type,
+        idle_timeout_min=body.idle_threshold_minutes,
+        storage=STORAGE[body.storage_policy],
+        request_id=body.request_id,
+        image=body.docker_image,
+        disk_gb=body.disk_gb,
+    )
 
 
 @router.post(
@@ -178,11 +167,12 @@ def _provision_request(body: CreateSessionIn, consumer: str, shopper: Shopper) -
     },
 )
 async def create_session(
-    shopper: Core, caller: Caller, body: CreateSessionIn, response: Response
+    shopper: ShopperDep, caller: CallerDep, body: CreateSessionIn, response: Response
 ) -> CreatedSessionOut:
     """Rent an offer (or the best match of `query`); answers once the provider has the order.
 
-    The same `request_id` answers with the same session: 201 the first time, 200 after.
+    The same `request_id` answers with the same session: 201 the first time, 200 after; one
+    already used for another consumer's session is 409.
     """
     consumer = body.consumer_id or caller.consumer
     if consumer is None:
@@ -192,17 +182,14 @@ async def create_session(
             403, "forbidden", f"this token may rent only for consumer {caller.consumer!r}"
         )
     request = _provision_request(body, consumer, shopper)
-    existing = await shopper.session_by_request_id(body.request_id) if body.request_id else None
-    if existing is not None and existing.consumer != consumer:
-        raise ApiError(
-            409, "conflict", "this request_id is already used by another consumer's session"
-        )
-    session = existing or await shopper.provision(request)
-    if existing is not None:
+    with fields_named(RENTAL_FIELDS):
+        rental = await shopper.rent(request)
+    if not rental.created:
         response.status_code = 200
+    session = rental.session
     key = await _private_key(shopper, session.id) if body.return_private_key else None
     return CreatedSessionOut(
-        session=await session_out(shopper, session),
+        session=session_out(await shopper.view_of(session), shopper.now()),
         ssh_private_key=key,
         key_path=None if session.closed else session.key_path,
     )
@@ -210,32 +197,41 @@ async def create_session(
 
 @router.get("/sessions", responses=error_responses(400, 403))
 async def list_sessions(
-    shopper: Core,
-    caller: Caller,
+    shopper: ShopperDep,
+    caller: CallerDep,
     consumer_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     status: SessionStatus | None = None,
-    provider: ProviderName | None = None,
+    provider: ProviderQuery = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
 ) -> SessionListOut:
     """Sessions, newest first; a scoped token's own consumer's unless it names itself."""
     consumer = consumer_id or caller.consumer
     if consumer is not None and not caller.may_see(consumer):
         raise ApiError(403, "forbidden", f"this token may list only consumer {caller.consumer!r}")
-    found = await shopper.sessions(consumer=consumer, status=status, provider=provider, limit=limit)
-    shown = [await session_out(shopper, s) for s in found]
+    found = await shopper.session_views(
+        consumer=consumer,
+        status=status,
+        provider=known_provider(shopper, provider),
+        limit=limit,
+    )
+    now = shopper.now()
+    shown = [session_out(view, now) for view in found]
     return SessionListOut(sessions=shown, count=len(shown))
 
 
 @router.get("/sessions/{session_id}", responses=error_responses(404))
-async def get_session(shopper: Core, caller: Caller, session_id: SessionId) -> SessionOut:
+async def get_session(shopper: ShopperDep, caller: CallerDep, session_id: SessionId) -> SessionOut:
     """One session (never its private key)."""
-    return await session_out(shopper, await _visible(shopper, caller, session_id))
+    view = await shopper.view_of(await visible_session(shopper, caller, session_id))
+    return session_out(view, shopper.now())
 
 
 @router.get("/sessions/{session_id}/key", responses=error_responses(404))
-async def session_key(shopper: Core, caller: Caller, session_id: SessionId) -> SessionKeyOut:
+async def session_key(
+    shopper: ShopperDep, caller: CallerDep, session_id: SessionId
+) -> SessionKeyOut:
     """The session's SSH private key, while the session is not closed."""
-    await _visible(shopper, caller, session_id)
+    await visible_session(shopper, caller, session_id)
     key = await _private_key(shopper, session_id)
     if key is None:
         raise ApiError(404, "not_found", f"session {session_id} has no key any more (it is closed)")
@@ -247,9 +243,11 @@ async def session_key(shopper: Core, caller: Caller, session_id: SessionId) -> S
     status_code=202,
     responses=error_responses(404, 409),
 )
-async def session_done(shopper: Core, caller: Caller, session_id: SessionId) -> SessionActionOut:
+async def session_done(
+    shopper: ShopperDep, caller: CallerDep, session_id: SessionId
+) -> SessionActionOut:
     """End gracefully (destroy, or stop and keep the disk); the teardown goes on after."""
-    before = await _visible(shopper, caller, session_id)
+    before = await visible_session(shopper, caller, session_id)
     if before.status.terminal or before.status == SessionStatus.STOPPING:
         raise ApiError(409, "conflict", f"session {session_id} is already {before.status}")
     session = await shopper.done(session_id)
@@ -263,9 +261,11 @@ async def session_done(shopper: Core, caller: Caller, session_id: SessionId) -> 
     status_code=202,
     responses=error_responses(404),
 )
-async def delete_session(shopper: Core, caller: Caller, session_id: SessionId) -> SessionActionOut:
+async def delete_session(
+    shopper: ShopperDep, caller: CallerDep, session_id: SessionId
+) -> SessionActionOut:
     """Destroy the instance whatever the storage policy; harmless on a closed session."""
-    await _visible(shopper, caller, session_id)
+    await visible_session(shopper, caller, session_id)
     session = await shopper.delete(session_id)
     message = "session already closed" if session.closed else "session destroy initiated"
     return SessionActionOut(message=message, session_id=session.id, status=session.status)
@@ -273,22 +273,26 @@ async def delete_session(shopper: Core, caller: Caller, session_id: SessionId) -
 
 @router.post("/sessions/{session_id}/extend", responses=error_responses(400, 404, 409, 422))
 async def extend_session(
-    shopper: Core, caller: Caller, session_id: SessionId, body: ExtendIn
+    shopper: ShopperDep, caller: CallerDep, session_id: SessionId, body: ExtendIn
 ) -> ExtendedOut:
     """Push the reservation out by `additional_hours`; never past the hard max."""
-    await _visible(shopper, caller, session_id)
-    session = await shopper.extend(session_id, body.additional_hours)
+    await visible_session(shopper, caller, session_id)
+    request = checked(ExtendRequest, EXTEND_FIELDS, hours=body.additional_hours)
+    with fields_named(EXTEND_FIELDS):
+        session = await shopper.extend(session_id, request.hours, request.override_reason)
     return ExtendedOut(
-        message=f"extended by {body.additional_hours:g} h",
+        message=f"extended by {request.hours:g} h",
         session_id=session.id,
         new_expires_at=session.expires_at,
     )
 
 
 @router.post("/sessions/{session_id}/activity", responses=error_responses(404, 409))
-async def session_activity(shopper: Core, caller: Caller, session_id: SessionId) -> ActivityOut:
+async def session_activity(
+    shopper: ShopperDep, caller: CallerDep, session_id: SessionId
+) -> ActivityOut:
     """Record activity: a running session is busy now, so not stopped for idleness."""
-    before = await _visible(shopper, caller, session_id)
+    before = await visible_session(shopper, caller, session_id)
     if before.status != SessionStatus.RUNNING:
         raise ApiError(
             409, "conflict", f"session {session_id} is {before.status}; only a running one is idle"

@@ -18,9 +18,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from gpushop_tui.api.app import ApiState, build_api
+from gpushop_tui.api.app import build_api
+from gpushop_tui.api.deps import ApiState
 from gpushop_tui.api.tokens import TokenBook
-from gpushop_tui.core.shopper import Shopper
+from gpushop_tui.core import Shopper
 from tests.core.market import Market, open_market
 
 T = TypeVar("T")

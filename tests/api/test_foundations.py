@@ -6,10 +6,16 @@ import os
 import stat
 from pathlib import Path
 
+import httpx
 import pytest
+from fastapi import APIRouter, FastAPI
 
+from gpushop_tui.api.app import build_api
+from gpushop_tui.api.deps import fields_named
 from gpushop_tui.api.tokens import TOKENS_FILE, TokenBook
-from tests.api.harness import api_market
+from gpushop_tui.core import SessionConflict
+from gpushop_tui.errors import Hint, UserError
+from tests.api.harness import BASE, api_market
 
 
 async def test_health_is_open_and_ready_waits_for_startup_recovery(
@@ -81,3 +87,38 @@ def test_tokens_live_in_a_private_file_and_scoped_ones_name_their_consumer(
     assert again.principal(book.admin).consumer is None  # type: ignore[union-attr]
     assert again.principal(alice).consumer == "alice"  # type: ignore[union-attr]
     assert again.principal("gps_nope") is None
+
+
+def _failing_routes(app: FastAPI) -> None:
+    """Routes that raise core errors the way the core does: a field in its words, a hint."""
+    router = APIRouter()
+
+    @router.get("/past-hard-max")
+    async def past_hard_max() -> None:
+        with fields_named({"hours": "additional_hours"}):
+            raise UserError("past its hard max", field="hours", hint=Hint.NEEDS_OVERRIDE)
+
+    @router.get("/conflict")
+    async def conflict() -> None:
+        raise SessionConflict("already stopping")
+
+    app.include_router(router)
+
+
+async def test_core_errors_carry_their_field_in_api_words_and_their_hint(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with api_market(monkeypatch, isolated_env) as ride:
+        app = build_api(ride.api, installers=(_failing_routes,))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
+            past = await c.get("/past-hard-max")
+            assert past.status_code == 400
+            assert past.json()["error"] == {
+                "type": "bad_request",
+                "message": "past its hard max",
+                "request_id": past.headers["x-request-id"],
+                "field": "additional_hours",
+                "hint": "needs_override",
+            }
+            conflict = (await c.get("/conflict")).json()["error"]
+            assert conflict["type"] == "conflict" and conflict.keys().isdisjoint({"field", "hint"})

@@ -75,7 +75,7 @@ async def test_a_model_prices_offers_per_million_tokens(
     isolated_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with api_market(monkeypatch, isolated_env) as ride:
-        model = sorted(await ride.shopper.benchmarks.models())[0]
+        model = sorted(await ride.shopper.benchmark_models())[0]
         plain = (await ride.client.get("/api/v1/inventory")).json()["offers"]
         assert all(o["usd_per_mtok"] is None for o in plain)
         priced = await ride.client.get(

@@ -7,7 +7,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gpushop_tui.core import costs
 from tests.api.harness import api_market
 
 # Local days are UTC days here, so the fake clock's first hours stay in one month.
@@ -29,7 +28,7 @@ async def test_costs_per_session_and_over_local_days(
         session = await market.running(consumer="alice")
         await market.advance(1800, step_s=60)
         now = market.clock.now()
-        billed = costs.cost_of(await ride.shopper.session(session.id), now)
+        billed = (await ride.shopper.session_view(session.id)).cost_at(now)
         assert billed > 0
 
         one = (await ride.client.get("/api/v1/costs", params={"session_id": session.id})).json()

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gpushop_tui.core.events import Alert, Subscription
+from gpushop_tui.core import Alert, Subscription
 from gpushop_tui.models import Severity
 from gpushop_tui.sim.http import serve
 from tests.api.harness import ApiRide, api_market
@@ -38,7 +38,7 @@ async def test_audit_lists_filters_and_scopes(
 ) -> None:
     async with api_market(monkeypatch, isolated_env) as ride:
         session = await ride.market.running(consumer="alice")
-        await ride.shopper.events.publish(
+        await ride.shopper._events.publish(
             Alert(message="disk on fire", alert="test_alert", severity=Severity.CRITICAL)
         )
         everything = (await ride.client.get("/api/v1/audit")).json()
@@ -74,7 +74,7 @@ async def test_metrics_need_no_token_and_come_from_the_core(
         await ride.market.running(consumer="alice")
         await ride.market.advance(600, step_s=60)
         for _ in range(2):  # counted once, however often scraped
-            await ride.shopper.events.publish(Alert(message="orphan x destroyed", alert="orphan"))
+            await ride.shopper._events.publish(Alert(message="orphan x destroyed", alert="orphan"))
             async with ride.client_as(None) as anonymous:
                 answer = await anonymous.get("/metrics")
         assert answer.status_code == 200
@@ -148,7 +148,7 @@ async def scoped_stream_sees(ride: ApiRide, origin: str) -> list[tuple[str, Any]
         async with asyncio.timeout(30):
             assert await anext(events) == ("comment", None)
             await ride.market.running(consumer="alice")
-            await ride.shopper.events.publish(Alert(message="global news", alert="test_alert"))
+            await ride.shopper._events.publish(Alert(message="global news", alert="test_alert"))
             mine = await ride.market.provision(consumer="bob")
             return await read_until(events, "session_changed", session_id=mine.id)
 
@@ -176,8 +176,37 @@ async def test_a_scoped_stream_gets_only_its_consumers_sessions_and_closes_on_di
         assert "alert" not in kinds
         sessions = {data["session_id"] for _, data in seen if data and data.get("session_id")}
         assert len(sessions) == 1  # bob's own, nothing of alice's
-        assert ride.shopper.events._subscribers == []
+        assert ride.shopper._events._subscribers == []
 
         async with ride.client_as(None) as anonymous:
             refused = await anonymous.get("/api/v1/events")
         assert refused.status_code == 401
+
+
+async def test_audit_filters_before_the_limit_however_many_newer_events_there_are(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with api_market(monkeypatch, isolated_env) as ride:
+        alices = await ride.market.running(consumer="alice")
+        bobs = await ride.market.running(consumer="bob")
+        publish = ride.shopper._events.publish
+        await publish(
+            Alert(message="alice's disk", alert="t", severity=Severity.ERROR, session_id=alices.id)
+        )
+        for n in range(100):  # 300 newer events, none of them an error of alice's
+            await publish(Alert(message=f"global {n}", alert="t", severity=Severity.CRITICAL))
+            await publish(Alert(message=f"bob {n}", alert="t", severity=Severity.ERROR,
+                                session_id=bobs.id))  # fmt: skip
+            await publish(Alert(message=f"chatter {n}", alert="t", session_id=alices.id))
+
+        async with ride.client_as(ride.tokens.for_consumer("alice")) as alice:
+            errors = (await alice.get("/api/v1/audit", params={"severity": "error"})).json()
+            assert [e["message"] for e in errors["events"]] == ["alice's disk"]
+            newest = (await alice.get("/api/v1/audit", params={"limit": 2})).json()
+            assert [e["message"] for e in newest["events"]] == ["chatter 98", "chatter 99"]
+        of_session = await ride.client.get(
+            "/api/v1/audit", params={"session_id": alices.id, "severity": "error", "limit": 1}
+        )
+        assert [e["message"] for e in of_session.json()["events"]] == ["alice's disk"]
+        worst = await ride.client.get("/api/v1/audit", params={"severity": "critical", "limit": 2})
+        assert [e["message"] for e in worst.json()["events"]] == ["global 98", "global 99"]

@@ -24,10 +24,11 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from gpushop_tui.api.app import ApiState, build_api
+from gpushop_tui.api.app import build_api
+from gpushop_tui.api.deps import ApiState
 from gpushop_tui.api.tokens import TokenBook
 from gpushop_tui.config import load_settings
-from gpushop_tui.core.shopper import Shopper
+from gpushop_tui.core import Shopper
 from gpushop_tui.demo import demo_marketplace
 from gpushop_tui.sim.http import serve
 

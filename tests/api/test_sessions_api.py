@@ -193,6 +193,8 @@ async def test_listing_filters_newest_first(
         assert other.json() == {"sessions": [], "count": 0}
         bad = await ride.client.get("/api/v1/sessions", params={"status": "sleeping"})
         assert bad.status_code == 400 and bad.json()["error"]["field"] == "status"
+        nobody = await ride.client.get("/api/v1/sessions", params={"provider": "aws"})
+        assert nobody.status_code == 400 and nobody.json()["error"]["field"] == "provider"
         missing = await ride.client.get("/api/v1/sessions/nosuchsession")
         assert missing.status_code == 404
 
@@ -238,7 +240,7 @@ async def test_core_refusals_map_to_their_statuses(
         unconfigured = await rent(ride, consumer_id="alice", offer_id="tensordock-abc")
         assert unconfigured.status_code == 503
 
-        await ride.shopper.budgets.set(
+        await ride.shopper.set_budget(
             Budget(
                 consumer="alice",
                 kind=BudgetKind.CONCURRENT_SESSIONS,
@@ -251,3 +253,41 @@ async def test_core_refusals_map_to_their_statuses(
         assert refused.status_code == 409
         assert refused.json()["error"]["type"] == "budget_refused"
         assert len(ride.market.live_instances("vastai")) == 1
+
+
+async def test_hours_follow_the_one_rule_set_of_every_face(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with api_market(monkeypatch, isolated_env, providers=("vastai",)) as ride:
+        short = await rent(ride, consumer_id="alice", reservation_hours=0.25)
+        assert short.status_code == 201, short.text
+        session = short.json()["session"]
+        assert session["reservation_hours"] == 0.25
+        too_short = await rent(ride, consumer_id="alice", reservation_hours=0.2)
+        assert too_short.status_code == 422
+        error = too_short.json()["error"]
+        assert error["type"] == "invalid_body" and error["field"] == "reservation_hours"
+        assert "reservation_hours" in error["message"]
+
+        extend = f"/api/v1/sessions/{session['id']}/extend"
+        quarter = await ride.client.post(extend, json={"additional_hours": 0.25})
+        assert quarter.status_code == 200, quarter.text
+        assert datetime.fromisoformat(quarter.json()["new_expires_at"]) == datetime.fromisoformat(
+            session["expires_at"]
+        ) + timedelta(hours=0.25)
+        tiny = await ride.client.post(extend, json={"additional_hours": 0.2})
+        assert tiny.status_code == 422 and tiny.json()["error"]["field"] == "additional_hours"
+
+
+async def test_a_request_id_of_another_consumers_session_is_a_conflict(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with api_market(monkeypatch, isolated_env, providers=("vastai",)) as ride:
+        first = await rent(ride, consumer_id="alice", request_id="job-9")
+        assert first.status_code == 201, first.text
+        reused = await rent(ride, consumer_id="bob", request_id="job-9")
+        assert reused.status_code == 409, reused.text
+        error = reused.json()["error"]
+        assert error["type"] == "conflict" and error["field"] == "request_id"
+        assert len(ride.market.live_instances("vastai")) == 1
+        assert [s.consumer for s in await ride.shopper.sessions()] == ["alice"]

@@ -1,0 +1,145 @@
+"""What the app and every router share: the error type, the state, and the request dependencies.
+
+Routers and `api/app.py` both import from here and never from each other, so the package's
+imports stay one-way (`app` -> routers -> `deps`). Also here: how a core error or a rule-set
+`ValidationError` is worded for a client (its input named by the body field the client sent),
+and the one visibility check of a session (absent and not yours are the same 404).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ValidationError
+
+from gpushop_tui.api.tokens import Principal, TokenBook
+from gpushop_tui.core import SessionNotFound, Shopper
+from gpushop_tui.errors import UserError
+from gpushop_tui.models import Session, problem_field, validation_problem
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ApiError(Exception):
+    """An error answered as JSON: HTTP status, a type word, one sentence, and extra fields."""
+
+    def __init__(self, status: int, type_: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type_
+        self.message = message
+        self.extra = extra
+
+
+@dataclass
+class ApiState:
+    """What the routes reach through `request.app.state.api`."""
+
+    shopper: Shopper
+    tokens: TokenBook
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once startup recovery (the first supervisor pass) is done."""
+
+
+def state(request: Request) -> ApiState:
+    """The app's `ApiState`."""
+    api: ApiState = request.app.state.api
+    return api
+
+
+def shopper_of(request: Request) -> Shopper:
+    """The `Shopper` the app serves."""
+    return state(request).shopper
+
+
+def principal(request: Request) -> Principal:
+    """The caller, from `Authorization: Bearer <token>`; 401 without a valid one."""
+    header = request.headers.get("authorization", "")
+    scheme, _, presented = header.partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
+        raise ApiError(
+            401, "unauthorized", "send 'Authorization: Bearer <token>' (see 'gpushop serve-token')"
+        )
+    who = state(request).tokens.principal(presented.strip())
+    if who is None:
+        raise ApiError(
+            401, "unauthorized", "the bearer token is not valid (see 'gpushop serve-token')"
+        )
+    return who
+
+
+def api_router(*, tags: list[str]) -> APIRouter:
+    """A router under /api/v1 whose every route needs the bearer token."""
+    return APIRouter(prefix="/api/v1", tags=list(tags), dependencies=[Depends(principal)])
+
+
+ShopperDep = Annotated[Shopper, Depends(shopper_of)]
+"""A route parameter `shopper: ShopperDep` receives the app's `Shopper`."""
+CallerDep = Annotated[Principal, Depends(principal)]
+"""A route parameter `caller: CallerDep` receives the authenticated `Principal`."""
+
+
+def details(err: UserError) -> dict[str, str]:
+    """The `field` and `hint` of a core error, where it has them, for the error body."""
+    found = {"field": err.field, "hint": err.hint}
+    return {key: value for key, value in found.items() if value is not None}
+
+
+@contextmanager
+def fields_named(names: Mapping[str, str]) -> Iterator[None]:
+    """Core errors raised inside name their input in the API's words (`names`: core -> API)."""
+    try:
+        yield
+    except UserError as err:
+        if err.field is not None:
+            err.field = names.get(err.field, err.field)
+        raise
+
+
+def checked(model: type[M], names: Mapping[str, str], **values: Any) -> M:
+    """`model(**values)`, or 422 with one sentence naming the body field (`names`: model -> API).
+
+    The rule set lives in the model (gpushop_tui.models); the API only words its complaint.
+    """
+    try:
+        return model(**values)
+    except ValidationError as err:
+        where = problem_field(err)
+        named = {"field": names.get(where, where)} if where is not None else {}
+        raise ApiError(422, "invalid_body", validation_problem(err, names), **named) from None
+
+
+def not_found(session_id: str) -> ApiError:
+    """The API's 404 for a session that is absent, or that this caller may not see."""
+    return ApiError(404, "not_found", f"no session {session_id!r} (see 'GET /api/v1/sessions')")
+
+
+async def visible_session(shopper: Shopper, caller: Principal, session_id: str) -> Session:
+    """The session, if this caller may see it; 404 (as if absent) otherwise."""
+    try:
+        session = await shopper.session(session_id)
+    except SessionNotFound:
+        raise not_found(session_id) from None
+    if not caller.may_see(session.consumer):
+        raise not_found(session_id)
+    return session
+
+
+ProviderQuery = Annotated[
+    str | None, Query(min_length=1, max_length=32, description="Only this provider, e.g. vastai.")
+]
+
+
+def known_provider(shopper: Shopper, provider: str | None) -> str | None:
+    """A `provider` query parameter, refused (400) unless it names a provider gpushop knows."""
+    if provider is not None and provider not in shopper.provider_names():
+        known = ", ".join(shopper.provider_names())
+        raise ApiError(
+            400, "bad_request", f"unknown provider {provider!r}; one of {known}", field="provider"
+        )
+    return provider
