@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gpushop_tui import cli
+from gpushop_tui.cli.rent import STATUSES, WORKLOADS
 from gpushop_tui.config import load_settings
 from gpushop_tui.models import SessionStatus, Workload
 from gpushop_tui.store import Store
@@ -176,6 +176,12 @@ def test_the_same_request_id_rents_once(sim: dict[str, Any]) -> None:
     delete(sim, first["id"])
 
 
+def test_a_fraction_of_an_hour_is_a_reservation(sim: dict[str, Any]) -> None:
+    session = rent(sim, "-t", "0.5")
+    assert session["reservation_hours"] == 0.5
+    delete(sim, session["id"])
+
+
 def test_no_warning_while_a_supervisor_holds_the_lease(sim: dict[str, Any]) -> None:
     hold_lease(pid=4242)
     result = gpushop(sim, "provision", "-c", "tests", "-g", CHEAP_4090, "--no-wait")
@@ -212,8 +218,8 @@ def test_help_documents_the_exit_codes() -> None:
 
 
 def test_the_cli_choices_match_the_models() -> None:
-    assert typing.get_args(Workload) == cli.WORKLOADS
-    assert tuple(s.value for s in SessionStatus) == cli.STATUSES
+    assert typing.get_args(Workload) == WORKLOADS
+    assert tuple(s.value for s in SessionStatus) == STATUSES
 
 
 @pytest.mark.parametrize(
@@ -221,10 +227,10 @@ def test_the_cli_choices_match_the_models() -> None:
     [
         (["provision", "-c", "x"], "one of the arguments -i/--offer -g/--gpu is required"),
         (["provision", "-c", "x", "-i", "vastai:1", "-g", "4090"], "not allowed with argument"),
-        (["provision", "-c", "x", "-g", "4090", "-t", "0"], "out of range; give 1 to 12"),
-        (["provision", "-c", "x", "-g", "4090", "-t", "13"], "out of range; give 1 to 12"),
+        (["provision", "-c", "x", "-g", "4090", "-t", "0"], "out of range; give 0.25 to 12 hours"),
+        (["provision", "-c", "x", "-g", "4090", "-t", "13"], "out of range; give 0.25 to 12 hours"),
         (["provision", "-c", "x", "-g", "4090", "-t", "two"], "'two' is not a number"),
-        (["provision", "-c", "x", "-g", "4090", "--idle-timeout", "-1"], "must not be negative"),
+        (["provision", "-c", "x", "-g", "4090", "--idle-timeout", "-1"], "give 0 to 10000 minutes"),
         (["provision", "-c", "x", "-g", "4090", "--storage", "maybe"], "invalid choice"),
         (["provision", "-c", "no spaces!", "-g", "4090"], "--consumer: must be 1-64 letters"),
         (["provision", "-c", "x", "-g", "4090", "--request-id", "a b"], "--request-id:"),
@@ -236,10 +242,14 @@ def test_the_cli_choices_match_the_models() -> None:
         (["sessions", "delete", "nosuch"], "no session 'nosuch'"),
         (["shutdown", "nosuch", "--force"], "no session 'nosuch'"),
         (["sessions", "extend", "nosuch", "-t", "1"], "no session 'nosuch'"),
-        (["sessions", "extend", "nosuch", "-t", "0"], "must be more than 0"),
+        (["sessions", "extend", "nosuch", "-t", "0"], "out of range; give 0.25 to 12 hours"),
+        (["sessions", "extend", "nosuch", "-t", "13"], "out of range; give 0.25 to 12 hours"),
         (["sessions", "extend", "nosuch"], "the following arguments are required: -t/--hours"),
         (["sessions", "extend", "nosuch", "-t", "1", "--override-hard-max"], "expected one"),
-        (["sessions", "extend", "x", "-t", "1", "--override-hard-max", " "], "give a reason"),
+        (
+            ["sessions", "extend", "x", "-t", "1", "--override-hard-max", " "],
+            "--override-hard-max: String should have at least 1 character",
+        ),
         (["sessions", "ssh", "nosuch", "--print"], "no session 'nosuch'"),
         (["sessions", "key", "nosuch"], "no session 'nosuch'"),
         (["sessions", "list", "-s", "sleeping"], "invalid choice"),
@@ -280,7 +290,7 @@ def test_list_get_extend_and_override_the_hard_max(sim: dict[str, Any]) -> None:
     extended = as_json(gpushop(sim, "sessions", "extend", mine["id"], "-t", "1.5", "-o", "json"))
     assert (datetime.fromisoformat(extended["expires_at"]) - before).total_seconds() == 5400
     refused = gpushop(sim, "sessions", "extend", mine["id"], "-t", "12")
-    assert "pass --override-hard-max REASON" in one_line_error(refused)
+    assert "it needs an override reason: pass --override-hard-max REASON" in one_line_error(refused)
     overridden = gpushop(sim, "sessions", "extend", mine["id"], "-t", "12",
                          "--override-hard-max", "a long training run")  # fmt: skip
     assert overridden.returncode == 0, overridden.stderr

@@ -1,0 +1,71 @@
+"""The admin commands' arguments: paths, config, keys, reconcile, cleanup-orphans, serve-token.
+
+Their handlers are in handlers/admin.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from gpushop_tui.cli.args import Command, add_output
+
+HANDLERS = "gpushop_tui.cli.handlers.admin"
+
+
+def _configure_keys(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="keys_action", metavar="ACTION", required=True)
+    setp = actions.add_parser("set", help="store a provider credential in the OS keyring")
+    setp.add_argument("provider", help="vastai, tensordock, bluelobster or webhook")
+    listp = actions.add_parser("list", help="show which credentials are set (never the values)")
+    add_output(listp)
+    deletep = actions.add_parser("delete", help="remove a provider credential from the keyring")
+    deletep.add_argument("provider")
+
+
+def _configure_cleanup(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-p", "--provider", help="only this provider")
+    parser.add_argument("--execute", action="store_true", help="destroy (default: a dry run)")
+    parser.add_argument("--force", action="store_true", help="do not ask for a typed 'yes'")
+    parser.add_argument("--all", action="store_true", help="destroy instances of live sessions too")
+    add_output(parser)
+
+
+def _configure_serve_token(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c", "--consumer", help="the token limited to this consumer (made on first ask)"
+    )
+
+
+PATHS = Command(
+    "paths",
+    "print where data, keys, database, logs and config live",
+    add_output,
+    f"{HANDLERS}:run_paths",
+)
+CONFIG = Command(
+    "config", "print every setting with its value and source", add_output, f"{HANDLERS}:run_config"
+)
+KEYS = Command(
+    "keys",
+    "manage provider credentials (OS keyring; env vars override)",
+    _configure_keys,
+    f"{HANDLERS}:run_keys",
+)
+RECONCILE = Command(
+    "reconcile",
+    "one supervisor pass, for cron: deadlines, reconciliation, teardowns",
+    add_output,
+    f"{HANDLERS}:run_reconcile",
+)
+CLEANUP_ORPHANS = Command(
+    "cleanup-orphans",
+    "find our instances straight from the provider lists; destroy orphans on --execute",
+    _configure_cleanup,
+    f"{HANDLERS}:run_cleanup",
+)
+SERVE_TOKEN = Command(
+    "serve-token",
+    "print the bearer token for 'gpushop --serve' (or one limited to a consumer)",
+    _configure_serve_token,
+    f"{HANDLERS}:run_serve_token",
+)

@@ -1,0 +1,213 @@
+"""The `gpushop` entry point: the TUI by default, `--serve`, `--demo`, and one-shot subcommands.
+
+Only argparse and the families' argument modules (admin, market, money, rent) are imported at
+module level, so `gpushop --help` and `--version` stay fast; a command's handler module is
+imported when the command runs (`Command.run`), and the TUI or the API when launched. Errors the
+user can cause print one line to stderr and exit 2; anything else is logged with its traceback
+and reported in one line, never dumped on the terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, NoReturn
+
+from gpushop_tui import __version__
+from gpushop_tui.cli import admin, market, money, rent
+from gpushop_tui.cli.args import Command
+from gpushop_tui.cli.output import PROG
+from gpushop_tui.errors import Hint, UserError
+
+if TYPE_CHECKING:
+    from gpushop_tui.config import Settings
+
+EXIT_USAGE = 2
+
+COMMANDS: tuple[Command, ...] = (
+    admin.PATHS,
+    admin.CONFIG,
+    admin.KEYS,
+    market.INVENTORY,
+    market.CHECK,
+    market.BENCHMARKS,
+    rent.PROVISION,
+    rent.SESSIONS,
+    rent.SHUTDOWN,
+    rent.TRANSFER,
+    admin.RECONCILE,
+    money.COSTS,
+    money.BUDGETS,
+    admin.SERVE_TOKEN,
+    admin.CLEANUP_ORPHANS,
+)
+"""Every subcommand, in the order `gpushop --help` lists them."""
+
+WAYS_OUT = {
+    Hint.NEEDS_OVERRIDE: ": pass --override-hard-max REASON",
+    Hint.STORAGE_NOT_KEEPABLE: "; use --storage destroy",
+    Hint.NOT_CONFIGURED: " (see 'gpushop keys set')",
+    Hint.UNKNOWN_SESSION: " (see 'gpushop sessions list')",
+    Hint.UNKNOWN_OFFER: " (see 'gpushop inventory')",
+    Hint.UNKNOWN_BUDGET: " (see 'gpushop budgets list')",
+}
+"""The CLI's words for the way out a core error's `hint` names, appended to its message.
+
+The core ends a needs-override message with what it needs ("...; it needs an override
+reason"), so that way out follows a colon and says only which flag gives it.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line instead of a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: the modes, and every subcommand of `COMMANDS`."""
+    parser = _Parser(
+        prog=PROG,
+        description="Rent GPUs by the hour across marketplaces. With no command, opens the TUI.",
+        epilog="Credentials: VASTAI_API_KEY, TENSORDOCK_API_TOKEN, BLUELOBSTER_API_KEY "
+        "override the OS keyring. Data dir: GPUSHOP_HOME.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--demo", action="store_true", help="run on the built-in demo marketplace")
+    mode.add_argument("--serve", action="store_true", help="run the headless JSON API")
+    parser.add_argument(
+        "--host", help="with --serve: address to listen on (default 127.0.0.1, loopback only)"
+    )
+    parser.add_argument(
+        "--port", type=_port, default=None, help="with --serve: port to listen on (default 8642)"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for command in COMMANDS:
+        sub = commands.add_parser(command.name, help=command.help, description=command.help)
+        command.configure(sub)
+        sub.set_defaults(run=command.run)
+    return parser
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535; 0 picks a free one)")
+    return int(text)
+
+
+def _handler(run: str) -> Callable[[argparse.Namespace], int]:
+    """The handler a `Command.run` names ('module:function'), imported now."""
+    module, _, name = run.partition(":")
+    handler: Callable[[argparse.Namespace], int] = getattr(importlib.import_module(module), name)
+    return handler
+
+
+def _settings() -> Settings:
+    from gpushop_tui.config import load_settings
+
+    return load_settings()
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from gpushop_tui.api.serve import DEFAULT_PORT, serve
+    from gpushop_tui.logs import configure_logging
+
+    settings = _settings()
+    settings.paths.prepare()
+    configure_logging(settings)
+    port = DEFAULT_PORT if args.port is None else args.port
+    return asyncio.run(serve(settings, args.host, port, say=lambda line: print(line, flush=True)))
+
+
+def _run_tui(args: argparse.Namespace) -> int:
+    if args.serve:
+        return _run_serve(args)
+    if args.host is not None or args.port is not None:
+        raise UserError("--host and --port go with --serve")
+    if args.demo:
+        return _run_demo()
+    from gpushop_tui.logs import configure_logging
+    from gpushop_tui.tui.app import GpushopApp
+
+    settings = _settings()
+    settings.paths.prepare()
+    configure_logging(settings)
+    GpushopApp(settings).run()
+    return 0
+
+
+def _run_demo() -> int:
+    """The TUI on the simulated marketplace, with a throw-away data dir."""
+    import tempfile
+
+    from gpushop_tui.config import load_settings
+    from gpushop_tui.logs import configure_logging
+    from gpushop_tui.tui.app import GpushopApp
+
+    with tempfile.TemporaryDirectory(prefix="gpushop-demo-") as home:
+        settings = load_settings({**os.environ, "GPUSHOP_HOME": home, "GPUSHOP_CONFIG": ""})
+        settings.paths.prepare()
+        configure_logging(settings)
+        GpushopApp(settings, demo=True).run()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run gpushop with `argv` (default: the process arguments); returns the exit code."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    trailing = words[words.index("--") + 1 :] if "--" in words else None
+    parser = build_parser()
+    args = parser.parse_args(words if trailing is None else words[: words.index("--")])
+    if trailing is not None:
+        if "remote_command" not in vars(args):
+            parser.error("'--' is only for a command to run on a node: sessions ssh ID -- COMMAND")
+        args.remote_command = trailing
+    if args.command and (args.demo or args.serve or args.host or args.port):
+        parser.error(f"--demo, --serve, --host and --port cannot be combined with '{args.command}'")
+    try:
+        run = _handler(args.run) if "run" in vars(args) else _run_tui
+        return run(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        return _report(exc)
+
+
+def _report(exc: Exception) -> int:
+    """One line on stderr for any failure; the traceback goes to the log, never the terminal."""
+    from gpushop_tui.core import redact
+
+    if isinstance(exc, UserError):
+        way_out = WAYS_OUT.get(exc.hint or "", "")
+        print(f"{PROG}: error: {redact(exc.message)}{way_out}", file=sys.stderr)
+        return exc.exit_code
+    log_file = _log_unexpected()
+    where = f"; details in {log_file}" if log_file else ""
+    print(
+        f"{PROG}: internal error: {type(exc).__name__}: {redact(str(exc))}{where}",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _log_unexpected() -> str | None:
+    """Log the exception being handled to the log file; where it went, or None if nowhere."""
+    import logging
+
+    try:
+        settings = _settings()
+        if not logging.getLogger().handlers:
+            from gpushop_tui.logs import configure_logging
+
+            configure_logging(settings)
+        logging.getLogger(PROG).exception("unexpected error")
+        return str(settings.paths.log_file)
+    except Exception:
+        return None

@@ -1,0 +1,257 @@
+"""What inventory, check and benchmarks do (their arguments: cli/market.py)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from gpushop_tui.cli.handlers import with_shopper
+from gpushop_tui.cli.market import RANKINGS
+from gpushop_tui.cli.output import PROG, money, print_json, print_table, ratio, rounded
+from gpushop_tui.errors import UserError
+from gpushop_tui.query import format_query
+
+if TYPE_CHECKING:
+    from gpushop_tui.core import (
+        GpuSummary,
+        InventoryView,
+        ProviderReport,
+        Ranked,
+        RankOrder,
+        Shopper,
+    )
+    from gpushop_tui.models import Benchmark, OfferQuery
+
+TABLE_ROWS = 30
+"""How many offers the inventory table shows unless --limit says otherwise."""
+
+
+def run_inventory(args: argparse.Namespace) -> int:
+    async def answer(shopper: Shopper) -> tuple[OfferQuery, InventoryView]:
+        query = await shopper.parse_query(" ".join(args.query))
+        if args.limit is not None:
+            query = query.model_copy(update={"limit": args.limit})
+        return query, await shopper.offers(query, refresh=args.refresh)
+
+    query, view = asyncio.run(with_shopper(answer))
+    estimates = view.usd_per_mtok
+    if args.output == "json":
+        print_json(
+            {
+                "query": format_query(query),
+                "offers": [
+                    {
+                        **o.model_dump(mode="json", exclude={"raw"}),
+                        "price_per_gpu_hour": round(o.price_per_gpu_hour, 6),
+                        **({"usd_per_mtok": rounded(estimates.get(o.id))} if query.model else {}),
+                    }
+                    for o in view.offers
+                ],
+                "total": view.total,
+                "hidden_after_failures": view.hidden,
+                "providers": [_report_json(r) for r in view.providers],
+            }
+        )
+    else:
+        shown = view.offers if args.limit is not None else view.offers[:TABLE_ROWS]
+        print_table(
+            [
+                (
+                    o.id,
+                    o.gpu_name,
+                    str(o.gpu_count),
+                    f"{o.vram_gb:g}",
+                    f"{o.price_per_hour:.3f}",
+                    f"{o.price_per_gpu_hour:.3f}",
+                    o.country or o.region or "?",
+                    f"{o.reliability:.3f}" if o.reliability is not None else "-",
+                    f"{o.cuda:g}" if o.cuda is not None else "-",
+                    *([money(estimates.get(o.id))] if query.model else []),
+                )
+                for o in shown
+            ],
+            ("OFFER", "GPU", "N", "VRAM", "$/H", "$/GPU-H", "WHERE", "REL", "CUDA")
+            + (("$/Mtok",) if query.model else ()),
+        )
+        more = len(view.offers) - len(shown)
+        print(
+            f"\n{len(view.offers)} matching of {view.total} offers"
+            + (f" ({more} more: use --limit)" if more else "")
+            + (f"; {view.hidden} hidden after repeated failures" if view.hidden else "")
+        )
+        if query.model:
+            print(
+                f"$/Mtok: estimated $ per million tokens of {query.model}, from measured tokens/s "
+                f"of the same GPU ('{PROG} benchmarks -m {query.model}'); - where none"
+            )
+        for report in view.providers:
+            print(f"  {report.describe()}")
+    return _menu_exit_code(view)
+
+
+def _report_json(report: ProviderReport) -> dict[str, Any]:
+    return {
+        "provider": report.provider,
+        "status": report.status,
+        "offers": report.offers,
+        "age_s": round(report.age_s, 1) if report.age_s is not None else None,
+        "error": report.error,
+    }
+
+
+def _menu_exit_code(view: InventoryView) -> int:
+    """Non-zero when no configured provider could give any offers at all."""
+    configured = [r for r in view.providers if r.status != "not configured"]
+    if not configured:
+        raise UserError(
+            "no provider is configured; set VASTAI_API_KEY, TENSORDOCK_API_TOKEN or "
+            "BLUELOBSTER_API_KEY, or run 'gpushop keys set PROVIDER'"
+        )
+    if all(r.status == "error" for r in configured):
+        print(f"{PROG}: error: no provider answered", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    checks = asyncio.run(with_shopper(lambda shopper: shopper.check_providers()))
+    if args.output == "json":
+        print_json([{**vars(c), "works": c.works} for c in checks])
+    else:
+
+        def yes_no(value: bool | None) -> str:
+            return "-" if value is None else ("yes" if value else "NO")
+
+        print_table(
+            [
+                (
+                    c.provider,
+                    yes_no(c.configured),
+                    yes_no(c.key_valid),
+                    yes_no(c.reachable),
+                    f"{c.latency_ms:.0f} ms" if c.latency_ms is not None else "-",
+                    c.error or ("" if c.configured else "no credential set"),
+                )
+                for c in checks
+            ],
+            ("PROVIDER", "CONFIGURED", "KEY OK", "REACHABLE", "LATENCY", "PROBLEM"),
+        )
+    return 0 if any(c.works for c in checks) else 1
+
+
+def run_benchmarks(args: argparse.Namespace) -> int:
+    if args.action == "import":
+        if args.file is None:
+            raise UserError("benchmarks import needs a FILE (a result JSON or CSV)")
+        if args.model or args.gpu or args.limit or args.min_tps is not None:
+            raise UserError("benchmarks import takes only FILE and -o")
+    elif args.file is not None:
+        raise UserError(f"a FILE ({args.file}) is only for 'benchmarks import'")
+    if args.action in RANKINGS and not args.model:
+        raise UserError(f"benchmarks {args.action} needs a model: -m NAME, e.g. -m llama3.1:8b")
+    if args.min_tps is not None and args.action != "cheapest":
+        raise UserError("--min-tps is only for 'benchmarks cheapest'")
+    return int(asyncio.run(with_shopper(lambda shopper: _benchmarks(shopper, args))))
+
+
+async def _benchmarks(shopper: Shopper, args: argparse.Namespace) -> int:
+    if args.action == "import":
+        imported, replaced = await shopper.import_benchmarks(args.file)
+        if args.output == "json":
+            print_json({"source": args.file.name, "imported": imported, "replaced": replaced})
+        else:
+            print(
+                f"Imported {imported} measurements from {args.file.name}"
+                + (f" (in place of the {replaced} it gave before)." if replaced else ".")
+            )
+        return 0
+    if args.action == "recommend":
+        summaries = await shopper.recommend_gpus(args.model, args.gpu)
+        _print_summaries(summaries[: args.limit], args.output)
+        return 0
+    order: RankOrder = args.action or "all"
+    ranked = await shopper.rank_benchmarks(order, args.model, args.gpu, args.min_tps)
+    _print_ranked(ranked[: args.limit], args.output, compared=args.action == "compare")
+    return 0
+
+
+def _print_ranked(ranked: Sequence[Ranked], output: str, *, compared: bool) -> None:
+    if output == "json":
+        print_json(
+            [
+                {
+                    **r.measurement.model_dump(mode="json", exclude={"id"}),
+                    "usd_per_mtok": rounded(r.usd_per_mtok),
+                    **(
+                        {
+                            "speedup": rounded(r.speedup),
+                            "cost_efficiency": rounded(r.cost_efficiency),
+                        }
+                        if compared
+                        else {}
+                    ),
+                }
+                for r in ranked
+            ]
+        )
+        return
+    if not ranked:
+        print("No measurements match.")
+        return
+    extra: tuple[str, ...] = ("SPEEDUP", "TOK/$ VS BEST") if compared else ()
+    print_table(
+        [
+            (
+                *_measurement_cells(r.measurement),
+                money(r.usd_per_mtok),
+                *((ratio(r.speedup), ratio(r.cost_efficiency)) if compared else ()),
+                r.measurement.source,
+            )
+            for r in ranked
+        ],
+        ("MODEL", "GPU", "N", "PROVIDER", "TOK/S", "$/H", "$/Mtok", *extra, "SOURCE"),
+    )
+
+
+def _measurement_cells(m: Benchmark) -> tuple[str, ...]:
+    """MODEL, GPU, N, PROVIDER, TOK/S and $/H of one measurement."""
+    return (
+        m.model,
+        m.gpu_name,
+        str(m.gpu_count),
+        m.provider or "-",
+        f"{m.tokens_per_second:g}",
+        money(m.price_per_hour),
+    )
+
+
+def _print_summaries(summaries: Sequence[GpuSummary], output: str) -> None:
+    if output == "json":
+        print_json(
+            [
+                {
+                    name: rounded(value) if isinstance(value, float) else value
+                    for name, value in asdict(s).items()
+                }
+                for s in summaries
+            ]
+        )
+        return
+    print_table(
+        [
+            (
+                s.gpu_name,
+                str(s.gpu_count),
+                str(s.samples),
+                f"{s.avg_tokens_per_second:.1f}",
+                f"{s.avg_price_per_hour:.3f}" if s.avg_price_per_hour is not None else "-",
+                money(s.usd_per_mtok),
+            )
+            for s in summaries
+        ],
+        ("GPU", "N", "SAMPLES", "AVG TOK/S", "AVG $/H", "$/Mtok"),
+    )

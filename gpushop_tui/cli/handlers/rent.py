@@ -1,0 +1,372 @@
+"""What provision, sessions, shutdown and transfer do (their arguments: cli/rent.py)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shlex
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from gpushop_tui.cli.handlers import with_shopper
+from gpushop_tui.cli.output import note, print_json, print_pairs, print_table, when
+from gpushop_tui.cli.rent import STORAGE
+from gpushop_tui.core import Alert, SessionChanged, SessionProgress
+from gpushop_tui.errors import UserError
+from gpushop_tui.models import (
+    ExtendRequest,
+    ProvisionRequest,
+    SessionStatus,
+    StoragePolicy,
+    problem_field,
+    validation_problem,
+)
+
+if TYPE_CHECKING:
+    from gpushop_tui.config import Settings
+    from gpushop_tui.core import Shopper, Subscription
+    from gpushop_tui.models import Session
+
+EXIT_FAILED = 1
+EXIT_NOT_SETTLED = 3
+
+
+def _gpu_query(text: str) -> str:
+    """A query as given, or `gpu=<name>` for a bare GPU name such as '4090'."""
+    if any(mark in text for mark in "=<>"):
+        return text
+    return "gpu=" + "".join(text.split())
+
+
+FLAGS = {
+    "consumer": "--consumer",
+    "offer_id": "--offer",
+    "query": "--gpu",
+    "hours": "--hours",
+    "workload": "--workload",
+    "idle_timeout_min": "--idle-timeout",
+    "storage": "--storage",
+    "request_id": "--request-id",
+    "override_reason": "--override-hard-max",
+}
+"""The flag that sets each field of a `ProvisionRequest` or `ExtendRequest`."""
+
+Request = TypeVar("Request", bound=BaseModel)
+
+
+def _request(model: type[Request], fields: Mapping[str, Any]) -> Request:
+    """The request the flags make, or one `UserError` sentence naming the flag at fault."""
+    try:
+        return model.model_validate(fields)
+    except ValidationError as err:
+        raise UserError(validation_problem(err, FLAGS), field=problem_field(err)) from None
+
+
+def _provision_request(args: argparse.Namespace, settings: Settings) -> ProvisionRequest:
+    return _request(
+        ProvisionRequest,
+        {
+            "consumer": args.consumer,
+            "offer_id": args.offer,
+            "query": _gpu_query(args.gpu) if args.gpu is not None else None,
+            "hours": args.hours if args.hours is not None else settings.default_reservation_hours,
+            "workload": args.workload,
+            "idle_timeout_min": args.idle_timeout,
+            "storage": StoragePolicy(STORAGE[args.storage]),
+            "request_id": args.request_id,
+        },
+    )
+
+
+def _check_new_file(path: Path) -> Path:
+    """A path we may create: it does not exist yet and its folder does."""
+    path = path.expanduser()
+    if path.exists() or path.is_symlink():
+        raise UserError(f"{path} already exists; --save-key never overwrites a file")
+    if not path.parent.is_dir():
+        raise UserError(f"{path.parent} is not a directory")
+    return path
+
+
+def _save_key(source: Path, target: Path) -> None:
+    """Copy the private key to a new file of mode 0600 (never over an existing one)."""
+    data = source.read_bytes()
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.chmod(target, 0o600)
+
+
+def run_provision(args: argparse.Namespace) -> int:
+    """`provision`: rent, then (unless --no-wait) show progress until the session settles."""
+    save_key = _check_new_file(args.save_key) if args.save_key is not None else None
+    return int(asyncio.run(with_shopper(lambda shopper: _provision(shopper, args, save_key))))
+
+
+async def _provision(shopper: Shopper, args: argparse.Namespace, save_key: Path | None) -> int:
+    request = _provision_request(args, shopper.settings)
+    with shopper.subscribe() as events:
+        session = await shopper.provision(request)
+        if save_key is not None:
+            try:
+                _save_key(await shopper.key_path(session.id), save_key)
+                note(f"private key saved to {save_key}")
+            except OSError as err:
+                note(f"warning: the key was not saved to {save_key}: {err.strerror or err}")
+        await _warn_unsupervised(shopper, session)
+        if not args.no_wait and not session.closed:
+            budget = shopper.provision_budget(session.provider).total_seconds()
+            timeout = args.wait_timeout or budget + 60
+            session = await _wait_showing(shopper, events, session.id, timeout)
+    await _print_outcome(shopper, session, args.output)
+    if session.status == "running" or (args.no_wait and not session.status.terminal):
+        return 0
+    if session.status.terminal:
+        note(f"the rental did not succeed: {session.error or session.status.value}")
+        return EXIT_FAILED
+    note(
+        f"session {session.id} is not ready yet ({session.status}); it goes on without this "
+        f"command: see 'gpushop sessions get {session.id}'"
+    )
+    return EXIT_NOT_SETTLED
+
+
+async def _warn_unsupervised(shopper: Shopper, session: Session) -> None:
+    if session.closed or await shopper.supervisor_lease() is not None:
+        return
+    note(
+        f"warning: no supervisor is running; once this command exits nothing watches session "
+        f"{session.id} (expiry, idle stop, hard max). Keep 'gpushop --serve' running, or run "
+        "'gpushop reconcile' from cron every few minutes."
+    )
+
+
+async def _wait_showing(
+    shopper: Shopper, events: Subscription, session_id: str, timeout_s: float
+) -> Session:
+    """Wait until the session settles, printing its progress on stderr meanwhile."""
+    printer = asyncio.create_task(_show_progress(events, session_id))
+    try:
+        return await shopper.wait_settled(session_id, timeout_s)
+    finally:
+        await asyncio.sleep(0)  # let the printer show what is already queued
+        printer.cancel()
+
+
+async def _show_progress(events: Subscription, session_id: str) -> None:
+    async for event in events:
+        if event.session_id != session_id:
+            continue
+        if isinstance(event, SessionChanged):
+            note(f"{event.status}/{event.instance}: {event.message}")
+        elif isinstance(event, SessionProgress | Alert):
+            note(event.message)
+
+
+def _session_json(session: Session) -> dict[str, Any]:
+    data: dict[str, Any] = session.model_dump(mode="json", exclude={"offer": {"raw"}})
+    return data
+
+
+async def _print_outcome(shopper: Shopper, session: Session, output: str) -> None:
+    if output == "json":
+        print_json(_session_json(session))
+        return
+    view = await shopper.view_of(session)
+    print_pairs(
+        [
+            ("session", session.id),
+            ("status", f"{session.status} (instance {session.instance})"),
+            ("ssh", view.ssh_command or "-"),
+            *([("error", session.error)] if session.error else []),
+        ]
+    )
+
+
+def run_sessions(args: argparse.Namespace) -> int:
+    """`sessions ACTION`: list, get, done, delete, extend, ssh or key."""
+    action: str = args.sessions_action
+    if action in ("done", "delete"):
+        return _run_end(args, force=action == "delete")
+    if action == "ssh":
+        return _run_ssh(args)
+    handlers: dict[str, Callable[[Shopper, argparse.Namespace], Awaitable[int]]] = {
+        "list": _sessions_list,
+        "get": _sessions_get,
+        "extend": _sessions_extend,
+        "key": _sessions_key,
+    }
+    handler = handlers[action]
+    return int(asyncio.run(with_shopper(lambda shopper: handler(shopper, args))))
+
+
+async def _sessions_list(shopper: Shopper, args: argparse.Namespace) -> int:
+    sessions = await shopper.sessions(
+        consumer=args.consumer,
+        status=SessionStatus(args.status) if args.status else None,
+        open_only=args.open,
+    )
+    if args.output == "json":
+        print_json([_session_json(s) for s in sessions])
+        return 0
+    if not sessions:
+        print("no sessions")
+        return 0
+    print_table(
+        [
+            (
+                s.id,
+                s.consumer,
+                s.provider,
+                f"{s.offer.gpu_count}x {s.offer.gpu_name}",
+                s.status.value,
+                s.instance.value,
+                f"{s.price_per_hour:.3f}" if s.price_per_hour is not None else "-",
+                when(s.created_at),
+                "-" if s.closed else when(s.expires_at),
+            )
+            for s in sessions
+        ],
+        ("SESSION", "CONSUMER", "PROVIDER", "GPU", "STATUS", "INSTANCE", "$/H", "CREATED",
+         "EXPIRES"),
+    )  # fmt: skip
+    return 0
+
+
+async def _sessions_get(shopper: Shopper, args: argparse.Namespace) -> int:
+    view = await shopper.session_view(args.id)
+    s = view.session
+    if args.output == "json":
+        print_json(_session_json(s))
+        return 0
+    hard_max = when(s.hard_max_at) + (
+        f" (overridden: {s.hard_max_override})" if s.hard_max_override else ""
+    )
+    print_pairs(
+        [
+            ("session", s.id),
+            ("consumer", s.consumer),
+            ("offer", f"{s.offer_id}: {s.offer.gpu_count}x {s.offer.gpu_name}"),
+            ("status", f"{s.status} (instance {s.instance})"),
+            ("instance", f"{s.provider} {s.instance_id or '-'} ({s.label})"),
+            ("price", f"${s.price_per_hour:.3f}/h" if s.price_per_hour is not None else "-"),
+            ("cost", f"${view.cost_at(shopper.now()):.4f}" + ("" if s.closed else " so far")),
+            ("created", when(s.created_at)),
+            ("expires", when(s.expires_at)),
+            ("hard max", hard_max),
+            ("idle", f"after {s.idle_timeout_min:g} min" if s.idle_timeout_min else "never"),
+            ("idle reason", s.idle_reason or "-"),
+            ("storage", s.storage_policy.value),
+            ("ssh", view.ssh_command or "-"),
+            ("key", s.key_path if s.key_path and not s.closed else "-"),
+            ("error", s.error or "-"),
+        ]
+    )
+    return 0
+
+
+async def _sessions_extend(shopper: Shopper, args: argparse.Namespace) -> int:
+    request = _request(
+        ExtendRequest, {"hours": args.hours, "override_reason": args.override_hard_max}
+    )
+    session = await shopper.extend(args.id, request.hours, request.override_reason)
+    if args.output == "json":
+        print_json(_session_json(session))
+    else:
+        print(
+            f"session {session.id} now expires {when(session.expires_at)} "
+            f"(hard max {when(session.hard_max_at)})"
+        )
+    return 0
+
+
+async def _sessions_key(shopper: Shopper, args: argparse.Namespace) -> int:
+    print(await shopper.key_path(args.id))
+    return 0
+
+
+def _run_end(args: argparse.Namespace, *, force: bool) -> int:
+    return int(asyncio.run(with_shopper(lambda shopper: _end(shopper, args, force=force))))
+
+
+async def _end(shopper: Shopper, args: argparse.Namespace, *, force: bool) -> int:
+    """`sessions done|delete`, `shutdown`: ask for the end, then drive the teardown here."""
+    with shopper.subscribe() as events:
+        session = await (shopper.delete(args.id) if force else shopper.done(args.id))
+        if not args.no_wait:
+            session = await _wait_showing(shopper, events, session.id, args.wait_timeout)
+    if args.output == "json":
+        print_json(_session_json(session))
+    else:
+        kept = "" if session.instance.absent else f" (instance {session.instance})"
+        print(f"session {session.id}: {session.status}{kept}")
+    if args.no_wait or session.status == "stopped" or session.closed:
+        return 0
+    note(
+        f"the teardown of session {session.id} is still under way; the supervisor carries on "
+        "('gpushop --serve', or 'gpushop reconcile' from cron)"
+    )
+    return EXIT_NOT_SETTLED
+
+
+def _run_ssh(args: argparse.Namespace) -> int:
+    async def argv(shopper: Shopper) -> list[str]:
+        session = await shopper.session(args.id)
+        if session.closed:
+            raise UserError(f"session {session.id} is closed ({session.status})")
+        return await shopper.ssh_argv(session.id, *args.remote_command)
+
+    command: list[str] = asyncio.run(with_shopper(argv))
+    if args.print:
+        print(shlex.join(command))
+        return 0
+    try:
+        os.execvp(command[0], command)
+    except OSError as err:
+        raise UserError(f"cannot run {command[0]}: {err.strerror or err}") from None
+
+
+def run_shutdown(args: argparse.Namespace) -> int:
+    """`shutdown`: `sessions done`, or with --force `sessions delete`."""
+    return _run_end(args, force=args.force)
+
+
+def run_transfer(args: argparse.Namespace) -> int:
+    """`transfer upload|download`: one file over SFTP, progress on stderr."""
+    session_id, sep, remote = args.remote.partition(":")
+    if not sep or not session_id or not remote:
+        raise UserError(f"{args.remote!r} should look like SESSION:REMOTE_PATH")
+    if args.direction == "upload" and not args.local.is_file():
+        raise UserError(f"{args.local} is not a file")
+    progress = _Progress(args.local.name if args.direction == "upload" else remote)
+    copied = asyncio.run(
+        with_shopper(
+            lambda shopper: shopper.transfer(
+                session_id, args.direction, args.local, remote, progress
+            )
+        )
+    )
+    progress.finish(int(copied))
+    return 0
+
+
+class _Progress:
+    """Transfer progress on stderr: a line redrawn in place on a terminal, else one at the end."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.live = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.live:
+            share = f" ({done * 100 // total}%)" if total else ""
+            print(f"\r{self.name}: {done}/{total} bytes{share}", end="", file=sys.stderr)
+
+    def finish(self, copied: int) -> None:
+        end = "\n" if self.live else ""
+        print(f"{end}{self.name}: {copied} bytes copied", file=sys.stderr)

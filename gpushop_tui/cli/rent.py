@@ -1,0 +1,185 @@
+"""The renting commands' arguments: provision, sessions, shutdown, transfer.
+
+Their handlers are in handlers/rent.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from gpushop_tui.cli.args import Bounded, Command, add_output, add_wait
+
+WORKLOADS = (
+    "interactive", "llm", "llm_vllm", "llm_tgi", "training", "batch", "inference", "benchmark"
+)  # fmt: skip
+"""The workload types (models.Workload; a test keeps the two in step)."""
+STATUSES = ("pending", "provisioning", "running", "stopping", "stopped", "failed")
+"""The session statuses (models.SessionStatus; a test keeps the two in step)."""
+STORAGE = {"destroy": "destroy", "keep": "keep", "preserve": "keep"}
+"""--storage words; 'preserve' is the earlier CLI's word for keep."""
+TEARDOWN_WAIT_S = 300.0
+"""How long `sessions done|delete` and `shutdown` drive the teardown before leaving it."""
+
+PROVISION_EXITS = """\
+exit codes:
+  0  the session is running (with --no-wait: the rental was accepted)
+  1  the rental failed (the session failed, or was ended before it was ready)
+  2  usage or user error (bad flag, unknown offer, no offer matches)
+  3  not settled when the wait ended: the supervisor carries on with it"""
+TEARDOWN_EXITS = """\
+exit codes:
+  0  stopped: the instance is gone (or stopped with its disk kept); with --no-wait: accepted
+  2  usage or user error (unknown session id)
+  3  the teardown is still under way when the wait ended: the supervisor carries on"""
+
+HANDLERS = "gpushop_tui.cli.handlers.rent"
+
+
+def _reservation_bounds() -> tuple[float, float]:
+    from gpushop_tui.models import MAX_RESERVATION_HOURS, MIN_RESERVATION_HOURS
+
+    return MIN_RESERVATION_HOURS, MAX_RESERVATION_HOURS
+
+
+def _idle_bounds() -> tuple[float, float]:
+    from gpushop_tui.models import MAX_IDLE_MINUTES
+
+    return 0.0, MAX_IDLE_MINUTES
+
+
+HOURS = Bounded("hours", _reservation_bounds)
+"""`-t/--hours` of both provision and sessions extend: a reservation's length."""
+IDLE_MINUTES = Bounded("minutes", _idle_bounds)
+"""`--idle-timeout`: idle minutes before the idle stop."""
+
+
+def _configure_provision(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = PROVISION_EXITS
+    parser.add_argument("-c", "--consumer", required=True, help="who the rental is for")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("-i", "--offer", metavar="ID", help="an offer id from 'gpushop inventory'")
+    target.add_argument(
+        "-g",
+        "--gpu",
+        metavar="QUERY",
+        help="take the cheapest offer matching a query ('gpu=4090 price<=0.5') or a GPU name",
+    )
+    parser.add_argument(
+        "-t", "--hours", type=HOURS, help="reservation of %(type)s (default: the setting)"
+    )
+    parser.add_argument("-w", "--workload", choices=WORKLOADS, default="interactive")
+    parser.add_argument(
+        "--idle-timeout",
+        type=IDLE_MINUTES,
+        metavar="MIN",
+        help="stop after MIN idle minutes (%(type)s; 0 disables; default: the setting)",
+    )
+    parser.add_argument(
+        "--storage",
+        choices=tuple(STORAGE),
+        default="destroy",
+        help="what 'done' does: destroy the instance, or stop it and keep its disk",
+    )
+    parser.add_argument(
+        "--save-key", type=Path, metavar="PATH", help="also copy the private key here (0600)"
+    )
+    parser.add_argument(
+        "--request-id", metavar="ID", help="asking again with the same id rents nothing new"
+    )
+    add_wait(parser, None, "readiness")
+    add_output(parser)
+
+
+def _configure_sessions(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="sessions_action", metavar="ACTION", required=True)
+    listp = actions.add_parser("list", help="sessions, newest first")
+    listp.add_argument("-c", "--consumer", help="only this consumer's")
+    listp.add_argument("-s", "--status", choices=STATUSES, help="only sessions in this status")
+    listp.add_argument("--open", action="store_true", help="only sessions still supervised")
+    add_output(listp)
+    getp = actions.add_parser("get", help="one session in detail, with its ssh command")
+    getp.add_argument("id")
+    add_output(getp)
+    for name, words in (
+        ("done", "end a session: destroy it, or stop it and keep its disk (--storage keep)"),
+        ("delete", "destroy a session's instance whatever its storage policy"),
+    ):
+        endp = actions.add_parser(
+            name,
+            help=words,
+            description=words,
+            epilog=TEARDOWN_EXITS,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        endp.add_argument("id")
+        add_wait(endp, TEARDOWN_WAIT_S, "the teardown")
+        add_output(endp)
+    extendp = actions.add_parser("extend", help="push a session's reservation out")
+    extendp.add_argument("id")
+    extendp.add_argument("-t", "--hours", type=HOURS, required=True, help="add %(type)s")
+    extendp.add_argument(
+        "--override-hard-max",
+        metavar="REASON",
+        help="allow going past the hard max, saying why (written to the audit log)",
+    )
+    add_output(extendp)
+    sshp = actions.add_parser(
+        "ssh",
+        help="open an SSH session on the node (or --print the command)",
+        usage="%(prog)s [-h] [--print] id [-- COMMAND...]",
+        epilog="Anything after '--' is run on the node instead of a login shell.",
+    )
+    sshp.add_argument("id")
+    sshp.add_argument("--print", action="store_true", help="print the ssh command instead")
+    sshp.set_defaults(remote_command=[])
+    keyp = actions.add_parser("key", help="print the path of the session's private key")
+    keyp.add_argument("id")
+
+
+def _configure_shutdown(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = TEARDOWN_EXITS
+    parser.add_argument("id")
+    parser.add_argument(
+        "-f", "--force", action="store_true", help="destroy whatever the storage policy says"
+    )
+    add_wait(parser, TEARDOWN_WAIT_S, "the teardown")
+    add_output(parser)
+
+
+def _configure_transfer(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="direction", metavar="DIRECTION", required=True)
+    up = actions.add_parser("upload", help="copy a local file to a session's node (SFTP)")
+    up.add_argument("local", type=Path)
+    up.add_argument("remote", metavar="SESSION:REMOTE")
+    down = actions.add_parser("download", help="copy a file from a session's node (SFTP)")
+    down.add_argument("remote", metavar="SESSION:REMOTE")
+    down.add_argument("local", type=Path)
+
+
+PROVISION = Command(
+    "provision",
+    "rent an offer (or the cheapest match of a query) and wait until it is ready",
+    _configure_provision,
+    f"{HANDLERS}:run_provision",
+)
+SESSIONS = Command(
+    "sessions",
+    "list, inspect, end, extend and reach rentals",
+    _configure_sessions,
+    f"{HANDLERS}:run_sessions",
+)
+SHUTDOWN = Command(
+    "shutdown",
+    "end a session (= sessions done; with --force, sessions delete)",
+    _configure_shutdown,
+    f"{HANDLERS}:run_shutdown",
+)
+TRANSFER = Command(
+    "transfer",
+    "copy a file to or from a session's node over SFTP",
+    _configure_transfer,
+    f"{HANDLERS}:run_transfer",
+)
