@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from gpushop_tui.clock import Clock
 from gpushop_tui.config import Settings
-from gpushop_tui.secrets import CREDENTIAL_ENV, SecretStore
+from gpushop_tui.core import CREDENTIAL_ENV, SecretStore
 from gpushop_tui.sim.runner import Simulator, run_simulator
 
 DEMO_BOOT_DELAY_SCALE = 0.02
@@ -34,15 +34,13 @@ async def demo_marketplace(
 ) -> AsyncIterator[Demo]:
     """Run the simulator for as long as the block lasts, with `settings` re-pointed at it."""
     async with run_simulator(seed=seed, clock=clock) as simulator:
-        urls = simulator.urls
+        providers = {
+            name: knobs.model_copy(update={"api_url": simulator.urls[name]})
+            for name, knobs in settings.providers.items()
+        }
         yield Demo(
             settings=settings.model_copy(
-                update={
-                    "vastai_api_url": urls["vastai"],
-                    "tensordock_api_url": urls["tensordock"],
-                    "bluelobster_api_url": urls["bluelobster"],
-                    "boot_delay_scale": DEMO_BOOT_DELAY_SCALE,
-                }
+                update={"providers": providers, "boot_delay_scale": DEMO_BOOT_DELAY_SCALE}
             ),
             secrets=SecretStore(
                 {CREDENTIAL_ENV[provider]: key for provider, key in simulator.keys.items()}

@@ -7,7 +7,7 @@ import logging.handlers
 import os
 
 from gpushop_tui.config import Settings
-from gpushop_tui.secrets import RedactingFilter
+from gpushop_tui.core import RedactingFilter
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
 

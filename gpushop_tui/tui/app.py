@@ -26,14 +26,14 @@ from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 
 from gpushop_tui import __version__
 from gpushop_tui.config import Settings
-from gpushop_tui.core.events import (
+from gpushop_tui.core import (
     Alert,
     Event,
     InventoryRefreshed,
     SessionChanged,
+    Shopper,
     WebhookFailed,
 )
-from gpushop_tui.core.shopper import Shopper
 from gpushop_tui.errors import UserError
 from gpushop_tui.models import Severity
 from gpushop_tui.tui import fmt
@@ -271,10 +271,8 @@ class GpushopApp(App[None]):
     async def watch_lease(self) -> None:
         """Say once the supervisor has decided whether this app acts or only views."""
         assert self.shopper is not None
-        supervisor = self.shopper.supervisor
-        await supervisor.decided.wait()
-        lease = None if supervisor.holding else await self.shopper.supervisor_lease()
-        self.post_message(self.Supervising(supervisor.holding, lease and lease.holder))
+        holding, lease = await self.shopper.supervision()
+        self.post_message(self.Supervising(holding, lease.holder if lease else None))
 
     @on(Supervising)
     def show_supervising(self, message: Supervising) -> None:
@@ -382,7 +380,7 @@ class GpushopApp(App[None]):
             yield SystemCommand(
                 "Refresh offers",
                 "Fetch every provider's offers again, in the background",
-                self.shopper.inventory.refresh_in_background,
+                self.shopper.refresh_offers_in_background,
             )
 
 

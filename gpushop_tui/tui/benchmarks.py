@@ -1,7 +1,8 @@
 """The Benchmarks pane: measured tokens/s by GPU and model, with $ per million tokens.
 
 The table shows what `gpushop benchmarks` lists (every measurement, by model then fastest
-first) or, once a model is chosen, what `gpushop benchmarks best -m MODEL` ranks. Choosing a
+first) or, once a model is chosen, what `gpushop benchmarks best -m MODEL` ranks: the core ranks
+them all once per load, and a model's rows are its part of each ranking. Choosing a
 model here (the chooser, or `enter` on a row) posts `ModelChosen`, and the app sets the
 inventory's $/Mtok column to that model; "no model" takes the column away.
 """
@@ -9,6 +10,7 @@ inventory's $/Mtok column to that model; "no model" takes the column away.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import count
 from typing import ClassVar
 
 from rich.console import JustifyMethod
@@ -20,10 +22,10 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import DataTable, Label, Select, Static
 
-from gpushop_tui.core import benchmarks
-from gpushop_tui.core.shopper import Shopper
+from gpushop_tui.core import Ranked, Shopper
 from gpushop_tui.errors import UserError
 from gpushop_tui.models import Benchmark
+from gpushop_tui.tui import fmt
 from gpushop_tui.tui.pane import CorePane, ModelChosen
 
 NO_MODEL = ""
@@ -42,16 +44,21 @@ COLUMNS: tuple[tuple[str, str, JustifyMethod], ...] = (
 
 @dataclass
 class BenchmarksLoaded(Message):
-    """Every measurement (the shipped seed, then the imports), keyed for the table."""
+    """Every measurement keyed for the table, by model then fastest first; and the same keys
+    fastest first, and cheapest per token first (priced ones only)."""
 
-    measurements: dict[str, Benchmark]
+    measurements: dict[str, Ranked]
+    fastest: list[str]
+    cheapest: list[str]
 
 
-def keyed(measurements: list[Benchmark]) -> dict[str, Benchmark]:
-    """Stable row keys: an imported measurement's id, a seed measurement's place in the seed."""
+def keyed(ranked: list[Ranked]) -> dict[str, Ranked]:
+    """Stable row keys: an imported measurement's id, else its place among the shipped seed's
+    measurements in this order (imports never move the seed's among themselves)."""
+    seed = count()
     return {
-        f"db{m.id}" if m.id is not None else f"seed{place}": m
-        for place, m in enumerate(measurements)
+        f"db{r.measurement.id}" if r.measurement.id is not None else f"seed{next(seed)}": r
+        for r in ranked
     }
 
 
@@ -60,8 +67,9 @@ def money(value: float | None) -> str:
     return f"{value:.3f}" if value is not None else "-"
 
 
-def cells(m: Benchmark) -> tuple[Text, ...]:
+def cells(ranked: Ranked) -> tuple[Text, ...]:
     """MODEL, GPU, N, PROVIDER, TOK/S, $/H, $/Mtok and SOURCE, as `gpushop benchmarks`."""
+    m = ranked.measurement
     values = (
         m.model,
         m.gpu_name,
@@ -69,7 +77,7 @@ def cells(m: Benchmark) -> tuple[Text, ...]:
         m.provider or "-",
         f"{m.tokens_per_second:g}",
         money(m.price_per_hour),
-        money(benchmarks.cost_of(m)),
+        money(ranked.usd_per_mtok),
         m.source,
     )
     return tuple(
@@ -88,7 +96,10 @@ class BenchmarksPane(CorePane):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.measurements: dict[str, Benchmark] = {}
+        self.measurements: dict[str, Ranked] = {}
+        """Every measurement by row key, by model then fastest first."""
+        self.fastest: list[str] = []
+        self.cheapest: list[str] = []
         self.model: str | None = None
         """The model chosen for the inventory's $/Mtok column (None: no model)."""
 
@@ -116,24 +127,34 @@ class BenchmarksPane(CorePane):
 
     # ------------------------------------------------------------------ loading
 
-    def core_ready(self, core: Shopper) -> None:
-        super().core_ready(core)
+    def core_ready(self, shopper: Shopper) -> None:
+        super().core_ready(shopper)
         self.load()
 
     @work(exclusive=True, group="benchmarks-load")
     async def load(self) -> None:
-        assert self.core is not None
+        assert self.shopper is not None
         try:
-            measured = await self.core.benchmarks.measurements()
+            measurements = keyed(await self.shopper.rank_benchmarks("all"))
+            fastest = await self.shopper.rank_benchmarks("best")
+            cheapest = await self.shopper.rank_benchmarks("cheapest")
         except UserError as exc:
-            self.notify(exc.message, title="Benchmarks", severity="error")
+            self.notify(fmt.problem(exc), title="Benchmarks", severity="error")
             return
-        self.post_message(BenchmarksLoaded(keyed(measured)))
+        key_of = {r.measurement.model_dump_json(): key for key, r in measurements.items()}
+
+        def keys(ranking: list[Ranked]) -> list[str]:
+            """The ranking as row keys (one imported meanwhile waits for the next load)."""
+            found = (key_of.get(r.measurement.model_dump_json()) for r in ranking)
+            return [key for key in found if key is not None]
+
+        self.post_message(BenchmarksLoaded(measurements, keys(fastest), keys(cheapest)))
 
     @on(BenchmarksLoaded)
     def loaded(self, message: BenchmarksLoaded) -> None:
         self.measurements = message.measurements
-        models = sorted({m.model for m in self.measurements.values()})
+        self.fastest, self.cheapest = message.fastest, message.cheapest
+        models = sorted({r.measurement.model for r in self.measurements.values()})
         select = self.query_one("#benchmarks-model", Select)
         with select.prevent(Select.Changed):
             select.set_options([("no model", NO_MODEL), *((m, m) for m in models)])
@@ -153,7 +174,7 @@ class BenchmarksPane(CorePane):
     @on(DataTable.RowSelected, "#benchmarks-table")
     def row_chosen(self, event: DataTable.RowSelected) -> None:
         assert event.row_key.value is not None
-        self.choose(self.measurements[event.row_key.value].model)
+        self.choose(self.measurements[event.row_key.value].measurement.model)
 
     def choose(self, model: str | None) -> None:
         """Show `model`'s measurements, fastest first, and set the inventory's model."""
@@ -173,22 +194,21 @@ class BenchmarksPane(CorePane):
         self.choose(None)
 
     def action_reload(self) -> None:
-        if self.core is not None:
+        if self.shopper is not None:
             self.load()
 
     # ------------------------------------------------------------------ the table
 
-    def _rows(self) -> list[tuple[str, Benchmark]]:
+    def _rows(self) -> list[tuple[str, Ranked]]:
         """The rows to show, in order: `benchmarks` (all) or `benchmarks best -m MODEL`."""
-        key_of = {id(m): key for key, m in self.measurements.items()}
         if self.model is None:
-            ordered = sorted(
-                self.measurements.values(), key=lambda m: (m.model, -m.tokens_per_second)
-            )
-        else:
-            of_model = [m for m in self.measurements.values() if m.model == self.model]
-            ordered = [r.measurement for r in benchmarks.best(of_model)]
-        return [(key_of[id(m)], m) for m in ordered]
+            return list(self.measurements.items())
+        return self._of_model(self.fastest)
+
+    def _of_model(self, keys: list[str]) -> list[tuple[str, Ranked]]:
+        """The chosen model's part of a ranking, in its order."""
+        rows = ((key, self.measurements[key]) for key in keys)
+        return [(key, r) for key, r in rows if r.measurement.model == self.model]
 
     def _show(self) -> None:
         """Update the rows in place where the same rows stay in the same order; otherwise
@@ -196,8 +216,8 @@ class BenchmarksPane(CorePane):
         table = self.table
         rows = self._rows()
         if [key.value for key in table.rows] == [key for key, _ in rows]:
-            for key, m in rows:
-                for (column, _, _), cell in zip(COLUMNS, cells(m), strict=True):
+            for key, r in rows:
+                for (column, _, _), cell in zip(COLUMNS, cells(r), strict=True):
                     if table.get_cell(key, column) != cell:
                         table.update_cell(key, column, cell)
         else:
@@ -205,11 +225,11 @@ class BenchmarksPane(CorePane):
             if table.row_count:
                 current = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
             table.clear()
-            for key, m in rows:
-                table.add_row(*cells(m), key=key)
+            for key, r in rows:
+                table.add_row(*cells(r), key=key)
             if current is not None and current in table.rows:
                 table.move_cursor(row=table.get_row_index(current))
-        self._summarize([m for _, m in rows])
+        self._summarize([r.measurement for _, r in rows])
 
     def _summarize(self, shown: list[Benchmark]) -> None:
         summary = self.query_one("#benchmarks-summary", Static)
@@ -224,9 +244,9 @@ class BenchmarksPane(CorePane):
         if shown:
             fastest = shown[0]
             text.append(f"Fastest: {_config(fastest)} {fastest.tokens_per_second:g} tok/s. ")
-        priced = benchmarks.cheapest(shown)
+        priced = self._of_model(self.cheapest)
         if priced:
-            cheapest = priced[0]
+            cheapest = priced[0][1]
             text.append(
                 f"Cheapest: {_config(cheapest.measurement)} ${money(cheapest.usd_per_mtok)}/Mtok. "
             )

@@ -26,11 +26,16 @@ from textual.theme import Theme
 from textual.widget import Widget
 from textual.widgets import DataTable, Input, Label, Static
 
-from gpushop_tui.core import costs
-from gpushop_tui.core.budgets import THRESHOLDS, Usage, used_text
-from gpushop_tui.core.costs import CostLine, Grouping
-from gpushop_tui.core.events import Event, SessionChanged
-from gpushop_tui.core.shopper import Shopper
+from gpushop_tui.core import (
+    THRESHOLDS,
+    CostReport,
+    Event,
+    Grouping,
+    SessionChanged,
+    Shopper,
+    Usage,
+    used_text,
+)
 from gpushop_tui.errors import UserError
 from gpushop_tui.models import BudgetAction
 from gpushop_tui.tui import fmt
@@ -72,7 +77,7 @@ class Period:
             case "today":
                 return today, today
             case "month":
-                return costs.month_start(today), today
+                return today.replace(day=1), today
             case "custom":
                 assert self.first is not None and self.last is not None
                 return self.first, self.last
@@ -100,7 +105,7 @@ def parse_range(first_text: str, last_text: str, today: date) -> Period:
         except ValueError:
             raise UserError(f"{field}: {text!r} is not a day like {EXAMPLE_DAY}") from None
 
-    first = day("from", first_text, costs.month_start(today))
+    first = day("from", first_text, today.replace(day=1))
     last = day("to", last_text, today)
     if last < first:
         raise UserError(f"to {last} is before from {first}")
@@ -134,15 +139,10 @@ def bar(fraction: float, cells: int = BAR_CELLS) -> str:
 
 @dataclass
 class CostsLoaded(Message):
-    """The cost lines of `period` (UTC range [start, end), up to `now`) and the budgets now."""
+    """The cost report of `period` and the budgets now."""
 
     period: Period
-    first: date
-    last: date
-    start: datetime
-    end: datetime
-    now: datetime
-    lines: list[CostLine]
+    report: CostReport
     usages: list[Usage]
 
 
@@ -268,12 +268,12 @@ class CostsPane(CorePane):
 
     # ------------------------------------------------------------------ loading
 
-    def core_ready(self, core: Shopper) -> None:
-        super().core_ready(core)
+    def core_ready(self, shopper: Shopper) -> None:
+        super().core_ready(shopper)
         self.load()
 
     def core_event(self, event: Event) -> None:
-        if isinstance(event, SessionChanged) and self.core is not None:
+        if isinstance(event, SessionChanged) and self.shopper is not None:
             self.load()
 
     def tick(self, now: datetime) -> None:
@@ -282,39 +282,34 @@ class CostsPane(CorePane):
 
     @work(exclusive=True, group="costs-load")
     async def load(self) -> None:
-        """Read the period's cost lines and the budgets' usage, and post them."""
-        assert self.core is not None
+        """Read the period's cost report and the budgets' usage, and post them."""
+        assert self.shopper is not None
         period = self.period
-        now = self.core.clock.now()
-        first, last = period.days(costs.local_date(now, None))
-        start = costs.local_midnight(first, None)
-        end = costs.local_midnight(last + timedelta(days=1), None)
         try:
-            lines = await self.core.cost_lines(start, end)
-            usages = await self.core.budgets.usage()
+            report = await self.shopper.cost_report(*period.days(self.shopper.today()))
+            usages = await self.shopper.budget_usage()
         except UserError as exc:
-            self.notify(exc.message, title="Costs", severity="error")
+            self.notify(fmt.problem(exc), title="Costs", severity="error")
             return
-        self.post_message(CostsLoaded(period, first, last, start, end, now, lines, usages))
+        self.post_message(CostsLoaded(period, report, usages))
 
     @on(CostsLoaded)
     def loaded(self, message: CostsLoaded) -> None:
         if message.period != self.period:
             return  # a load for a period the user has since left
-        self.loaded_at = message.now
-        lines = message.lines
-        total = sum(line.amount for line in lines)
-        until = min(message.end, message.now)
+        report = message.report
+        self.loaded_at = report.now
+        until = min(report.until, report.now)
         self.query_one("#costs-summary", Static).update(
-            f"[b]{message.period.title(message.first, message.last)}[/b]   "
-            f"total [b]{fmt.usd(total, 4)}[/b] from {_when(message.start)} to {_when(until)}"
+            f"[b]{message.period.title(report.first_day, report.last_day)}[/b]   "
+            f"total [b]{fmt.usd(report.total, 4)}[/b] from {_when(report.since)} to {_when(until)}"
         )
-        groups = {grouping: costs.group(lines, grouping) for grouping, _ in GROUPS}
+        groups = {grouping: report.by(grouping) for grouping, _ in GROUPS}
         for grouping, totals in groups.items():
             self._fill_group(grouping, totals)
         tallest = max(len(totals) for totals in groups.values())
         self.query_one("#costs-groups").styles.height = min(max(tallest, 1), GROUP_ROWS) + 3
-        self._fill_chart(message)
+        self._fill_chart(report)
         self.usages = message.usages
         self._fill_budgets()
 
@@ -337,12 +332,11 @@ class CostsPane(CorePane):
         box = self.query_one(f"#costs-group-{grouping}")
         box.border_subtitle = "nothing billed" if not totals else ""
 
-    def _fill_chart(self, message: CostsLoaded) -> None:
-        today = costs.local_date(message.now, None)
-        by_day = costs.group(message.lines, "day")
+    def _fill_chart(self, report: CostReport) -> None:
+        by_day = report.by("day")
         days = []
-        day = message.first
-        while day <= min(message.last, today):
+        day = report.first_day
+        while day <= min(report.last_day, report.today):
             days.append((day, by_day.get(day.isoformat(), 0.0)))
             day += timedelta(days=1)
         chart = self.query_one(SpendChart)
@@ -396,9 +390,9 @@ class CostsPane(CorePane):
 
     def action_custom_range(self) -> None:
         """Show the `from`/`to` fields, filled with the period shown, and focus `from`."""
-        if self.core is None:
+        if self.shopper is None:
             return
-        first, last = self.period.days(costs.local_date(self.core.clock.now(), None))
+        first, last = self.period.days(self.shopper.today())
         self.query_one("#costs-from", Input).value = first.isoformat()
         self.query_one("#costs-to", Input).value = last.isoformat()
         self.query_one("#costs-problem", Static).update("")
@@ -407,18 +401,18 @@ class CostsPane(CorePane):
 
     @on(Input.Submitted, "#costs-from, #costs-to")
     def range_submitted(self) -> None:
-        if self.core is None:
+        if self.shopper is None:
             return
         problem = self.query_one("#costs-problem", Static)
         try:
             period = parse_range(
                 self.query_one("#costs-from", Input).value,
                 self.query_one("#costs-to", Input).value,
-                costs.local_date(self.core.clock.now(), None),
+                self.shopper.today(),
             )
         except UserError as exc:
             problem.update(f"✗ {escape(exc.message)}")
-            self.notify(exc.message, title="Costs", severity="error")
+            self.notify(fmt.problem(exc), title="Costs", severity="error")
             return
         problem.update("")
         self._switch(period)
@@ -431,12 +425,12 @@ class CostsPane(CorePane):
         self.focus_main()
 
     def action_reload(self) -> None:
-        if self.core is not None:
+        if self.shopper is not None:
             self.load()
 
     def _switch(self, period: Period) -> None:
         self.period = period
-        if self.core is not None:
+        if self.shopper is not None:
             self.load()
 
 

@@ -22,8 +22,7 @@ from textual.message import Message
 from textual.theme import Theme
 from textual.widgets import DataTable, Input, Static
 
-from gpushop_tui.core.events import Event
-from gpushop_tui.core.shopper import Shopper
+from gpushop_tui.core import Event, Shopper
 from gpushop_tui.errors import UserError
 from gpushop_tui.models import AuditEvent, Severity
 from gpushop_tui.tui import fmt
@@ -87,17 +86,17 @@ class EventsPane(CorePane):
 
     # ------------------------------------------------------------------ loading
 
-    def core_ready(self, core: Shopper) -> None:
-        super().core_ready(core)
+    def core_ready(self, shopper: Shopper) -> None:
+        super().core_ready(shopper)
         self.load()
 
     @work(exclusive=True, group="events-load")
     async def load(self) -> None:
-        assert self.core is not None
+        assert self.shopper is not None
         try:
-            rows = await self.core.audit_log(limit=CAP)
+            rows = await self.shopper.audit_log(limit=CAP)
         except UserError as exc:
-            self.notify(exc.message, title="Events", severity="error")
+            self.notify(fmt.problem(exc), title="Events", severity="error")
             return
         self.post_message(AuditLoaded(rows))
 
@@ -231,10 +230,10 @@ class EventsPane(CorePane):
                 self.table.remove_row(str(oldest))
 
     def _cells(self, row: AuditEvent) -> tuple[Text | str, ...]:
-        assert self.core is not None
+        assert self.shopper is not None
         message = " ".join(row.message.split())
         return (
-            fmt.local_time(row.at, self.core.clock.now()),
+            fmt.local_time(row.at, self.shopper.clock.now()),
             self._severity(row.severity),
             Text(row.kind),
             Text(row.session_id or "-"),

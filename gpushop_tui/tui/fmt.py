@@ -1,8 +1,18 @@
-"""Text for money, time and freshness, shared by every pane (one way to write each)."""
+"""Text for money, time, freshness and refusals, shared by every pane (one way to write each)."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+
+from gpushop_tui.errors import Hint, UserError
+
+WAYS_OUT = {
+    Hint.NEEDS_OVERRIDE: "; extend by fewer hours (the cockpit cannot override the hard max)",
+    Hint.STORAGE_NOT_KEEPABLE: "; choose 'destroy the instance' under When done in the rent dialog",
+    Hint.NOT_CONFIGURED: ": there is no credential for it",
+    Hint.UNKNOWN_OFFER: "; refresh the menu (r on the Inventory pane) and pick again",
+}
+"""The cockpit's words for the way out a core error's `hint` names, appended to its message."""
 
 
 def usd(amount: float | None, places: int = 2) -> str:
@@ -58,3 +68,8 @@ def urgency(deadline: datetime, now: datetime, warn: timedelta) -> str:
     if left <= warn / 5:
         return "danger"
     return "warning" if left <= warn else "ok"
+
+
+def problem(err: UserError) -> str:
+    """A refusal as one sentence for a toast: the core's message and the cockpit's way out."""
+    return err.message + WAYS_OUT.get(err.hint or "", "")

@@ -13,8 +13,7 @@ from datetime import datetime
 from textual.containers import Vertical
 from textual.message import Message
 
-from gpushop_tui.core.events import Event
-from gpushop_tui.core.shopper import Shopper
+from gpushop_tui.core import Event, Shopper
 
 
 @dataclass
@@ -41,14 +40,14 @@ class ModelChosen(Message):
 class CorePane(Vertical):
     """A pane over the core. Subclasses override the hooks they need."""
 
-    core: Shopper | None = None
+    shopper: Shopper | None = None
     read_only: bool = False
     """True while another process supervises: actions that change sessions still work (the
     database is shared), but nothing here acts on deadlines."""
 
-    def core_ready(self, core: Shopper) -> None:
+    def core_ready(self, shopper: Shopper) -> None:
         """The core is open: remember it and load what the pane shows."""
-        self.core = core
+        self.shopper = shopper
 
     def core_event(self, event: Event) -> None:
         """A live event (session changed, alert, inventory refreshed...)."""

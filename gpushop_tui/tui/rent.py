@@ -9,11 +9,10 @@ refuse says so here and the rent button stays disabled. Only `ctrl+r` or the but
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar, get_args
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -23,18 +22,27 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
-from gpushop_tui.core.budgets import BudgetCheck, describe
-from gpushop_tui.core.shopper import Shopper
+from gpushop_tui.core import BudgetCheck, Shopper, describe_budget
 from gpushop_tui.models import (
-    MAX_RESERVATION_HOURS,
     Offer,
     ProvisionRequest,
+    ReservationHours,
     StoragePolicy,
     Workload,
+    validation_problem,
 )
 from gpushop_tui.tui import fmt
 
 WORKLOADS: tuple[str, ...] = get_args(Workload)
+LABELS = {
+    "consumer": "Consumer",
+    "hours": "Hours",
+    "workload": "Workload",
+    "idle_timeout_min": "Idle stop",
+    "storage": "When done",
+}
+"""The dialog's words for the `ProvisionRequest` fields it fills in."""
+HOURS: TypeAdapter[float] = TypeAdapter(ReservationHours)
 
 
 def offer_summary(offer: Offer) -> str:
@@ -60,7 +68,7 @@ def check_line(check: BudgetCheck) -> Content:
         verdict = ("warns, rents anyway", "bold $warning")
     else:
         verdict = ("within", "$success")
-    return Content.assemble(verdict, f" — {describe(check.budget)}: {check.would()}")
+    return Content.assemble(verdict, f" — {describe_budget(check.budget)}: {check.would()}")
 
 
 class RentScreen(ModalScreen[ProvisionRequest | None]):
@@ -80,10 +88,10 @@ class RentScreen(ModalScreen[ProvisionRequest | None]):
         checks: list[BudgetCheck]
 
     def __init__(
-        self, core: Shopper, offer: Offer, *, consumer: str | None = None, can_stop: bool
+        self, shopper: Shopper, offer: Offer, *, consumer: str | None = None, can_stop: bool
     ) -> None:
         super().__init__(classes="dialog")
-        self.core = core
+        self.shopper = shopper
         self.offer = offer
         self.consumer = consumer
         self.can_stop = can_stop
@@ -92,7 +100,7 @@ class RentScreen(ModalScreen[ProvisionRequest | None]):
         self.checked: tuple[str, float] | None = None
 
     def compose(self) -> ComposeResult:
-        settings = self.core.settings
+        settings = self.shopper.settings
         offer = self.offer
         with Vertical(classes="dialog-box", id="rent-box"):
             yield Static(
@@ -102,21 +110,21 @@ class RentScreen(ModalScreen[ProvisionRequest | None]):
             with VerticalScroll(id="rent-body"):
                 yield Static(Content(offer_summary(offer)), id="rent-offer")
                 with Grid(id="rent-fields"):
-                    yield Label("Consumer")
+                    yield Label(LABELS["consumer"])
                     yield Input(
                         self.consumer or "",
                         placeholder="who it is for, e.g. alice",
                         id="rent-consumer",
                         compact=True,
                     )
-                    yield Label("Hours")
+                    yield Label(LABELS["hours"])
                     yield Input(
                         f"{settings.default_reservation_hours:g}",
                         id="rent-hours",
                         type="number",
                         compact=True,
                     )
-                    yield Label("Workload")
+                    yield Label(LABELS["workload"])
                     yield Select(
                         [(w, w) for w in WORKLOADS],
                         value="interactive",
@@ -124,14 +132,14 @@ class RentScreen(ModalScreen[ProvisionRequest | None]):
                         id="rent-workload",
                         compact=True,
                     )
-                    yield Label("Idle stop, min")
+                    yield Label(f"{LABELS['idle_timeout_min']}, min")
                     yield Input(
                         f"{settings.default_idle_timeout_min:g}",
                         id="rent-idle",
                         type="number",
                         compact=True,
                     )
-                    yield Label("When done")
+                    yield Label(LABELS["storage"])
                     yield Select(
                         [
                             ("destroy the instance", StoragePolicy.DESTROY),
@@ -173,42 +181,31 @@ class RentScreen(ModalScreen[ProvisionRequest | None]):
     def value(self, field: str) -> str:
         return self.query_one(f"#rent-{field}", Input).value.strip()
 
-    def number(self, field: str) -> float | None:
-        """The field as a finite number, or None."""
-        try:
-            number = float(self.value(field))
-        except ValueError:
-            return None
-        return number if math.isfinite(number) else None
-
     def hours(self) -> float | None:
-        hours = self.number("hours")
-        return hours if hours is not None and 0 < hours <= MAX_RESERVATION_HOURS else None
+        """The hours field, where it is a reservation's length (the model's bounds)."""
+        try:
+            return HOURS.validate_python(self.value("hours"))
+        except ValidationError:
+            return None
 
     def request(self) -> tuple[ProvisionRequest | None, str | None]:
         """The rental the fields describe, or the one sentence that says what to fix."""
         consumer = self.value("consumer")
         if not consumer:
             return None, "Fill in the consumer: who the rental is for."
-        hours = self.hours()
-        if hours is None:
-            return None, f"Hours must be more than 0 and at most {MAX_RESERVATION_HOURS:g}."
-        idle = self.number("idle")
-        if idle is None or idle < 0:
-            return None, "Idle stop must be a number of minutes, 0 or more (0 disables it)."
         try:
-            request = ProvisionRequest(
-                consumer=consumer,
-                offer_id=self.offer.id,
-                hours=hours,
-                workload=self.query_one("#rent-workload", Select).value,  # type: ignore[arg-type]
-                idle_timeout_min=idle,
-                storage=self.query_one("#rent-storage", Select).value,  # type: ignore[arg-type]
+            request = ProvisionRequest.model_validate(
+                {
+                    "consumer": consumer,
+                    "offer_id": self.offer.id,
+                    "hours": self.value("hours"),
+                    "workload": self.query_one("#rent-workload", Select).value,
+                    "idle_timeout_min": self.value("idle"),
+                    "storage": self.query_one("#rent-storage", Select).value,
+                }
             )
         except ValidationError as err:
-            first = err.errors()[0]
-            where = str(first["loc"][0]) if first["loc"] else "rental"
-            return None, f"{where}: {first['msg'].removeprefix('Value error, ')}"
+            return None, validation_problem(err, LABELS)
         return request, None
 
     @on(Input.Changed)
@@ -244,7 +241,7 @@ class RentScreen(ModalScreen[ProvisionRequest | None]):
 
     @work(exclusive=True, group="rent-preview", exit_on_error=False)
     async def preview(self, consumer: str, hours: float) -> None:
-        checks = await self.core.budgets.preview(consumer, self.offer, hours)
+        checks = await self.shopper.preview_budgets(consumer, self.offer, hours)
         self.post_message(self.Previewed(consumer, hours, checks))
 
     @on(Previewed)
@@ -297,7 +294,7 @@ class RentScreen(ModalScreen[ProvisionRequest | None]):
         if refusing:
             check = refusing[0]
             self.notify(
-                f"Refused by {describe(check.budget)}: {check.would()}. Nothing was rented.",
+                f"Refused by {describe_budget(check.budget)}: {check.would()}. Nothing was rented.",
                 severity="error",
             )
             return

@@ -1,24 +1,24 @@
 """The Sessions pane: every open session with its deadlines, cost and node, and what to do next.
 
 Rows are keyed by session id and diffed on every reload (a `SessionChanged` event, a new node
-sample): rows are added, changed cells rewritten, closed sessions moved to the history below.
-The one-second tick rewrites only the countdown and cost cells whose text changed, computed from
-the stored absolute deadlines, so a skipped tick never drifts. Every core call runs in a worker
-that posts a typed message back; handlers only touch widgets.
+sample), which reads each session's `SessionView` from the core: rows are added, changed cells
+rewritten, closed sessions moved to the history below. The one-second tick rewrites only the
+countdown and cost cells whose text changed, computed from the stored absolute deadlines and the
+view's `cost_at`, so a skipped tick never drifts; the open sessions' table
+(`SessionTable`) writes only those cells. Every core call runs in a worker that posts a typed
+message back; handlers only touch widgets.
 """
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import ClassVar
 
+from pydantic import ValidationError
 from rich.markup import escape
-from rich.segment import Segment
-from rich.style import Style
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -28,49 +28,33 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.theme import Theme
 from textual.widgets import Button, Collapsible, DataTable, Input, Static
-from textual.widgets.data_table import ColumnKey, RowKey
 
-from gpushop_tui.core.costs import cost_of
-from gpushop_tui.core.events import Event, SessionChanged
-from gpushop_tui.core.sessions import ACTIVE
-from gpushop_tui.core.shopper import Shopper
-from gpushop_tui.core.supervisor import EXPIRY_WARNING, HARD_MAX_WARNING
+from gpushop_tui.core import (
+    ACTIVE,
+    EXPIRY_WARNING,
+    HARD_MAX_WARNING,
+    Event,
+    NodeSample,
+    SessionChanged,
+    SessionView,
+    Shopper,
+)
 from gpushop_tui.errors import UserError
 from gpushop_tui.models import (
     MAX_RESERVATION_HOURS,
     AuditEvent,
+    ExtendRequest,
     InstanceState,
     Session,
     StoragePolicy,
+    validation_problem,
 )
 from gpushop_tui.models import SessionStatus as Status
-from gpushop_tui.node.probes import NodeSample
 from gpushop_tui.tui import fmt
 from gpushop_tui.tui.dialogs import ConfirmScreen, TextScreen
 from gpushop_tui.tui.pane import CorePane
+from gpushop_tui.tui.widgets.session_table import NONE, Cell, SessionTable, cell_text
 
-Cell = tuple[str, str]
-"""What a cell shows: its text and its tone (`ok`, `warning`, `danger`, `muted` or ``)."""
-
-OPEN_COLUMNS: tuple[tuple[str, str, int | None], ...] = (
-    ("id", "session", None),
-    ("gpu", "GPU", None),
-    ("status", "status", None),
-    ("expires", "expires in", 15),
-    ("cost", "cost", 9),
-    ("hard_max", "hard max in", 15),
-    ("instance", "instance", None),
-    ("util", "util", 5),
-    ("memory", "memory", 13),
-    ("temp", "temp", 5),
-    ("consumer", "consumer", None),
-    ("provider", "provider", None),
-    ("idle", "idle", 40),
-    ("event", "last event", 60),
-)
-"""Key, header and fixed width (None: fit the content). The first five fit in 80 columns; the
-node readings follow the deadlines, and the long texts come last."""
-TICKING = ("expires", "cost", "hard_max")
 SAMPLED = ("util", "memory", "temp")
 HISTORY_COLUMNS: tuple[tuple[str, str, int | None], ...] = (
     ("id", "session", None),
@@ -82,14 +66,12 @@ HISTORY_COLUMNS: tuple[tuple[str, str, int | None], ...] = (
 )
 HISTORY_LIMIT = 100
 """Closed sessions kept in the history table, most recently ended first."""
-TONE_VARIABLES = {"ok": "text-success", "warning": "text-warning", "danger": "text-error"}
 STATUS_TONE = {
     Status.RUNNING: "ok",
     Status.STOPPING: "warning",
     Status.STOPPED: "muted",
     Status.FAILED: "danger",
 }
-NONE: Cell = ("—", "muted")
 
 
 def gpu_text(session: Session) -> str:
@@ -117,8 +99,8 @@ def hard_max_cell(session: Session, now: datetime) -> Cell:
     return deadline_cell(session.hard_max_at, now, HARD_MAX_WARNING)
 
 
-def cost_cell(session: Session, now: datetime) -> Cell:
-    return fmt.usd(cost_of(session, now)), ""
+def cost_cell(view: SessionView, now: datetime) -> Cell:
+    return fmt.usd(view.cost_at(now)), ""
 
 
 def sample_cells(sample: tuple[datetime, NodeSample] | None) -> dict[str, Cell]:
@@ -170,11 +152,11 @@ def static_cells(session: Session) -> dict[str, Cell]:
     }
 
 
-def ticking_cells(session: Session, now: datetime) -> dict[str, Cell]:
+def ticking_cells(view: SessionView, now: datetime) -> dict[str, Cell]:
     return {
-        "expires": expiry_cell(session, now),
-        "cost": cost_cell(session, now),
-        "hard_max": hard_max_cell(session, now),
+        "expires": expiry_cell(view.session, now),
+        "cost": cost_cell(view, now),
+        "hard_max": hard_max_cell(view.session, now),
     }
 
 
@@ -182,14 +164,15 @@ def ended_at(session: Session) -> datetime:
     return session.instance_gone_at or session.state_entered_at
 
 
-def history_cells(session: Session, now: datetime) -> dict[str, Cell]:
+def history_cells(view: SessionView, now: datetime) -> dict[str, Cell]:
+    session = view.session
     ended = session.status.value + (f": {session.error}" if session.error else "")
     return {
         "id": (session.id, ""),
         "gpu": (gpu_text(session), ""),
         "consumer": (session.consumer, ""),
         "ended": (ended, "danger" if session.status == Status.FAILED else ""),
-        "cost": (fmt.usd(cost_of(session, now)), ""),
+        "cost": (fmt.usd(view.cost_at(now)), ""),
         "at": (fmt.local_time(ended_at(session), now), "muted"),
     }
 
@@ -203,68 +186,7 @@ def timeline_text(session_id: str, events: list[AuditEvent], now: datetime) -> s
     )
 
 
-class TickingTable(DataTable[Text]):
-    """A `DataTable` that re-renders only the cells that changed since the last paint.
-
-    `DataTable` keys its cell-render cache on a counter that every change bumps, so rewriting
-    one countdown re-renders every visible cell of every column: with 50 sessions a tick's
-    repaint took about 45 ms, and about 16 ms this way (tests/perf). Here a cell's cache key
-    holds the table's structural generation (every change but `update_cell`) and that cell's
-    own version instead; the rendering itself is still DataTable's.
-    """
-
-    def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id, cursor_type="row")
-        self._cell_updates = 0
-        self._versions: dict[tuple[RowKey | str, ColumnKey | str], int] = {}
-
-    def update_cell(
-        self,
-        row_key: RowKey | str,
-        column_key: ColumnKey | str,
-        value: Text,
-        *,
-        update_width: bool = False,
-    ) -> None:
-        super().update_cell(row_key, column_key, value, update_width=update_width)
-        self._cell_updates += 1
-        self._versions[(row_key, column_key)] = self._cell_updates
-
-    def remove_row(self, row_key: RowKey | str) -> None:
-        super().remove_row(row_key)
-        for column_key in self.columns:
-            self._versions.pop((row_key, column_key), None)
-
-    def _render_cell(
-        self,
-        row_index: int,
-        column_index: int,
-        base_style: Style,
-        width: int,
-        cursor: bool = False,
-        hover: bool = False,
-    ) -> list[list[Segment]]:
-        version = 0
-        if row_index >= 0 and column_index >= 0:  # the header and row labels never tick
-            cell = (
-                self._row_locations.get_key(row_index),
-                self._column_locations.get_key(column_index),
-            )
-            version = self._versions.get(cell, 0)  # type: ignore[arg-type]
-        count = self._update_count
-        self._update_count = (  # type: ignore[assignment]  # only read as a cache key below
-            count - self._cell_updates,
-            version,
-            row_index,
-            width,
-        )
-        try:
-            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
-        finally:
-            self._update_count = count
-
-
-class ExtendScreen(ModalScreen[float | None]):
+class ExtendScreen(ModalScreen[ExtendRequest | None]):
     """Ask by how many hours to push a session's reservation out (default 1)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
@@ -295,15 +217,13 @@ class ExtendScreen(ModalScreen[float | None]):
     def submit(self) -> None:
         raw = self.query_one("#extend-hours", Input).value.strip()
         try:
-            hours = float(raw)
-        except ValueError:
-            hours = 0.0
-        if hours <= 0:
+            request = ExtendRequest.model_validate({"hours": raw})
+        except ValidationError as err:
             self.query_one("#extend-problem", Static).update(
-                "Give a number of hours above 0, e.g. 1 or 2.5."
+                validation_problem(err, {"hours": "Hours"})
             )
             return
-        self.dismiss(hours)
+        self.dismiss(request)
 
     @on(Button.Pressed, "#no")
     def action_cancel(self) -> None:
@@ -327,8 +247,8 @@ class SessionsPane(CorePane):
     class Loaded(Message):
         """The open sessions as stored now, closed ones to move to the history, seed events."""
 
-        open: list[Session]
-        closed: list[Session]
+        open: list[SessionView]
+        closed: list[SessionView]
         last_events: dict[str, str]
         checked: frozenset[str]
         """Session ids named by events that this load looked up."""
@@ -339,7 +259,7 @@ class SessionsPane(CorePane):
         """An action succeeded: say so, and show the session as the core returned it."""
 
         note: str
-        session: Session
+        view: SessionView
 
     @dataclass
     class SshReady(Message):
@@ -360,7 +280,7 @@ class SessionsPane(CorePane):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.table = TickingTable(id="sessions-table")
+        self.table = SessionTable(id="sessions-table")
         self.history_table: DataTable[Text] = DataTable(
             id="sessions-history-table", cursor_type="row"
         )
@@ -368,11 +288,10 @@ class SessionsPane(CorePane):
             self.history_table, title="History: no closed sessions", id="sessions-history"
         )
         self.empty = Static("Loading sessions…", id="sessions-empty")
-        self.sessions: dict[str, Session] = {}
+        self.sessions: dict[str, SessionView] = {}
         """Open sessions by id, in table order."""
-        self.closed: dict[str, Session] = {}
+        self.closed: dict[str, SessionView] = {}
         """Sessions in the history table."""
-        self._shown: dict[str, dict[str, Cell]] = {}
         self._last_event: dict[str, str] = {}
         self._sample_at: dict[str, datetime | None] = {}
         self._mentioned: set[str] = set()
@@ -385,16 +304,14 @@ class SessionsPane(CorePane):
         yield self.history
 
     def on_mount(self) -> None:
-        for key, label, width in OPEN_COLUMNS:
-            self.table.add_column(label, key=key, width=width)
         for key, label, width in HISTORY_COLUMNS:
             self.history_table.add_column(label, key=key, width=width)
         self.app.theme_changed_signal.subscribe(self, self._repaint)
 
     # ------------------------------------------------------------------ hooks
 
-    def core_ready(self, core: Shopper) -> None:
-        super().core_ready(core)
+    def core_ready(self, shopper: Shopper) -> None:
+        super().core_ready(shopper)
         self.reload()
 
     def core_event(self, event: Event) -> None:
@@ -402,25 +319,25 @@ class SessionsPane(CorePane):
         if session_id is not None:
             self._last_event[session_id] = event.message
             if session_id in self.sessions:
-                self._set(session_id, "event", (event.message, ""))
+                self.table.show_cell(session_id, "event", (event.message, ""))
         if isinstance(event, SessionChanged):
             if session_id is not None:
                 self._mentioned.add(session_id)
             self.reload()
 
     def tick(self, now: datetime) -> None:
-        if self.core is None or not self.sessions:
+        if self.shopper is None or not self.sessions:
             return
         sampled = False
-        for session_id, session in self.sessions.items():
-            for column, cell in ticking_cells(session, now).items():
-                self._set(session_id, column, cell)
-            sample = self.core.node_sample(session_id)
+        for session_id, view in self.sessions.items():
+            for column, cell in ticking_cells(view, now).items():
+                self.table.show_cell(session_id, column, cell)
+            sample = self.shopper.node_sample(session_id)
             taken = sample[0] if sample else None
             if taken != self._sample_at.get(session_id):
                 self._sample_at[session_id] = taken
                 for column, cell in sample_cells(sample).items():
-                    self._set(session_id, column, cell)
+                    self.table.show_cell(session_id, column, cell)
                 sampled = sampled or taken is not None
         if sampled:
             self.reload()  # the supervisor wrote its idle verdict along with the sample
@@ -447,52 +364,53 @@ class SessionsPane(CorePane):
     @work(exclusive=True, group="sessions-load")
     async def reload(self) -> None:
         """Read the open sessions, and the closed ones this pane has not shown as closed yet."""
-        core = self.core
-        assert core is not None
+        shopper = self.shopper
+        assert shopper is not None
         mentioned = frozenset(self._mentioned)
-        open_sessions = await core.sessions(open_only=True)
-        open_ids = {s.id for s in open_sessions}
+        open_views = await shopper.session_views(open_only=True)
+        open_ids = {view.session.id for view in open_views}
         full = not self._loaded
+        closed: list[Session] = []
         if full:
-            everything = await core.sessions()
+            everything = await shopper.sessions()
             closed = sorted((s for s in everything if s.closed), key=ended_at, reverse=True)
             closed = closed[:HISTORY_LIMIT]
         else:
-            closed = []
             for session_id in sorted((set(self.sessions) | mentioned) - open_ids):
                 if session_id in self.closed:
                     continue
                 try:
-                    session = await core.session(session_id)
+                    session = await shopper.session(session_id)
                 except UserError:
                     continue
                 if session.closed:
                     closed.append(session)
         last_events: dict[str, str] = {}
         for session_id in sorted(open_ids - set(self._last_event)):
-            latest = await core.audit_log(session_id, limit=1)
+            latest = await shopper.audit_log(session_id, limit=1)
             if latest:
                 last_events[session_id] = latest[-1].message
-        self.post_message(self.Loaded(open_sessions, closed, last_events, mentioned, full))
+        closed_views = [await shopper.view_of(session) for session in closed]
+        self.post_message(self.Loaded(open_views, closed_views, last_events, mentioned, full))
 
     @on(Loaded)
     def loaded(self, message: Loaded) -> None:
-        assert self.core is not None
-        now = self.core.clock.now()
+        assert self.shopper is not None
+        now = self.shopper.clock.now()
         self._loaded = self._loaded or message.full
         self._mentioned -= message.checked
         for session_id, text in message.last_events.items():
             self._last_event.setdefault(session_id, text)
-        fresh = {s.id: s for s in message.open}
+        fresh = {view.session.id for view in message.open}
         gone = [session_id for session_id in self.sessions if session_id not in fresh]
         with self.app.batch_update():
             for session_id in gone:
                 self._remove_open(session_id)
-            for session in sorted(message.open, key=lambda s: (s.created_at, s.id)):
-                if session.id in self.sessions:
-                    self._update_open(session)
+            for view in sorted(message.open, key=lambda v: (v.session.created_at, v.session.id)):
+                if view.session.id in self.sessions:
+                    self._update_open(view)
                 else:
-                    self._add_open(session, now)
+                    self._add_open(view, now)
             self._add_history(message.closed, now)
         unseen = {session_id for session_id in gone if session_id not in self.closed}
         if unseen:
@@ -504,87 +422,69 @@ class SessionsPane(CorePane):
             self.select(self._pending_select)
         self.refresh_bindings()
 
-    def _add_open(self, session: Session, now: datetime) -> None:
-        self.sessions[session.id] = session
-        sample = self.core.node_sample(session.id) if self.core else None
+    def _add_open(self, view: SessionView, now: datetime) -> None:
+        session = view.session
+        self.sessions[session.id] = view
+        sample = self.shopper.node_sample(session.id) if self.shopper else None
         self._sample_at[session.id] = sample[0] if sample else None
         cells = {
             **static_cells(session),
-            **ticking_cells(session, now),
+            **ticking_cells(view, now),
             **sample_cells(sample),
             "event": (event, "") if (event := self._last_event.get(session.id)) else NONE,
         }
-        self._shown[session.id] = cells
-        self.table.add_row(*(self._text(cells[key]) for key, _, _ in OPEN_COLUMNS), key=session.id)
+        self.table.add_session(session.id, cells)
 
-    def _update_open(self, session: Session) -> None:
-        assert self.core is not None
-        self.sessions[session.id] = session
+    def _update_open(self, view: SessionView) -> None:
+        assert self.shopper is not None
+        session = view.session
+        self.sessions[session.id] = view
         for column, cell in static_cells(session).items():
-            self._set(session.id, column, cell, fit=True)
-        for column, cell in ticking_cells(session, self.core.clock.now()).items():
-            self._set(session.id, column, cell)
+            self.table.show_cell(session.id, column, cell, fit=True)
+        for column, cell in ticking_cells(view, self.shopper.clock.now()).items():
+            self.table.show_cell(session.id, column, cell)
 
     def _remove_open(self, session_id: str) -> None:
-        self.table.remove_row(session_id)
+        self.table.remove_session(session_id)
         del self.sessions[session_id]
-        self._shown.pop(session_id, None)
         self._sample_at.pop(session_id, None)
         self._last_event.pop(session_id, None)
 
-    def _add_history(self, closed: Iterable[Session], now: datetime) -> None:
+    def _add_history(self, closed: Iterable[SessionView], now: datetime) -> None:
         added = False
-        for session in closed:
-            if session.id in self.closed:
+        for view in closed:
+            if view.session.id in self.closed:
                 continue
-            self.closed[session.id] = session
-            cells = history_cells(session, now)
+            self.closed[view.session.id] = view
+            cells = history_cells(view, now)
+            variables = self.app.theme_variables
             self.history_table.add_row(
-                *(self._text(cells[key]) for key, _, _ in HISTORY_COLUMNS), key=session.id
+                *(cell_text(cells[key], variables) for key, _, _ in HISTORY_COLUMNS),
+                key=view.session.id,
             )
             added = True
         if not added:
             return
-        for session_id in sorted(self.closed, key=lambda i: ended_at(self.closed[i]))[
+        for session_id in sorted(self.closed, key=lambda i: ended_at(self.closed[i].session))[
             : max(0, len(self.closed) - HISTORY_LIMIT)
         ]:
             self.history_table.remove_row(session_id)
             del self.closed[session_id]
-        self.history_table.sort("id", key=lambda i: ended_at(self.closed[str(i)]), reverse=True)
+        self.history_table.sort(
+            "id", key=lambda i: ended_at(self.closed[str(i)].session), reverse=True
+        )
         count = len(self.closed)
         self.history.title = f"History: {count} closed session{'s' if count != 1 else ''}"
 
-    # ------------------------------------------------------------------ cells
-
-    def _set(self, session_id: str, column: str, cell: Cell, *, fit: bool = False) -> None:
-        """Rewrite one cell, only if what it shows changed (each write costs a repaint)."""
-        shown = self._shown[session_id]
-        if shown.get(column) == cell:
-            return
-        shown[column] = cell
-        self.table.update_cell(session_id, column, self._text(cell), update_width=fit)
-
-    def _text(self, cell: Cell) -> Text:
-        text, tone = cell
-        if tone == "muted":
-            style = "dim"
-        elif tone in TONE_VARIABLES:
-            style = self.app.theme_variables.get(TONE_VARIABLES[tone], "")
-            style = f"bold {style}" if tone == "danger" else style
-        else:
-            style = ""
-        return Text(text, style=style, no_wrap=True, overflow="ellipsis", end="")
-
     def _repaint(self, theme: Theme) -> None:
-        """The theme changed: colour every row again from the new theme's variables."""
-        for session_id, cells in self._shown.items():
-            for column, cell in cells.items():
-                self.table.update_cell(session_id, column, self._text(cell))
-        if self.core is not None:
-            now = self.core.clock.now()
-            for session_id, session in self.closed.items():
-                for column, cell in history_cells(session, now).items():
-                    self.history_table.update_cell(session_id, column, self._text(cell))
+        """The theme changed: colour the history again from the new theme's variables (the
+        open sessions' table does its own)."""
+        if self.shopper is not None:
+            now = self.shopper.clock.now()
+            variables = self.app.theme_variables
+            for session_id, view in self.closed.items():
+                for column, cell in history_cells(view, now).items():
+                    self.history_table.update_cell(session_id, column, cell_text(cell, variables))
 
     # ------------------------------------------------------------------ actions
 
@@ -597,7 +497,7 @@ class SessionsPane(CorePane):
         key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
         return (key, not history) if key is not None else None
 
-    def _selected_open(self) -> Session | None:
+    def _selected_open(self) -> SessionView | None:
         selected = self._selected()
         if selected is None or not selected[1]:
             return None
@@ -611,13 +511,14 @@ class SessionsPane(CorePane):
         return True
 
     def action_ssh(self) -> None:
-        if session := self._selected_open():
-            self.fetch_ssh(session.id)
+        if view := self._selected_open():
+            self.fetch_ssh(view.session.id)
 
     def action_done(self) -> None:
-        session = self._selected_open()
-        if session is None:
+        view = self._selected_open()
+        if view is None:
             return
+        session = view.session
         ending = (
             "stop its instance and keep the disk (the disk still bills)"
             if session.storage_policy == StoragePolicy.KEEP
@@ -638,20 +539,22 @@ class SessionsPane(CorePane):
             self.end(session_id, force=False)
 
     def action_extend(self) -> None:
-        if (session := self._selected_open()) and self.core is not None:
+        if (view := self._selected_open()) and self.shopper is not None:
             self.app.push_screen(
-                ExtendScreen(session, self.core.clock.now()), partial(self._extend, session.id)
+                ExtendScreen(view.session, self.shopper.clock.now()),
+                partial(self._extend, view.session.id),
             )
 
-    def _extend(self, session_id: str, hours: float | None) -> None:
-        if hours is not None:
-            self.extend(session_id, hours)
+    def _extend(self, session_id: str, request: ExtendRequest | None) -> None:
+        if request is not None:
+            self.extend(session_id, request)
 
     def action_delete(self) -> None:
-        session = self._selected_open()
-        if session is None or self.core is None:
+        view = self._selected_open()
+        if view is None or self.shopper is None:
             return
-        cost = fmt.usd(cost_of(session, self.core.clock.now()))
+        session = view.session
+        cost = fmt.usd(view.cost_at(self.shopper.clock.now()))
         body = (
             f"Destroy the instance of session {session.id} ({gpu_text(session)} on "
             f"{session.provider}, for {escape(session.consumer)}) now, whatever its storage "
@@ -680,55 +583,60 @@ class SessionsPane(CorePane):
 
     @work(group="sessions-ssh", exclusive=True)
     async def fetch_ssh(self, session_id: str) -> None:
-        assert self.core is not None
+        assert self.shopper is not None
         try:
-            argv = await self.core.ssh_argv(session_id)
+            command = (await self.shopper.session_view(session_id)).ssh_command
         except UserError as err:
-            self.post_message(self.Failed(err.message))
+            self.post_message(self.Failed(fmt.problem(err)))
             return
-        self.post_message(self.SshReady(session_id, shlex.join(argv)))
+        if command is None:
+            self.post_message(self.Failed(f"session {session_id} has no SSH address yet"))
+            return
+        self.post_message(self.SshReady(session_id, command))
 
     @work(group="sessions-act")
     async def end(self, session_id: str, *, force: bool) -> None:
         """Done (graceful) or force delete; the row follows through `SessionChanged`."""
-        assert self.core is not None
+        assert self.shopper is not None
         try:
-            session = await (self.core.delete if force else self.core.done)(session_id)
+            session = await (self.shopper.delete if force else self.shopper.done)(session_id)
         except UserError as err:
-            self.post_message(self.Failed(err.message))
+            self.post_message(self.Failed(fmt.problem(err)))
             return
         kept = "" if session.instance.absent else f" (instance {session.instance})"
-        self.post_message(self.Acted(f"session {session.id}: {session.status}{kept}", session))
+        note = f"session {session.id}: {session.status}{kept}"
+        self.post_message(self.Acted(note, await self.shopper.view_of(session)))
 
     @work(group="sessions-act")
-    async def extend(self, session_id: str, hours: float) -> None:
-        assert self.core is not None
+    async def extend(self, session_id: str, request: ExtendRequest) -> None:
+        assert self.shopper is not None
         try:
-            session = await self.core.extend(session_id, hours)
+            session = await self.shopper.extend(session_id, request.hours, request.override_reason)
         except UserError as err:
-            self.post_message(self.Failed(err.message))
+            self.post_message(self.Failed(fmt.problem(err)))
             return
-        now = self.core.clock.now()
+        now = self.shopper.clock.now()
         note = (
             f"session {session.id} now expires at {fmt.local_time(session.expires_at, now)} "
             f"(in {fmt.countdown(session.expires_at, now)}; hard max in "
             f"{fmt.countdown(session.hard_max_at, now)})"
         )
-        self.post_message(self.Acted(note, session))
+        self.post_message(self.Acted(note, await self.shopper.view_of(session)))
 
     @work(group="sessions-timeline", exclusive=True)
     async def fetch_timeline(self, session_id: str) -> None:
-        assert self.core is not None
-        events = await self.core.audit_log(session_id)
-        self.post_message(self.TimelineReady(session_id, events, self.core.clock.now()))
+        assert self.shopper is not None
+        events = await self.shopper.audit_log(session_id)
+        self.post_message(self.TimelineReady(session_id, events, self.shopper.clock.now()))
 
     # ------------------------------------------------------------------ results
 
     @on(Acted)
     def acted(self, message: Acted) -> None:
         self.notify(escape(message.note))
-        if message.session.id in self.sessions and not message.session.closed:
-            self._update_open(message.session)
+        session = message.view.session
+        if session.id in self.sessions and not session.closed:
+            self._update_open(message.view)
 
     @on(SshReady)
     def show_ssh(self, message: SshReady) -> None:

@@ -11,8 +11,8 @@ import pytest
 from gpushop_tui.clock import FakeClock, SystemClock
 from gpushop_tui.config import load_settings
 from gpushop_tui.core.inventory import Inventory
-from gpushop_tui.models import PROVIDERS, Offer
-from gpushop_tui.providers.registry import connect_providers
+from gpushop_tui.models import Offer
+from gpushop_tui.providers.registry import PROVIDERS, connect_providers
 from gpushop_tui.providers.vastai import normalize_offers
 from gpushop_tui.query import OfferIndex, parse_query, select
 from gpushop_tui.sim.faults import HttpFault

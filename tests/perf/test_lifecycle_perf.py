@@ -34,7 +34,7 @@ async def test_a_supervisor_tick_over_many_open_sessions(tmp_path: Path) -> None
     settings = load_settings({"GPUSHOP_HOME": str(tmp_path)})
     async with await Shopper.open(settings, clock=clock, secrets=SecretStore({})) as shopper:
         for n in range(OPEN_SESSIONS):
-            await shopper.store.insert_session(
+            await shopper._store.insert_session(
                 make_session(
                     clock.now(),
                     shopper.install_id,
@@ -52,7 +52,7 @@ async def test_a_supervisor_tick_over_many_open_sessions(tmp_path: Path) -> None
             timings = []
             for _ in range(5):
                 started = time.perf_counter()
-                report = await shopper.supervisor.tick(drive=False, reconcile=False)
+                report = await shopper._supervisor.tick(drive=False, reconcile=False)
                 timings.append(time.perf_counter() - started)
             assert report.sessions == OPEN_SESSIONS
             return timings
@@ -60,7 +60,7 @@ async def test_a_supervisor_tick_over_many_open_sessions(tmp_path: Path) -> None
         plain = await ticks()
         for consumer in (None, "alice"):
             for kind in BudgetKind:
-                await shopper.budgets.set(Budget(consumer=consumer, kind=kind, limit=1e9))
+                await shopper._budgets.set(Budget(consumer=consumer, kind=kind, limit=1e9))
         budgeted = await ticks()
     for what, timings in (("", plain), (" with 6 budgets", budgeted)):
         print(

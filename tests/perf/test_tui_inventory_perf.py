@@ -105,7 +105,7 @@ def widened(offers: list[Offer], count: int) -> list[Offer]:
 
 
 async def five_thousand_offers(market: Market) -> None:
-    adapter = market.shopper.providers["vastai"]
+    adapter = market.shopper._providers["vastai"]
     assert adapter is not None
     original = adapter.list_offers
 
@@ -118,7 +118,7 @@ async def five_thousand_offers(market: Market) -> None:
 async def loaded(pane: InventoryPane) -> None:
     """Wait (10 s at most) until a rebuild has added its last chunk."""
     for _ in range(10_000):
-        if not pane.loading:
+        if not pane.table.filling:
             return
         await asyncio.sleep(0.001)
     raise AssertionError("the table never finished loading")
@@ -148,7 +148,7 @@ async def keystroke(
             break
         await asyncio.sleep(0.001)
     collections.close()
-    chunked = pane.loading
+    chunked = pane.table.filling
     await loaded(pane)
     complete = time.perf_counter()
     await ride.settle()

@@ -27,7 +27,7 @@ async def fifty_running(market: Market) -> None:
     """Running sessions straight in the store, each expiring within the hour: every row ticks."""
     now = market.clock.now()
     for n in range(SESSIONS):
-        await market.shopper.store.insert_session(
+        await market.shopper._store.insert_session(
             make_session(
                 now,
                 market.shopper.install_id,

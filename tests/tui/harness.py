@@ -29,7 +29,7 @@ from gpushop_tui.core.shopper import Shopper
 from gpushop_tui.demo import demo_marketplace
 from gpushop_tui.providers.base import RateLimiter
 from gpushop_tui.tui.app import GpushopApp, wait_ready
-from gpushop_tui.tui.inventory import InventoryPane
+from gpushop_tui.tui.widgets.offer_table import OfferTable
 from tests.core.market import Market, open_market
 
 W = TypeVar("W", bound=Widget)
@@ -75,7 +75,7 @@ class Cockpit:
                 if not busy:
                     await self.market.quiet()
                     await self.pilot.pause()
-                    if not self.busy_workers() and not self.app.query_one(InventoryPane).loading:
+                    if not self.busy_workers() and not self.app.query_one(OfferTable).filling:
                         return
                     continue
                 if self.market.clock.sleeping >= len(self.market._tasks()) + len(busy):
@@ -156,11 +156,11 @@ class StableCore:
         demo = await stack.enter_async_context(demo_marketplace(settings, self.seed, clock))
         shopper = await Shopper.open(demo.settings, clock=clock, secrets=demo.secrets)
         stack.push_async_callback(shopper.aclose)
-        for adapter in shopper.providers.values():
+        for adapter in shopper._providers.values():
             if adapter is not None:
                 adapter.http.limiter = RateLimiter(clock, None)
         ids = itertools.count(1)
-        shopper.lifecycle.new_session_id = lambda: f"s{next(ids):05d}"
+        shopper._lifecycle.new_session_id = lambda: f"s{next(ids):05d}"
         self.market = Market(clock, demo.simulator, shopper, self.home)
         return shopper
 

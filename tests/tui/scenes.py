@@ -19,10 +19,10 @@ NARROW = (80, 24)
 async def rentals(ride: Cockpit) -> None:
     """Two sessions running for 40 minutes and one closed, with a monthly budget set."""
     market = ride.market
-    await ride.shopper.budgets.set(
+    await ride.shopper.set_budget(
         Budget(kind=BudgetKind.MONTHLY_SPEND, limit=50.0, action=BudgetAction.BLOCK)
     )
-    await ride.shopper.budgets.set(
+    await ride.shopper.set_budget(
         Budget(consumer="bob", kind=BudgetKind.BURN_RATE, limit=2.0, action=BudgetAction.WARN)
     )
     await market.running(await market.offer("vastai", "4090"), consumer="alice", hours=2)

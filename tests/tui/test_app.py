@@ -44,9 +44,10 @@ async def test_demo_runs_on_the_simulator_and_says_so(isolated_env: Path) -> Non
         shopper = await wait_ready(app)
         await pilot.pause()
         assert app.title == "gpushop DEMO"
-        assert shopper.settings.vastai_api_url.startswith("http://127.0.0.1:")
+        assert shopper.settings.provider("vastai").api_url.startswith("http://127.0.0.1:")
         assert shopper.settings.boot_delay_scale < 1  # simulated instances boot in seconds
-        assert shopper.secrets.get("vastai") is not None
+        rows, _ = shopper.credentials()
+        assert any(row.provider == "vastai" and row.source is not None for row in rows)
         await pilot.press("q")
     assert app.return_code == 0
 
@@ -57,12 +58,12 @@ async def test_the_app_supervises_while_it_runs_and_lets_go_when_it_quits(
     app = GpushopApp(load_settings(), demo=True)
     async with app.run_test() as pilot:
         shopper = await wait_ready(app)
-        await shopper.supervisor.decided.wait()
+        holding, _ = await shopper.supervision()
         await pilot.pause()
-        assert shopper.supervisor.holding
+        assert holding and shopper.supervising
         lease = await shopper.supervisor_lease()
-        assert lease is not None and lease.holder == shopper.supervisor.holder
-        db_file = shopper.store.path
+        assert lease is not None and lease.holder == shopper._supervisor.holder
+        db_file = shopper.settings.paths.db_file
         await pilot.press("q")
     store = await Store.open(db_file)
     try:
@@ -113,13 +114,13 @@ async def test_another_supervisor_makes_this_app_a_viewer_and_says_by_whom(
 
     async def hand_lease_away(market: Market) -> None:
         shopper = market.shopper
-        assert await shopper.store.acquire_lease(
+        assert await shopper._store.acquire_lease(
             LEASE, other, 4242, shopper.clock.now(), shopper.settings.lease_ttl_s
         )
 
     async with cockpit(monkeypatch, isolated_env, prepare=hand_lease_away) as ride:
         assert ride.app.acting is False
-        assert not ride.shopper.supervisor.holding
+        assert not ride.shopper.supervising
         assert f"viewer — supervised by {other}" in ride.app.sub_title
         assert any(f"Viewer mode: {other} supervises" in t for t in ride.toasts())
         assert all(pane.read_only for pane in ride.app.panes())

@@ -52,13 +52,14 @@ async def test_the_table_lists_every_measurement_like_the_cli(
 ) -> None:
     async with cockpit(monkeypatch, isolated_env) as ride:
         await ride.press("4")
-        measured = await ride.shopper.benchmarks.measurements()
+        measured = await ride.shopper.benchmark_measurements()
         assert len(measured) == len(benchmarks.seed())
         listed = sorted(measured, key=lambda m: (m.model, -m.tokens_per_second))
         assert shown(ride) == [as_cli(m) for m in listed]
         table = ride.one("#benchmarks-table", DataTable)
         by_key = {key.value: [str(cell) for cell in table.get_row(key)] for key in table.rows}
-        assert by_key == {key: as_cli(m) for key, m in keyed(measured).items()}
+        ranked = keyed(await ride.shopper.rank_benchmarks("all"))
+        assert by_key == {key: as_cli(r.measurement) for key, r in ranked.items()}
         models = {m.model for m in measured}
         summary = str(ride.one("#benchmarks-summary", Static).render())
         assert summary.startswith(f"{len(measured)} measurements of {len(models)} models")
@@ -70,7 +71,7 @@ async def test_choosing_a_model_ranks_it_and_sets_the_inventorys_model(
 ) -> None:
     calls = chosen_models(monkeypatch)
     async with cockpit(monkeypatch, isolated_env) as ride:
-        models = sorted(await ride.shopper.benchmarks.models())
+        models = sorted(await ride.shopper.benchmark_models())
         wanted = "llama3.1:8b"
         await ride.press("4", "m")
         chooser = ride.one("#benchmarks-model", Select)
@@ -80,7 +81,7 @@ async def test_choosing_a_model_ranks_it_and_sets_the_inventorys_model(
         assert calls == [wanted]
         pane = ride.one(BenchmarksPane)
         assert pane.model == wanted
-        ranked = benchmarks.best(await ride.shopper.benchmarks.measurements(wanted))
+        ranked = benchmarks.best(await ride.shopper.benchmark_measurements(wanted))
         assert shown(ride) == [as_cli(r.measurement) for r in ranked]
         summary = str(ride.one("#benchmarks-summary", Static).render())
         fastest = ranked[0].measurement
@@ -121,7 +122,7 @@ async def test_an_import_shows_after_reload_without_losing_the_cursor(
         data.write_text(
             "gpu_name,model,tokens_per_second,price_per_hour\nH100 SXM,mistral:7b,250,2.5\n"
         )
-        await ride.shopper.benchmarks.import_file(data)
+        await ride.shopper.import_benchmarks(data)
         await ride.press("r")
         assert len(shown(ride)) == len(benchmarks.seed()) + 1
         assert shown(ride)[table.cursor_row] == under_cursor

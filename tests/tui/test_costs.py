@@ -159,10 +159,10 @@ async def test_budgets_show_their_bar_usage_limit_thresholds_and_action(
         assert session.price_per_hour is not None and session.instance_created_at is not None
         at_check = ride.shopper.clock.now() + timedelta(seconds=30) - session.instance_created_at
         limit = session.price_per_hour * at_check.total_seconds() / 3600 / 0.6
-        spend = await ride.shopper.budgets.set(
+        spend = await ride.shopper.set_budget(
             Budget(consumer="alice", kind=BudgetKind.MONTHLY_SPEND, limit=limit)
         )
-        burn = await ride.shopper.budgets.set(
+        burn = await ride.shopper.set_budget(
             Budget(
                 kind=BudgetKind.BURN_RATE,
                 limit=session.price_per_hour / 2,
@@ -200,7 +200,7 @@ async def test_usable_at_80x24(isolated_env: Path, monkeypatch: pytest.MonkeyPat
         market = ride.market
         await market.running(await market.offer("vastai"), consumer="alice", hours=4)
         await market.running(await market.offer("tensordock"), consumer="bob", hours=4)
-        await ride.shopper.budgets.set(Budget(kind=BudgetKind.CONCURRENT_SESSIONS, limit=3))
+        await ride.shopper.set_budget(Budget(kind=BudgetKind.CONCURRENT_SESSIONS, limit=3))
         await ride.press("3", "r")
         screen = ride.app.screen.region
         for selector in ("#costs-by-consumer", "#costs-by-provider", "#costs-by-gpu"):

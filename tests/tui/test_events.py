@@ -37,7 +37,7 @@ async def alert(
     session_id: str | None = None,
 ) -> Alert:
     """Publish an alert through the core and let the app take it in."""
-    published = await ride.shopper.events.publish(
+    published = await ride.shopper._events.publish(
         Alert(message=message, alert="test", severity=severity, session_id=session_id)
     )
     await ride.settle()
@@ -50,7 +50,7 @@ async def test_the_audit_log_is_loaded_then_followed_live_without_duplicates(
 ) -> None:
     async def earlier(market: Market) -> None:
         for n in range(3):
-            await market.shopper.events.publish(Alert(message=f"earlier {n}", alert="test"))
+            await market.shopper._events.publish(Alert(message=f"earlier {n}", alert="test"))
 
     async with cockpit(monkeypatch, isolated_env, prepare=earlier) as ride:
         await ride.press("5")
@@ -73,7 +73,7 @@ async def test_the_audit_log_is_loaded_then_followed_live_without_duplicates(
             "the [b]disk[/b] is full",  # shown as written, not as markup
         ]
         ride.app.post_message(CoreEvent(live))  # delivered twice: shown once
-        await ride.shopper.events.publish(
+        await ride.shopper._events.publish(
             InventoryRefreshed(message="vastai: 3 offers", provider="vastai", offers=3, ok=True)
         )
         await ride.settle()
@@ -126,7 +126,7 @@ async def test_new_rows_are_followed_unless_the_user_moved_up(
     async with cockpit(monkeypatch, isolated_env, size=(80, 24)) as ride:
         await ride.press("5")
         for n in range(40):
-            await ride.shopper.events.publish(Alert(message=f"alert {n}", alert="test"))
+            await ride.shopper._events.publish(Alert(message=f"alert {n}", alert="test"))
         await ride.settle()
         shown = table(ride)
         assert shown.row_count > shown.size.height  # more rows than fit

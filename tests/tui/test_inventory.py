@@ -28,7 +28,7 @@ def pane(ride: Cockpit) -> InventoryPane:
 
 def offer(ride: Cockpit, offer_id: str) -> Offer:
     """The offer a row of the table shows."""
-    shown = pane(ride).offer(offer_id)
+    shown = pane(ride).table.offer(offer_id)
     assert shown is not None
     return shown
 
@@ -40,7 +40,7 @@ def table(ride: Cockpit) -> DataTable[object]:
 async def loaded(ride: Cockpit) -> list[str]:
     """The offer ids in the table, top to bottom, once every row of a rebuild is in."""
     for _ in range(100):
-        if not pane(ride).loading:
+        if not pane(ride).table.filling:
             break
         await ride.pilot.pause()
     return table_ids(ride)

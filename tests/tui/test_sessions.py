@@ -17,7 +17,8 @@ from gpushop_tui.models import Session
 from gpushop_tui.tui import fmt
 from gpushop_tui.tui.dialogs import ConfirmScreen, TextScreen
 from gpushop_tui.tui.pane import ShowSession
-from gpushop_tui.tui.sessions import ExtendScreen, SessionsPane, TickingTable
+from gpushop_tui.tui.sessions import ExtendScreen, SessionsPane
+from gpushop_tui.tui.widgets.datatable_cells import TickingTable
 from tests.core.market import Market
 from tests.tui.harness import Cockpit, cockpit
 
@@ -282,7 +283,7 @@ async def test_select_waits_for_a_session_that_has_not_arrived_yet(
         pane = ride.app.query_one("#sessions-pane", SessionsPane)
         first = await ride.market.provision()
         await ride.settle()
-        ride.shopper.lifecycle.new_session_id = lambda: "future000001"
+        ride.shopper._lifecycle.new_session_id = lambda: "future000001"
         ride.app.post_message(ShowSession("future000001"))
         await ride.settle()
         assert ride.one("#panes", TabbedContent).active == "sessions"
@@ -353,7 +354,7 @@ async def test_a_viewer_shows_no_node_readings_but_its_actions_still_work(
 ) -> None:
     async def hand_lease_away(market: Market) -> None:
         shopper = market.shopper
-        assert await shopper.store.acquire_lease(
+        assert await shopper._store.acquire_lease(
             LEASE, "build-box:4242:abc123", 4242, shopper.clock.now(), 3600
         )
 
