@@ -29,31 +29,31 @@ async def test_planted_credentials_never_reach_db_or_logs(
     caplog.handler.addFilter(handler.filters[0])
     try:
         async with await Shopper.open(settings) as shopper:
-            assert shopper.secrets.get("vastai") == PLANTED_ENV
-            assert shopper.secrets.get("tensordock") == PLANTED_KEYRING
+            assert shopper._secrets.get("vastai") == PLANTED_ENV
+            assert shopper._secrets.get("tensordock") == PLANTED_KEYRING
             session = make_session(shopper.clock.now(), shopper.install_id)
-            await shopper.store.insert_session(session)
-            await shopper.store.update_session(
+            await shopper._store.insert_session(session)
+            await shopper._store.update_session(
                 session.id,
                 {},
                 status=SessionStatus.FAILED,
                 state_entered_at=shopper.clock.now(),
                 error=f"401 Unauthorized for Bearer {PLANTED_ENV}",
             )
-            await shopper.events.publish(
+            await shopper._events.publish(
                 Alert(
                     alert="destroy_failing",
                     message=f"destroy failed: GET ?api_key={PLANTED_ENV} said no",
                     session_id=session.id,
                 )
             )
-            await shopper.events.publish(
+            await shopper._events.publish(
                 Alert(alert="provider_error", message=f"tensordock rejected {PLANTED_KEYRING}")
             )
             logging.getLogger("gpushop.providers").error(
                 "request failed: headers=%s", {"Authorization": f"Bearer {PLANTED_ENV}"}
             )
-            stored = await shopper.store.get_session(session.id)
+            stored = await shopper._store.get_session(session.id)
             assert stored is not None and stored.error == "401 Unauthorized for Bearer ***"
     finally:
         logging.getLogger().removeHandler(handler)
