@@ -3,7 +3,7 @@
 Faces import this package and nothing below it: the façade, the views it answers with, the
 events it publishes and the errors it raises are all named here (DESIGN.md §1). A face that
 imports a `gpushop_tui.core.*` submodule, an edge module, or reaches a private attribute of
-`Shopper` fails `tests/test_facade_rule.py`.
+`Shopper` fails `tests/test_layering.py`.
 
 Importing this package is cheap: each name loads its module on first use (PEP 562), so a
 one-shot command that needs only the credential store does not pay for the whole core.
