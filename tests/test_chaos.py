@@ -2,10 +2,11 @@
 
 DESIGN.md §3.6: a crash at any point, then a restart, loses no session and leaves no orphan after
 one reconcile. Each trial starts a `gpushop` child (a rental that waits for readiness, or the end
-of a session from an earlier trial), SIGKILLs it after a seeded random delay, then runs one
-`gpushop reconcile` (the restart) and checks the simulator's world file against the database:
-every instance ever created carries the label of a stored session, and every instance still
-alive belongs to a session that is not closed.
+of a session from an earlier trial) and SIGKILLs it, then runs one `gpushop reconcile` (the
+restart) and checks the simulator's world file against the database: every instance ever created
+carries the label of a stored session, and every instance still alive belongs to a session that
+is not closed. The first trials kill the child right after it wrote each state of a rental (so
+every state is hit, and the test asserts it); the rest kill it after a seeded random delay.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -22,20 +24,26 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from gpushop_tui.config import load_settings
-from gpushop_tui.models import Session
+from gpushop_tui.models import Session, SessionStatus
 from gpushop_tui.providers.base import parse_label
 from gpushop_tui.store import Store
 from tests.conftest import ROOT, running_sim, sim_env
+from tests.support.kill_at import STATES, state_of
 
 SEED = 20261123
 TRIALS = 24
+"""Random-delay trials, after the planned ones."""
+PLANNED = ("pending", "provisioning", "running", "running", "stopping", "destroy queue")
+"""The planned kill points, in order: two running rentals for the two endings that follow."""
 KILL_AFTER_S = (0.0, 3.0)
 """The random delay before the kill: a child needs about 1 s to reach its first provider call,
 a Vast rental about 8 s to be ready, an ending about 1 s."""
 ACTIONS = ("provision", "done", "delete")
+DESTROY_FAILS = {"provider": "vastai", "endpoint": "destroy", "status": 500}
 
 
 @pytest.fixture
@@ -60,6 +68,20 @@ def gpushop(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
     )
 
 
+def killed_at(env: dict[str, str], state: str, args: list[str]) -> None:
+    """Run `gpushop ARGS` until it has written `state` and been SIGKILLed right there."""
+    child = subprocess.run(
+        [sys.executable, "-m", "tests.support.kill_at", state, *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert child.returncode == -signal.SIGKILL, f"{args} was not killed at {state}: {child}"
+
+
 def sessions() -> dict[str, Session]:
     """Every stored session, read straight from this test's database."""
 
@@ -82,6 +104,19 @@ def phase(session: Session | None) -> str:
     return f"{session.status}/{session.instance}"
 
 
+def reconcile(env: dict[str, str]) -> None:
+    """The restart after a kill: one `gpushop reconcile`, which must succeed."""
+    restart = subprocess.run(
+        [sys.executable, "-m", "gpushop_tui", "reconcile"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert restart.returncode == 0, restart.stdout + restart.stderr
+
+
 def audit(world_file: Path, stored: dict[str, Session]) -> tuple[list[str], set[str]]:
     """Instances without a stored session (lost), and alive ones of closed sessions (orphans)."""
     world = json.loads(world_file.read_text())
@@ -101,7 +136,7 @@ def audit(world_file: Path, stored: dict[str, Session]) -> tuple[list[str], set[
 
 
 @pytest.mark.timeout(420)
-def test_kill_9_at_random_points_then_one_reconcile_leaves_no_orphan(
+def test_kill_9_at_every_state_and_at_random_points_then_one_reconcile_leaves_no_orphan(
     world: tuple[dict[str, Any], Path],
 ) -> None:
     info, world_file = world
@@ -110,6 +145,33 @@ def test_kill_9_at_random_points_then_one_reconcile_leaves_no_orphan(
     started = time.monotonic()
     killed: Counter[str] = Counter()
     orphans: set[str] = set()
+    hit = []
+    for trial, state in enumerate(PLANNED):
+        before = sessions()
+        running = sorted(sid for sid, s in before.items() if s.status == SessionStatus.RUNNING)
+        if state in ("stopping", "destroy queue"):
+            assert running, f"no running rental left to end at {state}"
+            args = ["sessions", "done" if state == "stopping" else "delete", running[0]]
+        else:
+            args = ["provision", "-c", f"planned{trial}", "-g", "gpu=4090 provider=vastai"]
+        if state == "destroy queue":  # the destroy call fails, so the teardown is queued
+            httpx.post(f"{info['control']}/faults", json=DESTROY_FAILS).raise_for_status()
+        killed_at(env, state, args)
+        httpx.delete(f"{info['control']}/faults").raise_for_status()
+        after = sessions()
+        if args[0] == "provision":
+            (written,) = [s for sid, s in after.items() if sid not in before]
+        else:
+            written = after[args[2]]
+        hit.append(state_of(written))
+        killed[f"planned {' '.join(args[:2])}: {phase(written)}"] += 1
+        reconcile(env)
+        lost, found = audit(world_file, sessions())
+        assert not lost, f"planned kill at {state}: instances without a session: {lost}"
+        orphans |= found
+    assert hit == list(PLANNED)
+    assert set(hit) == set(STATES)
+
     for trial in range(TRIALS):
         before = sessions()
         targets = sorted(s.id for s in before.values() if not s.closed)
@@ -133,15 +195,7 @@ def test_kill_9_at_random_points_then_one_reconcile_leaves_no_orphan(
             outcome = phase(after.get(target) if target else (new[0] if new else None))
         killed[f"{action}: {outcome}"] += 1
 
-        restart = subprocess.run(
-            [sys.executable, "-m", "gpushop_tui", "reconcile"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
-        assert restart.returncode == 0, restart.stdout + restart.stderr
+        reconcile(env)
         lost, found = audit(world_file, sessions())
         assert not lost, f"trial {trial}: instances without a session: {lost}"
         orphans |= found

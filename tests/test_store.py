@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import sqlite3
 import stat
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -197,3 +201,55 @@ async def test_lease_is_exclusive_until_it_expires(store: Store, clock: FakeCloc
     assert (await store.get_lease("supervisor")).holder == "cron-2"  # type: ignore[union-attr]
     await store.release_lease("supervisor", "cron-2")
     assert await store.get_lease("supervisor") is None
+
+
+def _gone_pid() -> int:
+    """The pid of a process that has exited (and been reaped), so no process has it now."""
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return int(child.stdout)
+
+
+async def test_a_lease_held_by_a_gone_process_on_this_host_is_taken_at_once(
+    store: Store, clock: FakeClock
+) -> None:
+    now = clock.now()
+    dead = _gone_pid()
+    here = socket.gethostname()
+    assert await store.acquire_lease("supervisor", f"{here}:{dead}:dead01", dead, now, 60)
+
+    assert await store.acquire_lease(
+        "supervisor", f"{here}:{os.getpid()}:new001", os.getpid(), now, 60
+    )
+    lease = await store.get_lease("supervisor")
+    assert lease is not None
+    assert (lease.holder, lease.pid, lease.acquired_at) == (
+        f"{here}:{os.getpid()}:new001",
+        os.getpid(),
+        now,
+    )
+
+
+async def test_a_lease_held_by_a_live_process_or_another_host_waits_for_expiry(
+    store: Store, clock: FakeClock
+) -> None:
+    now = clock.now()
+    here = socket.gethostname()
+    live = os.getppid()
+    assert await store.acquire_lease("supervisor", f"{here}:{live}:live01", live, now, 60)
+    assert not await store.acquire_lease(
+        "supervisor", f"{here}:{os.getpid()}:new001", os.getpid(), now, 60
+    )
+
+    dead = _gone_pid()
+    await store.release_lease("supervisor", f"{here}:{live}:live01")
+    assert await store.acquire_lease("supervisor", f"elsewhere:{dead}:far001", dead, now, 60)
+    mine = f"{here}:{os.getpid()}:new001"
+    assert not await store.acquire_lease("supervisor", mine, os.getpid(), now, 60)
+    assert await store.acquire_lease(
+        "supervisor", mine, os.getpid(), now + timedelta(seconds=60), 60
+    )

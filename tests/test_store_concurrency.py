@@ -16,7 +16,10 @@ from tests.support.factories import make_session
 
 
 def _start_together(*argvs: list[str]) -> list[object]:
-    """Start one worker per argv, release them at the same moment, return their results."""
+    """Start one worker per argv, release them at the same moment, return their results.
+
+    Asserts that the workers' work overlapped in time: without that, nothing was concurrent.
+    """
     env = os.environ | {"PYTHONPATH": str(ROOT)}
     workers = [
         subprocess.Popen(
@@ -36,12 +39,24 @@ def _start_together(*argvs: list[str]) -> list[object]:
         assert worker.stdin is not None
         worker.stdin.write("go\n")
         worker.stdin.flush()
-    results = []
+    reports = []
     for worker in workers:
         out, _ = worker.communicate(timeout=120)
         assert worker.returncode == 0
-        results.append(json.loads(out.strip().splitlines()[-1]))
-    return results
+        reports.append(json.loads(out.strip().splitlines()[-1]))
+    assert overlapped([(r["started"], r["ended"]) for r in reports]), reports
+    return [report["result"] for report in reports]
+
+
+def overlapped(spans: list[tuple[float, float]]) -> bool:
+    """Whether some moment lies inside every (start, end) span."""
+    return max(start for start, _ in spans) < min(end for _, end in spans)
+
+
+def test_overlap_needs_a_moment_common_to_every_span() -> None:
+    assert overlapped([(0.0, 2.0), (1.0, 3.0)])
+    assert not overlapped([(0.0, 1.0), (1.5, 3.0)])
+    assert not overlapped([(0.0, 1.0), (0.5, 2.0), (1.5, 3.0)])
 
 
 async def test_each_session_is_claimed_by_exactly_one_process(

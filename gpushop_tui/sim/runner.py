@@ -3,6 +3,7 @@ endpoint, in-process (an async context manager) or as its own process (`__main__
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -81,6 +82,6 @@ async def run_simulator(
             control=servers["control"].origin,
         )
     finally:
-        for served in servers.values():
-            await served.stop()
+        # Together: each server takes up to a tick of uvicorn's main loop to notice the stop.
+        await asyncio.gather(*(served.stop() for served in servers.values()))
         await nodes.aclose()

@@ -2,7 +2,8 @@
 
 Usage: python -m tests.support.cas_worker DB MODE NAME [SESSION_ID ...]
 Prints "ready", waits for one line on stdin (so two workers start together), works, then
-prints a JSON result line.
+prints a JSON line: {"result": ..., "started": ..., "ended": ...}, the wall-clock seconds its
+work began and ended (so a test can check that the workers overlapped).
   claim     try pending -> provisioning on each session; result: the ids this worker won.
   increment add 1 to idle_timeout_min of the session 200 times, re-reading on conflict;
             result: how many compare-and-set attempts lost.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,6 +28,7 @@ async def main(db: str, mode: str, name: str, session_ids: list[str]) -> None:
     store = await Store.open(Path(db))
     print("ready", flush=True)
     sys.stdin.readline()
+    started = time.time()
     result: object
     if mode == "claim":
         won = []
@@ -56,8 +59,9 @@ async def main(db: str, mode: str, name: str, session_ids: list[str]) -> None:
                     break
                 lost += 1
         result = lost
+    ended = time.time()
     await store.aclose()
-    print(json.dumps(result), flush=True)
+    print(json.dumps({"result": result, "started": started, "ended": ended}), flush=True)
 
 
 if __name__ == "__main__":
