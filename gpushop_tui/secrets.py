@@ -40,11 +40,14 @@ first, where a descriptor accepts several); taken once at import, for other modu
 MASK = "***"
 _MIN_SECRET_LEN = 6
 _known_secrets: set[str] = set()
+_PLAIN_WORD = r"(?:[a-z]{1,19}|<[^\s<>]*>)(?=[\s\"',;)!?]|[.:](?:\s|$)|$)"
+"""What follows `bearer` in prose, not a credential: a word of letters only (under 20), or a
+`<placeholder>`, ending where a word ends ("the bearer token is not valid")."""
 _PATTERNS = (
     re.compile(
         r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)", re.S
     ),
-    re.compile(r"(?i)(\bbearer\s+)[^\s\"',;]+"),
+    re.compile(rf"(?i)(\bbearer\s+)(?!{_PLAIN_WORD})[^\s\"',;]+"),
     re.compile(
         r"(?i)(\b(?:x-api-key|authorization)\b[\"']?\s*[:=]\s*[\"']?)(?!bearer\s)[^\s\"',;]+"
     ),

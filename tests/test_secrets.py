@@ -94,6 +94,10 @@ def test_failing_keyring_backend_is_one_sentence() -> None:
             "nothing secret here: 4x RTX 4090 at $0.42/h",
             "nothing secret here: 4x RTX 4090 at $0.42/h",
         ),
+        ("the bearer token is not valid.", "the bearer token is not valid."),
+        ("send 'Authorization: Bearer <token>'", "send 'Authorization: Bearer <token>'"),
+        ("Authorization: Bearer gps_Zm9vYmFy-YmF6", "Authorization: Bearer ***"),
+        ("bearer abcdefghijklmnopqrstuvwxyz", "bearer ***"),
     ],
 )
 def test_redact_patterns(text: str, expected: str) -> None:
@@ -126,3 +130,15 @@ def test_logging_filter_redacts_message_args_and_traceback(
     assert PLANTED not in caplog.text
     assert "calling with key ***" in caplog.text
     assert "401 for ***" in caplog.text
+
+
+def test_a_bearer_token_is_masked_in_logs_and_errors(caplog: pytest.LogCaptureFixture) -> None:
+    token = "gps_" + "Q1w2E3r4T5y6U7i8O9p0" * 2
+    logger = logging.getLogger("gpushop.test")
+    caplog.handler.addFilter(RedactingFilter())
+    try:
+        logger.warning("request with 'Authorization: Bearer %s' refused", token)
+    finally:
+        caplog.handler.removeFilter(caplog.handler.filters[-1])
+    assert token not in caplog.text and "Bearer ***" in caplog.text
+    assert redact(f"401: bearer {token} is not valid") == "401: bearer *** is not valid"

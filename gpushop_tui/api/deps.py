@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 
 from gpushop_tui.api.tokens import Principal, TokenBook
@@ -57,15 +60,25 @@ def shopper_of(request: Request) -> Shopper:
     return state(request).shopper
 
 
-def principal(request: Request) -> Principal:
+BEARER = HTTPBearer(
+    scheme_name="bearer",
+    description="A token from 'gpushop serve-token': the operator's, or one consumer's.",
+    auto_error=False,
+)
+"""The bearer scheme: read the header, and declare the scheme in the OpenAPI document."""
+
+
+def principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+) -> Principal:
     """The caller, from `Authorization: Bearer <token>`; 401 without a valid one."""
-    header = request.headers.get("authorization", "")
-    scheme, _, presented = header.partition(" ")
-    if scheme.lower() != "bearer" or not presented.strip():
+    presented = credentials.credentials.strip() if credentials is not None else ""
+    if not presented:
         raise ApiError(
             401, "unauthorized", "send 'Authorization: Bearer <token>' (see 'gpushop serve-token')"
         )
-    who = state(request).tokens.principal(presented.strip())
+    who = state(request).tokens.principal(presented)
     if who is None:
         raise ApiError(
             401, "unauthorized", "the bearer token is not valid (see 'gpushop serve-token')"
@@ -73,9 +86,38 @@ def principal(request: Request) -> Principal:
     return who
 
 
+def _query_names(dependant: Dependant) -> frozenset[str]:
+    """The query parameters a route (or dependency) takes, its dependencies' included."""
+    names = frozenset(param.alias for param in dependant.query_params)
+    return names.union(*(_query_names(sub) for sub in dependant.dependencies))
+
+
+async def known_query(request: Request) -> None:
+    """Refuse (400) query parameters the route does not take, naming them: none is ignored."""
+    route: APIRoute = request.scope["route"]
+    taken = _query_names(route.dependant)
+    unknown = sorted(set(request.query_params) - taken)
+    if unknown:
+        names = ", ".join(repr(name) for name in unknown)
+        offered = ", ".join(sorted(taken)) or "none"
+        raise ApiError(
+            400,
+            "bad_request",
+            f"unknown query parameter {names}; this route takes: {offered}",
+            field=unknown[0],
+        )
+
+
+KNOWN_QUERY = Depends(known_query)
+"""Every route's dependency: no query parameter goes unread."""
+
+
 def api_router(*, tags: list[str]) -> APIRouter:
-    """A router under /api/v1 whose every route needs the bearer token."""
-    return APIRouter(prefix="/api/v1", tags=list(tags), dependencies=[Depends(principal)])
+    """A router under /api/v1 whose every route needs the bearer token and refuses unknown
+    query parameters (after the token is checked)."""
+    return APIRouter(
+        prefix="/api/v1", tags=list(tags), dependencies=[Depends(principal), KNOWN_QUERY]
+    )
 
 
 ShopperDep = Annotated[Shopper, Depends(shopper_of)]

@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from gpushop_tui.api.deps import state
+from gpushop_tui.api.deps import KNOWN_QUERY, state
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], dependencies=[KNOWN_QUERY])
 
 
 @router.get("/health")

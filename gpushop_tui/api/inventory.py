@@ -1,7 +1,7 @@
 """API routes: the offer menu (`GET /api/v1/inventory`, `GET /api/v1/inventory/{id}`).
 
-The earlier API's query parameters are kept and `q=` takes our query language; both may be
-given, and must not contradict each other.
+The earlier API's query parameters are kept (`gpu=` too, as the brief writes `gpu_type=`) and
+`q=` takes our query language; both may be given, and must not contradict each other.
 """
 
 from __future__ import annotations
@@ -62,6 +62,9 @@ async def inventory(
     ] = None,
     provider: ProviderQuery = None,
     gpu_type: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    gpu: Annotated[
+        str | None, Query(min_length=1, max_length=200, description="Another name of gpu_type.")
+    ] = None,
     location: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     min_vram: Annotated[float | None, Query(ge=0, le=1e6)] = None,
     max_price: Annotated[float | None, Query(ge=0, le=1e6)] = None,
@@ -82,13 +85,17 @@ async def inventory(
         raise ApiError(
             400, "bad_request", "give gpu_count or min_gpu_count, not both", field="gpu_count"
         )
+    if gpu is not None and gpu_type is not None and gpu != gpu_type:
+        raise ApiError(
+            400, "bad_request", f"gpu={gpu} contradicts gpu_type={gpu_type}; give one", field="gpu"
+        )
     provider = known_provider(shopper, provider)
     query = await _query(
         shopper,
         q,
         {
             "providers": ("provider", (provider,) if provider else None),
-            "gpu": ("gpu_type", gpu_type),
+            "gpu": ("gpu", gpu) if gpu is not None else ("gpu_type", gpu_type),
             "region": ("location", location),
             "min_vram_gb": ("min_vram", min_vram),
             "max_price": ("max_price", max_price),

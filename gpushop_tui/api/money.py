@@ -249,8 +249,10 @@ async def list_budgets(shopper: ShopperDep, caller: CallerDep) -> BudgetListOut:
 
 
 @router.put("/budgets", responses=error_responses(400, 403, 422))
+@router.post("/budgets", responses=error_responses(400, 403, 422))
 async def set_budget(shopper: ShopperDep, caller: CallerDep, body: BudgetIn) -> BudgetOut:
-    """Create a budget, or replace the limit and action of the one of that scope and kind."""
+    """Create a budget, or replace the limit and action of the one of that scope and kind
+    (PUT or POST: the same call)."""
     _operator(caller)
     stored = await shopper.set_budget(Budget(**body.model_dump()))
     return BudgetOut.of(stored)

@@ -26,7 +26,14 @@ from prometheus_client import (
 )
 from pydantic import BaseModel
 
-from gpushop_tui.api.deps import CallerDep, ShopperDep, api_router, shopper_of, visible_session
+from gpushop_tui.api.deps import (
+    KNOWN_QUERY,
+    CallerDep,
+    ShopperDep,
+    api_router,
+    shopper_of,
+    visible_session,
+)
 from gpushop_tui.api.schemas import error_responses
 from gpushop_tui.api.tokens import Principal
 from gpushop_tui.core import Event, InventoryRefreshed, SessionNotFound, Shopper, Subscription
@@ -232,6 +239,7 @@ def install(app: FastAPI) -> None:
         metrics,
         methods=["GET"],
         tags=["ops"],
+        dependencies=[KNOWN_QUERY],
         response_class=Response,
         responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
     )

@@ -46,11 +46,11 @@ ERROR_WORDS = {
     401: "no valid bearer token",
     403: "not allowed for this token's consumer",
     404: "not found",
-    409: "conflict with the current state",
+    409: "conflict with the current state (or the offer is taken)",
     413: "request body too large",
     422: "invalid request body",
     429: "a provider rate-limited us",
-    503: "a provider is unavailable or the offer went stale",
+    503: "a provider is unavailable or not configured",
 }
 
 
@@ -138,6 +138,9 @@ class ProviderStatusOut(BaseModel):
     offers: int
     age_s: float | None = Field(description="Seconds since its offers were fetched.")
     error: str | None
+    truncated: bool = Field(
+        description="The provider's answer was capped: it holds more offers than these."
+    )
 
     @classmethod
     def of(cls, report: ProviderReport) -> ProviderStatusOut:
@@ -148,6 +151,7 @@ class ProviderStatusOut(BaseModel):
             offers=report.offers,
             age_s=age,
             error=report.error,
+            truncated=report.truncated,
         )
 
 

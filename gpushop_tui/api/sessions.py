@@ -163,7 +163,7 @@ def _provision_request(body: CreateSessionIn, consumer: str, shopper: Shopper) -
     status_code=201,
     responses={
         200: {"model": CreatedSessionOut, "description": "the session of a repeated request_id"},
-        **error_responses(400, 403, 409, 422, 429, 503),
+        **error_responses(400, 403, 404, 409, 422, 429, 503),
     },
 )
 async def create_session(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -12,7 +13,7 @@ from fastapi import APIRouter, FastAPI
 
 from gpushop_tui.api.app import build_api
 from gpushop_tui.api.deps import fields_named
-from gpushop_tui.api.tokens import TOKENS_FILE, TokenBook
+from gpushop_tui.api.tokens import TOKENS_FILE, Principal, TokenBook
 from gpushop_tui.core import SessionConflict
 from gpushop_tui.errors import Hint, UserError
 from tests.api.harness import BASE, api_market
@@ -122,3 +123,89 @@ async def test_core_errors_carry_their_field_in_api_words_and_their_hint(
             }
             conflict = (await c.get("/conflict")).json()["error"]
             assert conflict["type"] == "conflict" and conflict.keys().isdisjoint({"field", "hint"})
+
+
+async def test_tokens_made_or_revoked_while_serving_count_at_once(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with api_market(monkeypatch, isolated_env) as ride:
+        elsewhere = TokenBook.open(ride.shopper.settings.paths.data_dir)
+        carol = elsewhere.for_consumer("carol")
+        async with ride.client_as(carol) as client:
+            assert (await client.get("/api/v1/sessions")).status_code == 200
+            assert elsewhere.revoke("carol") is True
+            assert (await client.get("/api/v1/sessions")).status_code == 401
+        assert elsewhere.revoke("carol") is False
+        assert (await ride.client.get("/api/v1/sessions")).status_code == 200
+
+
+async def test_a_chunked_body_over_the_limit_is_413(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"{"
+        for _ in range(17):
+            yield b" " * (1 << 16)
+        yield b"}"
+
+    async with api_market(monkeypatch, isolated_env) as ride:
+        big = await ride.client.post(
+            "/api/v1/sessions", content=chunks(), headers={"Content-Type": "application/json"}
+        )
+        assert "content-length" not in big.request.headers
+        assert big.status_code == 413, big.text
+        assert big.json()["error"]["type"] == "too_large"
+
+
+async def test_openapi_declares_the_bearer_scheme_on_every_api_operation(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with api_market(monkeypatch, isolated_env) as ride:
+        schema = (await ride.client.get("/openapi.json")).json()
+        bearer = schema["components"]["securitySchemes"]["bearer"]
+        assert bearer["type"] == "http" and bearer["scheme"] == "bearer"
+        for path, operations in schema["paths"].items():
+            for method, operation in operations.items():
+                expected = [{"bearer": []}] if path.startswith("/api/") else None
+                assert operation.get("security") == expected, (method, path)
+
+
+async def test_the_401_text_reads_cleanly(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with api_market(monkeypatch, isolated_env) as ride:
+        for token, words in (
+            (None, "send 'Authorization: Bearer <token>'"),
+            ("gps_wrong", "the bearer token is not valid"),
+        ):
+            async with ride.client_as(token) as client:
+                message = (await client.get("/api/v1/sessions")).json()["error"]["message"]
+                assert words in message and "***" not in message
+
+
+SAMPLE_PATH_VALUES = {"session_id": "nosuch", "budget_id": "1", "offer_id": "vastai:1"}
+
+
+async def test_every_route_refuses_an_unknown_query_parameter_naming_it(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with api_market(monkeypatch, isolated_env) as ride:
+        paths = (await ride.client.get("/openapi.json")).json()["paths"]
+        assert len(paths) > 15
+        for template, operations in paths.items():
+            path = template.format(**SAMPLE_PATH_VALUES)
+            for method in operations:
+                answer = await ride.client.request(method, path, params={"colour": "blue"}, json={})
+                assert answer.status_code == 400, (method, path, answer.text)
+                error = answer.json()["error"]
+                assert error["field"] == "colour", (method, path)
+                assert "'colour'" in error["message"], (method, path)
+
+
+def test_an_unreadable_token_file_keeps_the_tokens_read_before(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    book = TokenBook.open(tmp_path)
+    (tmp_path / TOKENS_FILE).write_text("{not json", encoding="utf-8")
+    assert book.principal(book.admin) == Principal(None)
+    assert "keeping the tokens read before" in caplog.text

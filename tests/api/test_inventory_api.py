@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from gpushop_tui.core import InventoryView, Shopper
 from tests.api.harness import api_market
 
 PRIOR_KEYS = {
@@ -121,3 +124,36 @@ async def test_one_offer_by_our_id_or_the_earlier_form(
         assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found"
         async with ride.client_as(None) as anonymous:
             assert (await anonymous.get(f"/api/v1/inventory/{listed['id']}")).status_code == 401
+
+
+async def test_the_briefs_gpu_parameter_filters_by_gpu(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with api_market(monkeypatch, isolated_env, providers=("vastai", "tensordock")) as ride:
+        answer = await ride.client.get("/api/v1/inventory", params={"gpu": "4090", "min_vram": 24})
+        assert answer.status_code == 200, answer.text
+        offers = answer.json()["offers"]
+        assert offers and all("4090" in o["gpu_type"] and o["vram_gb"] >= 24 for o in offers)
+        both = await ride.client.get(
+            "/api/v1/inventory", params={"gpu": "4090", "gpu_type": "a100"}
+        )
+        assert both.status_code == 400 and both.json()["error"]["field"] == "gpu"
+
+
+async def test_a_capped_provider_answer_says_truncated(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with api_market(monkeypatch, isolated_env, providers=("vastai", "tensordock")) as ride:
+        offers = Shopper.offers
+
+        async def capped_vastai(self: Shopper, *args: Any, **kwargs: Any) -> InventoryView:
+            view = await offers(self, *args, **kwargs)
+            reports = [
+                replace(r, truncated=True) if r.provider == "vastai" else r for r in view.providers
+            ]
+            return replace(view, providers=reports)
+
+        monkeypatch.setattr(Shopper, "offers", capped_vastai)
+        status = (await ride.client.get("/api/v1/inventory")).json()["providers"]
+        truncated = {p["provider"]: p["truncated"] for p in status}
+        assert truncated["vastai"] is True and truncated["tensordock"] is False

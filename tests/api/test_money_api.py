@@ -185,3 +185,23 @@ async def test_benchmark_lists_and_rankings(
         assert error_of(await client.get("/api/v1/benchmarks/compare"), 400)["field"] == "model"
         too_many = await client.get("/api/v1/benchmarks", params={"limit": 201})
         assert error_of(too_many, 400)["field"] == "limit"
+
+
+async def test_post_budgets_creates_or_replaces_like_put(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with api_market(monkeypatch, isolated_env) as ride:
+        body = {"consumer": "atlas", "kind": "monthly_spend", "limit": 100}
+        made = await ride.client.post("/api/v1/budgets", json=body)
+        assert made.status_code == 200, made.text
+        budget = made.json()
+        assert budget["consumer"] == "atlas" and budget["limit"] == 100
+        replaced = await ride.client.post("/api/v1/budgets", json={**body, "limit": 50})
+        assert replaced.json() == {**budget, "limit": 50}
+        listed = (await ride.client.get("/api/v1/budgets")).json()
+        assert [b["id"] for b in listed["budgets"]] == [budget["id"]]
+        async with ride.client_as(ride.tokens.for_consumer("atlas")) as atlas:
+            refused = await atlas.post("/api/v1/budgets", json=body)
+            assert error_of(refused, 403)["type"] == "forbidden"
+        invalid = await ride.client.post("/api/v1/budgets", json={**body, "limit": -1})
+        assert error_of(invalid, 422)["field"] == "limit"
