@@ -3,9 +3,12 @@
     gpu=4090 vram>=24 price<=0.5 n>=2 region=US provider=vastai rel>=0.98 cuda>=12.4 sort=price
     model=llama3.1:8b sort=usd_per_mtok
 
-Terms are `key op value`, separated by spaces, all of which must hold. Unknown keys, operators a
-key does not take and malformed values are errors that point at the bad token: a clause is never
-silently dropped (users of the Vast CLI rented the wrong GPU because it does that).
+Terms are `key op value`, separated by spaces, all of which must hold; a value holding spaces is
+quoted (`gpu="RTX 4090"`). `rel` is a fraction (0.98) or, above 1, a percent (`rel>=98`);
+`region` is a country code, part of a region's name, or a continent (`region=europe`).
+Unknown keys, operators a key does not take and malformed values are errors that point at the bad
+token: a clause is never silently dropped (users of the Vast CLI rented the wrong GPU because it
+does that).
 Filtering and sorting run locally on normalized offers (`select`). `model=` names the LLM whose
 measured tokens/s (core/benchmarks.py) price each offer per million tokens; the caller passes
 those estimates to `select` for `sort=usd_per_mtok`.
@@ -84,7 +87,10 @@ _BOUND_SPELLING = {
 }
 """How a bound's field name reads in the query language, for validation messages."""
 _NATURALLY_DESCENDING: frozenset[OfferSort] = frozenset({"vram", "reliability"})
-_TERM = re.compile(r"([A-Za-z_]+)\s*(>=|<=|!=|==|=|>|<|:)?\s*(\S*)")
+_TERM = re.compile(r"([A-Za-z_]+)\s*(>=|<=|!=|==|=|>|<|:)?\s*(.*)", re.DOTALL)
+_TOKEN = re.compile(r"""(?:"[^"]*(?:"|$)|'[^']*(?:'|$)|[^\s"'])+""")
+"""One term: a run of non-spaces, spaces inside quotes included (an open quote runs to the end)."""
+_QUOTED = re.compile(r""""([^"]*)"|'([^']*)'""")
 
 
 def squash(text: str) -> str:
@@ -109,7 +115,7 @@ def parse_query(text: str, models: Collection[str] | None = None) -> OfferQuery:
     strict: list[str] = []
     seen: dict[str, int] = {}
     values: dict[str, tuple[int, int]] = {}
-    for token in re.finditer(r"\S+", text):
+    for token in _TOKEN.finditer(text):
         start, end = token.span()
         match = _TERM.fullmatch(token.group())
         if match is None or not match.group(3) or not match.group(2):
@@ -117,6 +123,7 @@ def parse_query(text: str, models: Collection[str] | None = None) -> OfferQuery:
                 text, start, end, f"{token.group()!r} is not key, operator, value (gpu=4090)"
             )
         raw_key, op, value = match.groups()
+        value = _unquote(text, value, (start + match.start(3), end))
         key = _ALIASES.get(raw_key.lower(), raw_key.lower())
         spec = _KEYS.get(key)
         if spec is None:
@@ -177,6 +184,8 @@ def _apply(
             text, *term_span, f"{key} does not take {op!r}; use {key}{takes} followed by a value"
         )
     number = _number(text, spec.kind, value, value_span)
+    if key == "rel":
+        number = _fraction(text, number, value_span)
     if op in (">", "<"):
         if spec.kind is int:
             number += 1 if op == ">" else -1
@@ -201,6 +210,23 @@ def _number(text: str, kind: type, value: str, span: tuple[int, int]) -> float |
     if number < 0:
         raise QueryError(text, *span, f"{value!r} must not be negative")
     return number  # type: ignore[no-any-return]
+
+
+def _unquote(text: str, value: str, span: tuple[int, int]) -> str:
+    """`value` without its quotes; an unclosed quote is an error pointing at the value."""
+    unquoted = _QUOTED.sub(lambda m: m.group(1) if m.group(1) is not None else m.group(2), value)
+    if '"' in unquoted or "'" in unquoted:
+        raise QueryError(text, *span, 'a quote is not closed; quote a value as gpu="RTX 4090"')
+    return unquoted
+
+
+def _fraction(text: str, number: float, span: tuple[int, int]) -> float:
+    """Reliability as a fraction: up to 1 it is one already, above 1 it is a percent (99 → 0.99)."""
+    if number <= 1:
+        return number
+    if number > 100:
+        raise QueryError(text, *span, "rel is a fraction (0.99) or a percent up to 100 (rel>=99)")
+    return number / 100
 
 
 def _text_value(text: str, key: str, value: str, span: tuple[int, int]) -> Any:
@@ -246,7 +272,7 @@ def format_query(query: OfferQuery) -> str:
     """The canonical text of a query; `parse_query(format_query(q)) == q`."""
     terms: list[str] = []
     if query.gpu:
-        terms.append(f"gpu={query.gpu}")
+        terms.append(f"gpu={_quoted(query.gpu)}")
     for key, spec in _KEYS.items():
         if spec.text_field is not None:
             continue
@@ -260,7 +286,7 @@ def format_query(query: OfferQuery) -> str:
         if high is not None:
             terms.append(f"{key}{'<' if spec.high in query.strict else '<='}{_num(high)}")
     if query.region:
-        terms.append(f"region={query.region}")
+        terms.append(f"region={_quoted(query.region)}")
     if query.providers:
         terms.append(f"provider={','.join(query.providers)}")
     if query.model:
@@ -275,6 +301,11 @@ def format_query(query: OfferQuery) -> str:
 
 def _num(value: float) -> str:
     return f"{value:g}"
+
+
+def _quoted(value: str) -> str:
+    """A text value as a query spells it: in quotes where it holds spaces."""
+    return f'"{value}"' if any(c.isspace() for c in value) else value
 
 
 # --------------------------------------------------------------------------- local selection
@@ -371,8 +402,42 @@ def gpu_matcher(text: str) -> Callable[[str], bool]:
     return lambda name: any(p in squash(name) for p in parts)
 
 
+_EUROPE = (
+    "AD AL AT BA BE BG BY CH CY CZ DE DK EE ES FI FR GB GR HR HU IE IS IT LI LT LU LV MC MD ME "
+    "MK MT NL NO PL PT RO RS RU SE SI SK SM UA VA"
+)
+_ASIA = (
+    "AE AF AM AZ BD BH BN BT CN GE HK ID IL IN IQ IR JO JP KG KH KR KW KZ LA LB LK MM MN MO MV "
+    "MY NP OM PH PK PS QA SA SG SY TH TJ TL TM TR TW UZ VN YE"
+)
+_AFRICA = (
+    "AO BF BI BJ BW CD CF CG CI CM CV DJ DZ EG ER ET GA GH GM GN GQ GW KE KM LR LS LY MA MG ML "
+    "MR MU MW MZ NA NE NG RW SC SD SL SN SO SS ST SZ TD TG TN TZ UG ZA ZM ZW"
+)
+_NORTH_AMERICA = "AG BS BB BZ CA CR CU DM DO GD GT HN HT JM KN LC MX NI PA PR SV TT US VC"
+_SOUTH_AMERICA = "AR BO BR CL CO EC GY PE PY SR UY VE"
+_OCEANIA = "AU FJ FM KI MH NR NZ PG PW SB TO TV VU WS"
+CONTINENTS: dict[str, frozenset[str]] = {
+    name: frozenset(codes.split())
+    for name, codes in {
+        "europe": _EUROPE,
+        "asia": _ASIA,
+        "africa": _AFRICA,
+        "northamerica": _NORTH_AMERICA,
+        "southamerica": _SOUTH_AMERICA,
+        "americas": f"{_NORTH_AMERICA} {_SOUTH_AMERICA}",
+        "oceania": _OCEANIA,
+    }.items()
+}
+"""`region=` words for continents (compared `squash`ed: 'north_america', 'North America')
+and the ISO country codes offers carry there."""
+
+
 def _in_region(row: tuple[Any, ...], wanted: str) -> bool:
     country, region = row[_COUNTRY], row[_REGION]
+    continent = CONTINENTS.get(squash(wanted))
+    if continent is not None:
+        return country is not None and country.upper() in continent
     if country and country.lower() == wanted:
         return True
     return len(wanted) > 2 and region is not None and wanted in region.lower()

@@ -103,7 +103,9 @@ def test_paths_table_and_json(isolated_env: Path) -> None:
         "database": str(isolated_env / "gpushop.db"),
         "logs": str(isolated_env / "logs" / "gpushop.log"),
         "config": str(isolated_env / "config.toml"),
+        "back_up": str(isolated_env),
     }
+    assert f"Back up {isolated_env}:" in table.stdout and "install's id" in table.stdout
 
 
 def test_config_shows_values_and_sources() -> None:
@@ -217,3 +219,24 @@ def test_serve_token_is_stable_private_and_scoped_tokens_differ(isolated_env: Pa
     assert run_gpushop("serve-token", "--consumer", "alice").stdout.strip() == alice
     tokens = next(isolated_env.rglob("api_tokens.json"))
     assert tokens.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["session", "abc123"], "type 'gpushop sessions get abc123'"),
+        (["extend", "abc123", "--hours=2"], "type 'gpushop sessions extend abc123 --hours 2'"),
+        (["extend", "abc123", "-t", "3"], "type 'gpushop sessions extend abc123 --hours 3'"),
+        (["config", "set", "vastai-key", "s3cr3t-KEY-9"], "type 'gpushop keys set vastai'"),
+        (["config", "set", "tensordock-token", "s3cr3t-KEY-9"], "'gpushop keys set tensordock'"),
+    ],
+)
+def test_the_briefs_forms_say_what_to_type_instead(
+    isolated_env: Path, args: list[str], says: str
+) -> None:
+    result = run_gpushop(*args)
+    assert result.returncode == 2
+    _no_traceback(result)
+    assert result.stdout == "" and len(result.stderr.strip().splitlines()) == 1
+    assert says in result.stderr
+    assert "s3cr3t-KEY-9" not in result.stderr, "a key is never echoed"

@@ -107,3 +107,29 @@ def test_check_fails_when_no_provider_works(sim: dict[str, Any]) -> None:
     env = sim_env(sim) | {"VASTAI_API_KEY": "not-the-key-42"}
     result = run_gpushop("check", env=env)
     assert result.returncode == 1
+
+
+def test_a_query_for_one_failing_provider_reports_only_that_one(sim: dict[str, Any]) -> None:
+    fault = {"provider": "vastai", "endpoint": "*", "status": 503}
+    httpx.post(f"{sim['control']}/faults", json=fault).raise_for_status()
+    result = inventory(sim, "provider=vastai", "--refresh")
+    assert "None" not in result.stdout + result.stderr
+    status = [line.strip() for line in result.stdout.splitlines() if line.startswith("  ")]
+    assert status and all(line.startswith("vastai: ") for line in status), result.stdout
+    assert "tensordock" not in result.stdout and "bluelobster" not in result.stdout
+    answer = json.loads(inventory(sim, "provider=vastai", "--refresh", "-o", "json").stdout)
+    assert [r["provider"] for r in answer["providers"]] == ["vastai"]
+    assert answer["providers"][0]["error"]
+
+
+def test_the_briefs_inventory_flags_are_query_terms(sim: dict[str, Any]) -> None:
+    result = inventory(sim, "--gpu=4090", "--max-price=0.60", "--min-vram=20", "-o", "json")
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["query"] == "gpu=4090 vram>=20 price<=0.6"
+    assert answer["offers"] and {o["gpu_name"] for o in answer["offers"]} == {"RTX 4090"}
+    assert all(o["price_per_hour"] <= 0.6 for o in answer["offers"])
+    spaced = inventory(sim, "--gpu", "RTX 4090", "-o", "json")
+    assert json.loads(spaced.stdout)["query"] == 'gpu="RTX 4090"'
+    twice = inventory(sim, "price<=1", "--max-price=0.5")
+    assert twice.returncode == 2 and "price is given twice" in twice.stderr

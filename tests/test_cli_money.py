@@ -77,3 +77,11 @@ def test_budget_flags_are_checked(sim: dict[str, Any]) -> None:
         == f"budget {made['id']}: the global burn rate budget ($3.00/h, warn)"
     )
     assert gpushop(sim, "budgets", "delete", str(made["id"])).returncode == 0
+
+
+def test_the_briefs_costs_form_is_honoured(sim: dict[str, Any]) -> None:
+    session = rent(sim, "-c", "atlas")
+    delete(sim, session["id"])
+    report = as_json(gpushop(sim, "costs", "--consumer=atlas", "--period=month", "-o", "json"))
+    assert report["rows"] and {r["consumer"] for r in report["rows"]} == {"atlas"}
+    assert all(len(r["period"]) == len("2026-11") for r in report["rows"])

@@ -19,7 +19,7 @@ import pytest
 
 from gpushop_tui.cli.rent import STATUSES, WORKLOADS
 from gpushop_tui.config import load_settings
-from gpushop_tui.models import SessionStatus, Workload
+from gpushop_tui.models import AuditEvent, SessionStatus, Workload
 from gpushop_tui.store import Store
 from tests.conftest import run_gpushop, sim_env
 
@@ -208,6 +208,14 @@ def test_a_rental_not_ready_when_the_wait_ends_exits_3(sim: dict[str, Any]) -> N
     delete(sim, table_value(result.stdout, "session"))
 
 
+def test_provision_with_no_credentials_says_no_provider_is_configured(
+    sim: dict[str, Any],
+) -> None:
+    result = run_gpushop("provision", "-c", "tests", "-g", "gpu=4090", env=sim_env(sim))
+    line = one_line_error(result)
+    assert "no provider is configured" in line and "no offer matches" not in line
+
+
 def test_help_documents_the_exit_codes() -> None:
     for command in (["provision"], ["sessions", "done"], ["sessions", "delete"], ["shutdown"]):
         result = run_gpushop(*command, "--help")
@@ -326,12 +334,43 @@ def test_done_and_delete_answer_at_once_with_no_wait_then_drive_the_teardown(
     assert again.returncode == 0 and "stopped" in again.stdout, "a closed session: nothing to do"
 
 
+def test_a_one_shot_done_finishes_the_records_it_started(sim: dict[str, Any]) -> None:
+    env = sim_env(sim, "bluelobster")  # where the close was lost 2 times of 3
+    mine = as_json(run_gpushop("provision", "-c", "tests", "-g", "provider=bluelobster",
+                               "--no-wait", "-o", "json", env=env))  # fmt: skip
+    keys = load_settings().paths.keys_dir
+    assert list(keys.glob(f"{mine['id']}*")), "the rental made its key files"
+    ended = as_json(run_gpushop("sessions", "done", mine["id"], "-o", "json", env=env))
+    assert (ended["status"], ended["instance"]) == ("stopped", "gone")
+    assert list(keys.glob(f"{mine['id']}*")) == [], "the key files went with the instance"
+    assert any(
+        e.message.startswith(f"instance {mine['instance_id']} is gone") for e in audit(mine["id"])
+    )
+
+
+def audit(session_id: str) -> list[AuditEvent]:
+    """The audit events of one session, from this test's database."""
+    import asyncio
+
+    async def read() -> list[AuditEvent]:
+        store = await Store.open(load_settings().paths.db_file)
+        try:
+            return await store.list_audit(session_id=session_id, limit=1000)
+        finally:
+            await store.aclose()
+
+    return asyncio.run(read())
+
+
 def test_a_teardown_still_under_way_when_the_wait_ends_exits_3(sim: dict[str, Any]) -> None:
     mine = rent(sim)
-    httpx.put(f"{sim['control']}/faults/nodes/vastai", json={"destroy_noop": 1})
-    slow = gpushop(sim, "sessions", "delete", mine["id"], "--wait-timeout", "1")
+    httpx.put(f"{sim['control']}/faults/nodes/vastai", json={"destroy_noop": 2})
+    slow = gpushop(sim, "sessions", "delete", mine["id"], "--wait-timeout", "6")
     assert slow.returncode == 3, slow.stderr
     assert "still under way" in slow.stderr and "Traceback" not in slow.stderr
+    waiting = re.search(r"still waiting \(stopping/\w+\): .+; this command waits until "
+                        r"(\d\d:\d\d:\d\d)", slow.stderr)  # fmt: skip
+    assert waiting, slow.stderr
     assert vast_instance(sim, mine["instance_id"]) is not None
     delete(sim, mine["id"])
     assert vast_instance(sim, mine["instance_id"]) is None
@@ -438,6 +477,19 @@ def test_cleanup_orphans_dry_run_then_execute_then_all(sim: dict[str, Any]) -> N
         "no instance carries our label",
         "dry run: 0 would be destroyed; add --execute to destroy them",
     ]
+
+
+def test_cleanup_orphans_claims_nothing_when_a_provider_cannot_be_listed(
+    sim: dict[str, Any],
+) -> None:
+    fault = {"provider": "vastai", "endpoint": "list_v1", "kind": "malformed"}
+    httpx.post(f"{sim['control']}/faults", json=fault).raise_for_status()
+    result = gpushop(sim, "cleanup-orphans")
+    assert result.returncode == 1
+    assert "no instance carries our label" not in result.stdout
+    assert "0 would be destroyed" not in result.stdout
+    assert "vastai: cannot list instances" in result.stderr
+    assert "not known" in result.stderr
 
 
 def rent_behind_our_back(sim: dict[str, Any], label: str) -> str:

@@ -72,7 +72,7 @@ def test_strict_and_inclusive_bounds_differ() -> None:
         ("price<=-1", "'-1' must not be negative", "       ^^"),
         ("price<=1 price<=2", "price is given twice", "         ^^^^^^^^"),
         ("price>=2 price<=1", "price>=2 is above price<=1", "^"),
-        ("rel>=2", "rel", "^"),
+        ("rel>=101", "rel is a fraction", "     ^^^"),
         ("n>=2 sort=usd_per_mtok", "sort=usd_per_mtok needs model=NAME", "          ^^^^^^^^^^^^"),
         ("model>7b", "model does not take '>'", "^^^^^^^^"),
     ],
@@ -179,3 +179,49 @@ def test_sort_by_cost_per_token_puts_offers_without_an_estimate_last() -> None:
     assert order("model=m sort=-usd_per_mtok") == ["dear", "mid", "cheap", "none"]
     assert order("model=m sort=usd_per_mtok limit=2") == ["cheap", "mid"]
     assert order("model=m") == ["none", "mid", "cheap", "dear"]  # a model alone keeps the price
+
+
+def under(text: str, fault: str) -> str:
+    """The end of a query error's message: the query, a caret under `fault` in it."""
+    return f"\n  {text}\n  {' ' * text.index(fault)}{'^' * len(fault)}"
+
+
+def test_reliability_above_one_is_read_as_percent() -> None:
+    assert parse_query("rel>=99").min_reliability == pytest.approx(0.99)
+    assert parse_query("rel>=99.5").min_reliability == pytest.approx(0.995)
+    assert parse_query("rel>=0.9").min_reliability == 0.9
+    assert parse_query("rel>=1").min_reliability == 1
+    with pytest.raises(QueryError) as err:
+        parse_query("gpu=4090 rel>=150")
+    assert "rel" in err.value.reason and "percent" in err.value.reason
+    assert err.value.message.endswith(under("gpu=4090 rel>=150", "150"))
+
+
+def test_a_quoted_value_may_hold_spaces_and_carets_stay_under_the_fault() -> None:
+    assert parse_query('gpu="RTX 4090" price<=0.5').gpu == "RTX 4090"
+    assert parse_query("gpu='RTX 4090'").gpu == "RTX 4090"
+    offers = [offer("a"), offer("b", gpu_name="RTX 3090")]
+    assert [o.id for o in select(offers, parse_query('gpu="RTX 4090"'))] == ["vastai:a"]
+    query = parse_query('gpu="RTX 4090" n>=2')
+    assert parse_query(format_query(query)) == query
+    with pytest.raises(QueryError) as err:
+        parse_query('gpu="RTX 4090" vram>=big')
+    assert err.value.message.endswith(under('gpu="RTX 4090" vram>=big', "big"))
+    with pytest.raises(QueryError) as err:
+        parse_query('gpu="RTX 4090 n>=2')
+    assert "quote" in err.value.reason
+
+
+def test_a_continent_selects_its_countries() -> None:
+    offers = [
+        offer("us"),
+        offer("de", country="DE", region="Hesse, DE"),
+        offer("no", country="NO", region=None),
+        offer("jp", country="JP", region="Tokyo, JP"),
+    ]
+    europe = [o.id for o in select(offers, parse_query("region=europe"))]
+    assert sorted(europe) == ["vastai:de", "vastai:no"]
+    assert [o.id for o in select(offers, parse_query("region=Asia"))] == ["vastai:jp"]
+    north = select(offers, parse_query("region=north_america"))
+    assert [o.id for o in north] == ["vastai:us"]
+    assert len(select(offers, parse_query("region=europe,asia"))) == 3

@@ -61,6 +61,44 @@ reason"), so that way out follows a colon and says only which flag gives it.
 """
 
 
+CREDENTIAL_WORDS = {"vastai": "vastai", "vast": "vastai", "tensordock": "tensordock",
+                    "bluelobster": "bluelobster", "webhook": "webhook"}  # fmt: skip
+"""The provider part of an earlier tool's `config set NAME-key` and the `keys set` name it means."""
+
+
+def _instead(words: Sequence[str]) -> str | None:
+    """Why a form the earlier tool or the brief used is not taken and what to type, or None.
+
+    `config set PROVIDER-key KEY` is answered without the key: a secret is never echoed, and
+    `keys set` asks for it rather than taking it from the command line (shell history).
+    """
+    first, rest = (words[0], list(words[1:])) if words else ("", [])
+    target = rest[0] if rest and not rest[0].startswith("-") else "ID"
+    if first == "session":
+        return f"'session' is not a command; type '{PROG} sessions get {target}'"
+    if first == "extend":
+        extend = f"{PROG} sessions extend {target} --hours {_hours(rest)}"
+        return f"'extend' is not a command; type '{extend}'"
+    if first == "config" and rest[:1] == ["set"]:
+        name = rest[1].lower().removesuffix("-key").removesuffix("-token") if rest[1:] else ""
+        provider = CREDENTIAL_WORDS.get(name.replace("-", "").replace("_", ""), "PROVIDER")
+        return (
+            f"a credential is not a setting; type '{PROG} keys set {provider}' "
+            "(it asks for the key and keeps it in the OS keyring)"
+        )
+    return None
+
+
+def _hours(words: Sequence[str]) -> str:
+    """The hours an earlier `extend` gave (`--hours=2`, `--hours 2`, `-t 2`), else 'HOURS'."""
+    for i, word in enumerate(words):
+        if word.startswith("--hours="):
+            return word.split("=", 1)[1]
+        if word in ("--hours", "-t") and i + 1 < len(words):
+            return words[i + 1]
+    return "HOURS"
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad flag in one line instead of a usage dump."""
 
@@ -162,6 +200,10 @@ def _run_demo() -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run gpushop with `argv` (default: the process arguments); returns the exit code."""
     words = list(sys.argv[1:] if argv is None else argv)
+    instead = _instead(words)
+    if instead is not None:
+        print(f"{PROG}: error: {instead}", file=sys.stderr)
+        return EXIT_USAGE
     trailing = words[words.index("--") + 1 :] if "--" in words else None
     parser = build_parser()
     args = parser.parse_args(words if trailing is None else words[: words.index("--")])

@@ -36,8 +36,14 @@ def _configure_inventory(parser: argparse.ArgumentParser) -> None:
         "query",
         nargs="*",
         help="filter and sort, e.g. 'gpu=4090 vram>=24 price<=0.5 n>=2 region=US sort=price'; "
-        "'model=llama3.1:8b sort=usd_per_mtok' ranks by estimated $ per million tokens",
+        "quote a value with spaces: 'gpu=\"RTX 4090\"'; rel is a fraction or a percent "
+        "(rel>=0.99, rel>=99); region is a country code, a region or a continent (europe, asia, "
+        "north_america, ...); 'model=llama3.1:8b sort=usd_per_mtok' ranks by estimated $ per "
+        "million tokens",
     )
+    parser.add_argument("--gpu", metavar="NAME", help="= the query term gpu=NAME")
+    parser.add_argument("--max-price", type=non_negative, metavar="USD", help="= price<=USD")
+    parser.add_argument("--min-vram", type=non_negative, metavar="GB", help="= vram>=GB")
     add_output(parser)
     parser.add_argument("--limit", type=positive_int, help="show at most N offers")
     parser.add_argument("--refresh", action="store_true", help="ignore cached offers")

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from gpushop_tui.config import load_settings
+from gpushop_tui.errors import UserError
 from gpushop_tui.logs import configure_logging
 
 if TYPE_CHECKING:
@@ -27,3 +28,16 @@ async def with_shopper(action: Callable[[Shopper], Awaitable[T]]) -> T:
     configure_logging(settings)
     async with await Shopper.open(settings) as shopper:
         return await action(shopper)
+
+
+NO_PROVIDER = UserError(
+    "no provider is configured; set VASTAI_API_KEY, TENSORDOCK_API_TOKEN or BLUELOBSTER_API_KEY, "
+    "or run 'gpushop keys set PROVIDER'"
+)
+"""What a command that needs a provider says when none has a credential."""
+
+
+def require_provider(shopper: Shopper) -> None:
+    """Refuse with `NO_PROVIDER` unless some provider has a credential."""
+    if not shopper.configured_providers():
+        raise NO_PROVIDER

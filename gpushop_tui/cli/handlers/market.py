@@ -6,10 +6,10 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 
-from gpushop_tui.cli.handlers import with_shopper
+from gpushop_tui.cli.handlers import NO_PROVIDER, with_shopper
 from gpushop_tui.cli.market import RANKINGS
 from gpushop_tui.cli.output import PROG, money, print_json, print_table, ratio, rounded
 from gpushop_tui.errors import UserError
@@ -32,13 +32,14 @@ TABLE_ROWS = 30
 
 def run_inventory(args: argparse.Namespace) -> int:
     async def answer(shopper: Shopper) -> tuple[OfferQuery, InventoryView]:
-        query = await shopper.parse_query(" ".join(args.query))
+        query = await shopper.parse_query(" ".join([*args.query, *_flag_terms(args)]))
         if args.limit is not None:
             query = query.model_copy(update={"limit": args.limit})
         return query, await shopper.offers(query, refresh=args.refresh)
 
     query, view = asyncio.run(with_shopper(answer))
     estimates = view.usd_per_mtok
+    reports = _asked(view.providers, query)
     if args.output == "json":
         print_json(
             {
@@ -53,7 +54,7 @@ def run_inventory(args: argparse.Namespace) -> int:
                 ],
                 "total": view.total,
                 "hidden_after_failures": view.hidden,
-                "providers": [_report_json(r) for r in view.providers],
+                "providers": [_report_json(r) for r in reports],
             }
         )
     else:
@@ -88,9 +89,33 @@ def run_inventory(args: argparse.Namespace) -> int:
                 f"$/Mtok: estimated $ per million tokens of {query.model}, from measured tokens/s "
                 f"of the same GPU ('{PROG} benchmarks -m {query.model}'); - where none"
             )
-        for report in view.providers:
-            print(f"  {report.describe()}")
-    return _menu_exit_code(view)
+        for report in reports:
+            print(f"  {_describe(report)}")
+    return _menu_exit_code(reports)
+
+
+def _flag_terms(args: argparse.Namespace) -> list[str]:
+    """The query terms `--gpu`, `--max-price` and `--min-vram` stand for (the brief's forms)."""
+    gpu = args.gpu.replace('"', "") if args.gpu is not None else None
+    return [
+        *([f'gpu="{gpu}"'] if gpu is not None else []),
+        *([f"price<={args.max_price:g}"] if args.max_price is not None else []),
+        *([f"vram>={args.min_vram:g}"] if args.min_vram is not None else []),
+    ]
+
+
+def _asked(reports: Sequence[ProviderReport], query: OfferQuery) -> list[ProviderReport]:
+    """The reports of the providers the query asks (all when it names none): one left out
+    by `provider=` was not asked, so it is neither reported nor counted as unavailable."""
+    return [r for r in reports if not query.providers or r.provider in query.providers]
+
+
+def _describe(report: ProviderReport) -> str:
+    """The report's status line; a failure with no message says so, a capped answer too."""
+    if report.status in ("error", "stale") and not report.error:
+        report = replace(report, error="no answer yet")
+    capped = "; capped by the provider: it holds more offers" if report.truncated else ""
+    return report.describe() + capped
 
 
 def _report_json(report: ProviderReport) -> dict[str, Any]:
@@ -100,17 +125,15 @@ def _report_json(report: ProviderReport) -> dict[str, Any]:
         "offers": report.offers,
         "age_s": round(report.age_s, 1) if report.age_s is not None else None,
         "error": report.error,
+        "truncated": report.truncated,
     }
 
 
-def _menu_exit_code(view: InventoryView) -> int:
-    """Non-zero when no configured provider could give any offers at all."""
-    configured = [r for r in view.providers if r.status != "not configured"]
+def _menu_exit_code(reports: Sequence[ProviderReport]) -> int:
+    """Non-zero when no configured provider that was asked could give any offers at all."""
+    configured = [r for r in reports if r.status != "not configured"]
     if not configured:
-        raise UserError(
-            "no provider is configured; set VASTAI_API_KEY, TENSORDOCK_API_TOKEN or "
-            "BLUELOBSTER_API_KEY, or run 'gpushop keys set PROVIDER'"
-        )
+        raise NO_PROVIDER
     if all(r.status == "error" for r in configured):
         print(f"{PROG}: error: no provider answered", file=sys.stderr)
         return 1

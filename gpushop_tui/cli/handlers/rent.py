@@ -8,12 +8,13 @@ import os
 import shlex
 import sys
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from gpushop_tui.cli.handlers import with_shopper
+from gpushop_tui.cli.handlers import require_provider, with_shopper
 from gpushop_tui.cli.output import note, print_json, print_pairs, print_table, when
 from gpushop_tui.cli.rent import STORAGE
 from gpushop_tui.core import Alert, SessionChanged, SessionProgress
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 
 EXIT_FAILED = 1
 EXIT_NOT_SETTLED = 3
+HEARTBEAT_S = 5.0
+"""After this many seconds without news a waiting command says what it waits for, and until."""
 
 
 def _gpu_query(text: str) -> str:
@@ -110,6 +113,7 @@ def run_provision(args: argparse.Namespace) -> int:
 
 async def _provision(shopper: Shopper, args: argparse.Namespace, save_key: Path | None) -> int:
     request = _provision_request(args, shopper.settings)
+    require_provider(shopper)
     with shopper.subscribe() as events:
         session = await shopper.provision(request)
         if save_key is not None:
@@ -149,8 +153,10 @@ async def _warn_unsupervised(shopper: Shopper, session: Session) -> None:
 async def _wait_showing(
     shopper: Shopper, events: Subscription, session_id: str, timeout_s: float
 ) -> Session:
-    """Wait until the session settles, printing its progress on stderr meanwhile."""
-    printer = asyncio.create_task(_show_progress(events, session_id))
+    """Wait until the session settles, printing its progress on stderr meanwhile, and every
+    `HEARTBEAT_S` without news what it still waits for and until when (local time)."""
+    deadline = datetime.now().astimezone() + timedelta(seconds=timeout_s)
+    printer = asyncio.create_task(_show_progress(shopper, events, session_id, deadline))
     try:
         return await shopper.wait_settled(session_id, timeout_s)
     finally:
@@ -158,14 +164,28 @@ async def _wait_showing(
         printer.cancel()
 
 
-async def _show_progress(events: Subscription, session_id: str) -> None:
-    async for event in events:
+async def _show_progress(
+    shopper: Shopper, events: Subscription, session_id: str, deadline: datetime
+) -> None:
+    last = "the provider"
+    while True:
+        try:
+            event = await asyncio.wait_for(events.get(), HEARTBEAT_S)
+        except TimeoutError:
+            session = await shopper.session(session_id)
+            note(
+                f"still waiting ({session.status}/{session.instance}): {last}; "
+                f"this command waits until {deadline:%H:%M:%S %Z}"
+            )
+            continue
         if event.session_id != session_id:
             continue
         if isinstance(event, SessionChanged):
-            note(f"{event.status}/{event.instance}: {event.message}")
+            last = f"{event.status}/{event.instance}: {event.message}"
+            note(last)
         elif isinstance(event, SessionProgress | Alert):
-            note(event.message)
+            last = event.message
+            note(last)
 
 
 def _session_json(session: Session) -> dict[str, Any]:
