@@ -221,7 +221,8 @@ class Readiness:
             if await probes.dpkg_lock_free(conn) is False:
                 return "the dpkg lock is held (drivers still installing)"
             await probes.read_spec(conn)
-            await self.rows.clock.sleep(SMI_RECHECK_S)
+            if await self.rows.pause(session.id, SMI_RECHECK_S):
+                return "the session changed while nvidia-smi was read a second time"
             return await probes.read_spec(conn)
 
     async def _pin(self, session: Session, host_key: str) -> None:

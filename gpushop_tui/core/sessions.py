@@ -62,6 +62,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+RECORD_GRACE_S = 10.0
+"""How long closing the process waits for committed changes to finish their records."""
+
 
 class Lifecycle:
     """Moves sessions through their states; shared by the faces (via `Shopper`) and supervisor."""
@@ -193,24 +196,30 @@ class Lifecycle:
             log.error("session task %s failed", task.get_name(), exc_info=task.exception())
 
     async def drive(self, session_id: str) -> None:
-        """Take steps until the session needs nothing from this process (running, or closed)."""
-        while True:
-            session = await self.store.get_session(session_id)
-            if session is None:
-                return
-            try:
-                step = await self.step(session)
-            except (OSError, ProviderError, NodeError) as err:  # keep going; never drop it
-                log.warning("session %s: step failed: %s", session_id, err)
-                step = Step(30.0, f"retrying after an error: {err}")
-            except Exception:
-                log.exception("session %s: step failed unexpectedly", session_id)
-                step = Step(60.0, "retrying after an unexpected error (details in the log)")
-            if step is None:
-                return
-            if step.note:
-                await self.rows.progress(session, step.note)
-            await self.clock.sleep(step.wait_s)
+        """Take steps until the session needs nothing from this process (running, or closed).
+
+        Every wait between steps is cut short when someone else changes the session (a `done`
+        during the provider's boot time acts at once, not when the wait ends).
+        """
+        with self.rows.driving(session_id) as changed:
+            while True:
+                changed.clear()
+                session = await self.store.get_session(session_id)
+                if session is None:
+                    return
+                try:
+                    step = await self.step(session)
+                except (OSError, ProviderError, NodeError) as err:  # keep going; never drop it
+                    log.warning("session %s: step failed: %s", session_id, err)
+                    step = Step(30.0, f"retrying after an error: {err}")
+                except Exception:
+                    log.exception("session %s: step failed unexpectedly", session_id)
+                    step = Step(60.0, "retrying after an unexpected error (details in the log)")
+                if step is None:
+                    return
+                if step.note:
+                    await self.rows.progress(session, step.note)
+                await self.rows.pause(session_id, step.wait_s)
 
     async def step(self, session: Session) -> Step | None:
         """One attempt at what the session needs now; None when it needs nothing."""
@@ -337,8 +346,13 @@ class Lifecycle:
             await asyncio.wait(tasks, timeout=timeout_s)
 
     async def aclose(self) -> None:
-        """Stop this process's work; every session stays where it stood, for the next process."""
+        """Stop this process's work; every session stays where it stood, for the next process.
+
+        Changes already committed still write their records (audit event, key files removed),
+        for up to `RECORD_GRACE_S`: a one-shot command exits with its close recorded.
+        """
         tasks = [t for t in self._tasks.values() if not t.done()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.rows.settle(RECORD_GRACE_S)

@@ -47,6 +47,8 @@ LIST_LAG = timedelta(minutes=10)
 """How long a destroyed instance may still appear in a provider's list."""
 IDLE_SAMPLE_S = 60.0
 SAMPLE_TIMEOUT_S = 30.0
+RECONCILE_BUDGETS = 8
+"""HTTP timeouts one provider's reconciliation may take in all (its list alone gets 4)."""
 ONE_SHOT_BUDGET_S = 120.0
 """How long a one-shot pass (cron) keeps driving sessions before it leaves them to the next."""
 
@@ -314,10 +316,14 @@ class Supervisor:
     # ------------------------------------------------------------------ reconciliation
 
     async def reconcile(self) -> list[ProviderReconcile]:
-        """Compare each provider's list of our instances with the sessions (invariant 4)."""
+        """Compare each provider's list of our instances with the sessions (invariant 4).
+
+        Providers are checked at the same time, each within `RECONCILE_BUDGETS` HTTP timeouts,
+        so one slow or silent provider neither adds to nor holds up the others.
+        """
         self._last_reconcile = self.clock.monotonic()
-        reports = []
         open_sessions = await self.store.list_sessions(open_only=True)
+        checks = []
         for name, adapter in self.lifecycle.providers.items():
             mine = [s for s in open_sessions if s.provider == name]
             if adapter is None:
@@ -330,8 +336,24 @@ class Supervisor:
                         Severity.CRITICAL,
                     )
                 continue
-            reports.append(await self._reconcile_provider(name, adapter, mine))
-        return reports
+            checks.append(self._reconcile_bounded(name, adapter, mine))
+        return list(await asyncio.gather(*checks))
+
+    async def _reconcile_bounded(
+        self, name: str, adapter: Provider, mine: list[Session]
+    ) -> ProviderReconcile:
+        try:
+            async with asyncio.timeout(self.settings.http_timeout_s * RECONCILE_BUDGETS):
+                return await self._reconcile_provider(name, adapter, mine)
+        except TimeoutError:
+            reason = "no answer in time"
+        await self.lifecycle.alert(
+            None,
+            "reconcile_unknown",
+            f"{name}: reconciliation did not finish ({reason}); treating our instances as unknown",
+            Severity.WARNING,
+        )
+        return ProviderReconcile(name, ok=False, error=reason)
 
     async def _reconcile_provider(
         self, name: str, adapter: Provider, mine: list[Session]

@@ -127,8 +127,28 @@ class Teardown:
                 changes["error"] = f"the provider reports the instance gone ({why})"
             return changes, f"instance {s.instance_id} is gone ({why})"
 
-        updated = await self.rows.change(session_id, decide)
-        if updated is not None and updated.status == SessionStatus.FAILED and "vanished" in why:
+        lost: list[Session] = []
+
+        def unexpected(s: Session) -> Decision:
+            decision = decide(s)
+            lost[:] = [s] if decision is not None and s.status in ACTIVE else []
+            return decision
+
+        updated = await self.rows.change(
+            session_id,
+            unexpected,
+            severity=lambda s: Severity.WARNING if lost else Severity.INFO,
+        )
+        if updated is None or not lost:
+            return
+        await self.rows.alert(
+            session_id,
+            "instance_vanished",
+            f"session {session_id}: {updated.provider} instance {lost[0].instance_id} is gone "
+            f"although nobody ended it ({why}); the session is failed",
+            Severity.WARNING,
+        )
+        if "vanished" in why:
             await self.inventory.record_failure(updated.offer, why, session_id=session_id)
 
     # ------------------------------------------------------------------ the destroy queue
