@@ -135,7 +135,7 @@ def generate_offers(world: World) -> tuple[list[dict[str, Any]], dict[int, str]]
     countries: dict[int, str] = {}
     weights = [c.weight for c in CARDS]
     next_offer = 18_000_000 + rng.randrange(400_000)
-    for m in range(650):
+    for m in range(world.vast_machines):
         card = rng.choices(CARDS, weights)[0]
         if card.datacenter:
             total = rng.choices((1, 2, 4, 8), (1, 1, 2, 6))[0]

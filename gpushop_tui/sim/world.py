@@ -116,6 +116,7 @@ class World:
         timing: Literal["fast", "real"] = "fast",
         state_dir: Path | None = None,
         credit: float = 100.0,
+        vast_machines: int = 650,
     ) -> None:
         self.seed = seed
         self.clock = clock or SystemClock()
@@ -126,6 +127,9 @@ class World:
             p: f"sim-{p}-{random.Random(f'{seed}:key:{p}').getrandbits(64):016x}" for p in PROVIDERS
         }
         self.credit = credit
+        self.vast_machines = vast_machines
+        """Machines on the simulated Vast market; each lists one to four offers (about 1,650 in
+        all at the default, 20,000 at 8,000)."""
         self.instances: dict[str, dict[str, SimInstance]] = {p: {} for p in PROVIDERS}
         self.taken: dict[str, set[str]] = {p: set() for p in PROVIDERS}
         self.counters: dict[str, int] = dict.fromkeys(PROVIDERS, 0)

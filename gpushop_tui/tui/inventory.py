@@ -46,16 +46,19 @@ QUERY_SORT_LABELS: dict[OfferSort, str] = {
 
 def provider_line(report: ProviderReport, now: datetime | None) -> Content:
     """One provider in the status strip: `vastai ok 1309 offers`, `tensordock stale 2m 10s:
-    why (42 offers kept)`, `bluelobster error: why`, `vastai not configured`."""
+    why (42 offers kept)`, `bluelobster error: why`, `vastai not configured`; an answer the
+    provider capped adds `, capped: filter to see the rest`."""
     name = report.provider
+    capped = (", capped: filter to see the rest", "$warning") if report.truncated else ""
     match report.status:
         case "ok":
-            return Content.assemble((f"{name} ok", "$success"), f" {report.offers} offers")
+            return Content.assemble((f"{name} ok", "$success"), f" {report.offers} offers", capped)
         case "stale":
             age = fmt.age(report.fetched_at, now) if now is not None else "?"
             return Content.assemble(
                 (f"{name} stale {age}", "$warning"),
                 f": {report.error} ({report.offers} offers kept)",
+                capped,
             )
         case "error":
             return Content.assemble((f"{name} error", "$error"), f": {report.error}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -24,6 +26,11 @@ from gpushop_tui.providers.base import (
     Readiness,
     TransientError,
 )
+from gpushop_tui.providers.vastai import VastAi
+from gpushop_tui.query import parse_query
+from gpushop_tui.sim.http import serve
+from gpushop_tui.sim.vastai import build_app
+from gpushop_tui.sim.world import World
 from gpushop_tui.store import Store
 
 
@@ -203,3 +210,88 @@ async def _drain(subscription: Any) -> AsyncIterator[Any]:
                 yield await subscription.get()
         except TimeoutError:
             return
+
+
+# --------------------------------------------------------------------------- a large market
+
+LARGE_MARKET = 8000
+"""Machines on a simulated Vast market of over 20,000 offers: more than one search returns."""
+
+
+@dataclass
+class VastMarket:
+    inventory: Inventory
+    vast: VastAi
+    world: World
+    searches: list[dict[str, Any]]
+    """Every search body the adapter sent, in order."""
+
+    async def h100s(self) -> int:
+        """H100 offers on the market that our search can rent (rentable, verified, free)."""
+        return len(await self.vast_names_like("H100"))
+
+    async def vast_names_like(self, prefix: str) -> list[dict[str, Any]]:
+        rows = await _all_rows(self.vast)
+        return [r for r in rows if r["gpu_name"].startswith(prefix)]
+
+
+async def _all_rows(vast: VastAi) -> list[dict[str, Any]]:
+    query = {"rentable": {"eq": True}, "rented": {"eq": False}, "verified": {"eq": True}}
+    answer = await vast.http.client.post("/bundles/", json={**query, "limit": 10**6})
+    rows: list[dict[str, Any]] = answer.json()["offers"]
+    return rows
+
+
+@asynccontextmanager
+async def vast_market(store: Store, clock: FakeClock, machines: int) -> AsyncIterator[VastMarket]:
+    world = World(seed=1, clock=clock, vast_machines=machines)
+    served = await serve(build_app(world))
+    vast = VastAi.connect(
+        served.origin + "/api/v0", world.keys["vastai"], "ab12cd34", clock=clock,
+        rate=RateLimit(None),
+    )  # fmt: skip
+    searches: list[dict[str, Any]] = []
+    original = vast.http.request
+
+    async def recorded(method: str, url: str, **kwargs: Any) -> Any:
+        if url == "/bundles/":
+            searches.append(kwargs["json"])
+        return await original(method, url, **kwargs)
+
+    vast.http.request = recorded  # type: ignore[method-assign]
+    inventory = Inventory({"vastai": vast}, clock=clock, store=store, timeout_s=60)
+    try:
+        yield VastMarket(inventory, vast, world, searches)
+    finally:
+        await inventory.aclose()
+        await served.stop()
+
+
+async def test_a_gpu_query_on_a_large_market_finds_every_offer_of_that_gpu(
+    store: Store, clock: FakeClock
+) -> None:
+    async with vast_market(store, clock, LARGE_MARKET) as market:
+        everything = await market.inventory.view()
+        vast = next(r for r in everything.providers if r.provider == "vastai")
+        answer = await market.vast.http.client.post("/bundles/", json={"limit": 10**6})
+        assert vast.truncated and len(answer.json()["offers"]) > 20_000
+        h100 = await market.inventory.view(parse_query("gpu=h100"))
+        assert len(h100.offers) == await market.h100s() > 2000
+        assert all(o.gpu_name.startswith("H100") for o in h100.offers)
+        assert not next(r for r in h100.providers if r.provider == "vastai").truncated
+        # an H100 found by the narrowed search can be rented: the inventory finds it by id
+        assert await market.inventory.find(h100.offers[-1].id) == h100.offers[-1]
+        searches = len(market.searches)
+        await market.inventory.view(parse_query("gpu=h100"))  # the same question, cached
+        assert len(market.searches) == searches
+
+
+async def test_a_market_smaller_than_the_cap_answers_every_query_from_one_search(
+    store: Store, clock: FakeClock
+) -> None:
+    async with vast_market(store, clock, 650) as market:
+        view = await market.inventory.view()
+        assert not next(r for r in view.providers if r.provider == "vastai").truncated
+        h100 = await market.inventory.view(parse_query("gpu=h100"))
+        assert len(h100.offers) == await market.h100s() > 0
+        assert len(market.searches) == 1

@@ -174,6 +174,26 @@ async def test_offers_are_deterministic_per_seed() -> None:
     assert [o["id"] for o in first] != [o["id"] for o in other]
 
 
+async def test_the_market_size_is_a_knob_that_keeps_the_default_market() -> None:
+    async def offers(machines: int) -> list[dict[str, Any]]:
+        served = await serve(build_app(World(seed=1, clock=FakeClock(), vast_machines=machines)))
+        async with httpx.AsyncClient(base_url=served.origin) as client:
+            body = {"order": [["id", "asc"]], "limit": 10**6}
+            r = await client.post(f"{V0}/bundles/", json=body)
+        await served.stop()
+        return r.json()["offers"]
+
+    default, large = await offers(650), await offers(8000)
+    assert len(large) > 20_000 and large[: len(default)] == default
+    assert World(seed=1).vast_machines == 650
+
+
+async def test_gpu_ram_is_filtered_in_mb(vast: Vast) -> None:
+    big = await vast.search({"gpu_ram": {"gte": 80 * 1024 * 0.93}, "limit": 5000})
+    assert big and all(o["gpu_ram"] >= 80 * 1024 * 0.93 for o in big)
+    assert {o["gpu_name"] for o in big} >= {"H100 SXM", "A100 SXM4", "H200"}
+
+
 async def test_gpu_names_and_current_user(vast: Vast) -> None:
     r = await vast.anon.get(f"{V0}/gpu_names/unique/")
     assert r.status_code == 200 and "RTX 4090" in r.json()["gpu_names"]

@@ -12,10 +12,11 @@ from rich.console import Console
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Static
 
+from gpushop_tui.core import ProviderReport
 from gpushop_tui.models import Offer, OfferQuery
 from gpushop_tui.sim.faults import HttpFault
 from gpushop_tui.tui.compare import CompareScreen
-from gpushop_tui.tui.inventory import InventoryPane
+from gpushop_tui.tui.inventory import InventoryPane, provider_line
 from tests.core.market import Market
 from tests.tui.harness import Cockpit, cockpit
 
@@ -256,3 +257,14 @@ async def test_at_80x24_the_essential_columns_stay_visible(
         await ride.settle()
         await loaded(ride)
         assert "Region" in line(ride, 0)  # a wider screen brings the others back
+
+
+def test_the_provider_strip_says_when_an_answer_was_capped() -> None:
+    full = ProviderReport("vastai", "ok", offers=1309)
+    capped = ProviderReport("vastai", "ok", offers=3000, truncated=True)
+    assert provider_line(full, None).plain == "vastai ok 1309 offers"
+    assert provider_line(capped, None).plain == (
+        "vastai ok 3000 offers, capped: filter to see the rest"
+    )
+    stale = ProviderReport("vastai", "stale", offers=3000, error="HTTP 503", truncated=True)
+    assert provider_line(stale, None).plain.endswith("kept), capped: filter to see the rest")
