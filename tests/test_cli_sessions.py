@@ -364,8 +364,10 @@ def audit(session_id: str) -> list[AuditEvent]:
 
 def test_a_teardown_still_under_way_when_the_wait_ends_exits_3(sim: dict[str, Any]) -> None:
     mine = rent(sim)
-    httpx.put(f"{sim['control']}/faults/nodes/vastai", json={"destroy_noop": 2})
+    # every destroy is answered but does nothing, so the teardown cannot end inside the wait
+    httpx.put(f"{sim['control']}/faults/nodes/vastai", json={"destroy_noop": 1000})
     slow = gpushop(sim, "sessions", "delete", mine["id"], "--wait-timeout", "6")
+    httpx.put(f"{sim['control']}/faults/nodes/vastai", json={"destroy_noop": 0})
     assert slow.returncode == 3, slow.stderr
     assert "still under way" in slow.stderr and "Traceback" not in slow.stderr
     waiting = re.search(r"still waiting \(stopping/\w+\): .+; this command waits until "
