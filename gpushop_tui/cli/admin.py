@@ -27,12 +27,27 @@ def _configure_cleanup(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--execute", action="store_true", help="destroy (default: a dry run)")
     parser.add_argument("--force", action="store_true", help="do not ask for a typed 'yes'")
     parser.add_argument("--all", action="store_true", help="destroy instances of live sessions too")
+    parser.add_argument(
+        "--all-installs",
+        action="store_true",
+        help="list every instance with a gpushop label, of any install (a lost data dir's "
+        "too); --execute then destroys other installs' instances as well",
+    )
+    parser.add_argument(
+        "--instance",
+        metavar="PROVIDER:ID",
+        help="only this instance, of any install (--execute destroys it)",
+    )
     add_output(parser)
 
 
 def _configure_serve_token(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
         "-c", "--consumer", help="the token limited to this consumer (made on first ask)"
+    )
+    which.add_argument(
+        "--revoke", metavar="CONSUMER", help="delete this consumer's token; it stops working"
     )
 
 
@@ -59,13 +74,13 @@ RECONCILE = Command(
 )
 CLEANUP_ORPHANS = Command(
     "cleanup-orphans",
-    "find our instances straight from the provider lists; destroy orphans on --execute",
+    "find our instances (or any install's) straight from the provider lists; destroy on --execute",
     _configure_cleanup,
     f"{HANDLERS}:run_cleanup",
 )
 SERVE_TOKEN = Command(
     "serve-token",
-    "print the bearer token for 'gpushop --serve' (or one limited to a consumer)",
+    "print the bearer token for 'gpushop --serve' (or one limited to a consumer); revoke one",
     _configure_serve_token,
     f"{HANDLERS}:run_serve_token",
 )

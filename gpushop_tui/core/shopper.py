@@ -79,7 +79,8 @@ class ProviderCheck:
 
 @dataclass(frozen=True)
 class OrphanRow:
-    """One of our instances as a provider lists it, and the session it belongs to, if any."""
+    """An instance carrying a gpushop label as a provider lists it: the install that rented
+    it, what it costs, and the session it belongs to when that install is this one."""
 
     provider: str
     instance_id: str
@@ -88,6 +89,14 @@ class OrphanRow:
     session_id: str | None
     session_status: str | None
     live_session: bool
+    install_id: str | None
+    """The install id in the label (None only from an adapter that lists an unlabelled one)."""
+    ours: bool
+    """Rented by this install; another install's instance never has a session here."""
+    age_s: float | None
+    """How long since the provider started it; None where the provider does not say."""
+    usd_per_hour: float | None
+    """What it bills per hour, as the provider says; None where it does not say."""
     action: str = "none"
     """What cleanup did: none (dry run or kept), destroyed, destroy failed: ..."""
 
@@ -495,18 +504,31 @@ class Shopper:
         return await self._supervisor.run_once()
 
     async def cleanup_orphans(
-        self, provider: str | None = None, *, execute: bool = False, include_live: bool = False
+        self,
+        provider: str | None = None,
+        *,
+        execute: bool = False,
+        include_live: bool = False,
+        all_installs: bool = False,
+        instance_id: str | None = None,
     ) -> tuple[list[OrphanRow], list[str]]:
-        """Our instances straight from the provider lists, with their sessions; destroy on ask.
+        """Instances straight from the provider lists, with their sessions; destroy on ask.
 
-        Instances of live sessions are shown and never destroyed unless `include_live`.
-        Returns the rows and one sentence per provider that could not be listed. No provider
-        configured (or the one named not configured) is a `NotConfigured`.
+        Lists this install's instances; with `all_installs`, every instance carrying any
+        install's gpushop label (an install whose data dir was lost has a new id, and its old
+        instances bill on unseen). `instance_id` (with `provider`) lists that one instance,
+        whichever install rented it. On `execute` every listed instance is destroyed, except
+        those of our live sessions unless `include_live`: another install's instance only when
+        it was asked for by id or with `all_installs`. Returns the rows and one sentence per
+        provider that could not be listed. No provider configured (or the one named not
+        configured) is a `NotConfigured`; an `instance_id` no list holds is a `UserError`.
         """
         if provider is not None and provider not in PROVIDERS:
             raise UserError(
                 f"unknown provider {provider!r}; one of {', '.join(PROVIDERS)}", field="provider"
             )
+        if instance_id is not None and provider is None:
+            raise UserError("an instance id needs its provider", field="instance")
         if not any(self._providers.values()):
             raise NotConfigured("no provider is configured", hint=Hint.NOT_CONFIGURED)
         if provider is not None and self._providers.get(provider) is None:
@@ -515,17 +537,24 @@ class Shopper:
             )
         rows: list[OrphanRow] = []
         problems: list[str] = []
+        now = self.clock.now()
         for name, adapter in self._providers.items():
             if adapter is None or (provider is not None and name != provider):
                 continue
             try:
-                listed = await adapter.list_ours()
+                if all_installs or instance_id is not None:
+                    listed = await adapter.list_labelled()
+                else:
+                    listed = await adapter.list_ours()
             except ProviderError as err:
                 problems.append(f"{name}: cannot list instances: {err.message}")
                 continue
             for instance in listed:
+                if instance_id is not None and instance.instance_id != instance_id:
+                    continue
                 parsed = parse_label(instance.label)
-                session = await self._store.get_session(parsed[1]) if parsed else None
+                ours = parsed is not None and parsed[0] == self._store.install_id
+                session = await self._store.get_session(parsed[1]) if parsed and ours else None
                 live = session is not None and (
                     session.status in ACTIVE
                     or (session.status == SessionStatus.STOPPED and not session.instance.absent)
@@ -533,6 +562,7 @@ class Shopper:
                 action = "none"
                 if execute and (include_live or not live):
                     action = await self._destroy_listed(adapter, instance.instance_id, session)
+                started = instance.started_at
                 rows.append(
                     OrphanRow(
                         provider=name,
@@ -542,9 +572,17 @@ class Shopper:
                         session_id=session.id if session else None,
                         session_status=session.status.value if session else None,
                         live_session=live,
+                        install_id=parsed[0] if parsed else None,
+                        ours=ours,
+                        age_s=max(0.0, (now - started).total_seconds()) if started else None,
+                        usd_per_hour=instance.price_per_hour,
                         action=action,
                     )
                 )
+        if instance_id is not None and not rows and not problems:
+            raise UserError(
+                f"no instance {provider}:{instance_id} carries a gpushop label", field="instance"
+            )
         return rows, problems
 
     async def _destroy_listed(

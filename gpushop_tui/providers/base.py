@@ -16,7 +16,7 @@ import logging
 import random
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
@@ -235,6 +235,15 @@ class ProviderInfo:
 InstanceIdSink = Callable[[str], Awaitable[None]]
 
 
+class OfferList(list[Offer]):
+    """A provider's offers, and whether its answer was capped (`truncated`): the provider
+    holds more offers matching the search than it returned."""
+
+    def __init__(self, offers: Iterable[Offer] = (), *, truncated: bool = False) -> None:
+        super().__init__(offers)
+        self.truncated = truncated
+
+
 class Provider(ABC):
     """One marketplace, as the core sees it."""
 
@@ -288,8 +297,13 @@ class Provider(ABC):
         return parsed is not None and parsed[0] == self.install_id
 
     @abstractmethod
-    async def list_offers(self, query: OfferQuery | None = None) -> list[Offer]:
-        """Rentable offers, normalized; `query` may narrow the provider-side search."""
+    async def list_offers(self, query: OfferQuery | None = None) -> OfferList:
+        """Rentable offers, normalized, and whether the provider capped its answer.
+
+        `query` is a hint: an adapter pushes into the provider's own search what that search
+        can express, so that a capped answer still holds every match. The offers may include
+        some that do not match; the caller filters them again.
+        """
 
     @abstractmethod
     async def create(
@@ -308,9 +322,17 @@ class Provider(ABC):
     async def get(self, instance_id: str) -> InstanceStatus | None:
         """The instance now, or None only when the provider says it is gone."""
 
-    @abstractmethod
     async def list_ours(self) -> list[InstanceStatus]:
         """Every instance carrying this installation's label; raises on any doubt."""
+        return [status for status in await self.list_labelled() if self.ours(status.label)]
+
+    async def list_labelled(self) -> list[InstanceStatus]:
+        """Every instance carrying any installation's gpushop label; raises on any doubt.
+
+        What `cleanup-orphans --all-installs` lists: an install whose data directory was lost
+        has a new install id, and its old instances bill on unseen by `list_ours`.
+        """
+        raise ProviderError(self.name, "listing instances is not supported here")
 
     @abstractmethod
     async def destroy(self, instance_id: str) -> None:

@@ -31,6 +31,7 @@ from gpushop_tui.providers.base import (
     InstanceRef,
     NotFound,
     OfferGone,
+    OfferList,
     Priority,
     Provider,
     ProviderBug,
@@ -40,6 +41,7 @@ from gpushop_tui.providers.base import (
     Readiness,
     TransientError,
     json_of,
+    parse_label,
 )
 from gpushop_tui.providers.gpus import lookup_gpu
 
@@ -338,8 +340,9 @@ class BlueLobster(Provider):
     def auth_headers(key: str) -> dict[str, str]:
         return {"X-API-Key": key, "Accept": "application/json"}
 
-    async def list_offers(self, query: OfferQuery | None = None) -> list[Offer]:
-        """Every GPU type and region with capacity; the API has no filters, so `query` is unused."""
+    async def list_offers(self, query: OfferQuery | None = None) -> OfferList:
+        """Every GPU type and region with capacity. `GET /instances/available` has no filters and
+        no paging (provider-apis.md §3.2): `query` is unused and the answer is never capped."""
         response = await self.http.request(
             "GET", "/instances/available", priority=Priority.BACKGROUND
         )
@@ -354,7 +357,7 @@ class BlueLobster(Provider):
                 offers += normalize_offers(record, fetched_at)
             except (KeyError, TypeError, ValueError, AttributeError) as err:
                 log.warning("bluelobster: skipped an offer record we cannot read: %s", err)
-        return offers
+        return OfferList(offers)
 
     async def create(
         self, offer: Offer, spec: CreateSpec, on_instance: InstanceIdSink | None = None
@@ -466,14 +469,14 @@ class BlueLobster(Provider):
         body = _unwrap(self._ok(response, f"reading instance {instance_id}"))
         return self._status(body)
 
-    async def list_ours(self) -> list[InstanceStatus]:
+    async def list_labelled(self) -> list[InstanceStatus]:
         response = await self.http.request("GET", "/instances", priority=Priority.URGENT)
         body = self._ok(response, "listing instances")
         try:
             records = instance_records(body)
         except ValueError as err:
             raise ProviderBug(PROVIDER, str(err)) from err
-        return [self._status(r) for r in records if self.ours(_text(r.get("name")))]
+        return [self._status(r) for r in records if parse_label(_text(r.get("name")))]
 
     async def destroy(self, instance_id: str) -> None:
         """DELETE the instance; a 404 (already gone, or a delete already under way) is fine."""

@@ -38,6 +38,7 @@ from gpushop_tui.providers.base import (
     InstanceRef,
     NotFound,
     OfferGone,
+    OfferList,
     Priority,
     Provider,
     ProviderBug,
@@ -47,6 +48,7 @@ from gpushop_tui.providers.base import (
     Readiness,
     TransientError,
     json_of,
+    parse_label,
 )
 from gpushop_tui.providers.gpus import lookup_gpu
 
@@ -569,15 +571,18 @@ class TensorDock(Provider):
             raise ProviderError(self.name, f"{instance_id!r} is not a TensorDock instance id")
         return f"/instances/{instance_id}"
 
-    async def list_offers(self, query: OfferQuery | None = None) -> list[Offer]:
-        """One offer per location, GPU model and count; `query` is unused (no server filter)."""
+    async def list_offers(self, query: OfferQuery | None = None) -> OfferList:
+        """One offer per location, GPU model and count. `GET /locations` has no filters and no
+        limit (provider-apis.md §2.1): `query` is unused and the answer is never capped."""
         body = await self._get_json("/locations", "listing locations", Priority.BACKGROUND)
         try:
             locations = locations_of(body)
         except ValueError as err:
             raise ProviderBug(self.name, f"GET /locations: {err}") from err
         fetched_at = self.http.clock.now()
-        return [offer for loc in locations for offer in normalize_location(loc, fetched_at)]
+        return OfferList(
+            offer for loc in locations for offer in normalize_location(loc, fetched_at)
+        )
 
     async def create(
         self, offer: Offer, spec: CreateSpec, on_instance: InstanceIdSink | None = None
@@ -641,14 +646,14 @@ class TensorDock(Provider):
         except ValueError as err:
             raise ProviderBug(self.name, f"GET /instances/{{id}}: {err}") from err
 
-    async def list_ours(self) -> list[InstanceStatus]:
-        """Every live instance named with our label; raises on any answer it cannot read."""
+    async def list_labelled(self) -> list[InstanceStatus]:
+        """Every live instance named with a gpushop label; raises on any answer it cannot read."""
         body = await self._get_json("/instances", "listing instances", Priority.URGENT)
         try:
             found = [parse_instance(item) for item in instance_items(body)]
         except ValueError as err:
             raise ProviderBug(self.name, f"GET /instances: {err}") from err
-        return [status for status in found if status is not None and self.ours(status.label)]
+        return [status for status in found if status is not None and parse_label(status.label)]
 
     async def destroy(self, instance_id: str) -> None:
         """`DELETE /instances/{id}`; 200/204 is accepted, 404 means already gone."""

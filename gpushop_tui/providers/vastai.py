@@ -5,9 +5,10 @@ What this adapter knows that the API does not say:
 - Search is `POST /bundles/` with a JSON query (`search_body`). GPU names go with spaces, numbers
   as numbers, `type` and the rentable/unrented/verified filters explicitly, a `limit` of 3000
   (the server's own default is undocumented and small), and `allocated_storage` equal to the
-  disk a create asks for, so that `dph_total` is the price actually charged. The free-text GPU
-  filter is never sent: Vast matches exact names only, and the inventory filters every offer
-  locally anyway.
+  disk a create asks for, so that `dph_total` is the price actually charged. The search has no
+  paging, so what the query can say goes with it: Vast matches exact GPU names only, so the
+  free-text GPU becomes the list of Vast's names (`GET /gpu_names/unique/`) it can match. An
+  answer of exactly `limit` rows is capped (`OfferList.truncated`).
 - `gpu_ram` is MB (24 GB cards report ~24564): VRAM comes from the catalogue with the MB figure
   as a hint, never from truncating division (prior-art §4.1: a 5090 showed 31 GB). `cpu_ram`
   is the whole machine's, so an offer's RAM is its share, by CPU cores (gpuhunt's rule).
@@ -25,7 +26,7 @@ from __future__ import annotations
 import gc
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, ClassVar, NoReturn
@@ -44,6 +45,7 @@ from gpushop_tui.providers.base import (
     InstanceRef,
     NotFound,
     OfferGone,
+    OfferList,
     Priority,
     Provider,
     ProviderBug,
@@ -55,14 +57,22 @@ from gpushop_tui.providers.base import (
     Readiness,
     TransientError,
     json_of,
+    parse_label,
 )
 from gpushop_tui.providers.gpus import lookup_gpu
+from gpushop_tui.query import squash
 
 log = logging.getLogger(__name__)
 
 PROVIDER: ProviderName = "vastai"
 SEARCH_LIMIT = 3000
-"""gpuhunt's "fetch all": the server's own default would cut the market short."""
+"""gpuhunt's "fetch all": the server's own default would cut the market short. The search has no
+paging and documents no larger limit (§1.2), so a larger market comes back capped: the query is
+pushed down to keep what it asks for among these rows, and a full answer says it is capped."""
+VRAM_SLACK = 0.07
+"""gpuhunt's tolerance on `gpu_ram`: Vast's MB figures sit a little off the card's size."""
+GPU_NAMES_TTL_S = 3600.0
+"""How long Vast's list of GPU names (`GET /gpu_names/unique/`) is reused."""
 SEARCH_DISK_GB = DEFAULT_DISK_GB
 """The disk priced into `dph_total` at search: the one a create asks for unless told otherwise."""
 IMAGE = "vastai/base-image:@vastai-automatic-tag"
@@ -100,18 +110,22 @@ _COUNTRY_NAMES = {
 }  # fmt: skip
 """Countries Vast sometimes names in full ("Norway") instead of ending with a code."""
 _CODE_ALIASES = {"UK": "GB"}
+_SIZE = re.compile(r"\d+\s*gb\b")
 
 
 # --------------------------------------------------------------------------- search
 
 
-def search_body(query: OfferQuery | None, disk_gb: float) -> dict[str, Any]:
+def search_body(
+    query: OfferQuery | None, disk_gb: float, gpu_names: Collection[str] = ()
+) -> dict[str, Any]:
     """The `POST /bundles/` body for `query`, pricing `disk_gb` of storage into `dph_total`.
 
-    Only bounds that map exactly onto a Vast column are sent, each inclusive (a strict bound is
-    then applied locally, as every other part of the query is): pushing down only narrows the
-    download. VRAM is not sent (Vast's MB figures sit just under the card's size) and neither is
-    the GPU text, which Vast would match as an exact name.
+    What the query can say in Vast's own terms is sent, so that the cheapest `SEARCH_LIMIT` rows
+    are the cheapest that match (a hint: the inventory filters every offer again, so each bound
+    is inclusive and a little wide where units differ). The GPU text goes as the Vast names
+    (`gpu_names`, Vast's list) it can match, VRAM as `gpu_ram` in MB and 2-letter regions as
+    `geolocation` country codes; what cannot be said exactly is not sent.
     """
     body: dict[str, Any] = {
         "rentable": {"eq": True},
@@ -124,20 +138,56 @@ def search_body(query: OfferQuery | None, disk_gb: float) -> dict[str, Any]:
     }
     if query is None:
         return body
-    gpus: dict[str, int] = {}
-    if query.min_gpus is not None:
-        gpus["gte"] = int(query.min_gpus)
-    if query.max_gpus is not None:
-        gpus["lte"] = int(query.max_gpus)
-    if gpus:
-        body["num_gpus"] = gpus
-    if query.max_price is not None:
-        body["dph_total"] = {"lte": float(query.max_price)}
-    if query.min_reliability is not None:
-        body["reliability2"] = {"gte": float(query.min_reliability)}
-    if query.min_cuda is not None:
-        body["cuda_max_good"] = {"gte": float(query.min_cuda)}
+    bounds: list[tuple[str, str, float | None]] = [
+        ("num_gpus", "gte", query.min_gpus),
+        ("num_gpus", "lte", query.max_gpus),
+        ("dph_total", "gte", query.min_price),
+        ("dph_total", "lte", query.max_price),
+        ("reliability2", "gte", query.min_reliability),
+        ("cuda_max_good", "gte", query.min_cuda),
+    ]
+    if query.min_vram_gb is not None:
+        low = min(query.min_vram_gb * (1 - VRAM_SLACK), query.min_vram_gb - 0.5)
+        bounds.append(("gpu_ram", "gte", low * 1024))
+    if query.max_vram_gb is not None:
+        high = max(query.max_vram_gb * (1 + VRAM_SLACK), query.max_vram_gb + 0.5)
+        bounds.append(("gpu_ram", "lte", high * 1024))
+    for column, op, value in bounds:
+        if value is not None:
+            body.setdefault(column, {})[op] = int(value) if column == "num_gpus" else float(value)
+    if query.gpu and (names := vast_gpu_names(query.gpu, gpu_names)):
+        body["gpu_name"] = {"in": names}
+    if query.region and (codes := _country_codes(query.region)):
+        body["geolocation"] = {"in": codes}
     return body
+
+
+def _unsized(text: str) -> str:
+    """`squash`ed text without the memory sizes it states ("A100 80GB PCIe" → "a100pcie")."""
+    return squash(_SIZE.sub(" ", text.lower()))
+
+
+def vast_gpu_names(gpu: str, names: Collection[str]) -> list[str]:
+    """The Vast GPU names whose offers the query's GPU text (`gpu=`) can match; empty when none
+    does (then the GPU is filtered locally only).
+
+    Each Vast name is read as the inventory reads it (the catalogue's canonical name). Memory
+    sizes are left out of the comparison: Vast's "A100 PCIE" is the 40 or the 80 GB card by
+    its `gpu_ram`, so "a100 80gb" must send it too.
+    """
+    parts = [unsized for part in gpu.split(",") if (unsized := _unsized(part))]
+    canonical = {name: _unsized(_gpu_of(name, None)[0]) for name in names}
+    return sorted(name for name, text in canonical.items() if any(p in text for p in parts))
+
+
+def _country_codes(region: str) -> list[str]:
+    """The query's regions as Vast's country codes, if every one is a 2-letter code (a longer
+    region matches the free-text place locally, which Vast cannot filter on); else none."""
+    wanted = [part.strip().upper() for part in region.split(",") if part.strip()]
+    if not all(len(code) == 2 and code.isascii() and code.isalpha() for code in wanted):
+        return []
+    aliases = [alias for alias, code in _CODE_ALIASES.items() if code in wanted]
+    return list(dict.fromkeys([*wanted, *aliases]))
 
 
 @lru_cache(maxsize=4096)
@@ -421,6 +471,11 @@ class VastAi(Provider):
     final_429: ClassVar[RateLimitCheck | None] = staticmethod(quota_exhausted)
     can_stop: ClassVar[bool] = INFO.capabilities.can_stop
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._names: tuple[float, tuple[str, ...]] | None = None
+        """When Vast's GPU names were fetched (monotonic) and what they were."""
+
     @staticmethod
     def auth_headers(key: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}
@@ -461,18 +516,38 @@ class VastAi(Provider):
 
     # ------------------------------------------------------------------ offers
 
-    async def list_offers(self, query: OfferQuery | None = None) -> list[Offer]:
+    async def list_offers(self, query: OfferQuery | None = None) -> OfferList:
+        names = await self._gpu_names() if query is not None and query.gpu else ()
         response = await self.http.request(
             "POST",
             "/bundles/",
-            json=search_body(query, SEARCH_DISK_GB),
+            json=search_body(query, SEARCH_DISK_GB, names),
             priority=Priority.BACKGROUND,
         )
         body = self._object(response, "search offers")
         rows = body.get("offers")
         if not isinstance(rows, list):
             raise ProviderBug(self.name, "search offers answered without an 'offers' list")
-        return normalize_offers(rows, self.http.clock.now())
+        offers = normalize_offers(rows, self.http.clock.now())
+        return OfferList(offers, truncated=len(rows) >= SEARCH_LIMIT)
+
+    async def _gpu_names(self) -> tuple[str, ...]:
+        """Vast's GPU names, reused for `GPU_NAMES_TTL_S`; none if Vast will not say (then the
+        GPU is not pushed down, and a capped answer says so)."""
+        now = self.http.clock.monotonic()
+        if self._names is not None and now - self._names[0] < GPU_NAMES_TTL_S:
+            return self._names[1]
+        try:
+            response = await self.http.request(
+                "GET", "/gpu_names/unique/", priority=Priority.BACKGROUND
+            )
+            listed = self._object(response, "listing GPU names").get("gpu_names")
+        except ProviderError as err:
+            log.warning("vastai: GPU names unavailable, the GPU is filtered locally: %s", err)
+            return ()
+        names = tuple(n for n in listed if isinstance(n, str)) if isinstance(listed, list) else ()
+        self._names = (now, names)
+        return names
 
     # ------------------------------------------------------------------ create
 
@@ -613,7 +688,7 @@ class VastAi(Provider):
             )
         return _V0_SUFFIX.sub("/api/v1/instances/", base)
 
-    async def list_ours(self) -> list[InstanceStatus]:
+    async def list_labelled(self) -> list[InstanceStatus]:
         url = self._v1_instances_url()
         found: dict[str, InstanceStatus] = {}
         token: str | None = None
@@ -630,7 +705,7 @@ class VastAi(Provider):
             for row in rows:
                 if not isinstance(row, dict):
                     raise ProviderBug(self.name, "listing instances answered a row not an object")
-                if self.ours(row.get("label")):
+                if parse_label(row.get("label")):
                     status = parse_instance(row)
                     found[status.instance_id] = status
             if token is None:

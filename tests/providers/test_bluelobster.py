@@ -542,6 +542,8 @@ async def test_list_errors_and_odd_shapes_raise_never_empty(env: Env) -> None:
     env.fault("list", status=200, body='{"instances": null}', media_type="application/json")
     with pytest.raises(ProviderBug):
         await env.provider.list_ours()
+    with pytest.raises(ProviderBug):
+        await env.provider.list_labelled()
     env.world.faults.clear()
     env.fault("available", kind="malformed", times=1)
     with pytest.raises(ProviderBug):
@@ -626,6 +628,11 @@ async def test_list_ours_keeps_only_this_installations_labels(env: Env) -> None:
     assert [s.instance_id for s in listed] == [ours.instance_id]
     assert parse_label(listed[0].label) == (INSTALL, "sess01")
     assert len(env.world.live(P)) == 3
+    everyone = await env.provider.list_labelled()
+    assert sorted(parse_label(s.label) for s in everyone) == [  # type: ignore[type-var]
+        (INSTALL, "sess01"),
+        ("zz99zz99", "sess02"),
+    ]
     raw = [sim._view(i, env.world.now()) for i in env.world.live(P)]
     body = json.dumps({"data": raw})
     env.fault("list", status=200, body=body, media_type="application/json", times=1)

@@ -704,6 +704,12 @@ async def test_list_ours_reads_both_shapes_and_keeps_only_our_labels(td: Td, sha
             (INSTALL, "sess01"),
             (INSTALL, "sess02"),
         ]
+        everyone = await td.adapter.list_labelled()
+        assert sorted(parse_label(s.label) for s in everyone) == [  # type: ignore[type-var]
+            (INSTALL, "sess01"),
+            (INSTALL, "sess02"),
+            ("ff99ee88", "sess03"),
+        ]
     await td.adapter.destroy(ours[0])
     await td.clock.advance(sim.DELETE_LINGER_S)
     assert [s.instance_id for s in await td.adapter.list_ours()] == [ours[1]]

@@ -188,31 +188,64 @@ def test_search_body_without_a_query_fetches_the_whole_rentable_market() -> None
     assert SEARCH_LIMIT == 3000
 
 
-def test_search_body_pushes_down_only_what_maps_exactly() -> None:
+VAST_NAMES = (
+    "A100 PCIE", "A100 SXM4", "H100 NVL", "H100 PCIE", "H100 SXM", "H200", "Q RTX 8000",
+    "RTX 3090", "RTX 4090", "RTX 6000Ada", "Tesla V100", "Some Future Card",
+)  # fmt: skip
+
+
+def test_search_body_pushes_down_what_the_query_says() -> None:
     query = OfferQuery(
         gpu="RTX 4090",
         min_gpus=2,
         max_gpus=4,
         min_vram_gb=24,
+        max_vram_gb=48,
+        min_price=0.2,
         max_price=1.5,
         min_reliability=0.98,
         min_cuda=12.4,
-        region="US",
+        region="us,CA",
         strict=("min_gpus", "max_price"),
     )
-    body = search_body(query, 80.0)
+    body = search_body(query, 80.0, VAST_NAMES)
+    assert body["gpu_name"] == {"in": ["RTX 4090"]}
     assert body["num_gpus"] == {"gte": 2, "lte": 4}
     assert all(type(v) is int for v in body["num_gpus"].values())  # numbers, never "2"
     assert type(body["limit"]) is int
-    assert body["dph_total"] == {"lte": 1.5}  # strict bounds stay inclusive; applied locally
+    assert body["dph_total"] == {"gte": 0.2, "lte": 1.5}  # strict bounds stay inclusive
     assert body["reliability2"] == {"gte": 0.98}
     assert body["cuda_max_good"] == {"gte": 12.4}
+    # MB with gpuhunt's 7 % either side: a 24 GB card reports 24564, never exactly 24576
+    assert body["gpu_ram"] == {"gte": pytest.approx(24 * 1024 * 0.93), "lte": 48 * 1024 * 1.07}
+    assert body["geolocation"] == {"in": ["US", "CA"]}
     assert body["allocated_storage"] == 80.0
     assert body["type"] == "on-demand"
-    # the free-text GPU, VRAM (MB sit just under the card size) and region are filtered locally
-    for absent in ("gpu_name", "gpu_ram", "gpu_total_ram", "geolocation", "reliability"):
-        assert absent not in body
     assert json.loads(json.dumps(body)) == body
+
+
+@pytest.mark.parametrize(
+    ("gpu", "names"),
+    [
+        ("h100", ["H100 NVL", "H100 PCIE", "H100 SXM"]),
+        ("H100 SXM", ["H100 SXM"]),
+        ("a100 80gb", ["A100 PCIE", "A100 SXM4"]),  # which A100 PCIE it is, gpu_ram decides
+        ("rtx 8000,v100", ["Q RTX 8000", "Tesla V100"]),
+        ("6000 ada", ["RTX 6000Ada"]),
+        ("future", ["Some Future Card"]),  # unknown names are matched as Vast spells them
+    ],
+)
+def test_the_gpu_text_goes_as_every_vast_name_it_can_match(gpu: str, names: list[str]) -> None:
+    body = search_body(OfferQuery(gpu=gpu), 50, VAST_NAMES)
+    assert body["gpu_name"] == {"in": names}
+
+
+def test_what_cannot_be_pushed_down_is_left_to_the_local_filter() -> None:
+    # no known name matches, or the names are not known: the GPU is filtered locally
+    assert "gpu_name" not in search_body(OfferQuery(gpu="b300"), 50, VAST_NAMES)
+    assert "gpu_name" not in search_body(OfferQuery(gpu="4090"), 50, ())
+    # a region that is not a country code matches free text, which Vast cannot filter on
+    assert "geolocation" not in search_body(OfferQuery(region="us,texas"), 50, VAST_NAMES)
 
 
 def test_search_prices_the_disk_a_create_asks_for() -> None:
@@ -501,7 +534,31 @@ async def test_list_offers_pushes_the_query_down(sim: Sim) -> None:
     assert 0 < len(some) < len(everything)
     assert all(o.gpu_count >= 2 and o.price_per_hour <= 3.0 for o in some)
     assert all((o.reliability or 0) >= 0.95 and (o.cuda or 0) >= 12.4 for o in some)
-    assert len({o.gpu_name for o in some}) > 1  # the GPU text was not sent
+    assert {o.gpu_name for o in some} == {"RTX 4090"}
+    assert not everything.truncated and not some.truncated
+
+
+async def test_a_capped_search_says_so_and_a_narrowed_one_finds_every_match() -> None:
+    clock = FakeClock()
+    world = World(seed=1, clock=clock, vast_machines=8000)  # over 20,000 offers
+    served = await serve(build_app(world))
+    env = Sim(world, clock, served.origin)
+    vast = env.connect()
+    try:
+        everything = await vast.list_offers()
+        assert len(everything) == SEARCH_LIMIT and everything.truncated
+        h100 = await vast.list_offers(OfferQuery(gpu="h100"))
+        async with httpx.AsyncClient(base_url=served.origin) as client:
+            market = (await client.post("/api/v0/bundles/", json={"limit": 10**6})).json()
+            body = {**search_body(None, SEARCH_DISK_GB), "limit": 10**6}
+            rows = (await client.post("/api/v0/bundles/", json=body)).json()["offers"]
+        assert len(market["offers"]) > 20_000
+        expected = sorted(f"vastai:{r['id']}" for r in rows if r["gpu_name"].startswith("H100"))
+        assert sorted(o.id for o in h100) == expected and len(expected) > 2000
+        assert not h100.truncated
+    finally:
+        await vast.aclose()
+        await served.stop()
 
 
 async def test_plain_text_429_is_backed_off_and_retried(sim: Sim) -> None:
@@ -863,6 +920,11 @@ async def test_list_ours_follows_pages_and_keeps_only_our_labels(sim: Sim) -> No
     listed = await sim.vast.list_ours()
     assert {s.instance_id: s.label for s in listed} == ours
     assert all(s.provider == "vastai" for s in listed)
+    labelled = await sim.vast.list_labelled()
+    assert {parse_label(s.label)[0] for s in labelled} == {INSTALL, "zz99yy88"}  # type: ignore[index]
+    assert {s.instance_id for s in labelled} == set(ours) | {
+        str(31_000_100 + n) for n in range(40) if n % 6 == 1
+    }
 
 
 async def test_list_ours_sees_instances_created_through_the_adapter(sim: Sim) -> None:
@@ -897,6 +959,12 @@ async def test_a_list_in_doubt_raises_never_reads_empty(
     sim.fault(fault)
     with pytest.raises(error):
         await sim.vast.list_ours()
+
+
+async def test_a_list_of_every_install_in_doubt_raises_never_reads_empty(sim: Sim) -> None:
+    sim.fault(HttpFault(provider="vastai", endpoint="list_v1", kind="malformed"))
+    with pytest.raises(ProviderBug):
+        await sim.vast.list_labelled()
 
 
 async def test_an_unreadable_row_of_ours_raises(sim: Sim) -> None:

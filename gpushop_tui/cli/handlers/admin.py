@@ -18,6 +18,7 @@ from gpushop_tui.cli.handlers import with_shopper
 from gpushop_tui.cli.output import note, print_json, print_table
 from gpushop_tui.config import load_settings
 from gpushop_tui.core import SecretStore, redact
+from gpushop_tui.errors import UserError
 
 if TYPE_CHECKING:
     from gpushop_tui.core import OrphanRow, Shopper
@@ -34,7 +35,9 @@ def run_paths(args: argparse.Namespace) -> int:
         "config": paths.config_file,
     }
     if args.output == "json":
-        print_json({name: str(path) for name, path in entries.items()})
+        print_json(
+            {name: str(path) for name, path in entries.items()} | {"back_up": str(paths.data_dir)}
+        )
     else:
         print_table(
             [
@@ -42,6 +45,11 @@ def run_paths(args: argparse.Namespace) -> int:
                 for name, path in entries.items()
             ],
             ("WHAT", "WHERE", ""),
+        )
+        print(
+            f"\nBack up {paths.data_dir}: its database holds the sessions and this install's id "
+            "(in every instance's label, how gpushop finds its instances again) and keys/ the "
+            "SSH keys. Without it, instances it rented are no longer known as this install's."
         )
     return 0
 
@@ -172,39 +180,64 @@ async def _reconcile(shopper: Shopper, output: str) -> int:
 
 
 def run_cleanup(args: argparse.Namespace) -> int:
-    """`cleanup-orphans`: our instances as the providers list them; destroy on --execute."""
+    """`cleanup-orphans`: instances as the providers list them; destroy on --execute."""
     return int(asyncio.run(with_shopper(lambda shopper: _cleanup(shopper, args))))
 
 
+def _named_instance(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """The provider and instance id to list: from `--instance PROVIDER:ID`, else `-p` alone."""
+    if args.instance is None:
+        return args.provider, None
+    provider, _, instance_id = args.instance.partition(":")
+    if not provider or not instance_id:
+        raise UserError(f"--instance takes PROVIDER:ID, such as vastai:1234, not {args.instance!r}")
+    if args.provider not in (None, provider):
+        raise UserError(f"--instance {args.instance} is not at -p {args.provider}")
+    return provider, instance_id
+
+
 async def _cleanup(shopper: Shopper, args: argparse.Namespace) -> int:
-    rows, problems = await shopper.cleanup_orphans(args.provider)
+    provider, instance_id = _named_instance(args)
+    listing = {"all_installs": args.all_installs, "instance_id": instance_id}
+    rows, problems = await shopper.cleanup_orphans(provider, **listing)
     doomed = [r for r in rows if args.all or not r.live_session]
+    others = sum(not r.ours for r in doomed)
     if args.execute and doomed:
         if args.output == "table" and not args.force:
-            _print_orphans(rows)
-        if not args.force and not _confirm(len(doomed)):
+            _print_orphans(rows, args.all_installs)
+        if not args.force and not _confirm(len(doomed), others):
             note("nothing was destroyed")
             return 1
         rows, problems = await shopper.cleanup_orphans(
-            args.provider, execute=True, include_live=args.all
+            provider, execute=True, include_live=args.all, **listing
         )
     if args.output == "json":
         print_json({"instances": [vars(r) for r in rows], "problems": problems})
-    else:
-        _print_orphans(rows)
+    elif rows or not problems:
+        _print_orphans(rows, args.all_installs)
         if args.execute and not doomed:
             print("nothing to destroy" + ("" if args.all else " (live sessions are kept)"))
         elif not args.execute:
-            print(f"dry run: {len(doomed)} would be destroyed; add --execute to destroy them")
+            print(
+                f"dry run: {len(doomed)} would be destroyed"
+                + (f" ({others} of another install)" if others else "")
+                + "; add --execute to destroy them"
+            )
     for problem in problems:
         note(problem)
+    if problems:
+        note("what those providers hold is not known: nothing above speaks for them")
     failed = [r for r in rows if r.action.startswith("destroy failed")]
     return 1 if problems or failed else 0
 
 
-def _print_orphans(rows: Sequence[OrphanRow]) -> None:
+def _print_orphans(rows: Sequence[OrphanRow], all_installs: bool) -> None:
     if not rows:
-        print("no instance carries our label")
+        print(
+            "no instance carries a gpushop label"
+            if all_installs
+            else "no instance carries our label"
+        )
         return
     print_table(
         [
@@ -215,25 +248,62 @@ def _print_orphans(rows: Sequence[OrphanRow]) -> None:
                 r.session_id or "-",
                 r.session_status or "unknown",
                 "yes" if r.live_session else "no",
+                f"{r.install_id} (ours)" if r.ours else r.install_id or "-",
+                _age(r.age_s),
+                f"${r.usd_per_hour:.3f}/h" if r.usd_per_hour is not None else "-",
                 r.action,
             )
             for r in rows
         ],
-        ("PROVIDER", "INSTANCE", "STATE", "SESSION", "SESSION STATUS", "LIVE", "ACTION"),
+        (
+            "PROVIDER",
+            "INSTANCE",
+            "STATE",
+            "SESSION",
+            "SESSION STATUS",
+            "LIVE",
+            "INSTALL",
+            "AGE",
+            "RATE",
+            "ACTION",
+        ),
     )
 
 
-def _confirm(count: int) -> bool:
-    """Ask for a typed 'yes' on stdin before destroying `count` instances."""
-    print(f"Destroy {count} instance(s)? Type 'yes' to go on: ", end="", file=sys.stderr)
+def _age(seconds: float | None) -> str:
+    """An age in a table cell, in its two largest units ('3d04h', '2h05m', '7m', '40s')."""
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m" if minutes else f"{secs}s"
+
+
+def _confirm(count: int, others: int) -> bool:
+    """Ask for a typed 'yes' on stdin before destroying `count` instances, `others` of them
+    another install's."""
+    whose = f", {others} of them another install's" if others else ""
+    print(f"Destroy {count} instance(s){whose}? Type 'yes' to go on: ", end="", file=sys.stderr)
     sys.stderr.flush()
     return sys.stdin.readline().strip() == "yes"
 
 
 def run_serve_token(args: argparse.Namespace) -> int:
-    """`serve-token`: the API's admin bearer token, or one limited to a consumer."""
+    """`serve-token`: the API's admin bearer token, or one limited to a consumer; `--revoke`
+    deletes a consumer's token."""
     settings = load_settings()
     settings.paths.prepare()
     book = TokenBook.open(settings.paths.data_dir)
+    if args.revoke is not None:
+        if not book.revoke(args.revoke):
+            note(f"{args.revoke} has no token; nothing was revoked")
+            return 1
+        print(f"Revoked {args.revoke}'s token.")
+        return 0
     print(book.for_consumer(args.consumer) if args.consumer else book.admin)
     return 0
