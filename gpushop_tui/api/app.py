@@ -35,7 +35,7 @@ from gpushop_tui.core import (
     UnknownModel,
     redact,
 )
-from gpushop_tui.errors import UserError
+from gpushop_tui.errors import Hint, UserError
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +59,27 @@ USER_ERRORS: tuple[tuple[type[UserError], int, str, dict[str, Any]], ...] = (
     (SessionNotFound, 404, "not_found", {}),
     (SessionConflict, 409, "conflict", {}),
     (BudgetRefused, 409, "budget_refused", {}),
-    (StaleOffer, 503, "stale_offer", {"retry_suggested": True}),
+    (StaleOffer, 409, "stale_offer", {"retry_suggested": False}),
     (NotConfigured, 503, "provider_unavailable", {"retry_suggested": False}),
     (UnknownModel, 400, "bad_request", {"field": "model"}),
 )
-"""Core errors by type: status, type word, extra body fields; any other `UserError` is 400."""
+"""Core errors by type: status, type word, extra body fields."""
+USER_HINTS: dict[str, tuple[int, str, dict[str, Any]]] = {
+    Hint.UNKNOWN_OFFER: (404, "not_found", {}),
+}
+"""Core errors of no type above, by their hint; any other `UserError` is 400."""
 
 
 def _answer_for(exc: UserError) -> tuple[int, str, dict[str, Any]]:
-    """Status, type word and extra body fields for a core error, by its type."""
+    """Status, type word and extra body fields for a core error, by its type, else its hint.
+
+    An offer that is not on the menu any more (taken) is 409 and a malformed or unknown one
+    404, neither suggesting a retry: the same id would fail again.
+    """
     for kind, status, type_, extra in USER_ERRORS:
         if isinstance(exc, kind):
             return status, type_, extra
-    return 400, "bad_request", {}
+    return USER_HINTS.get(exc.hint or "", (400, "bad_request", {}))
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -166,7 +174,8 @@ class RequestContext:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:
-                    raise ApiError(413, "too_large", f"request body over {self.max_body} bytes")
+                    # FastAPI answers any other exception raised while it reads a body with 400.
+                    raise StarletteHTTPException(413, f"request body over {self.max_body} bytes")
             return message
 
         async def send_with_id(message: Message) -> None:

@@ -150,12 +150,16 @@ class Budgets:
         books = await self._books(self.clock.now())
         return [Usage(b, books.measure(b)) for b in await self.store.list_budgets()]
 
-    async def _books(self, now: datetime) -> _Books:
+    async def _books(self, now: datetime, replacing: str | None = None) -> _Books:
         today = costs.local_date(now, self.tz)
         since = costs.local_midnight(costs.month_start(today), self.tz)
         billing = await self.store.sessions_billing_between(since, now)
         lines = costs.daily_lines(billing, since, now, now, self.tz)
-        running = [s for s in await self.store.list_sessions(open_only=True) if s.status in ACTIVE]
+        running = [
+            s
+            for s in await self.store.list_sessions(open_only=True)
+            if s.status in ACTIVE and s.id != replacing
+        ]
         return _Books(
             month=f"{today:%Y-%m}",
             spent=costs.group(lines, "session"),
@@ -165,14 +169,18 @@ class Budgets:
 
     # ------------------------------------------------------------------ before renting
 
-    async def preview(self, consumer: str, offer: Offer, hours: float) -> list[BudgetCheck]:
+    async def preview(
+        self, consumer: str, offer: Offer, hours: float, replacing: str | None = None
+    ) -> list[BudgetCheck]:
         """Every budget a rental of `offer` for `hours` by `consumer` counts against (the global
         ones and the consumer's), with what it would do. Reads only: no alert is published and
-        no provider is called, so a dialog may ask as often as its fields change."""
+        no provider is called, so a dialog may ask as often as its fields change. `replacing`
+        names a session this rental stands in for (a query rental moving to its next match),
+        which is then not counted twice."""
         budgets = [b for b in await self.store.list_budgets() if b.consumer in (None, consumer)]
         if not budgets:
             return []
-        books = await self._books(self.clock.now())
+        books = await self._books(self.clock.now(), replacing)
         added = {
             BudgetKind.MONTHLY_SPEND: offer.price_per_hour * hours,
             BudgetKind.CONCURRENT_SESSIONS: 1.0,
@@ -184,11 +192,13 @@ class Budgets:
             checks.append(BudgetCheck(budget, used, used + added[budget.kind]))
         return checks
 
-    async def admit(self, consumer: str, offer: Offer, hours: float) -> None:
+    async def admit(
+        self, consumer: str, offer: Offer, hours: float, replacing: str | None = None
+    ) -> None:
         """Refuse a rental a `block`/`stop` budget or the balance does not allow (before any
         provider call); warn for a `warn` budget it would cross. The budgets' verdict is
         `preview`'s."""
-        for check in await self.preview(consumer, offer, hours):
+        for check in await self.preview(consumer, offer, hours, replacing):
             if not check.crosses:
                 continue
             if not check.refuses:

@@ -2,9 +2,12 @@
 
 Each provider has its own cache (fresh for `ttl_s`) and timeout. When a refresh fails, the last
 good offers stay, marked stale with their age and the reason; a provider that is down or not
-configured never hides the others. Offers that failed to provision are demoted, and hidden for
-a while after repeated failures (remembered in the store, so it survives a restart). A query
-that names a model gets each offer's estimated $ per million tokens (core/benchmarks.py).
+configured never hides the others. A provider whose whole-market answer was capped cannot
+answer every query from it: a query with filters is then sent to that provider itself (it
+pushes down what it can), and that answer is cached for the query, for `ttl_s` too. Offers that
+failed to provision are demoted, and hidden for a while after repeated failures (remembered in
+the store, so it survives a restart). A query that names a model gets each offer's estimated
+$ per million tokens (core/benchmarks.py).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from gpushop_tui.clock import Clock
 from gpushop_tui.core.benchmarks import Benchmarks, estimate
 from gpushop_tui.core.events import EventBus, InventoryRefreshed
 from gpushop_tui.models import Benchmark, Offer, OfferQuery
-from gpushop_tui.providers.base import Provider, ProviderError
+from gpushop_tui.providers.base import OfferList, Provider, ProviderError
 from gpushop_tui.providers.registry import PROVIDERS
 from gpushop_tui.query import OfferIndex, select
 from gpushop_tui.store import Store
@@ -31,6 +34,10 @@ FAILURE_LOOKBACK = timedelta(hours=24)
 """Failures older than this no longer demote an offer."""
 HIDE_AFTER_FAILURES = 3
 HIDE_FOR = timedelta(minutes=30)
+NARROWED_KEPT = 16
+"""Per provider, the answers to this many recent queries are kept (a capped market only)."""
+LISTED_KEPT = 200_000
+"""Per provider, at most this many offer ids are remembered as once listed (then it restarts)."""
 
 ProviderHealth = Literal["ok", "stale", "error", "not configured"]
 
@@ -46,6 +53,8 @@ class ProviderReport:
     age_s: float | None = None
     error: str | None = None
     latency_ms: float | None = None
+    truncated: bool = False
+    """The provider's answer was capped: it holds more offers than these."""
 
     def describe(self) -> str:
         """One line for a status bar or table footer."""
@@ -54,10 +63,10 @@ class ProviderReport:
         if self.status == "stale":
             return (
                 f"{self.provider}: {self.offers} offers, stale ({_age(self.age_s)} old): "
-                f"{self.error}"
+                f"{self.error or 'the last refresh failed'}"
             )
         if self.status == "error":
-            return f"{self.provider}: unavailable: {self.error}"
+            return f"{self.provider}: unavailable: {self.error or 'no answer yet'}"
         return f"{self.provider}: not configured"
 
 
@@ -73,12 +82,22 @@ class InventoryView:
 
     offers: list[Offer]
     providers: list[ProviderReport]
+    """Where each provider the query asks stands (every provider when it names none)."""
     total: int
     """Offers known before the query was applied."""
     hidden: int
     """Offers left out because they failed to provision repeatedly of late."""
     usd_per_mtok: dict[str, float] = field(default_factory=dict)
     """Estimated $ per million tokens of the query's model, per shown offer id that has one."""
+
+
+@dataclass(frozen=True)
+class _Narrowed:
+    """One provider's answer to one query's own search."""
+
+    index: OfferIndex
+    fetched_mono: float
+    truncated: bool
 
 
 @dataclass
@@ -88,7 +107,28 @@ class _Cache:
     fetched_mono: float | None = None
     error: str | None = None
     latency_ms: float | None = None
+    truncated: bool = False
+    """The whole-market answer was capped: queries with filters ask the provider themselves."""
+    narrowed: dict[str, _Narrowed] = field(default_factory=dict)
+    """Answers to queries' own searches, by `_filters_key`, oldest first."""
     refreshing: asyncio.Task[None] | None = None
+    listed: set[str] = field(default_factory=set)
+    """Ids of every offer this process has seen the provider list (a taken one is among them)."""
+
+    def note_listed(self, offers: list[Offer]) -> None:
+        """Remember these offers as listed; bounded by starting again from them when full."""
+        if len(self.listed) + len(offers) > LISTED_KEPT:
+            self.listed.clear()
+        self.listed.update(o.id for o in offers)
+
+
+def _filters_key(query: OfferQuery) -> str | None:
+    """What a provider's search could narrow by in `query` (its filters), as a cache key; None
+    for a query without filters, which the whole-market answer serves however capped."""
+    filters = query.model_copy(
+        update={"providers": (), "model": None, "sort": "price", "descending": False, "limit": None}
+    )
+    return None if filters == OfferQuery() else filters.model_dump_json()
 
 
 class Inventory:
@@ -132,6 +172,15 @@ class Inventory:
             if (refresh or self._expired(name)) and (not query.providers or name in query.providers)
         ]
         await asyncio.gather(*(self._refresh(name) for name in wanted))
+        if (key := _filters_key(query)) is not None:
+            capped = [
+                name
+                for name in self.configured
+                if self._caches[name].truncated
+                and (not query.providers or name in query.providers)
+                and (refresh or self._narrowed(name, key) is None)
+            ]
+            await asyncio.gather(*(self._narrow(name, query, key) for name in capped))
         return await self._answer(query, measured)
 
     def refresh_in_background(self) -> None:
@@ -155,6 +204,34 @@ class Inventory:
         if cache.fetched_mono is None or cache.error is not None:
             return True
         return self._clock.monotonic() - cache.fetched_mono >= self._ttl_s
+
+    def _narrowed(self, name: str, key: str) -> _Narrowed | None:
+        """The provider's fresh answer to the query with filters `key`, if it has one."""
+        found = self._caches[name].narrowed.get(key)
+        if found is None or self._clock.monotonic() - found.fetched_mono >= self._ttl_s:
+            return None
+        return found
+
+    async def _narrow(self, name: str, query: OfferQuery, key: str) -> None:
+        """Ask a capped provider for `query`'s own offers; on failure the capped answer stays."""
+        adapter = self._providers[name]
+        assert adapter is not None
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                offers = await adapter.list_offers(query)
+        except (ProviderError, TimeoutError) as err:
+            reason = err.message if isinstance(err, ProviderError) else "no answer in time"
+            log.warning("inventory: %s search for %r failed: %s", name, key, reason)
+            return
+        except Exception:  # a bug in one adapter must not break the menu
+            log.exception("inventory: %s search for %r failed unexpectedly", name, key)
+            return
+        self._caches[name].note_listed(offers)
+        narrowed = self._caches[name].narrowed
+        narrowed.pop(key, None)
+        narrowed[key] = _Narrowed(OfferIndex(offers), self._clock.monotonic(), _truncated(offers))
+        while len(narrowed) > NARROWED_KEPT:
+            del narrowed[next(iter(narrowed))]
 
     def _start_refresh(self, name: str) -> asyncio.Task[None]:
         cache = self._caches[name]
@@ -185,10 +262,12 @@ class Inventory:
             await self._publish(name, len(cache.index), ok=False)
             return
         cache.index = OfferIndex(offers)
+        cache.note_listed(offers)
         cache.fetched_at = self._clock.now()
         cache.fetched_mono = self._clock.monotonic()
         cache.error = None
         cache.latency_ms = (self._clock.monotonic() - started) * 1000
+        cache.truncated = _truncated(offers)
         await self._publish(name, len(offers), ok=True)
 
     async def _publish(self, name: str, count: int, *, ok: bool) -> None:
@@ -198,8 +277,8 @@ class Inventory:
                 InventoryRefreshed(message=message, provider=name, offers=count, ok=ok)
             )
 
-    def report(self, name: str) -> ProviderReport:
-        """Where provider `name` stands now."""
+    def report(self, name: str, narrowed: _Narrowed | None = None) -> ProviderReport:
+        """Where provider `name` stands now (for a query its `narrowed` answer serves)."""
         cache = self._caches[name]
         if self._providers[name] is None:
             return ProviderReport(name, "not configured")
@@ -215,11 +294,12 @@ class Inventory:
         return ProviderReport(
             name,
             status,
-            offers=len(cache.index),
+            offers=len(cache.index if narrowed is None else narrowed.index),
             fetched_at=cache.fetched_at,
             age_s=age,
             error=cache.error,
             latency_ms=cache.latency_ms,
+            truncated=cache.truncated if narrowed is None else narrowed.truncated,
         )
 
     async def _answer(self, query: OfferQuery, measured: list[Benchmark]) -> InventoryView:
@@ -230,13 +310,25 @@ class Inventory:
             for offer_id, (count, latest) in failures.items()
             if count >= HIDE_AFTER_FAILURES and now - latest < HIDE_FOR
         }
-        everything = OfferIndex.merge(cache.index for cache in self._caches.values())
+        key = _filters_key(query)
+        serving = {
+            name: self._narrowed(name, key) if key and cache.truncated else None
+            for name, cache in self._caches.items()
+        }
+        everything = OfferIndex.merge(
+            narrowed.index if (narrowed := serving[name]) else cache.index
+            for name, cache in self._caches.items()
+        )
         visible = everything.without(hidden_ids) if hidden_ids else everything
         estimates = estimate(visible, measured) if measured else {}
         offers = select(visible, query, demoted=failures.keys(), usd_per_mtok=estimates)
         return InventoryView(
             offers=offers,
-            providers=[self.report(name) for name in PROVIDERS],
+            providers=[
+                self.report(name, serving[name])
+                for name in PROVIDERS
+                if not query.providers or name in query.providers
+            ],
             total=len(everything),
             hidden=len(everything) - len(visible),
             usd_per_mtok={o.id: estimates[o.id] for o in offers if o.id in estimates},
@@ -250,10 +342,29 @@ class Inventory:
         refreshed = self._expired(name)
         if refreshed:
             await self._refresh(name)
-        found = self._caches[name].index.find(offer_id)
+        found = self._cached(name, offer_id)
         if found is None and not refreshed:
             await self._refresh(name)
-            found = self._caches[name].index.find(offer_id)
+            found = self._cached(name, offer_id)
+        return found
+
+    async def was_listed(self, offer_id: str) -> bool:
+        """Whether the offer has been on the menu (listed to this process, or remembered as
+        failed to rent): one not found now was taken, where one never listed is unknown."""
+        name = offer_id.split(":", 1)[0]
+        if name in self._caches and offer_id in self._caches[name].listed:
+            return True
+        since = self._clock.now() - FAILURE_LOOKBACK
+        return offer_id in await self._store.offer_failures_since(since)
+
+    def _cached(self, name: str, offer_id: str) -> Offer | None:
+        """The offer with this id from the provider's cache or a query's answer that is fresh."""
+        cache = self._caches[name]
+        found = cache.index.find(offer_id)
+        for key in cache.narrowed if found is None else ():
+            narrowed = self._narrowed(name, key)
+            if narrowed is not None and (found := narrowed.index.find(offer_id)) is not None:
+                break
         return found
 
     async def record_failure(
@@ -275,3 +386,8 @@ class Inventory:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(a.aclose() for a in self._providers.values() if a is not None))
+
+
+def _truncated(offers: list[Offer]) -> bool:
+    """Whether a provider said its answer was capped (an adapter's `OfferList`)."""
+    return isinstance(offers, OfferList) and offers.truncated

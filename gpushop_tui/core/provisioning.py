@@ -27,11 +27,14 @@ from gpushop_tui.core.rows import (
     SessionConflict,
     SessionRows,
     StaleOffer,
+    UnknownOffer,
 )
+from gpushop_tui.core.teardown import wants_teardown
 from gpushop_tui.errors import Hint, UserError
 from gpushop_tui.models import (
     InstanceState,
     Offer,
+    OfferQuery,
     ProvisionRequest,
     Session,
     SessionStatus,
@@ -43,6 +46,8 @@ from gpushop_tui.providers.base import (
     DEFAULT_DISK_GB,
     CapacityError,
     CreateSpec,
+    InstanceIdSink,
+    InstanceRef,
     OfferGone,
     Provider,
     ProviderBug,
@@ -55,8 +60,11 @@ from gpushop_tui.store import DuplicateSession
 
 log = logging.getLogger(__name__)
 
-Admission = Callable[[str, Offer, float], Awaitable[None]]
-"""Checks a rental (consumer, offer, hours) before the provider is called; raises to refuse."""
+Admission = Callable[[str, Offer, float, str | None], Awaitable[None]]
+"""Checks a rental (consumer, offer, hours, the session it replaces if any) before the provider
+is called; raises to refuse."""
+MATCH_TRIES = 3
+"""A rental by query tries at most this many of its matches, each taken by another rental."""
 
 
 def remove_key_files(private_path: Path) -> None:
@@ -64,6 +72,14 @@ def remove_key_files(private_path: Path) -> None:
     for path in (private_path, private_path.with_suffix(".pub")):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+@dataclass(frozen=True)
+class _Rematch:
+    """What a rental by query needs to move on to its next match when its offer is taken."""
+
+    query: OfferQuery
+    admit: Admission | None
 
 
 @dataclass(frozen=True)
@@ -131,7 +147,7 @@ class Provisioning:
             existing = await store.session_by_request_id(request.request_id)
             if existing is not None:
                 return _repeated(existing, request)
-        offer = await self._resolve_offer(request)
+        offer, query = await self._resolve_offer(request)
         adapter = self.providers.get(offer.provider)
         if adapter is None:
             raise NotConfigured.for_provider(offer.provider)
@@ -142,7 +158,7 @@ class Provisioning:
                 hint=Hint.STORAGE_NOT_KEEPABLE,
             )
         if admit is not None:
-            await admit(request.consumer, offer, request.hours)
+            await admit(request.consumer, offer, request.hours, None)
         now = self.rows.clock.now()
         session_id = new_session_id()
         label = label_for(store.install_id, session_id)
@@ -199,29 +215,15 @@ class Provisioning:
         )
         known = asyncio.Event()
         self._creating.add(session_id)
-        self._start(session_id, self._create_then_drive(session, adapter, spec, known))
+        rematch = _Rematch(query, admit) if query is not None else None
+        self._start(session_id, self._create_then_drive(session, adapter, spec, known, rematch))
         await known.wait()
         return Rental(await self.rows.get(session_id), created=True)
 
-    async def _resolve_offer(self, request: ProvisionRequest) -> Offer:
+    async def _resolve_offer(self, request: ProvisionRequest) -> tuple[Offer, OfferQuery | None]:
+        """The offer to rent, and the parsed query it was chosen by (None for an offer id)."""
         if request.offer_id is not None:
-            provider = request.offer_id.split(":", 1)[0]
-            if ":" not in request.offer_id or provider not in self.providers:
-                raise UserError(
-                    f"offer id {request.offer_id!r} should look like 'vastai:12345'",
-                    field="offer_id",
-                    hint=Hint.UNKNOWN_OFFER,
-                )
-            if self.providers.get(provider) is None:
-                raise NotConfigured.for_provider(provider)
-            offer = await self.inventory.find(request.offer_id)
-            if offer is None:
-                raise StaleOffer(
-                    f"offer {request.offer_id!r} is not in the current menu (it may be taken)",
-                    field="offer_id",
-                    hint=Hint.UNKNOWN_OFFER,
-                )
-            return offer
+            return await self._named_offer(request.offer_id), None
         assert request.query is not None
         try:
             query = parse_query(request.query, await self.inventory.benchmarks.models())
@@ -230,22 +232,82 @@ class Provisioning:
         view = await self.inventory.view(query)
         if not view.offers:
             raise UserError(f"no offer matches {request.query!r} right now", field="query")
-        return view.offers[0]
+        return view.offers[0], query
+
+    async def _named_offer(self, offer_id: str) -> Offer:
+        """The menu's offer with this id: unknown when no such offer was listed (a typo),
+        stale when it was and is not any more (taken)."""
+        provider = offer_id.split(":", 1)[0]
+        if ":" not in offer_id or provider not in self.providers:
+            raise UnknownOffer.for_id(offer_id, "should look like 'vastai:12345'")
+        if self.providers.get(provider) is None:
+            raise NotConfigured.for_provider(provider)
+        offer = await self.inventory.find(offer_id)
+        if offer is not None:
+            return offer
+        if await self.inventory.was_listed(offer_id):
+            raise StaleOffer(
+                f"offer {offer_id!r} is not in the current menu any more (it was taken)",
+                field="offer_id",
+                hint=Hint.UNKNOWN_OFFER,
+            )
+        raise UnknownOffer.for_id(
+            offer_id, f"is not in the current menu and {provider} has not listed it"
+        )
 
     async def _create_then_drive(
-        self, session: Session, adapter: Provider, spec: CreateSpec, known: asyncio.Event
+        self,
+        session: Session,
+        adapter: Provider,
+        spec: CreateSpec,
+        known: asyncio.Event,
+        rematch: _Rematch | None,
     ) -> None:
-        try:
-            await self._create(session, adapter, spec, known)
-        finally:
-            self._creating.discard(session.id)
-            known.set()
+        with self.rows.driving(session.id) as changed:
+            try:
+                await self._create(session, adapter, spec, known, changed, rematch)
+            finally:
+                self._creating.discard(session.id)
+                known.set()
         await self._drive(session.id)
 
+    async def _answer_unless_ended(
+        self, session_id: str, call: asyncio.Future[InstanceRef], changed: asyncio.Event
+    ) -> InstanceRef | None:
+        """The create call's answer; None when the session is ended (done, delete, failed)
+        while the call goes on after the instance id is known (Blue Lobster follows its launch
+        task): the rest of the call is dropped so that the teardown starts at once."""
+        try:
+            while not call.done():
+                woken = asyncio.ensure_future(changed.wait())
+                try:
+                    await asyncio.wait((call, woken), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    woken.cancel()
+                if call.done():
+                    break
+                changed.clear()
+                current = await self.rows.store.get_session(session_id)
+                if current is None or (current.instance_id is not None and wants_teardown(current)):
+                    return None
+            return call.result()
+        finally:
+            call.cancel()
+
     async def _create(
-        self, session: Session, adapter: Provider, spec: CreateSpec, known: asyncio.Event
+        self,
+        session: Session,
+        adapter: Provider,
+        spec: CreateSpec,
+        known: asyncio.Event,
+        changed: asyncio.Event,
+        rematch: _Rematch | None,
     ) -> None:
-        """Phase two: mark the create as under way, call the provider, commit the id at once."""
+        """Phase two: mark the create as under way, call the provider, commit the id at once.
+
+        A rental by query (`rematch`) whose offer another rental took meanwhile moves on to the
+        query's next match, up to `MATCH_TRIES` offers in all; a rental of a named offer fails.
+        """
         started = await self.rows.change(
             session.id,
             lambda s: (
@@ -259,24 +321,110 @@ class Provisioning:
         )
         if started is None or started.instance != InstanceState.CREATING:
             return
-        began = self.rows.clock.now()
+        refused: set[str] = set()
+        while True:
+            began = self.rows.clock.now()
+            on_instance = self._instance_sink(session.id, began, known)
+            call = asyncio.ensure_future(adapter.create(session.offer, spec, on_instance))
+            try:
+                ref = await self._answer_unless_ended(session.id, call, changed)
+            except OfferGone as err:
+                refused.add(session.offer_id)
+                moved = None
+                if rematch is not None and err.instance_id is None and len(refused) < MATCH_TRIES:
+                    moved = await self._next_match(session, rematch, refused)
+                if moved is None:
+                    await self._create_failed(session, err, began)
+                    return
+                await self._remember_refused(session, err)
+                session, adapter = moved
+                continue
+            except ProviderError as err:
+                await self._create_failed(session, err, began)
+                return
+            except Exception as err:  # a bug: we cannot tell what the provider did
+                log.exception("create of session %s failed unexpectedly", session.id)
+                await self._create_failed(
+                    session, ProviderBug(session.provider, f"unexpected error: {err}"), began
+                )
+                return
+            if ref is not None:
+                await self.record_instance(session.id, ref.instance_id, began)
+            return
+
+    def _instance_sink(
+        self, session_id: str, began: datetime, known: asyncio.Event
+    ) -> InstanceIdSink:
+        """The create call's hook: commit the instance id the moment the provider names it."""
 
         async def on_instance(instance_id: str) -> None:
-            await self.record_instance(session.id, instance_id, began)
+            await self.record_instance(session_id, instance_id, began)
             known.set()
 
-        try:
-            ref = await adapter.create(session.offer, spec, on_instance)
-        except ProviderError as err:
-            await self._create_failed(session, err, began)
-            return
-        except Exception as err:  # a bug: we cannot tell what the provider did
-            log.exception("create of session %s failed unexpectedly", session.id)
-            await self._create_failed(
-                session, ProviderBug(session.provider, f"unexpected error: {err}"), began
+        return on_instance
+
+    async def _next_match(
+        self, session: Session, rematch: _Rematch, refused: set[str]
+    ) -> tuple[Session, Provider] | None:
+        """Switch the session to its query's best match whose id is not `refused` (taken by
+        other rentals), asking the budgets again for the new price; the session keeps its id,
+        label and key pair. None when no match is left, the budgets refuse it, or the session
+        was ended or changed meanwhile."""
+        matches = (await self.inventory.view(rematch.query)).offers
+        offer = next(
+            (o for o in matches if o.id not in refused and self._can_rent(session, o)), None
+        )
+        if offer is None:
+            return None
+        if rematch.admit is not None:
+            try:
+                await rematch.admit(session.consumer, offer, session.reservation_hours, session.id)
+            except UserError as refusal:
+                log.warning("session %s: next match %s refused: %s", session.id, offer.id, refusal)
+                return None
+        adapter = self.providers.get(offer.provider)
+        assert adapter is not None
+        note = (
+            f"offer {session.offer_id} was taken by another rental; renting the next match "
+            f"{offer.id} ({offer.gpu_count}x {offer.gpu_name}, ${offer.price_per_hour:.3f}/h)"
+        )
+
+        def decide(s: Session) -> Decision:
+            if (
+                s.status != SessionStatus.PROVISIONING
+                or s.instance != InstanceState.CREATING
+                or s.instance_id is not None
+                or s.offer_id != session.offer_id
+            ):
+                return None
+            return (
+                {
+                    "provider": offer.provider,
+                    "offer_id": offer.id,
+                    "offer": offer,
+                    "price_per_hour": offer.price_per_hour,
+                    "ssh_user": adapter.readiness.ssh_user,
+                },
+                note,
             )
-            return
-        await self.record_instance(session.id, ref.instance_id, began)
+
+        moved = await self.rows.change(session.id, decide)
+        if moved is None or moved.offer_id != offer.id:
+            return None
+        await self.rows.events.publish(
+            SessionChanged(
+                message=note, session_id=moved.id, status=moved.status, instance=moved.instance
+            )
+        )
+        return moved, adapter
+
+    def _can_rent(self, session: Session, offer: Offer) -> bool:
+        """Whether the session could move to `offer`: its provider is configured and keeps a
+        disk where the session must."""
+        adapter = self.providers.get(offer.provider)
+        return adapter is not None and (
+            session.storage_policy != StoragePolicy.KEEP or adapter.can_stop
+        )
 
     async def record_instance(self, session_id: str, instance_id: str, began: datetime) -> None:
         """Commit the provider's id for the session's instance (the create call's or adopted)."""
@@ -300,14 +448,18 @@ class Provisioning:
 
         await self.rows.change(session_id, decide)
 
+    async def _remember_refused(self, session: Session, err: ProviderError) -> None:
+        """Remember that the provider refused the session's offer, so the menu demotes it."""
+        await self.inventory.record_failure(
+            session.offer, f"create failed: {err.message}", session_id=session.id
+        )
+
     async def _create_failed(self, session: Session, err: ProviderError, began: datetime) -> None:
         if err.instance_id is not None:
             await self.record_instance(session.id, err.instance_id, began)
         maybe = isinstance(err, ProviderBug) or (isinstance(err, TransientError) and err.ambiguous)
         if isinstance(err, OfferGone | CapacityError):
-            await self.inventory.record_failure(
-                session.offer, f"create failed: {err.message}", session_id=session.id
-            )
+            await self._remember_refused(session, err)
 
         def decide(s: Session) -> Decision:
             changes: dict[str, Any] = {"error": f"create failed: {err.message}"}

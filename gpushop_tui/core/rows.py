@@ -7,8 +7,11 @@ The lifecycle's parts (provisioning, readiness, teardown) all write through one 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,9 +28,38 @@ ACTIVE = (SessionStatus.PENDING, SessionStatus.PROVISIONING, SessionStatus.RUNNI
 Decision = tuple[dict[str, Any], str] | None
 """Changes to a session and the message that says why; None for nothing to change."""
 
+_driving: contextvars.ContextVar[str | None] = contextvars.ContextVar("_driving", default=None)
+"""The session whose own drive loop runs here: its changes do not wake that loop."""
+
+
+async def wait_for(event: asyncio.Event, clock: Clock, seconds: float) -> bool:
+    """Wait `seconds` of `clock`'s time, or less if `event` is set; True when it was set.
+
+    Works with any `Clock` (a `FakeClock` too), so tests stay on fake time.
+    """
+    if event.is_set():
+        return True
+    woken = asyncio.ensure_future(event.wait())
+    slept = asyncio.ensure_future(clock.sleep(seconds))
+    try:
+        await asyncio.wait((woken, slept), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        woken.cancel()
+        slept.cancel()
+    return event.is_set()
+
 
 class StaleOffer(UserError):
-    """The offer is not in the current menu (taken, or the menu moved on): try again."""
+    """The offer was on the menu and is not any more (taken): pick another."""
+
+
+class UnknownOffer(UserError):
+    """No offer with that id has been listed (a typo or a malformed id): look at the menu."""
+
+    @classmethod
+    def for_id(cls, offer_id: str, why: str) -> UnknownOffer:
+        """The one way a rental says its offer id names nothing, with `why` in words."""
+        return cls(f"offer {offer_id!r} {why}", field="offer_id", hint=Hint.UNKNOWN_OFFER)
 
 
 class NotConfigured(UserError):
@@ -84,6 +116,10 @@ class SessionRows:
         self._on_closed = on_closed
         """Drops what the process keeps about a session once a change closes it."""
         self._notes: dict[str, str] = {}
+        self._wake: dict[str, asyncio.Event] = {}
+        """Set when someone other than the session's drive loop changes its row."""
+        self._records: set[asyncio.Task[Session | None]] = set()
+        """Committed changes whose records (event, audit, key files) are still being written."""
 
     async def get(self, session_id: str) -> Session:
         session = await self.store.get_session(session_id)
@@ -96,12 +132,14 @@ class SessionRows:
         session_id: str,
         decide: Callable[[Session], Decision],
         *,
-        severity: Severity = Severity.INFO,
+        severity: Severity | Callable[[Session], Severity] = Severity.INFO,
     ) -> Session | None:
         """Read, decide, compare-and-set; again if someone else changed the row meanwhile.
 
         Returns the session as stored afterwards (None if it does not exist). A change of
-        status or instance stamps `state_entered_at` and is published as `SessionChanged`.
+        status or instance stamps `state_entered_at` and is published as `SessionChanged`
+        (`severity` may depend on the updated session). The write and its records run to the
+        end even if the caller is cancelled (`settle` waits for them).
         """
         for _ in range(20):
             current = await self.store.get_session(session_id)
@@ -111,31 +149,77 @@ class SessionRows:
             if decision is None:
                 return current
             changes, message = decision
-            moved = {"status", "instance"} & changes.keys()
-            if moved:
-                changes.setdefault("state_entered_at", self.clock.now())
-            updated = await self.store.update_session(
-                session_id, {"version": current.version}, **changes
-            )
+            commit = asyncio.ensure_future(self._commit(current, changes, message, severity))
+            self._records.add(commit)
+            commit.add_done_callback(self._records.discard)
+            updated = await asyncio.shield(commit)
             if updated is None:
                 continue
-            if moved:
-                await self.events.publish(
-                    SessionChanged(
-                        message=message,
-                        session_id=session_id,
-                        status=updated.status,
-                        instance=updated.instance,
-                        severity=severity,
-                    )
-                )
-            elif message:
-                log.info("session %s: %s", session_id, message)
-            if updated.closed:
-                self._notes.pop(updated.id, None)
-                self._on_closed(updated)
             return updated
         raise RuntimeError(f"session {session_id} kept changing under us")
+
+    async def _commit(
+        self,
+        current: Session,
+        changes: dict[str, Any],
+        message: str,
+        severity: Severity | Callable[[Session], Severity],
+    ) -> Session | None:
+        """Compare-and-set one decided change and write what it records; None if it lost."""
+        session_id = current.id
+        moved = {"status", "instance"} & changes.keys()
+        if moved:
+            changes.setdefault("state_entered_at", self.clock.now())
+        updated = await self.store.update_session(
+            session_id, {"version": current.version}, **changes
+        )
+        if updated is None:
+            return None
+        if _driving.get() != session_id and (wake := self._wake.get(session_id)) is not None:
+            wake.set()
+        if moved:
+            await self.events.publish(
+                SessionChanged(
+                    message=message,
+                    session_id=session_id,
+                    status=updated.status,
+                    instance=updated.instance,
+                    severity=severity(updated) if callable(severity) else severity,
+                )
+            )
+        elif message:
+            log.info("session %s: %s", session_id, message)
+        if updated.closed:
+            self._notes.pop(updated.id, None)
+            self._on_closed(updated)
+        return updated
+
+    async def settle(self, timeout_s: float) -> None:
+        """Give committed changes up to `timeout_s` to finish their records (see `change`)."""
+        if self._records:
+            await asyncio.wait(set(self._records), timeout=timeout_s)
+
+    @contextlib.contextmanager
+    def driving(self, session_id: str) -> Iterator[asyncio.Event]:
+        """Mark the code inside as the session's drive loop; yields its wake-up event, set
+        when anyone else changes the session's row (the loop clears it before each step)."""
+        token = _driving.set(session_id)
+        wake = self._wake.setdefault(session_id, asyncio.Event())
+        try:
+            yield wake
+        finally:
+            _driving.reset(token)
+            if self._wake.get(session_id) is wake:
+                del self._wake[session_id]
+
+    async def pause(self, session_id: str, seconds: float) -> bool:
+        """Wait `seconds`, cut short when the session's row is changed by someone else while
+        its drive loop runs; True when it was cut short."""
+        wake = self._wake.get(session_id)
+        if wake is None:
+            await self.clock.sleep(seconds)
+            return False
+        return await wait_for(wake, self.clock, seconds)
 
     async def alert(
         self, session_id: str | None, alert: str, message: str, severity: Severity

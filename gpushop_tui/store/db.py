@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import secrets as stdlib_secrets
+import socket
 import sqlite3
 from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
@@ -32,7 +33,10 @@ from gpushop_tui.secrets import redact
 BUSY_TIMEOUT_MS = 15_000
 _SESSION_COLUMNS = tuple(name for name in Session.model_fields if name != "offer")
 """Session fields stored as columns of their own; the offer snapshot goes to offer_json."""
-_UPDATABLE = frozenset(Session.model_fields) - {"id", "offer", "offer_id", "version"}
+_UPDATABLE = frozenset(Session.model_fields) - {"id", "version"}
+"""Session fields a compare-and-set may change (`offer` is written as offer_json)."""
+_COLUMN_OF = {"offer": "offer_json"}
+"""The column of a session field stored under another name."""
 GLOBAL_SCOPE = "*"
 """The budgets row scope of the global budget (a consumer id otherwise)."""
 
@@ -84,6 +88,23 @@ def _statements(script: str) -> list[str]:
     if leftover:
         raise RuntimeError(f"incomplete SQL statement in migration: {pending.strip()[:80]}")
     return statements
+
+
+def _holder_is_gone(holder: str, pid: int) -> bool:
+    """Whether a lease holder ("host:pid:token") ran on this host and its process is gone.
+
+    A holder on another host, or one whose pid is alive (even if reused by another process, or
+    owned by another user), is left to its lease's expiry.
+    """
+    if holder.split(":", 1)[0] != socket.gethostname() or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass
+    return False
 
 
 class DuplicateSession(Exception):
@@ -285,8 +306,9 @@ class Store:
                 current.model_dump() | changes | {"version": current.version + 1}
             )
             new_row = self._session_row(updated)
-            assignments = ", ".join(f"{name} = ?" for name in changes) + ", version = ?"
-            values = [new_row[name] for name in changes] + [updated.version]
+            columns = [_COLUMN_OF.get(name, name) for name in changes]
+            assignments = ", ".join(f"{column} = ?" for column in columns) + ", version = ?"
+            values = [new_row[column] for column in columns] + [updated.version]
             cursor = await db.execute(
                 f"UPDATE sessions SET {assignments} WHERE id = ? AND version = ?",
                 (*values, session_id, current.version),
@@ -483,15 +505,23 @@ class Store:
     async def acquire_lease(
         self, name: str, holder: str, pid: int, now: datetime, ttl_s: float
     ) -> bool:
-        """Take or renew lease `name` for `holder`; False while another holder's is unexpired."""
+        """Take or renew lease `name` for `holder`; False while another holder's is unexpired.
+
+        A holder on this host whose process is gone is dead at once: its lease is taken without
+        waiting for it to expire (a killed supervisor must not block the next for a whole ttl).
+        """
         expires = to_db_time(now + timedelta(seconds=ttl_s))
         now_text = to_db_time(now)
         async with self.transaction() as db:
+            held = await db.execute_fetchall(
+                "SELECT holder, pid FROM leases WHERE name = ?", (name,)
+            )
+            gone = any(_holder_is_gone(row["holder"], row["pid"]) for row in held)
             cursor = await db.execute(
                 "UPDATE leases SET holder = ?, pid = ?, expires_at = ?, "
                 "acquired_at = CASE WHEN holder = ? THEN acquired_at ELSE ? END "
-                "WHERE name = ? AND (holder = ? OR expires_at <= ?)",
-                (holder, pid, expires, holder, now_text, name, holder, now_text),
+                "WHERE name = ? AND (holder = ? OR expires_at <= ? OR ?)",
+                (holder, pid, expires, holder, now_text, name, holder, now_text, gone),
             )
             if cursor.rowcount == 1:
                 return True

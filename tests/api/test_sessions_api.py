@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -231,10 +232,10 @@ async def test_core_refusals_map_to_their_statuses(
     isolated_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with api_market(monkeypatch, isolated_env, providers=("vastai",)) as ride:
-        stale = await rent(ride, consumer_id="alice", offer_id="vastai-999999999")
-        assert stale.status_code == 503
-        assert stale.json()["error"]["type"] == "stale_offer"
-        assert stale.json()["error"]["retry_suggested"] is True
+        unknown = await rent(ride, consumer_id="alice", offer_id="vastai-999999999")
+        assert unknown.status_code == 404
+        assert unknown.json()["error"]["type"] == "not_found"
+        assert not unknown.json()["error"].get("retry_suggested")
         bad_query = await rent(ride, consumer_id="alice", query="gpu=4090 vrma>=2")
         assert bad_query.status_code == 400 and "vrma" in bad_query.json()["error"]["message"]
         unconfigured = await rent(ride, consumer_id="alice", offer_id="tensordock-abc")
@@ -291,3 +292,46 @@ async def test_a_request_id_of_another_consumers_session_is_a_conflict(
         assert error["type"] == "conflict" and error["field"] == "request_id"
         assert len(ride.market.live_instances("vastai")) == 1
         assert [s.consumer for s in await ride.shopper.sessions()] == ["alice"]
+
+
+async def test_one_request_id_sent_three_times_at_once_makes_one_session(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with api_market(monkeypatch, isolated_env, providers=("vastai",)) as ride:
+        offer = await ride.market.offer()
+        body = {
+            "consumer_id": "alice",
+            "offer_id": offer.id,
+            "request_id": "job-3x",
+            "reservation_hours": 2,
+            "idle_threshold_minutes": 0,
+        }
+        answers = await ride.call(
+            asyncio.gather(*(ride.client.post("/api/v1/sessions", json=body) for _ in range(3)))
+        )
+        assert sorted(a.status_code for a in answers) == [200, 200, 201], [a.text for a in answers]
+        assert len({a.json()["session"]["id"] for a in answers}) == 1
+        assert len(await ride.shopper.sessions()) == 1
+        assert len(ride.market.live_instances("vastai")) == 1
+
+
+async def test_an_unknown_offer_is_404_and_a_taken_one_409_neither_to_retry(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with api_market(monkeypatch, isolated_env, providers=("vastai",)) as ride:
+        for typo in ("vastia:123", "no-such-offer", "vastai:999999999"):
+            unknown = await rent(ride, consumer_id="alice", offer_id=typo)
+            assert unknown.status_code == 404, unknown.text
+            error = unknown.json()["error"]
+            assert error["type"] == "not_found" and error["field"] == "offer_id"
+            assert error["hint"] == "unknown_offer" and not error.get("retry_suggested")
+
+        offer = await ride.market.offer()
+        assert (await rent(ride, consumer_id="alice", offer_id=offer.id)).status_code == 201
+        menu = await ride.client.get("/api/v1/inventory", params={"refresh": True, "limit": 1000})
+        assert offer.id not in {o["id"] for o in menu.json()["offers"]}
+        taken = await rent(ride, consumer_id="bob", offer_id=offer.id)
+        assert taken.status_code == 409, taken.text
+        error = taken.json()["error"]
+        assert error["type"] == "stale_offer" and error["field"] == "offer_id"
+        assert error["retry_suggested"] is False
