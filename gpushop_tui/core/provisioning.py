@@ -28,6 +28,7 @@ from gpushop_tui.core.rows import (
     SessionRows,
     StaleOffer,
     UnknownOffer,
+    Wake,
 )
 from gpushop_tui.core.teardown import wants_teardown
 from gpushop_tui.errors import Hint, UserError
@@ -271,12 +272,17 @@ class Provisioning:
                 known.set()
         await self._drive(session.id)
 
+    @staticmethod
     async def _answer_unless_ended(
-        self, session_id: str, call: asyncio.Future[InstanceRef], changed: asyncio.Event
+        call: asyncio.Future[InstanceRef], changed: Wake
     ) -> InstanceRef | None:
         """The create call's answer; None when the session is ended (done, delete, failed)
         while the call goes on after the instance id is known (Blue Lobster follows its launch
-        task): the rest of the call is dropped so that the teardown starts at once."""
+        task): the rest of the call is dropped so that the teardown starts at once.
+
+        The end is judged from the row the waking change committed, not from a store read,
+        so the call is dropped the moment the loop wakes: no launch-task poll or wait of the
+        call runs on while the teardown gets going."""
         try:
             while not call.done():
                 woken = asyncio.ensure_future(changed.wait())
@@ -287,8 +293,8 @@ class Provisioning:
                 if call.done():
                     break
                 changed.clear()
-                current = await self.rows.store.get_session(session_id)
-                if current is None or (current.instance_id is not None and wants_teardown(current)):
+                row = changed.row
+                if row is not None and row.instance_id is not None and wants_teardown(row):
                     return None
             return call.result()
         finally:
@@ -300,7 +306,7 @@ class Provisioning:
         adapter: Provider,
         spec: CreateSpec,
         known: asyncio.Event,
-        changed: asyncio.Event,
+        changed: Wake,
         rematch: _Rematch | None,
     ) -> None:
         """Phase two: mark the create as under way, call the provider, commit the id at once.
@@ -327,7 +333,7 @@ class Provisioning:
             on_instance = self._instance_sink(session.id, began, known)
             call = asyncio.ensure_future(adapter.create(session.offer, spec, on_instance))
             try:
-                ref = await self._answer_unless_ended(session.id, call, changed)
+                ref = await self._answer_unless_ended(call, changed)
             except OfferGone as err:
                 refused.add(session.offer_id)
                 moved = None

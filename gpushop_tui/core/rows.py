@@ -99,6 +99,16 @@ class Step:
     note: str | None = None
 
 
+class Wake(asyncio.Event):
+    """A drive loop's wake-up: set when anyone else changes the session's row in this process."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.row: Session | None = None
+        """The row as the latest such change committed it, so the loop can judge the change
+        without reading the store."""
+
+
 class SessionRows:
     """Reads and changes stored sessions by compare-and-set, and publishes what moved."""
 
@@ -116,7 +126,7 @@ class SessionRows:
         self._on_closed = on_closed
         """Drops what the process keeps about a session once a change closes it."""
         self._notes: dict[str, str] = {}
-        self._wake: dict[str, asyncio.Event] = {}
+        self._wake: dict[str, Wake] = {}
         """Set when someone other than the session's drive loop changes its row."""
         self._records: set[asyncio.Task[Session | None]] = set()
         """Committed changes whose records (event, audit, key files) are still being written."""
@@ -176,6 +186,7 @@ class SessionRows:
         if updated is None:
             return None
         if _driving.get() != session_id and (wake := self._wake.get(session_id)) is not None:
+            wake.row = updated
             wake.set()
         if moved:
             await self.events.publish(
@@ -200,11 +211,11 @@ class SessionRows:
             await asyncio.wait(set(self._records), timeout=timeout_s)
 
     @contextlib.contextmanager
-    def driving(self, session_id: str) -> Iterator[asyncio.Event]:
+    def driving(self, session_id: str) -> Iterator[Wake]:
         """Mark the code inside as the session's drive loop; yields its wake-up event, set
         when anyone else changes the session's row (the loop clears it before each step)."""
         token = _driving.set(session_id)
-        wake = self._wake.setdefault(session_id, asyncio.Event())
+        wake = self._wake.setdefault(session_id, Wake())
         try:
             yield wake
         finally:
