@@ -5,7 +5,8 @@ dropped before the SSH handshake (like a port that is not open yet); public-key 
 exactly `ssh_user` with a key in `authorized_keys` (read at each attempt, so a key attached
 through an API works at once) and only after `ssh_refuse_until`. Exec requests are answered by
 a tiny interpreter that knows what a GPU box is asked (`echo ok`, `nvidia-smi`, the dpkg lock
-check, `df`, `who`, ...). SFTP is served from a per-instance scratch directory.
+check, `df`, `who`, ...); a shell request gets the same interpreter one line at a time, so the
+ssh command the demo prints logs in. SFTP is served from a per-instance scratch directory.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import re
 import shlex
 import shutil
 import tempfile
+import textwrap
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -292,7 +294,7 @@ class SshNodes:
 
     # -- commands -------------------------------------------------------------------------
 
-    async def _run(self, node: _Node, process: asyncssh.SSHServerProcess) -> None:
+    async def _run(self, node: _Node, process: asyncssh.SSHServerProcess[str]) -> None:
         try:
             if node.instance.phase(self.world.now()) != "running":
                 process.exit(255)
@@ -300,8 +302,7 @@ class SshNodes:
                 return
             command = process.command
             if command is None:
-                process.stderr.write("gpushop sim node: interactive shells are not supported\n")
-                process.exit(1)
+                process.exit(await _Shell(self, node).interact(process))
                 return
             out, err, rc = await _Shell(self, node).run(command)
             if out:
@@ -312,6 +313,15 @@ class SshNodes:
         except (asyncssh.Error, OSError, BrokenPipeError):
             with contextlib.suppress(Exception):
                 process.exit(255)
+
+
+async def _read_line(process: asyncssh.SSHServerProcess[str]) -> str:
+    """The next input line, "" at EOF; a resize or a signal does not end the wait."""
+    while True:
+        try:
+            return await process.stdin.readline()
+        except (asyncssh.TerminalSizeChanged, asyncssh.SignalReceived):
+            continue
 
 
 _REDIRECT = re.compile(r"\s*(?:[12]?>>?\s*/dev/null|2>&1|>&2|&>\s*/dev/null)")
@@ -330,6 +340,7 @@ class _Shell:
             ":": self._const(0),
             "false": self._const(1),
             "exit": self._exit,
+            "logout": self._exit,
             "nvidia-smi": self._nvidia_smi,
             "fuser": self._fuser,
             "df": self._df,
@@ -355,15 +366,74 @@ class _Shell:
 
     async def run(self, command: str) -> Result:
         """Run a command line; returns (stdout, stderr, exit status)."""
+        out: list[str] = []
+        err: list[str] = []
+        try:
+            rc = await self._execute(command, out, err)
+        except _Exit as stop:
+            rc = stop.code
+        return "".join(out), "".join(err), rc
+
+    async def interact(self, process: asyncssh.SSHServerProcess[str]) -> int:
+        """Serve a login shell until `exit`, `logout` or EOF; returns its exit status.
+
+        With a PTY it greets and prompts like a rented box (asyncssh's line editor echoes and
+        edits the input) and, as on a terminal, errors share the output stream; without one it
+        reads commands silently, as `ssh host < script` expects.
+        """
+        tty = process.get_terminal_type() is not None
+        errors = process.stdout if tty else process.stderr
+        prompt = f"{self.i.ssh_user}@{self._host()}:~{'#' if self.i.ssh_user == 'root' else '$'} "
+        if tty:
+            process.stdout.write(self._banner())
+        rc = 0
+        while True:
+            if tty:
+                process.stdout.write(prompt)
+            try:
+                line = await _read_line(process)
+            except asyncssh.BreakReceived:
+                process.stdout.write("^C\n")
+                rc = 130
+                continue
+            out: list[str] = []
+            err: list[str] = []
+            try:
+                rc = await self._execute(line, out, err) if line else rc
+            except _Exit as stop:
+                rc, line = stop.code, ""
+            process.stdout.write("".join(out))
+            errors.write("".join(err))
+            if not line:
+                break
+        if tty:
+            process.stdout.write("logout\n")
+        return rc
+
+    def _banner(self) -> str:
+        """The login greeting: which simulated box this is and what it can answer."""
+        i = self.i
+        known = ", ".join(name for name in sorted(self.commands) if name[0].isalpha())
+        about = (
+            f"gpushop simulated node: {i.provider} instance {i.id}, "
+            f"{i.node_gpu_count}x {i.node_gpu_name}. It answers {known}."
+        )
+        return (
+            f"Welcome to Ubuntu 22.04.4 LTS (GNU/Linux {KERNEL} x86_64)\n\n"
+            + textwrap.fill(about, 78)
+            + "\n\n"
+        )
+
+    async def _execute(self, command: str, out: list[str], err: list[str]) -> int:
+        """Run a command line, appending to `out` and `err`; `exit` raises `_Exit`."""
         command = _REDIRECT.sub(" ", command)
         lexer = shlex.shlex(command, posix=True, punctuation_chars=";&|")
         lexer.whitespace_split = True
         try:
             tokens = list(lexer)
         except ValueError as exc:
-            return "", f"bash: line 1: syntax error: {exc}\n", 2
-        out: list[str] = []
-        err: list[str] = []
+            err.append(f"bash: line 1: syntax error: {exc}\n")
+            return 2
         rc = 0
         op = ";"
         pipeline: list[list[str]] = [[]]
@@ -372,10 +442,7 @@ class _Shell:
                 if any(pipeline):
                     skip = (op == "&&" and rc != 0) or (op == "||" and rc == 0)
                     if not skip:
-                        try:
-                            o, e, rc = await self._pipeline(pipeline)
-                        except _Exit as stop:
-                            return "".join(out), "".join(err), stop.code
+                        o, e, rc = await self._pipeline(pipeline)
                         out.append(o)
                         err.append(e)
                 op = token
@@ -384,7 +451,7 @@ class _Shell:
                 pipeline.append([])
             else:
                 pipeline[-1].append(token)
-        return "".join(out), "".join(err), rc
+        return rc
 
     async def _pipeline(self, stages: list[list[str]]) -> Result:
         data = ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -302,3 +303,113 @@ async def test_stopped_instance_refuses_connections(env: Env) -> None:
     instance.stopped = False
     async with _connect(instance, env.key) as conn:
         assert (await conn.run("echo ok")).stdout == "ok\n"
+
+
+async def _read_until(process: Any, text: str) -> str:
+    """What the shell printed up to and including `text` (at most 5 s)."""
+    seen = ""
+    async with asyncio.timeout(5):
+        while text not in seen:
+            chunk = await process.stdout.read(4096)
+            assert chunk, f"EOF before {text!r}; got {seen!r}"
+            seen += chunk
+    return seen
+
+
+async def test_interactive_shell_with_a_pty(env: Env) -> None:
+    instance = await _running(env)
+    prompt = "root@vastai-1:~# "
+    async with _connect(instance, env.key) as conn:
+        process = await conn.create_process(term_type="xterm", term_size=(120, 40))
+        greeting = await _read_until(process, prompt)
+        assert "gpushop simulated node" in greeting
+        assert "nvidia-smi" in greeting
+        process.stdin.write("nvidia-smi\n")
+        table = await _read_until(process, prompt)
+        assert table.startswith("nvidia-smi\r\n"), "the typed line is echoed"
+        assert table.count("NVIDIA GeForce RTX 4090") == 2
+        assert "\r\n" in table
+        process.stdin.write("frobnicate --now\n")
+        missing = await _read_until(process, prompt)
+        assert "frobnicate: command not found" in missing
+        process.stdin.write("false\n")
+        await _read_until(process, prompt)
+        process.stdin.write("exit\n")
+        async with asyncio.timeout(5):
+            rest = await process.stdout.read()
+            await process.wait_closed()
+    assert "logout" in rest
+    assert process.exit_status == 0
+
+
+async def test_interactive_shell_ends_on_eof_and_exit_code(env: Env) -> None:
+    instance = await _running(env)
+    prompt = "root@vastai-1:~# "
+    async with _connect(instance, env.key) as conn:
+        typed = await conn.create_process(term_type="xterm")
+        await _read_until(typed, prompt)
+        typed.stdin.write("ls /\n")
+        await _read_until(typed, prompt)
+        typed.stdin.write("\x04")
+        async with asyncio.timeout(5):
+            await typed.wait_closed()
+        assert typed.exit_status == 0
+        coded = await conn.create_process(term_type="xterm")
+        await _read_until(coded, prompt)
+        coded.stdin.write("logout 3\n")
+        async with asyncio.timeout(5):
+            await coded.wait_closed()
+        assert coded.exit_status == 3
+
+
+async def test_shell_without_a_pty_reads_commands_silently(env: Env) -> None:
+    instance = await _running(env)
+    async with _connect(instance, env.key) as conn:
+        process = await conn.create_process()
+        process.stdin.write("whoami\necho a b\nfrobnicate\nuname\n")
+        process.stdin.write_eof()
+        async with asyncio.timeout(5):
+            result = await process.wait()
+    assert result.stdout == "root\na b\nLinux\n"
+    assert "frobnicate: command not found" in str(result.stderr)
+    assert result.exit_status == 0
+
+
+@pytest.mark.skipif(shutil.which("ssh") is None, reason="the OpenSSH client is not installed")
+async def test_openssh_interactive_login(env: Env, tmp_path: Path) -> None:
+    """The demo's pasted `ssh -i KEY -p PORT root@HOST`, with typed lines from a pipe."""
+    instance = await _running(env)
+    key_path = tmp_path / "id_ed25519"
+    env.key.write_private_key(key_path)
+    key_path.chmod(0o600)
+    ssh = await asyncio.create_subprocess_exec(
+        "ssh",
+        "-tt",
+        "-F",
+        "none",
+        "-i",
+        str(key_path),
+        "-p",
+        str(instance.ssh_port),
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+        "root@127.0.0.1",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(10):
+        out, err = await ssh.communicate(b"nvidia-smi -L\nexit\n")
+    text = out.decode()
+    assert ssh.returncode == 0, err.decode() + text
+    assert "root@vastai-1:~# " in text
+    assert "GPU 1: NVIDIA GeForce RTX 4090" in text
+    assert "logout" in text
