@@ -29,8 +29,12 @@ log = logging.getLogger(__name__)
 
 SMI_RECHECK_S = 5.0
 """Providers that rebuild drivers at boot must answer `nvidia-smi` twice, this far apart."""
-READY_POLL_S = (5.0, 30.0)
-"""Readiness polls back off from the first value to the second."""
+READY_POLL_S = (1.0, 15.0)
+"""The shortest and the longest wait between readiness checks."""
+READY_POLL_FRACTION = 0.25
+"""Between checks, this share of the time the instance has taken so far (within
+`READY_POLL_S`): a node is found ready at most a quarter (and 15 s) after it is, while a
+slow boot is not polled every second."""
 VRAM_TOLERANCE = 0.95
 """A card reports a little less memory than its marketing size (24564 MiB for "24 GB")."""
 
@@ -73,7 +77,6 @@ class Readiness:
         self.keys_dir = keys_dir
         self.teardown = teardown
         """Fails the session, or records its instance gone, when readiness finds that."""
-        self._polls: dict[str, int] = {}
 
     def budget(self, provider: str) -> timedelta:
         """How long a session of `provider` may take to become ready (DESIGN.md §3.7)."""
@@ -95,16 +98,16 @@ class Readiness:
         return self.keys_dir / f"{session_id}.known_hosts"
 
     def forget(self, session_id: str) -> None:
-        """A closed session: drop its poll count and its pinned host key file."""
-        self._polls.pop(session_id, None)
+        """A closed session: drop its pinned host key file."""
         with contextlib.suppress(FileNotFoundError):
             self.known_hosts_path(session_id).unlink()
 
-    def _poll_wait(self, session_id: str) -> float:
-        attempt = self._polls.get(session_id, 0)
-        self._polls[session_id] = attempt + 1
-        first, most = READY_POLL_S
-        return min(most, first * 1.5**attempt)
+    def _poll_wait(self, session: Session) -> float:
+        """How long to wait before the next check: it follows how long the instance has been
+        provisioning (since its id was committed), so a fast boot is seen at once."""
+        taken = (self.rows.clock.now() - session.state_entered_at).total_seconds()
+        least, most = READY_POLL_S
+        return min(most, max(least, taken * READY_POLL_FRACTION))
 
     async def step(self, session: Session) -> Step | None:
         """One readiness check of a provisioning session whose instance id is known."""
@@ -125,14 +128,14 @@ class Readiness:
         try:
             status = await adapter.get(session.instance_id)
         except ProviderError as err:
-            return Step(self._poll_wait(session.id), f"status call failed: {err.message}")
+            return Step(self._poll_wait(session), f"status call failed: {err.message}")
         if status is None:
             await self.teardown.instance_gone(session.id, "vanished while provisioning")
             return Step()
         if status.price_per_hour is not None and status.price_per_hour != session.price_per_hour:
             session = await self._charged(session.id, status.price_per_hour) or session
         if not status.running or not status.ssh_host or not status.ssh_port:
-            return Step(self._poll_wait(session.id), f"instance is {status.state}")
+            return Step(self._poll_wait(session), f"instance is {status.state}")
         if (status.ssh_host, status.ssh_port) != (session.ssh_host, session.ssh_port):
             host, port = status.ssh_host, status.ssh_port
             updated = await self.rows.change(
@@ -145,22 +148,22 @@ class Readiness:
             )
             session = updated or session
         boot_delay = adapter.readiness.initial_delay_s * self.settings.boot_delay_scale
-        ready_from = (session.instance_created_at or session.created_at) + timedelta(
+        booting_until = (session.instance_created_at or session.created_at) + timedelta(
             seconds=boot_delay
         )
-        if now < ready_from:
-            return Step((ready_from - now).total_seconds(), "waiting out the provider's boot time")
         try:
             spec = await self._probe(session, adapter)
         except NodeError as err:
             if err.kind == "host_key":
                 await self.teardown.fail(session.id, f"refusing the node: {err.message}")
                 return Step()
+            if now < booting_until:  # the provider's boot time: the key may be on its way
+                return Step(self._poll_wait(session), f"the node is booting; SSH: {err.message}")
             if err.kind == "auth":
                 await self._attach_key_again(session, adapter)
-            return Step(self._poll_wait(session.id), f"SSH: {err.message}")
+            return Step(self._poll_wait(session), f"SSH: {err.message}")
         if isinstance(spec, str):
-            return Step(self._poll_wait(session.id), spec)
+            return Step(self._poll_wait(session), spec)
         mismatch = spec_mismatch(session.offer, spec)
         if mismatch is not None:
             await self.teardown.fail(session.id, f"wrong hardware: {mismatch}", record_offer=True)
@@ -182,7 +185,6 @@ class Readiness:
                 else None
             ),
         )
-        self._polls.pop(session.id, None)
         return None
 
     async def _charged(self, session_id: str, rate: float) -> Session | None:

@@ -13,6 +13,7 @@ import contextvars
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from gpushop_tui.clock import Clock
@@ -89,6 +90,16 @@ class SessionProgress(Event):
 
     kind = "session_progress"
     note: str
+
+
+class SessionExtended(Event):
+    """An extend asked for, granted (the new end in `expires_at`) or refused (the reason in
+    the message): audited, because it moves a kill path or was stopped by one."""
+
+    kind = "session_extended"
+    hours: float
+    granted: bool
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from gpushop_tui.core.rows import (
     Decision,
     NotConfigured,
     SessionConflict,
+    SessionExtended,
     SessionNotFound,
     SessionProgress,
     SessionRows,
@@ -54,6 +55,7 @@ __all__ = [
     "Lifecycle",
     "NotConfigured",
     "SessionConflict",
+    "SessionExtended",
     "SessionNotFound",
     "SessionProgress",
     "StaleOffer",
@@ -267,18 +269,28 @@ class Lifecycle:
     ) -> Session:
         """Push the reservation out; never past the hard max without an audited reason.
 
-        `hours` and `override_reason` are an `ExtendRequest`'s, already validated.
+        `hours` and `override_reason` are an `ExtendRequest`'s, already validated. Granted or
+        refused, the extend is an audit event (`SessionExtended`) in the session's timeline.
         """
         overridden: list[Session] = []
+        granted: list[str] = []
 
         def decide(s: Session) -> Decision:
             if s.status not in ACTIVE:
                 raise SessionConflict(
                     f"session {s.id} is {s.status}; only an active one can be extended"
                 )
-            new_expiry = max(s.expires_at, self.clock.now()) + timedelta(hours=hours)
+            now = self.clock.now()
+            new_expiry = max(s.expires_at, now) + timedelta(hours=hours)
+            shown = (
+                f"{new_expiry:%H:%M}"
+                if new_expiry.date() == now.date()
+                else f"{new_expiry:%Y-%m-%d %H:%M}"
+            )
+            message = f"extended by {hours:g} h to {shown} UTC"
             if new_expiry <= s.hard_max_at:
-                return {"expires_at": new_expiry}, f"extended to {new_expiry:%Y-%m-%d %H:%M} UTC"
+                granted[:] = [message]
+                return {"expires_at": new_expiry}, message
             if not override_reason:
                 raise UserError(
                     f"extending session {s.id} by {hours:g} h would end it at "
@@ -287,16 +299,38 @@ class Lifecycle:
                     field="override_reason",
                     hint=Hint.NEEDS_OVERRIDE,
                 )
-            overridden.append(s)
+            overridden[:] = [s]
+            granted[:] = [f"{message}, past its hard max: {override_reason}"]
             return {
                 "expires_at": new_expiry,
                 "hard_max_at": new_expiry,
                 "hard_max_override": override_reason,
-            }, f"hard max overridden to {new_expiry:%Y-%m-%d %H:%M} UTC"
+            }, granted[0]
 
-        session = await self.change(session_id, decide)
+        try:
+            session = await self.change(session_id, decide)
+        except UserError as refusal:
+            await self.events.publish(
+                SessionExtended(
+                    message=f"extend by {hours:g} h refused: {refusal.message}",
+                    severity=Severity.WARNING,
+                    session_id=session_id,
+                    hours=hours,
+                    granted=False,
+                )
+            )
+            raise
         if session is None:
             raise SessionNotFound.for_id(session_id)
+        await self.events.publish(
+            SessionExtended(
+                message=granted[0],
+                session_id=session_id,
+                hours=hours,
+                granted=True,
+                expires_at=session.expires_at,
+            )
+        )
         if overridden:
             await self.alert(
                 session_id,

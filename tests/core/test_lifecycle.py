@@ -186,7 +186,7 @@ async def test_blue_lobster_waits_for_the_dpkg_lock_and_two_nvidia_smi_answers(
         assert (running.state_entered_at - session.created_at).total_seconds() >= boot_and_lock
 
 
-async def test_tensordock_is_not_contacted_before_its_cloud_init_delay(
+async def test_tensordock_is_not_used_before_its_node_answers(
     monkeypatch: pytest.MonkeyPatch, isolated_env: Path
 ) -> None:
     async with open_market(monkeypatch, isolated_env, timing="real") as market:

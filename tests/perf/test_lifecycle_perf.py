@@ -98,3 +98,21 @@ async def test_rent_to_ready_to_gone_on_the_simulator(
         f"{statistics.median(ready) * 1000:.0f} ms, done to gone "
         f"{statistics.median(teardown) * 1000:.0f} ms"
     )
+
+
+async def test_time_to_ready_follows_the_node(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Fake seconds from rental to ready per provider, against the simulated boot (and dpkg
+    lock): what gpushop's own waits add (readiness polls, first-SSH budget)."""
+    monkeypatch.setenv("GPUSHOP_HOME", str(tmp_path))
+    async with open_market(monkeypatch, tmp_path) as market:
+        for provider in ("vastai", "tensordock", "bluelobster"):
+            timing = market.world.timing[provider]
+            session = await market.provision(await market.offer(provider))
+            running = await market.until(session.id, lambda s: s.status == "running", step_s=0.25)
+            took = (running.state_entered_at - session.created_at).total_seconds()
+            print(
+                f"\n{provider}: node boots in {timing.boot_s:g} s (dpkg lock "
+                f"{timing.dpkg_lock_s:g} s), ready after {took:.2f} fake s"
+            )
