@@ -65,6 +65,28 @@ def test_help_and_version_import_nothing_heavy(flag: str) -> None:
     assert result.stderr.strip() == "[]"
 
 
+def test_inventory_path_imports_no_asyncssh() -> None:
+    """`gpushop inventory` parses, loads its handler and opens the façade without asyncssh.
+
+    asyncssh costs ~120 ms to import; only commands that make a key or reach a node need it.
+    """
+    code = (
+        "import sys\n"
+        "from gpushop_tui.cli import main\n"
+        "try:\n"
+        "    main(['inventory', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "import gpushop_tui.cli.handlers.market\n"
+        "from gpushop_tui.core import Shopper\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'asyncssh'), file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert result.stderr.strip() == "[]"
+
+
 def test_help_is_fast() -> None:
     """`gpushop --help` under 0.35 s wall, median of five runs of the installed script."""
     script = Path(sys.executable).parent / "gpushop"

@@ -2,7 +2,8 @@
 
 The private key is a file `0600` under the data dir (DESIGN.md §3, invariant 8), created with
 `O_EXCL` so that a retry can never overwrite the key an instance was created with. The known_hosts
-file lets a user's own `ssh -o UserKnownHostsFile=...` trust the host key we pinned.
+file lets a user's own `ssh -o UserKnownHostsFile=...` trust the host key we pinned. asyncssh is
+imported only by the functions that need it: it is heavy, and most commands never make a key.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import asyncssh
-
 
 def create_key_pair(private_path: Path, comment: str) -> str:
     """Write a new ed25519 key pair; return its public line ('ssh-ed25519 AAAA... comment').
@@ -21,6 +20,8 @@ def create_key_pair(private_path: Path, comment: str) -> str:
     The private key goes to `private_path` (OpenSSH format, 0600, never overwritten: an existing
     file raises FileExistsError), the public key to `private_path.with_suffix('.pub')`.
     """
+    import asyncssh
+
     key = asyncssh.generate_private_key("ssh-ed25519", comment=comment or None)
     private_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -42,6 +43,8 @@ def public_key_line(private_path: Path) -> str:
 
     Raises OSError if neither can be read and ValueError if the key file is not a key.
     """
+    import asyncssh
+
     public = private_path.with_suffix(".pub")
     if public.is_file():
         line = public.read_text(encoding="utf-8").strip()

@@ -5,6 +5,8 @@ password or keyboard-interactive auth, so what works here works for the user's o
 The host key is pinned on first contact (trust on first use) and checked during the handshake
 on every later contact, before our key is offered. Every failure becomes a `NodeError` whose
 kind the readiness loop can act on and whose message is one sentence without key material.
+asyncssh is imported where a connection is made or used, not here: it is heavy, and the core
+(hence every one-shot command) imports this module for its error and address types.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
-import asyncssh
+if TYPE_CHECKING:
+    import asyncssh
 
 NodeErrorKind = Literal[
     "refused", "timeout", "unreachable", "auth", "host_key", "closed", "command", "key"
@@ -65,18 +68,27 @@ class CommandResult:
     exit_status: int
 
 
-class _HostKeyCheck(asyncssh.SSHClient):
+class _HostKeyCheck:
     """Accepts only the pinned host key, and remembers the key the server presented."""
 
     def __init__(self, pinned: asyncssh.SSHKey) -> None:
         self.pinned = pinned
         self.presented: asyncssh.SSHKey | None = None
 
-    def validate_host_public_key(
-        self, host: str, addr: str, port: int, key: asyncssh.SSHKey
-    ) -> bool:
-        self.presented = key
-        return key.public_data == self.pinned.public_data
+    def client(self) -> asyncssh.SSHClient:
+        """The asyncssh client that applies this check (asyncssh is imported on first use)."""
+        import asyncssh
+
+        check = self
+
+        class _Client(asyncssh.SSHClient):
+            def validate_host_public_key(
+                self, host: str, addr: str, port: int, key: asyncssh.SSHKey
+            ) -> bool:
+                check.presented = key
+                return key.public_data == check.pinned.public_data
+
+        return _Client()
 
 
 def key_text(key: asyncssh.SSHKey) -> str:
@@ -113,6 +125,8 @@ class NodeConnection:
         On a timeout (or cancellation) the channel is closed without waiting: OpenSSH keeps a
         session channel open until its command exits, and a command that forked may run on.
         """
+        import asyncssh
+
         program = command.split(maxsplit=1)[0] if command.strip() else "(empty command)"
         try:
             process = await self._conn.create_process(
@@ -144,6 +158,8 @@ class NodeConnection:
 
         Returns the bytes sent; `progress(done_bytes, total_bytes)` is called as they go.
         """
+        import asyncssh
+
         size = await asyncio.to_thread(_upload_size, local)
         try:
             async with self._conn.start_sftp_client() as sftp:
@@ -161,6 +177,8 @@ class NodeConnection:
         The data lands in a hidden `.part` file beside `local` and is renamed into place only
         when complete, so a failed download never leaves a truncated file under the real name.
         """
+        import asyncssh
+
         partial = await asyncio.to_thread(_download_target, local)
         try:
             async with self._conn.start_sftp_client() as sftp:
@@ -181,6 +199,8 @@ class NodeConnection:
 
     def _failure(self, exc: BaseException, doing: str) -> NodeError:
         """A dropped connection is 'closed'; anything else is the command's (or file's) fault."""
+        import asyncssh
+
         if (
             isinstance(exc, asyncssh.DisconnectError | asyncssh.SFTPConnectionLost)
             or self._conn.is_closed()
@@ -236,6 +256,8 @@ def _reporter(progress: Progress | None) -> Callable[[bytes, bytes, int, int], N
 
 
 def _load_key(path: Path) -> asyncssh.SSHKey:
+    import asyncssh
+
     try:
         return asyncssh.read_private_key(path)
     except OSError as exc:
@@ -257,12 +279,14 @@ def _host_key_options(check: _HostKeyCheck | None) -> dict[str, Any]:
     algorithms = ",".join(a.decode() for a in check.pinned.sig_algorithms)
     return {
         "known_hosts": ([], [], []),
-        "client_factory": lambda: check,
+        "client_factory": check.client,
         "server_host_key_algs": "^" + algorithms,
     }
 
 
 def _pinned_key(address: NodeAddress) -> asyncssh.SSHKey | None:
+    import asyncssh
+
     if address.host_key is None:
         return None
     try:
@@ -279,6 +303,8 @@ async def connect(address: NodeAddress, *, timeout_s: float) -> NodeConnection:
     With `address.host_key` set, the server must present exactly that key; with None, any key
     is accepted and exposed as `host_key` of the result (trust on first use).
     """
+    import asyncssh
+
     where = address.where
     key = await asyncio.to_thread(_load_key, address.key_path)
     pinned = _pinned_key(address)

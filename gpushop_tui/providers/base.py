@@ -10,11 +10,13 @@ failures only (429, 5xx, connection errors); a request that is wrong is never re
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import itertools
 import logging
 import random
 import re
+import ssl
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -180,8 +182,10 @@ class Readiness:
 
     ssh_user: str
     initial_delay_s: float
-    """Wait this long after the provider says running before the first SSH attempt (an
-    adapter's is its `INFO.first_ssh_budget_s`)."""
+    """The provider's boot time after create (an adapter's is its `INFO.first_ssh_budget_s`):
+    a maximum, not a sleep. SSH is probed from the start and used once it answers; until this
+    has passed, a refused or unauthenticated probe means "still booting" (the key may not be
+    installed yet), not a key to attach again."""
     probe_dpkg_and_smi: bool
     """Ready only once the dpkg lock is free and `nvidia-smi` answers twice, 5 s apart."""
 
@@ -458,6 +462,16 @@ RateLimitCheck = Callable[[httpx.Response, datetime], RateLimited | None]
 quota, over until midnight) becomes an error at once."""
 
 
+@functools.cache
+def shared_tls_context() -> ssl.SSLContext:
+    """The one TLS context of every provider client (httpx's defaults: certifi or SSL_CERT_FILE).
+
+    Each httpx client would otherwise load the CA bundle into a context of its own, ~20 ms apiece
+    on the one-shot CLI's path to its first request; a context may serve any number of clients.
+    """
+    return httpx.create_ssl_context()
+
+
 @dataclass
 class ProviderHttp:
     """One provider's HTTP client: auth headers, rate limit, timeouts and transient retries."""
@@ -478,6 +492,7 @@ class ProviderHttp:
             headers=dict(self.headers),
             timeout=self.timeout_s,
             transport=self.transport,
+            verify=shared_tls_context(),
             follow_redirects=False,
         )
         self.limiter = RateLimiter(self.clock, self.rate.per_second, self.rate.burst)
