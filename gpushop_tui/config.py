@@ -206,7 +206,7 @@ class Settings(BaseModel):
     boot_delay_scale: float = _knob(
         1.0,
         "GPUSHOP_BOOT_DELAY_SCALE",
-        "Scale of each provider's known boot delay before the first SSH attempt (the demo "
+        "Scale of each provider's longest boot wait, while SSH is tried (the demo "
         "marketplace boots in seconds and uses a small one).",
         ge=0,
         le=1,

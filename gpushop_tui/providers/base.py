@@ -226,7 +226,8 @@ class ProviderInfo:
     provision_budget_s: float
     """Default for how long a session may take to become ready before it is failed."""
     first_ssh_budget_s: float
-    """The provider's boot wait after it says running, before the first SSH attempt."""
+    """The longest boot wait after the provider says running: SSH is tried meanwhile, and a
+    refusal before it has passed only means the node is still booting."""
     capabilities: Capabilities
 
     def __post_init__(self) -> None:
