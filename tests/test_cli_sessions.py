@@ -102,7 +102,8 @@ def test_newcomer_rents_runs_nvidia_smi_over_the_printed_ssh_and_ends_it(
     session_id = table_value(rented.stdout, "session")
     assert table_value(rented.stdout, "status") == "running (instance live)"
     assert table_value(rented.stdout, "ssh").startswith("ssh -i ")
-    assert "running/live: ready: 1x NVIDIA GeForce RTX 4090" in rented.stderr
+    assert re.search(r"ready: 1x NVIDIA GeForce RTX 4090.*\(the session is running\)$",
+                     rented.stderr, re.MULTILINE), rented.stderr  # fmt: skip
     details = as_json(gpushop(sim, "sessions", "get", session_id, "-o", "json"))
     assert details["offer"]["gpu_name"] == "RTX 4090" and "raw" not in details["offer"]
 
@@ -370,8 +371,8 @@ def test_a_teardown_still_under_way_when_the_wait_ends_exits_3(sim: dict[str, An
     httpx.put(f"{sim['control']}/faults/nodes/vastai", json={"destroy_noop": 0})
     assert slow.returncode == 3, slow.stderr
     assert "still under way" in slow.stderr and "Traceback" not in slow.stderr
-    waiting = re.search(r"still waiting \(stopping/\w+\): .+; this command waits until "
-                        r"(\d\d:\d\d:\d\d)", slow.stderr)  # fmt: skip
+    waiting = re.search(r"still waiting: ending the session; .+; last news: .+; "
+                        r"this command waits until (\d\d:\d\d:\d\d)", slow.stderr)  # fmt: skip
     assert waiting, slow.stderr
     assert vast_instance(sim, mine["instance_id"]) is not None
     delete(sim, mine["id"])

@@ -3,8 +3,9 @@
 Only argparse and the families' argument modules (admin, market, money, rent) are imported at
 module level, so `gpushop --help` and `--version` stay fast; a command's handler module is
 imported when the command runs (`Command.run`), and the TUI or the API when launched. Errors the
-user can cause print one line to stderr and exit 2; anything else is logged with its traceback
-and reported in one line, never dumped on the terminal.
+user can cause print one line to stderr and exit 2; a reader that stops early (`| head`) ends the
+command quietly with 141, as SIGPIPE would; anything else is logged with its traceback and
+reported in one line, never dumped on the terminal.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from gpushop_tui.config import Settings
 
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 141
+"""128 + SIGPIPE: what a C tool's shell status is when its reader goes away."""
 
 COMMANDS: tuple[Command, ...] = (
     admin.PATHS,
@@ -215,11 +218,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--demo, --serve, --host and --port cannot be combined with '{args.command}'")
     try:
         run = _handler(args.run) if "run" in vars(args) else _run_tui
-        return run(args)
+        code = run(args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
         return _report(exc)
+
+
+def _reader_gone() -> int:
+    """End quietly once stdout's reader has gone (Python's advice on SIGPIPE): point stdout
+    at devnull so that the flush at exit cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_BROKEN_PIPE
 
 
 def _report(exc: Exception) -> int:

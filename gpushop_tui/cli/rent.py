@@ -103,7 +103,11 @@ def _configure_sessions(parser: argparse.ArgumentParser) -> None:
     getp.add_argument("id")
     add_output(getp)
     for name, words in (
-        ("done", "end a session: destroy it, or stop it and keep its disk (--storage keep)"),
+        (
+            "done",
+            "end a session: destroy it, or stop it and keep its disk if its storage policy "
+            "is keep (set when it was rented)",
+        ),
         ("delete", "destroy a session's instance whatever its storage policy"),
     ):
         endp = actions.add_parser(

@@ -27,7 +27,7 @@ from gpushop_tui.core.events import EventBus, Subscription
 from gpushop_tui.core.inventory import Inventory, InventoryView, ProviderReport
 from gpushop_tui.core.notify import WebhookNotifier
 from gpushop_tui.core.provisioning import Rental
-from gpushop_tui.core.sessions import ACTIVE, Lifecycle, NotConfigured
+from gpushop_tui.core.sessions import ACTIVE, Lifecycle, NotConfigured, SessionNotFound
 from gpushop_tui.core.supervisor import PassReport, Supervisor
 from gpushop_tui.core.views import NodeReading, SessionView
 from gpushop_tui.errors import Hint, UserError
@@ -315,8 +315,24 @@ class Shopper:
         (`created` False); one already used for another consumer is a `SessionConflict`."""
         return await self._lifecycle.provision(request)
 
+    async def session_id(self, given: str) -> str:
+        """The full id of the one session whose id starts with `given`, as every call that
+        takes a session id accepts it: an unknown id is `SessionNotFound`, and a prefix of
+        several ids a `UserError` naming them."""
+        matches = await self._store.session_ids_from(given) if given else []
+        if not matches:
+            raise SessionNotFound.for_id(given)
+        if matches[0] == given or len(matches) == 1:
+            return matches[0]
+        raise UserError(
+            f"{given!r} is the start of more than one session id, among them "
+            f"{' and '.join(matches)}; give more of it",
+            field="session_id",
+            hint=Hint.UNKNOWN_SESSION,
+        )
+
     async def session(self, session_id: str) -> Session:
-        return await self._lifecycle.get(session_id)
+        return await self._lifecycle.get(await self.session_id(session_id))
 
     async def sessions(
         self,
@@ -334,7 +350,7 @@ class Shopper:
 
     async def session_view(self, session_id: str) -> SessionView:
         """A session as the faces show it: ssh command, node reading, cost and deadlines."""
-        return await self.view_of(await self._lifecycle.get(session_id))
+        return await self.view_of(await self.session(session_id))
 
     async def session_views(
         self,
@@ -370,25 +386,29 @@ class Shopper:
 
     async def done(self, session_id: str) -> Session:
         """End a session gracefully (destroy, or stop and keep the disk); answers at once."""
-        return await self._lifecycle.done(session_id, reason="requested by the user")
+        return await self._lifecycle.done(
+            await self.session_id(session_id), reason="requested by the user"
+        )
 
     async def delete(self, session_id: str) -> Session:
         """Destroy a session's instance whatever its storage policy; answers at once."""
-        return await self._lifecycle.delete(session_id)
+        return await self._lifecycle.delete(await self.session_id(session_id))
 
     async def extend(
         self, session_id: str, hours: float, override_reason: str | None = None
     ) -> Session:
         request = checked(ExtendRequest, hours=hours, override_reason=override_reason)
-        return await self._lifecycle.extend(session_id, request.hours, request.override_reason)
+        return await self._lifecycle.extend(
+            await self.session_id(session_id), request.hours, request.override_reason
+        )
 
     async def touch(self, session_id: str) -> Session:
         """Record activity on a session (it is not idle)."""
-        return await self._lifecycle.touch(session_id)
+        return await self._lifecycle.touch(await self.session_id(session_id))
 
     async def wait_settled(self, session_id: str, timeout_s: float) -> Session:
         """Wait until the session is running, stopped or closed (or the time is up)."""
-        return await self._lifecycle.wait_settled(session_id, timeout_s)
+        return await self._lifecycle.wait_settled(await self.session_id(session_id), timeout_s)
 
     # ------------------------------------------------------------------ money
 
@@ -605,7 +625,7 @@ class Shopper:
 
     async def ssh_argv(self, session_id: str, *command: str) -> list[str]:
         """The OpenSSH command line that reaches the session's node with its own key."""
-        session = await self._lifecycle.get(session_id)
+        session = await self.session(session_id)
         address = self._lifecycle.address(session)
         known_hosts = self._lifecycle.known_hosts_path(session.id)
         if session.host_key is not None:
@@ -635,10 +655,10 @@ class Shopper:
 
     async def key_path(self, session_id: str) -> Path:
         """The session's private key file (kept until the session is closed)."""
-        session = await self._lifecycle.get(session_id)
+        session = await self.session(session_id)
         path = Path(session.key_path) if session.key_path else None
         if path is None or not await asyncio.to_thread(path.exists):
-            raise UserError(f"session {session_id} has no key any more (it is closed)")
+            raise UserError(f"session {session.id} has no key any more (it is closed)")
         return path
 
     async def transfer(
@@ -650,9 +670,9 @@ class Shopper:
         progress: Callable[[int, int], None] | None = None,
     ) -> int:
         """Copy one file to or from the session's node over SFTP; returns the bytes copied."""
-        session = await self._lifecycle.get(session_id)
+        session = await self.session(session_id)
         if session.status != SessionStatus.RUNNING:
-            raise UserError(f"session {session_id} is {session.status}, not running")
+            raise UserError(f"session {session.id} is {session.status}, not running")
         try:
             conn = await connect(
                 self._lifecycle.address(session), timeout_s=self.settings.ssh_connect_timeout_s

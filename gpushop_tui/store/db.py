@@ -235,6 +235,18 @@ class Store:
         rows = await self._fetchall("SELECT * FROM sessions WHERE id = ?", (session_id,))
         return self._session_from_row(rows[0]) if rows else None
 
+    async def session_ids_from(self, prefix: str, limit: int = 2) -> list[str]:
+        """Up to `limit` session ids that start with `prefix`, in order (an equal id first).
+
+        A range on the primary key rather than LIKE: it uses the index, is case-sensitive and
+        takes `%` and `_` as themselves.
+        """
+        rows = await self._fetchall(
+            "SELECT id FROM sessions WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+            (prefix, prefix + "\U0010ffff", limit),
+        )
+        return [str(row["id"]) for row in rows]
+
     async def session_by_request_id(self, request_id: str) -> Session | None:
         rows = await self._fetchall("SELECT * FROM sessions WHERE request_id = ?", (request_id,))
         return self._session_from_row(rows[0]) if rows else None

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gpushop_tui.core import QueryError, SessionConflict, UnknownModel
+from gpushop_tui.core import QueryError, SessionConflict, SessionNotFound, UnknownModel
 from gpushop_tui.core.costs import month_days, report_days
 from gpushop_tui.errors import UserError
 from gpushop_tui.models import (
@@ -180,3 +180,26 @@ async def test_a_request_id_rents_once_and_says_which_call_created_it(market: Ma
     with pytest.raises(SessionConflict) as refused:
         await market.run(market.shopper.rent(stranger))
     assert refused.value.field == "request_id"
+
+
+async def test_a_unique_prefix_of_a_session_id_names_it_everywhere(
+    market: Market, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = iter(["abc111000000", "abc222000000"])
+    monkeypatch.setattr(market.shopper._lifecycle, "new_session_id", lambda: next(ids))
+    first = await market.running()
+    second = await market.running()
+    assert (await market.shopper.session("abc1")).id == first.id
+    assert (await market.shopper.session_view("abc2")).session.id == second.id
+    assert (await market.shopper.session(first.id)).id == first.id
+    with pytest.raises(UserError) as ambiguous:
+        await market.shopper.session("abc")
+    assert ambiguous.value.hint == "unknown_session" and ambiguous.value.field == "session_id"
+    assert first.id in ambiguous.value.message and second.id in ambiguous.value.message
+    for unknown in ("abd", "", "abc%", "abc_"):
+        with pytest.raises(SessionNotFound):
+            await market.shopper.session(unknown)
+    extended = await market.shopper.extend("abc2", 1)
+    assert extended.id == second.id and extended.expires_at > second.expires_at
+    ended = await market.run(market.shopper.done("abc1"))
+    assert ended.id == first.id

@@ -7,6 +7,7 @@ import asyncio
 import os
 import shlex
 import sys
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ from gpushop_tui.core import Alert, SessionChanged, SessionProgress
 from gpushop_tui.errors import UserError
 from gpushop_tui.models import (
     ExtendRequest,
+    InstanceState,
     ProvisionRequest,
     SessionStatus,
     StoragePolicy,
@@ -37,6 +39,32 @@ EXIT_FAILED = 1
 EXIT_NOT_SETTLED = 3
 HEARTBEAT_S = 5.0
 """After this many seconds without news a waiting command says what it waits for, and until."""
+
+_S, _I = SessionStatus, InstanceState
+STAGES: dict[tuple[SessionStatus, InstanceState], str] = {
+    (_S.PENDING, _I.NONE): "waiting for the provider to create the instance",
+    (_S.PENDING, _I.CREATING): "the provider is creating the instance",
+    (_S.PROVISIONING, _I.NONE): "waiting for the provider to create the instance",
+    (_S.PROVISIONING, _I.CREATING): "the provider is creating the instance",
+    (_S.PROVISIONING, _I.LIVE): "the instance is up; waiting for it to answer over SSH",
+    (_S.PROVISIONING, _I.UNKNOWN): "asking the provider whether the instance exists",
+    (_S.RUNNING, _I.LIVE): "the session is running",
+    (_S.STOPPING, _I.LIVE): "ending the session; the instance is still up",
+    (_S.STOPPING, _I.CREATING): "ending the session; the provider is still creating the instance",
+    (_S.STOPPING, _I.DESTROYING): "ending the session; the provider is destroying the instance",
+    (_S.STOPPING, _I.UNKNOWN): "ending the session; asking the provider where the instance is",
+    (_S.STOPPED, _I.LIVE): "the session is stopped; the instance and its disk are kept",
+    (_S.STOPPED, _I.GONE): "the session has ended; the instance is destroyed",
+    (_S.STOPPED, _I.NONE): "the session has ended; no instance was created",
+    (_S.FAILED, _I.GONE): "the rental failed; the instance is destroyed",
+    (_S.FAILED, _I.NONE): "the rental failed; no instance was created",
+}
+"""Where a session stands, as the words of a progress line."""
+
+
+def stage(status: SessionStatus, instance: InstanceState) -> str:
+    """Where a session with this status and instance state stands, in words."""
+    return STAGES.get((status, instance), f"the session is {status}; its instance is {instance}")
 
 
 def _gpu_query(text: str) -> str:
@@ -167,24 +195,23 @@ async def _wait_showing(
 async def _show_progress(
     shopper: Shopper, events: Subscription, session_id: str, deadline: datetime
 ) -> None:
-    last = "the provider"
+    last = "no news yet"
     while True:
         try:
             event = await asyncio.wait_for(events.get(), HEARTBEAT_S)
         except TimeoutError:
             session = await shopper.session(session_id)
             note(
-                f"still waiting ({session.status}/{session.instance}): {last}; "
+                f"still waiting: {stage(session.status, session.instance)}; last news: {last}; "
                 f"this command waits until {deadline:%H:%M:%S %Z}"
             )
             continue
         if event.session_id != session_id:
             continue
+        last = event.message
         if isinstance(event, SessionChanged):
-            last = f"{event.status}/{event.instance}: {event.message}"
-            note(last)
+            note(f"{event.message} ({stage(event.status, event.instance)})")
         elif isinstance(event, SessionProgress | Alert):
-            last = event.message
             note(last)
 
 
@@ -375,18 +402,49 @@ def run_transfer(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Progress:
-    """Transfer progress on stderr: a line redrawn in place on a terminal, else one at the end."""
+def _megabytes(size: float) -> str:
+    return f"{size / 1e6:.1f}"
 
-    def __init__(self, name: str) -> None:
+
+def _duration(seconds: float) -> str:
+    """A duration as M:SS, or H:MM:SS from an hour on."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02}:{secs:02}" if hours else f"{minutes}:{secs:02}"
+
+
+class _Progress:
+    """Transfer progress on stderr, with rate and time left: a line redrawn in place on a
+    terminal, else one at the end. `clock` (seconds) is time.monotonic but in tests."""
+
+    def __init__(
+        self, name: str, *, live: bool | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.name = name
-        self.live = sys.stderr.isatty()
+        self.live = sys.stderr.isatty() if live is None else live
+        self.clock = clock
+        self.started = clock()
 
     def __call__(self, done: int, total: int) -> None:
-        if self.live:
-            share = f" ({done * 100 // total}%)" if total else ""
-            print(f"\r{self.name}: {done}/{total} bytes{share}", end="", file=sys.stderr)
+        if not self.live:
+            return
+        elapsed = self.clock() - self.started
+        rate = done / elapsed if elapsed > 0 else 0.0
+        share = f" ({done * 100 // total}%)" if total else ""
+        left = f", {_duration((total - done) / rate)} left" if rate else ""
+        print(
+            f"\r{self.name}: {_megabytes(done)}/{_megabytes(total)} MB{share} "
+            f"{_megabytes(rate)} MB/s{left}",
+            end="",
+            file=sys.stderr,
+        )
 
     def finish(self, copied: int) -> None:
+        elapsed = self.clock() - self.started
+        rate = copied / elapsed if elapsed > 0 else 0.0
         end = "\n" if self.live else ""
-        print(f"{end}{self.name}: {copied} bytes copied", file=sys.stderr)
+        print(
+            f"{end}{self.name}: {copied} bytes copied in {_duration(elapsed)} "
+            f"({_megabytes(rate)} MB/s)",
+            file=sys.stderr,
+        )
