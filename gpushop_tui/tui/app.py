@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -20,16 +21,19 @@ from rich.markup import escape
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.content import Content
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 
-from gpushop_tui import __version__
+from gpushop_tui import __version__, query
 from gpushop_tui.config import Settings
 from gpushop_tui.core import (
     Alert,
+    CredentialStatus,
     Event,
     InventoryRefreshed,
+    Lease,
     SessionChanged,
     Shopper,
     WebhookFailed,
@@ -63,6 +67,13 @@ TOAST_SEVERITY = {
     Severity.ERROR: "error",
     Severity.CRITICAL: "error",
 }
+
+
+def supervisor_name(lease: Lease) -> str:
+    """`pid 4242 on build-box`: the supervising process in words (its holder string is
+    `host:pid:token`)."""
+    host = lease.holder.rsplit(":", 2)[0]
+    return f"pid {lease.pid} on {host}"
 
 
 async def open_core(stack: AsyncExitStack, settings: Settings) -> Shopper:
@@ -110,16 +121,18 @@ class GpushopApp(App[None]):
 
     @dataclass
     class Supervising(Message):
-        """Whether this app supervises, and if not, who does (`holder`, pid)."""
+        """Whether this app supervises, and if not, who does (`supervisor`: "pid N on HOST")."""
 
         acting: bool
-        holder: str | None
+        supervisor: str | None
 
     @dataclass
     class Burn(Message):
-        """How many sessions bill right now and at what total rate (USD/h)."""
+        """How many sessions bill right now, how many of those are stopped (billing storage
+        only), and the total rate (USD/h)."""
 
-        running: int
+        billing: int
+        stopped: int
         usd_per_hour: float
 
     def __init__(
@@ -138,10 +151,15 @@ class GpushopApp(App[None]):
         self.shopper: Shopper | None = None
         self.acting: bool | None = None
         self.supervisor_holder: str | None = None
+        """Who supervises when this app only views: "pid N on HOST"."""
         self.running = 0
+        """Sessions billing compute (running or on their way), not stopped ones."""
+        self.stopped = 0
+        """Stopped sessions that still bill for their disk."""
         self.burn_usd_per_hour = 0.0
         self._resources = AsyncExitStack()
         self._frozen = False
+        self._asking_quit = False
         self.opened = asyncio.Event()
         """Set once opening the core succeeded or failed."""
 
@@ -150,6 +168,9 @@ class GpushopApp(App[None]):
     def compose(self) -> ComposeResult:
         yield Header(icon="▣")
         yield Static("Opening gpushop…", id="startup")
+        notice = Static(id="notice")
+        notice.display = False
+        yield notice
         with TabbedContent(initial=PANES[0][0], id="panes"):
             for pane_id, title, pane_type in PANES:
                 with TabPane(title, id=pane_id):
@@ -202,9 +223,22 @@ class GpushopApp(App[None]):
                 severity="warning",
                 timeout=15,
             )
-        if problem:
-            self.notify(problem, severity="warning", timeout=15)
+        if problem and not self.demo and (len(missing) == len(rows) or self._keyring_used(rows)):
+            self.show_notice(f"OS keyring: {problem}")
         self.opened.set()
+
+    @staticmethod
+    def _keyring_used(rows: list[CredentialStatus]) -> bool:
+        """Whether the keyring matters: some credential is not from the environment. When
+        every configured credential comes from env vars, a missing keyring changes nothing."""
+        return not all(row.source == "env" for row in rows if row.source is not None)
+
+    def show_notice(self, text: str) -> None:
+        """A one-line warning under the header: it stays put and covers nothing (a toast would
+        sit on the provider strip)."""
+        notice = self.query_one("#notice", Static)
+        notice.update(Content.styled(text, "$warning"))
+        notice.display = True
 
     @on(CoreFailed)
     def core_failed(self, message: CoreFailed) -> None:
@@ -259,11 +293,13 @@ class GpushopApp(App[None]):
     async def refresh_burn(self) -> None:
         assert self.shopper is not None
         billing = await self.shopper.billing_now()
-        self.post_message(self.Burn(len(billing), sum(rate for _, _, rate in billing)))
+        stopped = sum(1 for session, _, _ in billing if session.stopped_at is not None)
+        self.post_message(self.Burn(len(billing), stopped, sum(rate for _, _, rate in billing)))
 
     @on(Burn)
     def show_burn(self, message: Burn) -> None:
-        self.running = message.running
+        self.running = message.billing - message.stopped
+        self.stopped = message.stopped
         self.burn_usd_per_hour = message.usd_per_hour
         self.show_status()
 
@@ -272,17 +308,18 @@ class GpushopApp(App[None]):
         """Say once the supervisor has decided whether this app acts or only views."""
         assert self.shopper is not None
         holding, lease = await self.shopper.supervision()
-        self.post_message(self.Supervising(holding, lease.holder if lease else None))
+        self.post_message(self.Supervising(holding, lease and supervisor_name(lease)))
 
     @on(Supervising)
     def show_supervising(self, message: Supervising) -> None:
         self.acting = message.acting
-        self.supervisor_holder = message.holder
+        self.supervisor_holder = message.supervisor
         for pane in self.panes():
             pane.read_only = not message.acting
         if not message.acting:
+            supervisor = message.supervisor or "another process"
             self.notify(
-                f"Viewer mode: {message.holder or 'another process'} supervises these sessions; "
+                f"Viewer mode: {supervisor} supervises these sessions; "
                 "this window shows them and can still act on them.",
                 severity="warning",
                 timeout=15,
@@ -290,7 +327,10 @@ class GpushopApp(App[None]):
         self.show_status()
 
     def show_status(self) -> None:
-        parts = [f"{self.running} running", f"burn {fmt.usd(self.burn_usd_per_hour)}/h"]
+        parts = [f"{self.running} running"]
+        if self.stopped:
+            parts.append(f"{self.stopped} stopped")
+        parts.append(f"burn {fmt.usd(self.burn_usd_per_hour)}/h")
         if self.acting is False:
             parts.append(f"viewer — supervised by {self.supervisor_holder or 'another process'}")
         self.sub_title = " · ".join(parts)
@@ -321,7 +361,8 @@ class GpushopApp(App[None]):
         lines = [
             "[b]Panes[/b]  " + "   ".join(f"{n} {t}" for n, (_, t, _) in enumerate(PANES, 1)),
             "[b]Anywhere[/b]  ctrl+p command palette (theme, panes, refresh)   ? or F1 this help"
-            "   q quit",
+            "   q, ctrl+q or ctrl+c quit",
+            "[b]Tables[/b]  j/k or ↑/↓ move   g/G or Home/End first/last row   y copy the row's id",
             "",
         ]
         for _, title, pane_type in PANES:
@@ -337,18 +378,33 @@ class GpushopApp(App[None]):
             "Quitting never destroys an instance: running sessions keep their expiry, idle stop "
             "and hard max, enforced by the next gpushop that supervises ('gpushop --serve', this "
             "app, or 'gpushop reconcile' from cron).",
+            "",
+            "[b]The filter (query language)[/b]",
+            escape(inspect.cleandoc(query.__doc__ or "")),
         ]
         self.push_screen(TextScreen(f"gpushop {__version__} — keys", "\n".join(lines)))
 
     # ------------------------------------------------------------------ quitting
 
+    async def action_quit(self) -> None:
+        """`ctrl+q` and the palette's Quit ask as `q` does."""
+        self.action_request_quit()
+
+    def action_help_quit(self) -> None:
+        """`ctrl+c` asks as `q` does (Textual's default only says which key quits)."""
+        self.action_request_quit()
+
     def action_request_quit(self) -> None:
-        if self.running == 0:
+        """Every way out comes here: quit at once, or ask first while sessions bill."""
+        if self._asking_quit:
+            return
+        if self.running == 0 and self.stopped == 0:
             self.exit()
             return
         supervised_elsewhere = self.acting is False
+        stopped = f" ({self.stopped} stopped, keeping their disk)" if self.stopped else ""
         body = (
-            f"{self.running} session(s) are running and billing "
+            f"{self.running} session(s) are running{stopped} and billing "
             f"{fmt.usd(self.burn_usd_per_hour)}/h. Quitting does not destroy them. "
             + (
                 "Another gpushop supervises them."
@@ -358,12 +414,11 @@ class GpushopApp(App[None]):
                 "'gpushop reconcile' from cron."
             )
         )
-        self.push_screen(
-            ConfirmScreen("Quit gpushop?", body, yes="Quit"),
-            partial(self._quit_answered),
-        )
+        self._asking_quit = True
+        self.push_screen(ConfirmScreen("Quit gpushop?", body, yes="Quit"), self._quit_answered)
 
     def _quit_answered(self, yes: bool | None) -> None:
+        self._asking_quit = False
         if yes:
             self.exit()
 

@@ -7,6 +7,7 @@ from typing import ClassVar
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
@@ -57,7 +58,10 @@ class TextScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box wide"):
-            yield Static(self.title_text, classes="dialog-title")
+            # The close key rides on the title line: a long body (the help) never hides it.
+            yield Static(
+                Content.assemble(self.title_text, ("   escape close", "$text-muted")),
+                classes="dialog-title",
+            )
             with VerticalScroll(classes="dialog-scroll"):
                 yield Static(self.body, classes="dialog-body")
-            yield Static("[b]escape[/b] close", classes="dialog-hint")

@@ -27,6 +27,7 @@ from gpushop_tui.errors import UserError
 from gpushop_tui.models import AuditEvent, Severity
 from gpushop_tui.tui import fmt
 from gpushop_tui.tui.pane import CorePane
+from gpushop_tui.tui.widgets.table import Table
 
 CAP = 2000
 """Most rows the pane keeps; the oldest go first."""
@@ -51,7 +52,7 @@ class EventsPane(CorePane):
         Binding("slash", "filter_session", "Session filter", key_display="/"),
         Binding("s", "cycle_severity", "Least severity"),
         Binding("f", "follow", "Follow newest"),
-        Binding("escape", "leave_filter", "Back to the log", show=False),
+        Binding("escape", "leave_filter", "Back to the log", key_display="esc"),
     ]
     COMPONENT_CLASSES: ClassVar[set[str]] = {f"events--{s}" for s in SEVERITIES}
 
@@ -67,7 +68,7 @@ class EventsPane(CorePane):
         with Horizontal(id="events-filters"):
             yield Input(placeholder="session id prefix (/)", id="events-session")
             yield Static(id="events-status")
-        table: DataTable[Text | str] = DataTable(id="events-table", cursor_type="row")
+        table: Table[Text | str] = Table(id="events-table", cursor_type="row")
         for key, label in COLUMNS:
             table.add_column(label, key=key)
         table.add_column("MESSAGE", key="message")
@@ -158,6 +159,17 @@ class EventsPane(CorePane):
 
     def action_leave_filter(self) -> None:
         self.focus_main()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """`escape` leaves the session filter, and the footer says so only while it has focus."""
+        if action == "leave_filter":
+            return self.query_one("#events-session", Input).has_focus
+        return True
+
+    def selected_id(self) -> str | None:
+        """The session id of the event under the cursor (events without one have none)."""
+        key = self._cursor_key()
+        return None if key is None else self.rows[int(key)].session_id
 
     def action_follow(self) -> None:
         self._to_newest()

@@ -88,6 +88,7 @@ class InventoryPane(CorePane):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("slash", "focus_filter", "Filter", key_display="/"),
+        Binding("escape", "leave_filter", "Back to the table", key_display="esc"),
         Binding("r", "refresh", "Refresh"),
         Binding("s", "cycle_sort", "Sort"),
         Binding("S", "reverse_sort", "Reverse"),
@@ -126,15 +127,18 @@ class InventoryPane(CorePane):
 
     @dataclass
     class Rented(Message):
-        """The core took the rental: the session is provisioning."""
+        """The core took the rental asked for in `dialog`: the session is provisioning."""
 
         session: Session
+        dialog: RentScreen
 
     @dataclass
     class RentFailed(Message):
-        """The rental did not go through; `reason` is the sentence for the user."""
+        """The rental asked for in `dialog` did not go through; `reason` is the sentence for
+        the user."""
 
         reason: str
+        dialog: RentScreen
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -211,6 +215,18 @@ class InventoryPane(CorePane):
 
     def action_focus_filter(self) -> None:
         self.query_one("#inventory-filter", Input).focus()
+
+    def action_leave_filter(self) -> None:
+        self.table.focus()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """`escape` leaves the filter box, and the footer says so only while it has focus."""
+        if action == "leave_filter":
+            return self.query_one("#inventory-filter", Input).has_focus
+        return True
+
+    def selected_id(self) -> str | None:
+        return self.table.cursor_offer_id()
 
     @on(Input.Changed, "#inventory-filter")
     def filter_changed(self, event: Input.Changed) -> None:
@@ -410,46 +426,52 @@ class InventoryPane(CorePane):
             RentScreen(
                 self.shopper,
                 offer,
+                self.rent_confirmed,
                 consumer=self.last_consumer,
                 can_stop=self.shopper.provider_info(offer.provider).capabilities.can_stop,
-            ),
-            self.rent_answered,
+            )
         )
 
-    def rent_answered(self, request: ProvisionRequest | None) -> None:
-        if request is None:
-            return
+    def rent_confirmed(self, request: ProvisionRequest, dialog: RentScreen) -> None:
         self.last_consumer = request.consumer
         self.renting += 1
         self.show_summary()
-        self.rent(request)
+        self.rent(request, dialog)
 
     @work(group="inventory-rent", exit_on_error=False)
-    async def rent(self, request: ProvisionRequest) -> None:
+    async def rent(self, request: ProvisionRequest, dialog: RentScreen) -> None:
         """Rent in a worker that nothing cancels (never exclusive: a second rental must not
-        cut the first short); the core never retries a create on its own either."""
+        cut the first short; the pane's, so closing the dialog does not either); the core
+        never retries a create on its own either."""
         assert self.shopper is not None
         try:
             session = await self.shopper.provision(request)
         except UserError as err:
-            self.post_message(self.RentFailed(f"Nothing was rented: {fmt.problem(err)}"))
+            self.post_message(self.RentFailed(f"Nothing was rented: {fmt.problem(err)}", dialog))
             return
         except Exception:
             log.exception("renting %s failed unexpectedly", request.offer_id)
             self.post_message(
                 self.RentFailed(
                     "The rental stopped on an unexpected error (details in the log file); "
-                    "the Sessions pane shows whether a session was made."
+                    "the Sessions pane shows whether a session was made.",
+                    dialog,
                 )
             )
             return
-        self.post_message(self.Rented(session))
+        self.post_message(self.Rented(session, dialog))
+
+    def dialog_open(self, dialog: RentScreen) -> bool:
+        """Whether the rent dialog is still on screen (the user may have closed it)."""
+        return dialog in self.app.screen_stack
 
     @on(Rented)
     def rented(self, message: Rented) -> None:
         session = message.session
         self.renting -= 1
         self.show_summary()
+        if self.dialog_open(message.dialog):
+            message.dialog.went_through()
         self.notify(
             f"Renting {session.offer.gpu_count}x {session.offer.gpu_name} on {session.provider} "
             f"as session {session.id}."
@@ -460,7 +482,10 @@ class InventoryPane(CorePane):
     def rent_failed(self, message: RentFailed) -> None:
         self.renting -= 1
         self.show_summary()
-        self.notify(message.reason, severity="error", timeout=15)
+        if self.dialog_open(message.dialog):
+            message.dialog.refused(message.reason)
+        else:
+            self.notify(message.reason, severity="error", timeout=15)
 
     # ------------------------------------------------------------------ status lines
 

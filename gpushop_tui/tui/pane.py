@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import ClassVar
 
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.message import Message
 
@@ -40,6 +42,8 @@ class ModelChosen(Message):
 class CorePane(Vertical):
     """A pane over the core. Subclasses override the hooks they need."""
 
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("y", "copy_id", "Copy id", show=False)]
+
     shopper: Shopper | None = None
     read_only: bool = False
     """True while another process supervises: actions that change sessions still work (the
@@ -54,6 +58,19 @@ class CorePane(Vertical):
 
     def tick(self, now: datetime) -> None:
         """Once a second, with the core clock's time: recompute countdowns and ages."""
+
+    def selected_id(self) -> str | None:
+        """The id of the row under the cursor (an offer's, a session's), for `y` to copy."""
+        return None
+
+    def action_copy_id(self) -> None:
+        """Copy the selected row's id to the clipboard (OSC 52: works over SSH and in tmux)."""
+        copied = self.selected_id()
+        if copied is None:
+            self.notify("No row with an id is selected.")
+            return
+        self.app.copy_to_clipboard(copied)
+        self.notify(f"Copied {copied}")
 
     def focus_main(self) -> None:
         """Focus the pane's main widget (its table) when the pane is brought forward."""

@@ -1,7 +1,9 @@
 """The rent dialog: what a rental will be, what it costs at most, and which budgets it meets.
 
-It answers a `ProvisionRequest` (or None on cancel); the inventory pane rents in its own worker,
-so closing the dialog never cuts a rental short. Every change of consumer or hours asks the
+On confirm it hands the `ProvisionRequest` to the inventory pane, which rents in its own worker
+(so closing the dialog never cuts a rental short) and then either closes the dialog or, when the
+rental was refused (a budget, the balance, a stale offer), tells it why: the dialog stays open
+with its fields filled and the reason under them. Every change of consumer or hours asks the
 budgets' `preview` again in a worker (a read: no alert, no provider call); a budget that would
 refuse says so here and the rent button stays disabled. Only `ctrl+r` or the button rents:
 `enter` in a field moves to the next one.
@@ -9,6 +11,7 @@ refuse says so here and the rent button stays disabled. Only `ctrl+r` or the but
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, get_args
 
@@ -71,8 +74,11 @@ def check_line(check: BudgetCheck) -> Content:
     return Content.assemble(verdict, f" — {describe_budget(check.budget)}: {check.would()}")
 
 
-class RentScreen(ModalScreen[ProvisionRequest | None]):
-    """Rent one offer: fill in who it is for and its limits, then confirm with ctrl+r."""
+class RentScreen(ModalScreen[None]):
+    """Rent one offer: fill in who it is for and its limits, then confirm with ctrl+r.
+
+    `submit` starts the rental; the caller answers with `went_through()` or `refused(reason)`.
+    """
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+r", "rent", "Rent", key_display="ctrl+r"),
@@ -88,11 +94,24 @@ class RentScreen(ModalScreen[ProvisionRequest | None]):
         checks: list[BudgetCheck]
 
     def __init__(
-        self, shopper: Shopper, offer: Offer, *, consumer: str | None = None, can_stop: bool
+        self,
+        shopper: Shopper,
+        offer: Offer,
+        submit: Callable[[ProvisionRequest, RentScreen], None],
+        *,
+        consumer: str | None = None,
+        can_stop: bool,
     ) -> None:
         super().__init__(classes="dialog")
         self.shopper = shopper
         self.offer = offer
+        self.submit = submit
+        self.renting = False
+        """A confirmed rental is on its way: the rent button waits for its outcome."""
+        self.failure: str | None = None
+        """Why the last confirmed rental did not go through, until a field changes."""
+        self.closing = False
+        """The rental went through while another screen was on top: close on return."""
         self.consumer = consumer
         self.can_stop = can_stop
         self.checks: list[BudgetCheck] | None = None
@@ -212,6 +231,7 @@ class RentScreen(ModalScreen[ProvisionRequest | None]):
     @on(Select.Changed)
     def changed(self) -> None:
         """Show the most the rental can cost, ask the budgets again, say what to fix."""
+        self.failure = None
         hours = self.hours()
         total = self.query_one("#rent-total", Static)
         if hours is None:
@@ -274,15 +294,37 @@ class RentScreen(ModalScreen[ProvisionRequest | None]):
             )
             budgets.update(Content("\n").join(lines))
         shown = self.query_one("#rent-problem", Static)
-        shown.display = problem is not None
-        shown.update(Content.styled(problem or "", "$error"))
+        if self.renting:
+            shown.update(Content.styled("Renting…", "bold $accent"))
+        else:
+            shown.update(Content.styled(problem or self.failure or "", "$error"))
+        shown.display = self.renting or bool(problem or self.failure)
         refused = current and any(check.refuses for check in self.checks or ())
-        self.query_one("#rent-confirm", Button).disabled = not current or refused
+        self.query_one("#rent-confirm", Button).disabled = not current or refused or self.renting
+
+    def went_through(self) -> None:
+        """The rental went through: close, now or as soon as this dialog is on top again."""
+        if self.app.screen is self:
+            self.dismiss()
+        else:
+            self.closing = True
+
+    def on_screen_resume(self) -> None:
+        if self.closing:
+            self.dismiss()
+
+    def refused(self, reason: str) -> None:
+        """The rental did not go through: say why beside the fields, which stay as they were."""
+        self.renting = False
+        self.failure = reason
+        self.show_state()
 
     # ------------------------------------------------------------------ answering
 
     @on(Button.Pressed, "#rent-confirm")
     def action_rent(self) -> None:
+        if self.renting:
+            return
         request, problem = self.request()
         if request is None:
             self.notify(problem or "Check the fields.", severity="error")
@@ -298,8 +340,12 @@ class RentScreen(ModalScreen[ProvisionRequest | None]):
                 severity="error",
             )
             return
-        self.dismiss(request)
+        self.renting = True
+        self.failure = None
+        self.show_state()
+        self.submit(request, self)
 
     @on(Button.Pressed, "#rent-cancel")
     def action_cancel(self) -> None:
-        self.dismiss(None)
+        """Close the dialog; a rental already confirmed goes on (its outcome is a toast)."""
+        self.dismiss()

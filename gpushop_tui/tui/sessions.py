@@ -54,6 +54,7 @@ from gpushop_tui.tui import fmt
 from gpushop_tui.tui.dialogs import ConfirmScreen, TextScreen
 from gpushop_tui.tui.pane import CorePane
 from gpushop_tui.tui.widgets.session_table import NONE, Cell, SessionTable, cell_text
+from gpushop_tui.tui.widgets.table import Table
 
 SAMPLED = ("util", "memory", "temp")
 HISTORY_COLUMNS: tuple[tuple[str, str, int | None], ...] = (
@@ -281,9 +282,7 @@ class SessionsPane(CorePane):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.table = SessionTable(id="sessions-table")
-        self.history_table: DataTable[Text] = DataTable(
-            id="sessions-history-table", cursor_type="row"
-        )
+        self.history_table: Table[Text] = Table(id="sessions-history-table", cursor_type="row")
         self.history = Collapsible(
             self.history_table, title="History: no closed sessions", id="sessions-history"
         )
@@ -496,6 +495,10 @@ class SessionsPane(CorePane):
             return None
         key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
         return (key, not history) if key is not None else None
+
+    def selected_id(self) -> str | None:
+        selected = self._selected()
+        return None if selected is None else selected[0]
 
     def _selected_open(self) -> SessionView | None:
         selected = self._selected()

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import keyring
 import pytest
+from keyring.backends.fail import Keyring as NoKeyring
 from textual.widgets import Static, TabbedContent
 
 from gpushop_tui.config import load_settings
 from gpushop_tui.core.supervisor import LEASE
+from gpushop_tui.models import SessionStatus, StoragePolicy
 from gpushop_tui.store import Store
 from gpushop_tui.tui.app import GpushopApp, wait_ready
 from gpushop_tui.tui.dialogs import ConfirmScreen, TextScreen
@@ -121,8 +124,8 @@ async def test_another_supervisor_makes_this_app_a_viewer_and_says_by_whom(
     async with cockpit(monkeypatch, isolated_env, prepare=hand_lease_away) as ride:
         assert ride.app.acting is False
         assert not ride.shopper.supervising
-        assert f"viewer — supervised by {other}" in ride.app.sub_title
-        assert any(f"Viewer mode: {other} supervises" in t for t in ride.toasts())
+        assert "viewer — supervised by pid 4242 on build-box" in ride.app.sub_title
+        assert any("Viewer mode: pid 4242 on build-box supervises" in t for t in ride.toasts())
         assert all(pane.read_only for pane in ride.app.panes())
 
 
@@ -155,3 +158,81 @@ async def test_command_palette_offers_the_panes_and_a_refresh(
         show_costs.callback()
         await ride.settle()
         assert ride.one("#panes", TabbedContent).active == "costs"
+
+
+async def test_every_way_out_asks_while_sessions_bill(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with cockpit(monkeypatch, isolated_env) as ride:
+        await ride.market.running()
+        await ride.settle()
+        for key in ("ctrl+q", "ctrl+c"):
+            await ride.press(key)
+            assert isinstance(ride.app.screen, ConfirmScreen), key
+            await ride.press(key)  # asking again does not stack a second question
+            await ride.press("n")
+            assert not isinstance(ride.app.screen, ConfirmScreen)
+            assert ride.app.is_running
+        [palette_quit] = [
+            c for c in ride.app.get_system_commands(ride.app.screen) if c.title == "Quit"
+        ]
+        await palette_quit.callback()  # type: ignore[misc]
+        await ride.settle()
+        assert isinstance(ride.app.screen, ConfirmScreen)
+        await ride.press("y")
+        assert not ride.app.is_running
+
+
+async def test_the_header_does_not_count_a_stopped_session_as_running(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with cockpit(monkeypatch, isolated_env) as ride:
+        session = await ride.market.running(storage=StoragePolicy.KEEP)
+        await ride.market.running()
+        await ride.shopper.done(session.id)
+        await ride.market.until(session.id, lambda s: s.status == SessionStatus.STOPPED)
+        await ride.settle()
+        assert ride.app.sub_title.startswith("1 running · 1 stopped · burn $")
+        await ride.press("q")
+        body = str(ride.one(".dialog-body", Static).render())
+        assert "1 session(s) are running (1 stopped, keeping their disk)" in body
+
+
+def no_keyring(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This machine has no OS keyring (a headless Linux box)."""
+    monkeypatch.setattr(keyring, "get_keyring", NoKeyring)
+
+
+async def test_no_keyring_warning_in_the_demo(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    no_keyring(monkeypatch)
+    app = GpushopApp(load_settings(), demo=True, supervise=False)
+    async with app.run_test(notifications=True) as pilot:
+        await wait_ready(app)
+        await pilot.pause()
+        assert not any("keyring" in n.message for n in app._notifications)
+        assert not app.query_one("#notice", Static).display
+
+
+async def test_no_keyring_warning_when_every_credential_is_in_the_environment(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    no_keyring(monkeypatch)
+    async with cockpit(monkeypatch, isolated_env, providers=("vastai",)) as ride:
+        assert not any("keyring" in t for t in ride.toasts())
+        assert not ride.app.query_one("#notice", Static).display
+
+
+async def test_a_needed_keyring_warning_is_a_line_not_a_toast(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    no_keyring(monkeypatch)
+    app = GpushopApp(load_settings(), supervise=False)
+    async with app.run_test(notifications=True) as pilot:
+        await wait_ready(app)
+        await pilot.pause()
+        notice = app.query_one("#notice", Static)
+        assert notice.display
+        assert "no OS keyring is available" in str(notice.render())
+        assert not any("keyring" in n.message for n in app._notifications)

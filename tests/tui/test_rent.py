@@ -3,12 +3,21 @@ happens when the core refuses. Against the simulator on a fake clock."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 from textual.widgets import Button, Input, Select, Static, TabbedContent
 
-from gpushop_tui.models import Budget, BudgetAction, BudgetKind, OfferQuery, StoragePolicy
+from gpushop_tui.models import (
+    Budget,
+    BudgetAction,
+    BudgetKind,
+    OfferQuery,
+    ProvisionRequest,
+    Session,
+    StoragePolicy,
+)
 from gpushop_tui.tui.inventory import InventoryPane
 from gpushop_tui.tui.rent import RentScreen
 from tests.tui.harness import Cockpit, cockpit
@@ -91,19 +100,56 @@ async def test_a_blocking_budget_says_refused_and_nothing_is_rented(
         assert no_instances(ride)
 
 
-async def test_a_refusal_from_the_core_is_a_toast_and_nothing_is_rented(
+async def test_a_refusal_from_the_core_keeps_the_dialog_open_with_the_reason(
     isolated_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with cockpit(monkeypatch, isolated_env) as ride:
         offer = ride.app.query_one(InventoryPane).table.cursor_offer()
         assert offer is not None
         ride.market.world.credit = offer.price_per_hour / 2  # the balance is read on confirm
-        await open_dialog(ride)
-        await ride.press(*"alice", "ctrl+r")
-        assert any(t.startswith("Nothing was rented: the vastai balance") for t in ride.toasts())
+        dialog = await open_dialog(ride)
+        await ride.press(*"alice", "enter", "ctrl+a", "ctrl+k", "2")
+        await ride.press("ctrl+r")
+        assert ride.app.screen is dialog  # still open, fields as they were
+        assert dialog.value("consumer") == "alice" and dialog.value("hours") == "2"
+        assert shown(dialog, "#rent-problem").startswith("Nothing was rented: the vastai balance")
+        assert not any(t.startswith("Nothing was rented") for t in ride.toasts())
+        assert not dialog.query_one("#rent-confirm", Button).disabled
         assert await ride.shopper.sessions() == []
         assert no_instances(ride)
         assert ride.app.query_one("#panes", TabbedContent).active == "inventory"
+        ride.market.world.credit = 1000.0  # topped up: the same dialog rents
+        await ride.press("ctrl+r")
+        assert not isinstance(ride.app.screen, RentScreen)
+        [session] = await ride.shopper.sessions()
+        assert (session.consumer, session.reservation_hours) == ("alice", 2)
+
+
+async def test_a_refusal_after_the_dialog_was_closed_is_a_toast(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with cockpit(monkeypatch, isolated_env) as ride:
+        offer = ride.app.query_one(InventoryPane).table.cursor_offer()
+        assert offer is not None
+        ride.market.world.credit = offer.price_per_hour / 2
+        answer = asyncio.Event()
+        provision = ride.shopper.provision
+
+        async def slow_provision(request: ProvisionRequest) -> Session:
+            await answer.wait()
+            return await provision(request)
+
+        monkeypatch.setattr(ride.shopper, "provision", slow_provision)
+        dialog = await open_dialog(ride)
+        await ride.press(*"alice")
+        await ride.pilot.press("ctrl+r")
+        assert dialog.renting and "Renting…" in shown(dialog, "#rent-problem")
+        await ride.pilot.press("escape")  # closed before the answer came
+        assert dialog not in ride.app.screen_stack
+        answer.set()
+        await ride.settle()
+        assert any(t.startswith("Nothing was rented: the vastai balance") for t in ride.toasts())
+        assert await ride.shopper.sessions() == []
 
 
 async def test_keeping_the_disk_is_offered_only_where_the_provider_can_stop(

@@ -19,11 +19,12 @@ from __future__ import annotations
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
-from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey, RowKey
 
+from gpushop_tui.tui.widgets.table import Table
 
-class TickingTable(DataTable[Text]):
+
+class TickingTable(Table[Text]):
     """A `DataTable` that re-renders only the cells that changed since the last paint.
 
     `DataTable` keys its cell-render cache on a counter that every change bumps, so rewriting

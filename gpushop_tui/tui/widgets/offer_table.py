@@ -21,10 +21,10 @@ from rich.console import Console, ConsoleOptions, RenderResult
 from rich.style import Style
 from rich.text import Text
 from textual.coordinate import Coordinate
-from textual.widgets import DataTable
 
 from gpushop_tui.models import Offer
 from gpushop_tui.tui import fmt
+from gpushop_tui.tui.widgets.table import Table
 
 FIRST_ROWS = 120
 """Rows a rebuild adds at once (at least two screenfuls); the rest follow in chunks."""
@@ -177,7 +177,7 @@ class AgeCell:
             yield Text(age, justify="right", no_wrap=True)
 
 
-class OfferTable(DataTable[Any]):
+class OfferTable(Table[Any]):
     """The menu's offers, one row each keyed by offer id: sorted by the filter or by a column
     (`sort_column`, `sort_reversed`), `●` on the offers marked for comparison, each row's age
     drawn from the `Freshness` it is given."""
