@@ -165,9 +165,20 @@ def ended_at(session: Session) -> datetime:
     return session.instance_gone_at or session.state_entered_at
 
 
+def how_it_ended(session: Session) -> str:
+    """Failed, destroyed (its instance is gone) or what its status says, with the reason."""
+    if session.status == Status.FAILED:
+        word = "failed"
+    elif session.instance == InstanceState.GONE:
+        word = "destroyed"
+    else:
+        word = session.status.value
+    return word + (f": {session.error}" if session.error else "")
+
+
 def history_cells(view: SessionView, now: datetime) -> dict[str, Cell]:
     session = view.session
-    ended = session.status.value + (f": {session.error}" if session.error else "")
+    ended = how_it_ended(session)
     return {
         "id": (session.id, ""),
         "gpu": (gpu_text(session), ""),

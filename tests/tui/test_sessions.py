@@ -177,7 +177,7 @@ async def test_done_closes_the_session_into_the_history(
         assert session.id not in pane.table.rows
         assert session.id in pane.history_table.rows
         ended = pane.history_table.get_cell(session.id, "ended").plain
-        assert ended == "stopped"
+        assert ended == "destroyed"  # its instance is gone, not merely stopped
         final = pane.history_table.get_cell(session.id, "cost").plain
         assert final == fmt.usd(cost_of(gone, ride.shopper.clock.now()))
         assert pane.history.collapsed
