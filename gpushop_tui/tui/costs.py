@@ -302,7 +302,7 @@ class CostsPane(CorePane):
         until = min(report.until, report.now)
         self.query_one("#costs-summary", Static).update(
             f"[b]{message.period.title(report.first_day, report.last_day)}[/b]   "
-            f"total [b]{fmt.usd(report.total, 4)}[/b] from {_when(report.since)} to {_when(until)}"
+            f"total [b]{fmt.spent(report.total)}[/b] from {_when(report.since)} to {_when(until)}"
         )
         groups = {grouping: report.by(grouping) for grouping, _ in GROUPS}
         for grouping, totals in groups.items():
@@ -320,7 +320,7 @@ class CostsPane(CorePane):
             table.remove_row(gone)
         added = False
         for name, amount in totals.items():
-            cell = Text(fmt.usd(amount, 4), justify="right")
+            cell = Text(fmt.spent(amount), justify="right")
             if name in table.rows:
                 if table.get_cell(name, "usd") != cell:
                     table.update_cell(name, "usd", cell)
@@ -343,7 +343,7 @@ class CostsPane(CorePane):
         chart.days = tuple(days)
         if days and any(amount for _, amount in days):
             peak_day, peak = max(days, key=lambda item: item[1])
-            chart.border_subtitle = f"peak {fmt.usd(peak, 4)} on {peak_day:%b %d}"
+            chart.border_subtitle = f"peak {fmt.spent(peak)} on {peak_day:%b %d}"
         else:
             chart.border_subtitle = "nothing billed"
 

@@ -15,9 +15,18 @@ WAYS_OUT = {
 """The cockpit's words for the way out a core error's `hint` names, appended to its message."""
 
 
+SPENT_PLACES = 4
+"""Decimal places of every amount spent (costs, a session's cost so far), as the CLI prints."""
+
+
 def usd(amount: float | None, places: int = 2) -> str:
     """`$1.23`; `—` when unknown."""
     return "—" if amount is None else f"${amount:,.{places}f}"
+
+
+def spent(amount: float | None) -> str:
+    """Money spent, in one precision everywhere (`$0.0070`): sub-cent costs never read $0.00."""
+    return usd(amount, SPENT_PLACES)
 
 
 def rate(amount: float | None) -> str:

@@ -101,7 +101,7 @@ def hard_max_cell(session: Session, now: datetime) -> Cell:
 
 
 def cost_cell(view: SessionView, now: datetime) -> Cell:
-    return fmt.usd(view.cost_at(now)), ""
+    return fmt.spent(view.cost_at(now)), ""
 
 
 def sample_cells(sample: tuple[datetime, NodeSample] | None) -> dict[str, Cell]:
@@ -184,7 +184,7 @@ def history_cells(view: SessionView, now: datetime) -> dict[str, Cell]:
         "gpu": (gpu_text(session), ""),
         "consumer": (session.consumer, ""),
         "ended": (ended, "danger" if session.status == Status.FAILED else ""),
-        "cost": (fmt.usd(view.cost_at(now)), ""),
+        "cost": (fmt.spent(view.cost_at(now)), ""),
         "at": (fmt.local_time(ended_at(session), now), "muted"),
     }
 
@@ -568,7 +568,7 @@ class SessionsPane(CorePane):
         if view is None or self.shopper is None:
             return
         session = view.session
-        cost = fmt.usd(view.cost_at(self.shopper.clock.now()))
+        cost = fmt.spent(view.cost_at(self.shopper.clock.now()))
         body = (
             f"Destroy the instance of session {session.id} ({gpu_text(session)} on "
             f"{session.provider}, for {escape(session.consumer)}) now, whatever its storage "

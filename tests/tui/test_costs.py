@@ -12,6 +12,7 @@ from gpushop_tui.errors import UserError
 from gpushop_tui.models import Budget, BudgetAction, BudgetKind, Session
 from gpushop_tui.tui import fmt
 from gpushop_tui.tui.costs import SpendChart, parse_range
+from gpushop_tui.tui.sessions import SessionsPane
 from tests.tui.harness import Cockpit, cockpit
 
 GROUPS = ("consumer", "provider", "gpu")
@@ -229,3 +230,22 @@ async def test_a_long_range_charts_the_latest_days_that_fit_and_says_so(
         assert str(chart.render()).splitlines()[-1].split()[-1] == "01"  # today is drawn
         await ride.press("t")
         assert chart.border_title == "Spend per day"
+
+
+async def test_a_sub_cent_cost_reads_the_same_in_the_sessions_and_costs_panes(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with cockpit(monkeypatch, isolated_env) as ride:
+        session = await ride.market.running(hours=4)
+        await ride.press("2")
+        await ride.advance(30)
+        await ride.settle()
+        stored = await ride.shopper.session(session.id)
+        spent = cost_so_far(ride, stored)
+        assert 0 < spent < 0.005  # under half a cent: two places would say $0.00
+        sessions = ride.one("#sessions-pane", SessionsPane)
+        in_sessions = sessions.table.get_cell(session.id, "cost").plain
+        await ride.press("3")
+        await ride.settle()
+        in_costs = rows(ride, "consumer")[stored.consumer]
+        assert in_sessions == in_costs == fmt.spent(spent) != "$0.00"

@@ -82,7 +82,7 @@ async def test_a_rental_appears_then_runs_with_its_countdown(
         assert cell(pane, stored.id, "expires") == mmss(left - (later - now))
         painted = pane.table.render_line(1 + pane.table.get_row_index(stored.id)).text
         assert mmss(left - (later - now)) in painted
-        assert cell(pane, stored.id, "cost") == fmt.usd(cost_of(stored, later))
+        assert cell(pane, stored.id, "cost") == fmt.spent(cost_of(stored, later))
 
 
 async def test_countdown_turns_warning_then_danger_and_says_so(
@@ -179,7 +179,7 @@ async def test_done_closes_the_session_into_the_history(
         ended = pane.history_table.get_cell(session.id, "ended").plain
         assert ended == "destroyed"  # its instance is gone, not merely stopped
         final = pane.history_table.get_cell(session.id, "cost").plain
-        assert final == fmt.usd(cost_of(gone, ride.shopper.clock.now()))
+        assert final == fmt.spent(cost_of(gone, ride.shopper.clock.now()))
         assert pane.history.collapsed
         assert pane.history.title == "History: 1 closed session"
         assert ride.market.live_instances(session.provider) == []
@@ -200,7 +200,7 @@ async def test_force_delete_names_the_session_and_its_cost_and_asks(
         stored = await ride.shopper.session(session.id)
         assert session.id in text
         assert f"1x {session.offer.gpu_name}" in text
-        assert f"Cost so far: {fmt.usd(cost_of(stored, ride.shopper.clock.now()))}" in text
+        assert f"Cost so far: {fmt.spent(cost_of(stored, ride.shopper.clock.now()))}" in text
         assert cost_of(stored, ride.shopper.clock.now()) > 0
         await ride.press("n")
         assert not isinstance(ride.app.screen, ConfirmScreen)

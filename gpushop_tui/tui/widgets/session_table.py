@@ -22,7 +22,7 @@ OPEN_COLUMNS: tuple[tuple[str, str, int | None], ...] = (
     ("gpu", "GPU", None),
     ("status", "status", None),
     ("expires", "expires in", 15),
-    ("cost", "cost", 9),
+    ("cost", "cost", 10),
     ("hard_max", "hard max in", 15),
     ("instance", "instance", None),
     ("util", "util", 5),
