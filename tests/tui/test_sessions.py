@@ -369,3 +369,23 @@ async def test_a_viewer_shows_no_node_readings_but_its_actions_still_work(
         await ride.advance(0)
         assert session.id in pane.history_table.rows
         assert ride.market.live_instances(session.provider) == []
+
+
+async def test_at_120_columns_whose_where_and_idle_show_without_scrolling(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with cockpit(monkeypatch, isolated_env, size=(120, 40)) as ride:
+        pane = await open_pane(ride)
+        session = await running(ride, consumer="alice")
+        await ride.settle()
+        table = pane.table
+        right_edges: dict[str, int] = {}
+        edge = 0
+        for key, column in table.columns.items():
+            edge += column.get_render_width(table)
+            right_edges[str(key.value)] = edge
+        visible = table.scrollable_content_region.width
+        for key in ("consumer", "provider", "idle"):
+            assert right_edges[key] <= visible, (key, right_edges, visible)
+        assert cell(pane, session.id, "consumer") == "alice"
+        assert cell(pane, session.id, "provider") == session.provider

@@ -23,18 +23,19 @@ OPEN_COLUMNS: tuple[tuple[str, str, int | None], ...] = (
     ("status", "status", None),
     ("expires", "expires in", 15),
     ("cost", "cost", 10),
+    ("consumer", "consumer", None),
+    ("provider", "provider", None),
+    ("idle", "idle", 26),
     ("hard_max", "hard max in", 15),
     ("instance", "instance", None),
     ("util", "util", 5),
     ("memory", "memory", 13),
     ("temp", "temp", 5),
-    ("consumer", "consumer", None),
-    ("provider", "provider", None),
-    ("idle", "idle", 40),
     ("event", "last event", 60),
 )
-"""Key, header and fixed width (None: fit the content). The first five fit in 80 columns; the
-node readings follow the deadlines, and the long texts come last."""
+"""Key, header and fixed width (None: fit the content). The first five fit in 80 columns; whose
+session it is, where, and the idle verdict fit in 120; the hard max, the node readings and the
+last event follow."""
 
 
 def cell_text(cell: Cell, variables: dict[str, str]) -> Text:
