@@ -330,13 +330,13 @@ def validation_problem(err: ValidationError, names: Mapping[str, str] | None = N
 M = TypeVar("M", bound=BaseModel)
 
 
-def checked(model: type[M], **values: Any) -> M:
-    """`model(**values)`, or a `UserError` naming the field: for a core call whose face did
-    not validate its input with the same model first."""
+def checked(model: type[M], values: Mapping[str, Any], names: Mapping[str, str] | None = None) -> M:
+    """`values` validated as `model`, or one `UserError` sentence naming the field at fault
+    (in the face's words, with `names` as for `validation_problem`)."""
     try:
-        return model(**values)
+        return model.model_validate(values)
     except ValidationError as err:
-        raise UserError(validation_problem(err), field=problem_field(err)) from None
+        raise UserError(validation_problem(err, names), field=problem_field(err)) from None
 
 
 def problem_field(err: ValidationError) -> str | None:

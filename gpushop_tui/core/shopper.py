@@ -22,7 +22,7 @@ from gpushop_tui.config import Settings
 from gpushop_tui.core import benchmarks, costs
 from gpushop_tui.core.benchmarks import GpuSummary, Ranked, RankOrder
 from gpushop_tui.core.budgets import BudgetCheck, Budgets, Usage
-from gpushop_tui.core.costs import CostLine, CostReport
+from gpushop_tui.core.costs import Billing, CostLine, CostReport
 from gpushop_tui.core.events import EventBus, Subscription
 from gpushop_tui.core.inventory import Inventory, InventoryView, ProviderReport
 from gpushop_tui.core.notify import WebhookNotifier
@@ -372,16 +372,18 @@ class Shopper:
         reading = self._supervisor.samples.get(session.id)
         return SessionView(
             session=session,
-            ssh_command=await self._ssh_command(session),
+            ssh_command=self._ssh_command(session),
             node=NodeReading(*reading) if reading is not None else None,
         )
 
-    async def _ssh_command(self, session: Session) -> str | None:
-        if session.closed or not (session.ssh_host and session.ssh_port and session.key_path):
+    def _ssh_command(self, session: Session) -> str | None:
+        """The ssh line of a session with an address, from the row as read: no second read
+        and no file written (readiness wrote the pinned host key), so listing views is cheap."""
+        if session.closed:
             return None
         try:
-            return shlex.join(await self.ssh_argv(session.id))
-        except UserError:  # it lost its address meanwhile
+            return shlex.join(self._ssh_words(session))
+        except UserError:  # no SSH address yet
             return None
 
     async def done(self, session_id: str) -> Session:
@@ -397,7 +399,7 @@ class Shopper:
     async def extend(
         self, session_id: str, hours: float, override_reason: str | None = None
     ) -> Session:
-        request = checked(ExtendRequest, hours=hours, override_reason=override_reason)
+        request = checked(ExtendRequest, {"hours": hours, "override_reason": override_reason})
         return await self._lifecycle.extend(
             await self.session_id(session_id), request.hours, request.override_reason
         )
@@ -426,11 +428,11 @@ class Shopper:
             billing = [s for s in billing if s.id == session_id]
         return costs.daily_lines(billing, since, until, self.clock.now())
 
-    async def billing_now(self) -> list[tuple[Session, float, float]]:
-        """Every session whose instance bills right now: (session, cost so far, USD/h)."""
+    async def billing_now(self) -> list[Billing]:
+        """Every session whose instance bills right now, with its cost so far and USD/h."""
         now = self.clock.now()
         return [
-            (s, costs.cost_of(s, now), costs.burn_rate(s))
+            Billing(s, costs.cost_of(s, now), costs.burn_rate(s))
             for s in await self._store.list_sessions(open_only=True)
             if costs.burn_rate(s) > 0
         ]
@@ -454,9 +456,10 @@ class Shopper:
         until = costs.local_midnight(last_day + timedelta(days=1), None)
         lines = await self.cost_lines(since, until, consumer=consumer, session_id=session_id)
         billing = [
-            costs.Billing(session, cost, rate)
-            for session, cost, rate in await self.billing_now()
-            if consumer in (None, session.consumer) and session_id in (None, session.id)
+            billed
+            for billed in await self.billing_now()
+            if consumer in (None, billed.session.consumer)
+            and session_id in (None, billed.session.id)
         ]
         return costs.CostReport(
             first_day=first_day,
@@ -626,16 +629,22 @@ class Shopper:
     async def ssh_argv(self, session_id: str, *command: str) -> list[str]:
         """The OpenSSH command line that reaches the session's node with its own key."""
         session = await self.session(session_id)
-        address = self._lifecycle.address(session)
-        known_hosts = self._lifecycle.known_hosts_path(session.id)
+        words = self._ssh_words(session)
         if session.host_key is not None:
+            address = self._lifecycle.address(session)
             await asyncio.to_thread(
                 node_keys.write_known_hosts,
-                known_hosts,
+                self._lifecycle.known_hosts_path(session.id),
                 address.host,
                 address.port,
                 session.host_key,
             )
+        return [*words, *command]
+
+    def _ssh_words(self, session: Session) -> list[str]:
+        """The OpenSSH command line for a session as read; `UserError` without an address."""
+        address = self._lifecycle.address(session)
+        known_hosts = self._lifecycle.known_hosts_path(session.id)
         strict = "yes" if session.host_key is not None else "accept-new"
         return [
             "ssh",
@@ -650,7 +659,6 @@ class Shopper:
             "-o",
             f"StrictHostKeyChecking={strict}",
             f"{address.user}@{address.host}",
-            *command,
         ]
 
     async def key_path(self, session_id: str) -> Path:

@@ -293,8 +293,9 @@ class GpushopApp(App[None]):
     async def refresh_burn(self) -> None:
         assert self.shopper is not None
         billing = await self.shopper.billing_now()
-        stopped = sum(1 for session, _, _ in billing if session.stopped_at is not None)
-        self.post_message(self.Burn(len(billing), stopped, sum(rate for _, _, rate in billing)))
+        stopped = sum(1 for billed in billing if billed.session.stopped_at is not None)
+        burn = sum(billed.usd_per_hour for billed in billing)
+        self.post_message(self.Burn(len(billing), stopped, burn))
 
     @on(Burn)
     def show_burn(self, message: Burn) -> None:

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from gpushop_tui.cli.handlers import NO_PROVIDER, with_shopper
@@ -39,7 +39,7 @@ def run_inventory(args: argparse.Namespace) -> int:
 
     query, view = asyncio.run(with_shopper(answer))
     estimates = view.usd_per_mtok
-    reports = _asked(view.providers, query)
+    reports = view.providers
     if args.output == "json":
         print_json(
             {
@@ -104,16 +104,8 @@ def _flag_terms(args: argparse.Namespace) -> list[str]:
     ]
 
 
-def _asked(reports: Sequence[ProviderReport], query: OfferQuery) -> list[ProviderReport]:
-    """The reports of the providers the query asks (all when it names none): one left out
-    by `provider=` was not asked, so it is neither reported nor counted as unavailable."""
-    return [r for r in reports if not query.providers or r.provider in query.providers]
-
-
 def _describe(report: ProviderReport) -> str:
-    """The report's status line; a failure with no message says so, a capped answer too."""
-    if report.status in ("error", "stale") and not report.error:
-        report = replace(report, error="no answer yet")
+    """The report's status line, and whether the provider capped its answer."""
     capped = "; capped by the provider: it holds more offers" if report.truncated else ""
     return report.describe() + capped
 

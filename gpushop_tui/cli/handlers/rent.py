@@ -8,12 +8,10 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
-
-from pydantic import BaseModel, ValidationError
+from typing import TYPE_CHECKING, Any
 
 from gpushop_tui.cli.handlers import require_provider, with_shopper
 from gpushop_tui.cli.output import note, print_json, print_pairs, print_table, when
@@ -26,8 +24,7 @@ from gpushop_tui.models import (
     ProvisionRequest,
     SessionStatus,
     StoragePolicy,
-    problem_field,
-    validation_problem,
+    checked,
 )
 
 if TYPE_CHECKING:
@@ -87,19 +84,9 @@ FLAGS = {
 }
 """The flag that sets each field of a `ProvisionRequest` or `ExtendRequest`."""
 
-Request = TypeVar("Request", bound=BaseModel)
-
-
-def _request(model: type[Request], fields: Mapping[str, Any]) -> Request:
-    """The request the flags make, or one `UserError` sentence naming the flag at fault."""
-    try:
-        return model.model_validate(fields)
-    except ValidationError as err:
-        raise UserError(validation_problem(err, FLAGS), field=problem_field(err)) from None
-
 
 def _provision_request(args: argparse.Namespace, settings: Settings) -> ProvisionRequest:
-    return _request(
+    return checked(
         ProvisionRequest,
         {
             "consumer": args.consumer,
@@ -111,6 +98,7 @@ def _provision_request(args: argparse.Namespace, settings: Settings) -> Provisio
             "storage": StoragePolicy(STORAGE[args.storage]),
             "request_id": args.request_id,
         },
+        FLAGS,
     )
 
 
@@ -318,8 +306,8 @@ async def _sessions_get(shopper: Shopper, args: argparse.Namespace) -> int:
 
 
 async def _sessions_extend(shopper: Shopper, args: argparse.Namespace) -> int:
-    request = _request(
-        ExtendRequest, {"hours": args.hours, "override_reason": args.override_hard_max}
+    request = checked(
+        ExtendRequest, {"hours": args.hours, "override_reason": args.override_hard_max}, FLAGS
     )
     session = await shopper.extend(args.id, request.hours, request.override_reason)
     if args.output == "json":
