@@ -346,14 +346,14 @@ class Supervisor:
             async with asyncio.timeout(self.settings.http_timeout_s * RECONCILE_BUDGETS):
                 return await self._reconcile_provider(name, adapter, mine)
         except TimeoutError:
-            reason = "no answer in time"
-        await self.lifecycle.alert(
-            None,
-            "reconcile_unknown",
-            f"{name}: reconciliation did not finish ({reason}); treating our instances as unknown",
-            Severity.WARNING,
-        )
-        return ProviderReconcile(name, ok=False, error=reason)
+            await self.lifecycle.alert(
+                None,
+                "reconcile_unknown",
+                f"{name}: reconciliation did not finish (no answer in time); "
+                "treating our instances as unknown",
+                Severity.WARNING,
+            )
+            return ProviderReconcile(name, ok=False, error="no answer in time")
 
     async def _reconcile_provider(
         self, name: str, adapter: Provider, mine: list[Session]
