@@ -54,6 +54,20 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(
     assert errors == ""
 
 
+def test_loading_the_ssh_library_prints_no_warning() -> None:
+    """A dependency's import-time warning (asyncssh naming DSA under cryptography >= 51) would sit
+    above the one line a refused command prints; gpushop keeps stderr for its own words."""
+    child = subprocess.run(
+        [sys.executable, "-c", "import gpushop_tui, asyncssh"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=os.environ | {"PYTHONPATH": str(ROOT), "PYTHONWARNINGS": ""},
+    )
+    assert child.returncode == 0, child.stderr
+    assert child.stderr == ""
+
+
 # -- session ids by prefix ----------------------------------------------------------------------
 
 
