@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from gpushop_tui.core.budgets import describe_budget as describe_budget
     from gpushop_tui.core.budgets import limit_text as limit_text
     from gpushop_tui.core.budgets import used_text as used_text
+    from gpushop_tui.core.compare import GpuRow as GpuRow
+    from gpushop_tui.core.compare import InventoryComparison as InventoryComparison
+    from gpushop_tui.core.compare import ProviderBest as ProviderBest
     from gpushop_tui.core.costs import Billing as Billing
     from gpushop_tui.core.costs import CostLine as CostLine
     from gpushop_tui.core.costs import CostReport as CostReport
@@ -84,9 +87,11 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "Deadline": ("core.views", "Deadline"),
     "EXPIRY_WARNING": ("core.views", "EXPIRY_WARNING"),
     "Event": ("core.events", "Event"),
+    "GpuRow": ("core.compare", "GpuRow"),
     "GpuSummary": ("core.benchmarks", "GpuSummary"),
     "Grouping": ("core.costs", "Grouping"),
     "HARD_MAX_WARNING": ("core.views", "HARD_MAX_WARNING"),
+    "InventoryComparison": ("core.compare", "InventoryComparison"),
     "InventoryRefreshed": ("core.events", "InventoryRefreshed"),
     "InventoryView": ("core.inventory", "InventoryView"),
     "Lease": ("store", "Lease"),
@@ -95,6 +100,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "NotConfigured": ("core.sessions", "NotConfigured"),
     "OrphanRow": ("core.shopper", "OrphanRow"),
     "PassReport": ("core.supervisor", "PassReport"),
+    "ProviderBest": ("core.compare", "ProviderBest"),
     "ProviderCheck": ("core.shopper", "ProviderCheck"),
     "ProviderError": ("providers.base", "ProviderError"),
     "ProviderHealth": ("core.inventory", "ProviderHealth"),

@@ -22,6 +22,7 @@ from gpushop_tui.config import Settings
 from gpushop_tui.core import benchmarks, costs
 from gpushop_tui.core.benchmarks import GpuSummary, Ranked, RankOrder
 from gpushop_tui.core.budgets import BudgetCheck, Budgets, Usage
+from gpushop_tui.core.compare import InventoryComparison, compare_by_gpu
 from gpushop_tui.core.costs import Billing, CostLine, CostReport
 from gpushop_tui.core.events import EventBus, Subscription
 from gpushop_tui.core.inventory import Inventory, InventoryView, ProviderReport
@@ -237,6 +238,24 @@ class Shopper:
     async def cached_offers(self, query: OfferQuery | None = None) -> InventoryView:
         """The menu as cached now, without waiting for any provider (the TUI's live filter)."""
         return await self._inventory.cached_view(query)
+
+    async def compare_offers(
+        self, query: OfferQuery | None = None, *, refresh: bool = False
+    ) -> InventoryComparison:
+        """The menu grouped by GPU model and count, each provider's best price side by side.
+
+        The query's `limit` counts rows; its filters and sort work as for `offers`.
+        """
+        query = query or OfferQuery()
+        whole = query.model_copy(update={"limit": None})
+        view = await self._inventory.view(whole, refresh=refresh)
+        return compare_by_gpu(view, limit=query.limit, model=query.model)
+
+    async def cached_comparison(self, query: OfferQuery | None = None) -> InventoryComparison:
+        """The comparison as cached now, without waiting for any provider (the TUI's view)."""
+        query = query or OfferQuery()
+        view = await self._inventory.cached_view(query.model_copy(update={"limit": None}))
+        return compare_by_gpu(view, limit=query.limit, model=query.model)
 
     def refresh_offers_in_background(self) -> None:
         """Start refreshing every provider whose menu is old, without waiting."""
