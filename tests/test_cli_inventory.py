@@ -133,3 +133,54 @@ def test_the_briefs_inventory_flags_are_query_terms(sim: dict[str, Any]) -> None
     assert json.loads(spaced.stdout)["query"] == 'gpu="RTX 4090"'
     twice = inventory(sim, "price<=1", "--max-price=0.5")
     assert twice.returncode == 2 and "price is given twice" in twice.stderr
+
+
+def test_by_gpu_groups_the_same_offers_into_one_row_per_gpu_and_count(
+    sim: dict[str, Any],
+) -> None:
+    plain = json.loads(inventory(sim, "vram>=24", "-o", "json").stdout)["offers"]
+    result = inventory(sim, "vram>=24", "--by-gpu", "-o", "json")
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    rows = answer["rows"]
+    assert answer["matching_offers"] == len(plain) == sum(row["offers"] for row in rows)
+    keys = [(row["gpu_name"], row["gpu_count"]) for row in rows]
+    assert len(set(keys)) == len(keys) == len({(o["gpu_name"], o["gpu_count"]) for o in plain})
+    assert {r["provider"]: r["status"] for r in answer["providers"]} == dict.fromkeys(ALL, "ok")
+    assert all("truncated" in report for report in answer["providers"])
+    for row in rows:
+        key = (row["gpu_name"], row["gpu_count"])
+        mine = [o for o in plain if (o["gpu_name"], o["gpu_count"]) == key]
+        assert row["price_min"] == min(o["price_per_hour"] for o in mine)
+        assert sum(best["offers"] for best in row["by_provider"].values()) == row["offers"]
+        for provider, best in row["by_provider"].items():
+            own = [o for o in mine if o["provider"] == provider]
+            assert best["price_per_hour"] == min(o["price_per_hour"] for o in own)
+            assert best["offer_id"] in {o["id"] for o in own}
+        assert "usd_per_mtok" not in row
+    assert any(len(row["by_provider"]) > 1 for row in rows)
+
+
+def test_by_gpu_table_has_a_column_per_provider_and_limit_counts_rows(
+    sim: dict[str, Any],
+) -> None:
+    fault = {"provider": "bluelobster", "endpoint": "*", "status": 503, "body": "down"}
+    httpx.post(f"{sim['control']}/faults", json=fault).raise_for_status()
+    result = inventory(sim, "limit=3", "--by-gpu", "--refresh")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    header = ["GPU", "N", "VRAM", "VASTAI", "TENSORDOCK", "BLUELOBSTER", "OFFERS", "$/H", "RANGE"]
+    assert lines[0].split() == header
+    assert lines.index("") == 4, result.stdout
+    assert all(len(line.split()) >= len(header) - 1 for line in lines[1:4])
+    assert lines[5].startswith("3 rows, one per GPU model and count, from ")
+    status = [line.strip() for line in lines if line.startswith("  ")]
+    assert [line.split(":")[0] for line in status] == list(ALL)
+    assert status[2].startswith("bluelobster: unavailable") and "HTTP 503" in status[2]
+    two = inventory(
+        sim, "model=llama3.1:8b", "--by-gpu", "--limit", "2", providers=("vastai", "tensordock")
+    )
+    assert two.stdout.splitlines()[0].split()[3:] == ["VASTAI", "TENSORDOCK", "OFFERS", "$/H",
+                                                      "RANGE", "$/Mtok"]  # fmt: skip
+    assert "BLUELOBSTER" not in two.stdout.splitlines()[0]
+    assert two.stdout.splitlines().index("") == 3

@@ -1,4 +1,5 @@
-"""API routes: the offer menu (`GET /api/v1/inventory`, `GET /api/v1/inventory/{id}`).
+"""API routes: the offer menu (`GET /api/v1/inventory`, `GET /api/v1/inventory/{id}`) and its
+comparison by GPU (`GET /api/v1/inventory/compare`, the same parameters).
 
 The earlier API's query parameters are kept (`gpu=` too, as the brief writes `gpu_type=`) and
 `q=` takes our query language; both may be given, and must not contradict each other.
@@ -8,11 +9,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query
+from fastapi import Depends, FastAPI, Query
 from pydantic import ValidationError
 
 from gpushop_tui.api.deps import ApiError, ProviderQuery, ShopperDep, api_router, known_provider
-from gpushop_tui.api.schemas import InventoryOut, OfferOut, ProviderStatusOut, error_responses
+from gpushop_tui.api.schemas import (
+    ComparisonOut,
+    GpuRowOut,
+    InventoryOut,
+    OfferOut,
+    ProviderStatusOut,
+    error_responses,
+)
 from gpushop_tui.api.schemas import offer_id as canonical_offer_id
 from gpushop_tui.core import QueryError, Shopper
 from gpushop_tui.models import OfferQuery, validation_problem
@@ -53,8 +61,7 @@ async def _query(
         raise ApiError(400, "bad_request", validation_problem(err), field="q") from None
 
 
-@router.get("/inventory", responses=error_responses(400, 429, 503))
-async def inventory(
+async def offer_query(
     shopper: ShopperDep,
     q: Annotated[
         str | None,
@@ -76,11 +83,9 @@ async def inventory(
         str | None,
         Query(min_length=1, max_length=200, description="Price offers per million tokens."),
     ] = None,
-    refresh: bool = False,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
-) -> InventoryOut:
-    """Offers across providers, cheapest first unless `q` sorts otherwise."""
+) -> OfferQuery:
+    """The menu routes' filter parameters as one query (a dependency, so both routes take the
+    same parameters and refuse the same mistakes)."""
     if gpu_count is not None and min_gpu_count is not None:
         raise ApiError(
             400, "bad_request", "give gpu_count or min_gpu_count, not both", field="gpu_count"
@@ -90,7 +95,7 @@ async def inventory(
             400, "bad_request", f"gpu={gpu} contradicts gpu_type={gpu_type}; give one", field="gpu"
         )
     provider = known_provider(shopper, provider)
-    query = await _query(
+    return await _query(
         shopper,
         q,
         {
@@ -106,6 +111,23 @@ async def inventory(
         },
         model,
     )
+
+
+OfferQueryDep = Annotated[OfferQuery, Depends(offer_query)]
+"""A route parameter `query: OfferQueryDep` receives the query its filter parameters ask for."""
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE)]
+Offset = Annotated[int, Query(ge=0, le=1_000_000)]
+
+
+@router.get("/inventory", responses=error_responses(400, 429, 503))
+async def inventory(
+    shopper: ShopperDep,
+    query: OfferQueryDep,
+    refresh: bool = False,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> InventoryOut:
+    """Offers across providers, cheapest first unless `q` sorts otherwise."""
     view = await shopper.offers(query, refresh=refresh)
     page = view.offers[offset : offset + limit]
     return InventoryOut(
@@ -115,6 +137,31 @@ async def inventory(
         menu_size=view.total,
         hidden_after_failures=view.hidden,
         providers=[ProviderStatusOut.of(r) for r in view.providers],
+    )
+
+
+@router.get("/inventory/compare", responses=error_responses(400, 429, 503))
+async def compare(
+    shopper: ShopperDep,
+    query: OfferQueryDep,
+    refresh: bool = False,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> ComparisonOut:
+    """The matching offers grouped by GPU model and count: each provider's best price side by
+    side, the number of offers and their price range. Rows follow their best offer under the
+    query's sort; `limit` and `offset` page the rows."""
+    comparison = await shopper.compare_offers(query, refresh=refresh)
+    page = comparison.rows[offset : offset + limit]
+    return ComparisonOut(
+        rows=[GpuRowOut.of(row) for row in page],
+        count=len(page),
+        total=len(comparison.rows),
+        matching_offers=comparison.offers,
+        menu_size=comparison.total,
+        hidden_after_failures=comparison.hidden,
+        model=comparison.model,
+        providers=[ProviderStatusOut.of(r) for r in comparison.providers],
     )
 
 

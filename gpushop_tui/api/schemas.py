@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gpushop_tui.core import ProviderHealth, ProviderReport
+from gpushop_tui.core import GpuRow, ProviderBest, ProviderHealth, ProviderReport
 from gpushop_tui.models import InstanceState, Offer, SessionStatus, StoragePolicy
 
 
@@ -161,6 +161,66 @@ class InventoryOut(BaseModel):
     total: int = Field(description="Offers matching, before limit and offset.")
     menu_size: int = Field(description="Offers known before filtering.")
     hidden_after_failures: int
+    providers: list[ProviderStatusOut]
+
+
+class ProviderBestOut(BaseModel):
+    """One provider's cheapest offer in a comparison row."""
+
+    offer_id: str
+    price_per_hour: float = Field(description="USD/h for the whole offer.")
+    offers: int = Field(description="This provider's offers in the row.")
+
+    @classmethod
+    def of(cls, best: ProviderBest) -> ProviderBestOut:
+        return cls(offer_id=best.offer_id, price_per_hour=best.price_per_hour, offers=best.offers)
+
+
+class GpuRowOut(BaseModel):
+    """Every matching offer of one GPU model and count, compared across providers."""
+
+    gpu_type: str = Field(description="Canonical GPU name, e.g. 'RTX 4090'.")
+    gpu_count: int
+    vram_gb: float = Field(description="Per GPU: the largest among the row's offers.")
+    offers: int
+    price_min: float = Field(description="USD/h for the whole offer, the cheapest in the row.")
+    price_max: float = Field(description="USD/h for the whole offer, the dearest in the row.")
+    price_per_gpu_hour_min: float
+    best_offer_id: str = Field(description="The row's first offer under the query's sort.")
+    by_provider: dict[str, ProviderBestOut] = Field(
+        description="Each provider with offers in the row, in the menu's provider order."
+    )
+    usd_per_mtok: float | None = Field(
+        description="The row's lowest estimated USD per million tokens of the asked model; "
+        "null without one."
+    )
+
+    @classmethod
+    def of(cls, row: GpuRow) -> GpuRowOut:
+        return cls(
+            gpu_type=row.gpu_name,
+            gpu_count=row.gpu_count,
+            vram_gb=row.vram_gb,
+            offers=row.offers,
+            price_min=row.price_min,
+            price_max=row.price_max,
+            price_per_gpu_hour_min=round(row.price_per_gpu_hour_min, 6),
+            best_offer_id=row.best_offer_id,
+            by_provider={name: ProviderBestOut.of(best) for name, best in row.by_provider.items()},
+            usd_per_mtok=round(row.usd_per_mtok, 6) if row.usd_per_mtok is not None else None,
+        )
+
+
+class ComparisonOut(BaseModel):
+    """The menu grouped by GPU model and count."""
+
+    rows: list[GpuRowOut]
+    count: int = Field(description="Rows in this page.")
+    total: int = Field(description="Rows, before limit and offset.")
+    matching_offers: int = Field(description="Offers matching the query, over all rows.")
+    menu_size: int = Field(description="Offers known before filtering.")
+    hidden_after_failures: int
+    model: str | None = Field(description="The model whose USD per million tokens rows carry.")
     providers: list[ProviderStatusOut]
 
 

@@ -44,8 +44,19 @@ def _configure_inventory(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu", metavar="NAME", help="= the query term gpu=NAME")
     parser.add_argument("--max-price", type=non_negative, metavar="USD", help="= price<=USD")
     parser.add_argument("--min-vram", type=non_negative, metavar="GB", help="= vram>=GB")
+    parser.add_argument(
+        "--by-gpu",
+        action="store_true",
+        help="compare instead of list: one row per GPU model and count, each provider's best $/h "
+        "side by side, the number of offers and their price range ($/M tokens with model=)",
+    )
     add_output(parser)
-    parser.add_argument("--limit", type=positive_int, help="show at most N offers")
+    parser.add_argument(
+        "--limit",
+        type=positive_int,
+        metavar="N",
+        help="show at most N offers (with --by-gpu: N rows)",
+    )
     parser.add_argument("--refresh", action="store_true", help="ignore cached offers")
 
 
@@ -72,7 +83,7 @@ def _configure_benchmarks(parser: argparse.ArgumentParser) -> None:
 
 INVENTORY = Command(
     "inventory",
-    "list offers across providers, filtered and sorted by a query",
+    "list offers across providers, filtered and sorted by a query (--by-gpu: compare by GPU)",
     _configure_inventory,
     f"{HANDLERS}:run_inventory",
 )

@@ -1,4 +1,4 @@
-"""`GET /api/v1/inventory` and `/inventory/{id}` over the simulator's menu."""
+"""`GET /api/v1/inventory`, `/inventory/compare` and `/inventory/{id}` over the simulator's menu."""
 
 from __future__ import annotations
 
@@ -157,3 +157,67 @@ async def test_a_capped_provider_answer_says_truncated(
         status = (await ride.client.get("/api/v1/inventory")).json()["providers"]
         truncated = {p["provider"]: p["truncated"] for p in status}
         assert truncated["vastai"] is True and truncated["tensordock"] is False
+
+
+async def test_compare_groups_the_same_offers_by_gpu_with_each_providers_best(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with api_market(monkeypatch, isolated_env, providers=("vastai", "tensordock")) as ride:
+        params = {"min_vram": 24, "limit": 1000}
+        offers = (await ride.client.get("/api/v1/inventory", params=params)).json()["offers"]
+        answer = await ride.client.get("/api/v1/inventory/compare", params=params)
+        assert answer.status_code == 200, answer.text
+        compared = answer.json()
+        rows = compared["rows"]
+        assert compared["count"] == compared["total"] == len(rows) > 1
+        assert compared["matching_offers"] == len(offers) == sum(r["offers"] for r in rows)
+        assert [p["provider"] for p in compared["providers"]] == [
+            "vastai", "tensordock", "bluelobster"
+        ]  # fmt: skip
+        groups = {(o["gpu_type"], o["gpu_count"]) for o in offers}
+        assert {(r["gpu_type"], r["gpu_count"]) for r in rows} == groups
+        for row in rows:
+            key = (row["gpu_type"], row["gpu_count"])
+            mine = [o for o in offers if (o["gpu_type"], o["gpu_count"]) == key]
+            assert row["price_min"] == min(o["price_per_hour"] for o in mine)
+            assert row["price_max"] == max(o["price_per_hour"] for o in mine)
+            assert list(row["by_provider"]) == [
+                p for p in ("vastai", "tensordock") if any(o["provider"] == p for o in mine)
+            ]
+            for provider, best in row["by_provider"].items():
+                own = [o for o in mine if o["provider"] == provider]
+                assert best["offers"] == len(own)
+                assert best["price_per_hour"] == min(o["price_per_hour"] for o in own)
+            assert row["usd_per_mtok"] is None
+        assert any(len(row["by_provider"]) == 2 for row in rows)
+
+        paged: dict[str, str | int] = {"q": "vram>=24 limit=4", "offset": 1, "limit": 2}
+        page = (await ride.client.get("/api/v1/inventory/compare", params=paged)).json()
+        assert page["total"] == 4 and page["count"] == 2
+        assert page["rows"] == rows[1:3]
+
+        model = sorted(await ride.shopper.benchmark_models())[0]
+        priced = await ride.client.get("/api/v1/inventory/compare", params={"model": model})
+        assert priced.json()["model"] == model
+        assert any(r["usd_per_mtok"] is not None for r in priced.json()["rows"])
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [({"min_vram": "lots"}, "min_vram"), ({"provider": "aws"}, "provider"), ({"per": 1}, "per")],
+)
+async def test_compare_refuses_what_the_inventory_refuses(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch, params: dict[str, object], field: str
+) -> None:
+    async with api_market(monkeypatch, isolated_env, providers=("vastai",)) as ride:
+        answer = await ride.client.get("/api/v1/inventory/compare", params=params)
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"]["field"] == field
+        if field == "per":
+            assert "unknown query parameter 'per'" in answer.json()["error"]["message"]
+        spec = (await ride.client.get("/openapi.json")).json()
+        operation = spec["paths"]["/api/v1/inventory/compare"]["get"]
+        assert {p["name"] for p in operation["parameters"]} == {
+            p["name"] for p in spec["paths"]["/api/v1/inventory"]["get"]["parameters"]
+        }
+        assert "ComparisonOut" in str(operation["responses"]["200"])

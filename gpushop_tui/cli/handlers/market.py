@@ -17,7 +17,9 @@ from gpushop_tui.query import format_query
 
 if TYPE_CHECKING:
     from gpushop_tui.core import (
+        GpuRow,
         GpuSummary,
+        InventoryComparison,
         InventoryView,
         ProviderReport,
         Ranked,
@@ -27,17 +29,15 @@ if TYPE_CHECKING:
     from gpushop_tui.models import Benchmark, OfferQuery
 
 TABLE_ROWS = 30
-"""How many offers the inventory table shows unless --limit says otherwise."""
+"""How many offers (--by-gpu: rows) the inventory table shows unless --limit says otherwise."""
 
 
 def run_inventory(args: argparse.Namespace) -> int:
-    async def answer(shopper: Shopper) -> tuple[OfferQuery, InventoryView]:
-        query = await shopper.parse_query(" ".join([*args.query, *_flag_terms(args)]))
-        if args.limit is not None:
-            query = query.model_copy(update={"limit": args.limit})
-        return query, await shopper.offers(query, refresh=args.refresh)
-
-    query, view = asyncio.run(with_shopper(answer))
+    if args.by_gpu:
+        query, comparison = asyncio.run(with_shopper(lambda shopper: _compared(shopper, args)))
+        _print_comparison(query, comparison, args)
+        return _menu_exit_code(comparison.providers)
+    query, view = asyncio.run(with_shopper(lambda shopper: _listed(shopper, args)))
     estimates = view.usd_per_mtok
     reports = view.providers
     if args.output == "json":
@@ -78,20 +78,115 @@ def run_inventory(args: argparse.Namespace) -> int:
             ("OFFER", "GPU", "N", "VRAM", "$/H", "$/GPU-H", "WHERE", "REL", "CUDA")
             + (("$/Mtok",) if query.model else ()),
         )
-        more = len(view.offers) - len(shown)
-        print(
-            f"\n{len(view.offers)} matching of {view.total} offers"
-            + (f" ({more} more: use --limit)" if more else "")
-            + (f"; {view.hidden} hidden after repeated failures" if view.hidden else "")
+        _print_menu_notes(
+            f"{len(view.offers)} matching of {view.total} offers",
+            len(view.offers) - len(shown),
+            view.hidden,
+            query.model,
+            reports,
         )
-        if query.model:
-            print(
-                f"$/Mtok: estimated $ per million tokens of {query.model}, from measured tokens/s "
-                f"of the same GPU ('{PROG} benchmarks -m {query.model}'); - where none"
-            )
-        for report in reports:
-            print(f"  {_describe(report)}")
     return _menu_exit_code(reports)
+
+
+async def _query(shopper: Shopper, args: argparse.Namespace) -> OfferQuery:
+    """The query the command's words and flags ask for; `--limit` overrides its `limit=`."""
+    query = await shopper.parse_query(" ".join([*args.query, *_flag_terms(args)]))
+    if args.limit is not None:
+        query = query.model_copy(update={"limit": args.limit})
+    return query
+
+
+async def _listed(shopper: Shopper, args: argparse.Namespace) -> tuple[OfferQuery, InventoryView]:
+    query = await _query(shopper, args)
+    return query, await shopper.offers(query, refresh=args.refresh)
+
+
+async def _compared(
+    shopper: Shopper, args: argparse.Namespace
+) -> tuple[OfferQuery, InventoryComparison]:
+    query = await _query(shopper, args)
+    return query, await shopper.compare_offers(query, refresh=args.refresh)
+
+
+def _print_comparison(
+    query: OfferQuery, comparison: InventoryComparison, args: argparse.Namespace
+) -> None:
+    """`inventory --by-gpu`: one row per GPU model and count, each provider's best $/h in its
+    own column (the configured providers asked, in the menu's order)."""
+    if args.output == "json":
+        print_json(
+            {
+                "query": format_query(query),
+                "rows": [_row_json(row, query.model) for row in comparison.rows],
+                "matching_offers": comparison.offers,
+                "total": comparison.total,
+                "hidden_after_failures": comparison.hidden,
+                "providers": [_report_json(r) for r in comparison.providers],
+            }
+        )
+        return
+    columns = [r.provider for r in comparison.providers if r.status != "not configured"]
+    shown = comparison.rows if args.limit is not None else comparison.rows[:TABLE_ROWS]
+    print_table(
+        [
+            (
+                row.gpu_name,
+                str(row.gpu_count),
+                f"{row.vram_gb:g}",
+                *(money(_best_price(row, provider)) for provider in columns),
+                str(row.offers),
+                f"{row.price_min:.3f}-{row.price_max:.3f}",
+                *([money(row.usd_per_mtok)] if query.model else []),
+            )
+            for row in shown
+        ],
+        ("GPU", "N", "VRAM", *(provider.upper() for provider in columns), "OFFERS", "$/H RANGE")
+        + (("$/Mtok",) if query.model else ()),
+    )
+    _print_menu_notes(
+        f"{len(comparison.rows)} rows, one per GPU model and count, from {comparison.offers} "
+        f"matching of {comparison.total} offers",
+        len(comparison.rows) - len(shown),
+        comparison.hidden,
+        query.model,
+        comparison.providers,
+    )
+
+
+def _best_price(row: GpuRow, provider: str) -> float | None:
+    best = row.by_provider.get(provider)
+    return best.price_per_hour if best is not None else None
+
+
+def _row_json(row: GpuRow, model: str | None) -> dict[str, Any]:
+    """One comparison row; `usd_per_mtok` only when the query names a model (as for offers)."""
+    return {
+        **{
+            name: rounded(value) if isinstance(value, float) else value
+            for name, value in asdict(row).items()
+            if model or name != "usd_per_mtok"
+        },
+        "price_per_gpu_hour_min": rounded(row.price_per_gpu_hour_min),
+    }
+
+
+def _print_menu_notes(
+    lead: str, more: int, hidden: int, model: str | None, reports: Sequence[ProviderReport]
+) -> None:
+    """What follows an inventory table: how much matched and how much is not shown, what the
+    $/Mtok column means, and how each provider stands (stale, capped, failing)."""
+    print(
+        f"\n{lead}"
+        + (f" ({more} more: use --limit)" if more else "")
+        + (f"; {hidden} hidden after repeated failures" if hidden else "")
+    )
+    if model:
+        print(
+            f"$/Mtok: estimated $ per million tokens of {model}, from measured tokens/s "
+            f"of the same GPU ('{PROG} benchmarks -m {model}'); - where none"
+        )
+    for report in reports:
+        print(f"  {_describe(report)}")
 
 
 def _flag_terms(args: argparse.Namespace) -> list[str]:
