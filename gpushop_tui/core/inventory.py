@@ -98,6 +98,7 @@ class _Narrowed:
     index: OfferIndex
     fetched_mono: float
     truncated: bool
+    fetched_at: datetime
 
 
 @dataclass
@@ -161,24 +162,29 @@ class Inventory:
         return [name for name, adapter in self._providers.items() if adapter is not None]
 
     async def view(
-        self, query: OfferQuery | None = None, *, refresh: bool = False
+        self, query: OfferQuery | None = None, *, refresh: bool = False, whole_menu: bool = True
     ) -> InventoryView:
-        """The menu for `query`, refreshing (concurrently) every provider whose cache is old."""
+        """The menu for `query`, refreshing (concurrently) every provider whose cache is old.
+
+        With `whole_menu=False` (a one-shot command, which keeps nothing for later) a query with
+        filters is sent to each provider as its own search instead of fetching the whole market
+        and filtering it here: the same offers, a smaller answer.
+        """
         query = query or OfferQuery()
         measured = await self._measured(query)
-        wanted = [
-            name
-            for name in self.configured
-            if (refresh or self._expired(name)) and (not query.providers or name in query.providers)
-        ]
+        key = _filters_key(query)
+        asked = [name for name in self.configured if not query.providers or name in query.providers]
+        if key is not None and not whole_menu:
+            stale = [name for name in asked if refresh or self._narrowed(name, key) is None]
+            await asyncio.gather(*(self._narrow(name, query, key, alone=True) for name in stale))
+            return await self._answer(query, measured)
+        wanted = [name for name in asked if refresh or self._expired(name)]
         await asyncio.gather(*(self._refresh(name) for name in wanted))
-        if (key := _filters_key(query)) is not None:
+        if key is not None:
             capped = [
                 name
-                for name in self.configured
-                if self._caches[name].truncated
-                and (not query.providers or name in query.providers)
-                and (refresh or self._narrowed(name, key) is None)
+                for name in asked
+                if self._caches[name].truncated and (refresh or self._narrowed(name, key) is None)
             ]
             await asyncio.gather(*(self._narrow(name, query, key) for name in capped))
         return await self._answer(query, measured)
@@ -212,24 +218,39 @@ class Inventory:
             return None
         return found
 
-    async def _narrow(self, name: str, query: OfferQuery, key: str) -> None:
-        """Ask a capped provider for `query`'s own offers; on failure the capped answer stays."""
+    async def _narrow(self, name: str, query: OfferQuery, key: str, *, alone: bool = False) -> None:
+        """Ask a provider for `query`'s own offers.
+
+        On failure a capped whole-market answer stays; a search made `alone` (no whole market
+        behind it) records the failure, so the provider reads as failing, not as empty.
+        """
         adapter = self._providers[name]
         assert adapter is not None
+        cache = self._caches[name]
+        started = self._clock.monotonic()
         try:
             async with asyncio.timeout(self._timeout_s):
                 offers = await adapter.list_offers(query)
         except (ProviderError, TimeoutError) as err:
             reason = err.message if isinstance(err, ProviderError) else "no answer in time"
             log.warning("inventory: %s search for %r failed: %s", name, key, reason)
+            if alone:
+                cache.error = reason
             return
         except Exception:  # a bug in one adapter must not break the menu
             log.exception("inventory: %s search for %r failed unexpectedly", name, key)
+            if alone:
+                cache.error = "unexpected error (details in the log file)"
             return
-        self._caches[name].note_listed(offers)
-        narrowed = self._caches[name].narrowed
+        cache.note_listed(offers)
+        if alone:
+            cache.error = None
+            cache.latency_ms = (self._clock.monotonic() - started) * 1000
+        narrowed = cache.narrowed
         narrowed.pop(key, None)
-        narrowed[key] = _Narrowed(OfferIndex(offers), self._clock.monotonic(), _truncated(offers))
+        narrowed[key] = _Narrowed(
+            OfferIndex(offers), self._clock.monotonic(), _truncated(offers), self._clock.now()
+        )
         while len(narrowed) > NARROWED_KEPT:
             del narrowed[next(iter(narrowed))]
 
@@ -282,12 +303,15 @@ class Inventory:
         cache = self._caches[name]
         if self._providers[name] is None:
             return ProviderReport(name, "not configured")
-        age = (
-            self._clock.monotonic() - cache.fetched_mono if cache.fetched_mono is not None else None
+        fetched_at, fetched_mono = (
+            (cache.fetched_at, cache.fetched_mono)
+            if narrowed is None
+            else (narrowed.fetched_at, narrowed.fetched_mono)
         )
-        if cache.error is None and cache.fetched_at is not None:
+        age = self._clock.monotonic() - fetched_mono if fetched_mono is not None else None
+        if cache.error is None and fetched_at is not None:
             status: ProviderHealth = "ok"
-        elif cache.fetched_at is not None:
+        elif fetched_at is not None:
             status = "stale"
         else:
             status = "error"
@@ -295,12 +319,23 @@ class Inventory:
             name,
             status,
             offers=len(cache.index if narrowed is None else narrowed.index),
-            fetched_at=cache.fetched_at,
+            fetched_at=fetched_at,
             age_s=age,
             error=cache.error,
             latency_ms=cache.latency_ms,
             truncated=cache.truncated if narrowed is None else narrowed.truncated,
         )
+
+    def _serving(self, name: str, key: str) -> _Narrowed | None:
+        """The provider's own answer to a query, when it serves rather than the whole market:
+        the market was capped, or the answer is newer than the market (a one-shot's search)."""
+        cache = self._caches[name]
+        narrowed = self._narrowed(name, key)
+        if narrowed is None:
+            return None
+        if cache.truncated or cache.fetched_mono is None:
+            return narrowed
+        return narrowed if narrowed.fetched_mono > cache.fetched_mono else None
 
     async def _answer(self, query: OfferQuery, measured: list[Benchmark]) -> InventoryView:
         now = self._clock.now()
@@ -311,10 +346,7 @@ class Inventory:
             if count >= HIDE_AFTER_FAILURES and now - latest < HIDE_FOR
         }
         key = _filters_key(query)
-        serving = {
-            name: self._narrowed(name, key) if key and cache.truncated else None
-            for name, cache in self._caches.items()
-        }
+        serving = {name: self._serving(name, key) if key else None for name in self._caches}
         everything = OfferIndex.merge(
             narrowed.index if (narrowed := serving[name]) else cache.index
             for name, cache in self._caches.items()

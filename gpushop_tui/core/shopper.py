@@ -230,25 +230,30 @@ class Shopper:
         return self._secrets.status()
 
     async def offers(
-        self, query: OfferQuery | None = None, *, refresh: bool = False
+        self, query: OfferQuery | None = None, *, refresh: bool = False, whole_menu: bool = True
     ) -> InventoryView:
-        """The offer menu for `query`, from every configured provider at once."""
-        return await self._inventory.view(query, refresh=refresh)
+        """The offer menu for `query`, from every configured provider at once.
+
+        `whole_menu=False` suits a one-shot command: a query with filters is sent to each
+        provider as its own search, not answered from the whole market fetched and kept.
+        """
+        return await self._inventory.view(query, refresh=refresh, whole_menu=whole_menu)
 
     async def cached_offers(self, query: OfferQuery | None = None) -> InventoryView:
         """The menu as cached now, without waiting for any provider (the TUI's live filter)."""
         return await self._inventory.cached_view(query)
 
     async def compare_offers(
-        self, query: OfferQuery | None = None, *, refresh: bool = False
+        self, query: OfferQuery | None = None, *, refresh: bool = False, whole_menu: bool = True
     ) -> InventoryComparison:
         """The menu grouped by GPU model and count, each provider's best price side by side.
 
-        The query's `limit` counts rows; its filters and sort work as for `offers`.
+        The query's `limit` counts rows; its filters, its sort and `whole_menu` work as for
+        `offers`.
         """
         query = query or OfferQuery()
         whole = query.model_copy(update={"limit": None})
-        view = await self._inventory.view(whole, refresh=refresh)
+        view = await self._inventory.view(whole, refresh=refresh, whole_menu=whole_menu)
         return compare_by_gpu(view, limit=query.limit, model=query.model)
 
     async def cached_comparison(self, query: OfferQuery | None = None) -> InventoryComparison:

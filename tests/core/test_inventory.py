@@ -46,6 +46,7 @@ class ScriptedProvider(Provider):
         self.clock = clock
         self.prices = prices
         self.calls = 0
+        self.queries: list[OfferQuery | None] = []
         self.failure: Exception | None = None
         self.gate: asyncio.Event | None = None
 
@@ -55,6 +56,7 @@ class ScriptedProvider(Provider):
 
     async def list_offers(self, query: OfferQuery | None = None) -> list[Offer]:
         self.calls += 1
+        self.queries.append(query)
         if self.gate is not None:
             await self.gate.wait()
         if self.failure is not None:
@@ -295,3 +297,33 @@ async def test_a_market_smaller_than_the_cap_answers_every_query_from_one_search
         h100 = await market.inventory.view(parse_query("gpu=h100"))
         assert len(h100.offers) == await market.h100s() > 0
         assert len(market.searches) == 1
+
+
+async def test_a_one_shot_sends_its_filters_to_each_provider_instead_of_the_whole_market(
+    world: Any,
+) -> None:
+    inventory, providers, _ = world
+    query = OfferQuery(gpu="4090", max_price=0.45)
+    view = await inventory.view(query, whole_menu=False)
+    assert providers["vastai"].queries == [query]  # its own search, no whole-market fetch
+    assert providers["tensordock"].queries == [query]
+    assert sorted(o.price_per_hour for o in view.offers) == [0.3, 0.4]
+    reports = {r.provider: r for r in view.providers}
+    assert reports["vastai"].status == "ok" and reports["vastai"].offers == 2
+    assert reports["vastai"].latency_ms is not None
+
+    providers["tensordock"].failure = TransientError("tensordock", "down for maintenance")
+    failed = await inventory.view(OfferQuery(gpu="4090", max_price=0.5), whole_menu=False)
+    reports = {r.provider: r for r in failed.providers}
+    assert reports["tensordock"].status == "error"  # failing, not an empty menu
+    assert "down for maintenance" in (reports["tensordock"].error or "")
+    assert {o.provider for o in failed.offers} == {"vastai"}
+
+
+async def test_a_query_without_filters_still_reads_the_whole_market_in_a_one_shot(
+    world: Any,
+) -> None:
+    inventory, providers, _ = world
+    view = await inventory.view(OfferQuery(limit=1), whole_menu=False)
+    assert providers["vastai"].queries == [None]
+    assert len(view.offers) == 1

@@ -98,14 +98,14 @@ async def _query(shopper: Shopper, args: argparse.Namespace) -> OfferQuery:
 
 async def _listed(shopper: Shopper, args: argparse.Namespace) -> tuple[OfferQuery, InventoryView]:
     query = await _query(shopper, args)
-    return query, await shopper.offers(query, refresh=args.refresh)
+    return query, await shopper.offers(query, refresh=args.refresh, whole_menu=False)
 
 
 async def _compared(
     shopper: Shopper, args: argparse.Namespace
 ) -> tuple[OfferQuery, InventoryComparison]:
     query = await _query(shopper, args)
-    return query, await shopper.compare_offers(query, refresh=args.refresh)
+    return query, await shopper.compare_offers(query, refresh=args.refresh, whole_menu=False)
 
 
 def _print_comparison(
