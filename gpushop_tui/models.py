@@ -148,6 +148,9 @@ class OfferQuery(_Model):
     """
 
     gpu: str | None = Field(default=None, description="GPU name or part of it, e.g. '4090'.")
+    gpu_exact: bool = Field(
+        default=False, description="`gpu` names whole GPU models ('L40' is not 'L40S')."
+    )
     providers: tuple[ProviderName, ...] = ()
     min_gpus: int | None = Field(default=None, ge=1)
     max_gpus: int | None = Field(default=None, ge=1)

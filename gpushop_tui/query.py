@@ -4,7 +4,8 @@
     model=llama3.1:8b sort=usd_per_mtok
 
 Terms are `key op value`, separated by spaces, all of which must hold; a value holding spaces is
-quoted (`gpu="RTX 4090"`). `rel` is a fraction (0.98) or, above 1, a percent (`rel>=98`);
+quoted (`gpu="RTX 4090"`). `gpu=` matches part of a name (`gpu=4090`); `gpu==` names whole GPU
+models (`gpu=="L40"` is not an L40S). `rel` is a fraction (0.98) or, above 1, a percent (`rel>=98`);
 `region` is a country code, part of a region's name, or a continent (`region=europe`).
 Unknown keys, operators a key does not take and malformed values are errors that point at the bad
 token: a clause is never silently dropped (users of the Vast CLI rented the wrong GPU because it
@@ -172,6 +173,8 @@ def _apply(
 ) -> None:
     if op in ("=", "==", ":") and spec.text_field is not None:
         fields[spec.text_field] = _text_value(text, key, value, value_span)
+        if key == "gpu":
+            fields["gpu_exact"] = op == "=="
         return
     if op in ("=", "==", ":") and spec.low and spec.high:
         number = _number(text, spec.kind, value, value_span)
@@ -272,7 +275,7 @@ def format_query(query: OfferQuery) -> str:
     """The canonical text of a query; `parse_query(format_query(q)) == q`."""
     terms: list[str] = []
     if query.gpu:
-        terms.append(f"gpu={_quoted(query.gpu)}")
+        terms.append(f"gpu{'==' if query.gpu_exact else '='}{_quoted(query.gpu)}")
     for key, spec in _KEYS.items():
         if spec.text_field is not None:
             continue
@@ -386,7 +389,7 @@ def _filter(rows: list[tuple[Any, ...]], query: OfferQuery) -> list[tuple[Any, .
         wanted = set(query.providers)
         pool = [r for r in pool if r[_PROVIDER] in wanted]
     if query.gpu:
-        matches = gpu_matcher(query.gpu)
+        matches = gpu_matcher(query.gpu, exact=query.gpu_exact)
         names = {name: matches(name) for name in {r[_GPU] for r in pool}}
         pool = [r for r in pool if names[r[_GPU]]]
     if query.region:
@@ -395,10 +398,13 @@ def _filter(rows: list[tuple[Any, ...]], query: OfferQuery) -> list[tuple[Any, .
     return pool
 
 
-def gpu_matcher(text: str) -> Callable[[str], bool]:
+def gpu_matcher(text: str, *, exact: bool = False) -> Callable[[str], bool]:
     """Whether a canonical GPU name is one `text` asks for: it contains any comma-separated
-    part of `text`, compared as `squash`ed ("4090", "h100 sxm", "h100,a100")."""
+    part of `text`, compared as `squash`ed ("4090", "h100 sxm", "h100,a100"); with `exact`, it
+    is one of the parts ("L40" is not "L40S")."""
     parts = [squash(p) for p in text.split(",") if squash(p)]
+    if exact:
+        return lambda name: squash(name) in parts
     return lambda name: any(p in squash(name) for p in parts)
 
 

@@ -45,6 +45,7 @@ def test_the_design_example_parses_to_every_bound() -> None:
         "vram>=20 vram<=48 price>=0.1 sort=vramprice",
         "model=llama3.1:8b sort=usd_per_mtok",
         "gpu=4090 model=mistral:7b sort=-usd_per_mtok limit=3",
+        'gpu=="L40,RTX 3060" n=1',
     ],
 )
 def test_format_is_the_inverse_of_parse(text: str) -> None:
@@ -115,6 +116,24 @@ def test_filters_match_what_each_key_says() -> None:
     assert ids("cuda>=12") == ["3090", "4090", "h100"]
     assert ids("gpuprice<2") == ["3090", "4090", "a6000"]
     assert ids("gpuprice<=2") == ["3090", "4090", "a6000", "h100"]
+
+
+def test_a_double_equals_names_whole_gpu_models() -> None:
+    offers = [
+        offer("l40", gpu_name="L40"),
+        offer("l40s", gpu_name="L40S"),
+        offer("3060", gpu_name="RTX 3060"),
+        offer("3060ti", gpu_name="RTX 3060 Ti"),
+    ]
+
+    def ids(text: str) -> list[str]:
+        return sorted(o.id.split(":")[1] for o in select(offers, parse_query(text)))
+
+    assert ids("gpu=l40") == ["l40", "l40s"]
+    assert ids('gpu=="L40"') == ["l40"]
+    assert ids('gpu=="rtx 3060",l40') == ["3060", "l40"]
+    assert format_query(parse_query('gpu=="L40"')) == "gpu==L40"
+    assert not parse_query("gpu=l40").gpu_exact
 
 
 def test_sorts_put_the_best_first_and_unknowns_last() -> None:
