@@ -24,6 +24,7 @@ from textual.binding import Binding, BindingType
 from textual.content import Content
 from textual.message import Message
 from textual.screen import Screen
+from textual.theme import Theme
 from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 
 from gpushop_tui import __version__, query
@@ -46,7 +47,8 @@ from gpushop_tui.tui.costs import CostsPane
 from gpushop_tui.tui.dialogs import ConfirmScreen, TextScreen
 from gpushop_tui.tui.events import EventsPane
 from gpushop_tui.tui.inventory import InventoryPane
-from gpushop_tui.tui.pane import CoreEvent, CorePane, ModelChosen, ShowSession
+from gpushop_tui.tui.pane import CoreEvent, CorePane, ModelChosen, Remember, ShowSession
+from gpushop_tui.tui.prefs import load_prefs, prefs_file, save_prefs
 from gpushop_tui.tui.sessions import SessionsPane
 from gpushop_tui.tui.styles import styles_dir
 
@@ -162,6 +164,8 @@ class GpushopApp(App[None]):
         self._asking_quit = False
         self.opened = asyncio.Event()
         """Set once opening the core succeeded or failed."""
+        self.prefs_path = prefs_file(settings)
+        self.prefs = load_prefs(self.prefs_path)
 
     # ------------------------------------------------------------------ layout
 
@@ -178,9 +182,42 @@ class GpushopApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        if self.prefs.theme in self.available_themes:
+            self.theme = self.prefs.theme
+        self.theme_changed_signal.subscribe(self, self.remember_theme)
+        for pane in self.panes():
+            pane.remembered(self.prefs)
         self.title = "gpushop DEMO" if self.demo else "gpushop"
         self.sub_title = "opening…"
         self.open_shopper()
+
+    def format_title(self, title: str, sub_title: str) -> Content:
+        """`gpushop — 2 running · …`: the space before the dash belongs to the title's run, so
+        text read run by run (a screenshot, a screen reader) keeps the words apart."""
+        if not sub_title:
+            return Content(title)
+        return Content.assemble(f"{title} ", Content(f"— {sub_title}").stylize("dim"))
+
+    def remember_theme(self, theme: Theme) -> None:
+        """Save a newly chosen theme, so the next start opens with it."""
+        if theme.name != self.prefs.theme:
+            self.remember({"theme": theme.name})
+
+    @on(Remember)
+    def remember_asked(self, message: Remember) -> None:
+        self.remember(message.changes)
+
+    def remember(self, changes: dict[str, str | None]) -> None:
+        """Keep `changes` (fields of `Prefs`) for the next start; a toast if they cannot be."""
+        self.prefs = load_prefs(self.prefs_path).model_copy(update=changes)
+        try:
+            save_prefs(self.prefs_path, self.prefs)
+        except OSError as exc:
+            self.notify(
+                f"Not remembered for the next start: {self.prefs_path} cannot be written "
+                f"({exc.strerror or exc}).",
+                severity="warning",
+            )
 
     def panes(self) -> Iterable[CorePane]:
         return self.query(CorePane)
@@ -360,10 +397,10 @@ class GpushopApp(App[None]):
 
     def action_help(self) -> None:
         lines = [
-            "[b]Panes[/b]  " + "   ".join(f"{n} {t}" for n, (_, t, _) in enumerate(PANES, 1)),
-            "[b]Anywhere[/b]  ctrl+p command palette (theme, panes, refresh)   ? or F1 this help"
+            "[b]Panes  [/b]" + "   ".join(f"{n} {t}" for n, (_, t, _) in enumerate(PANES, 1)),
+            "[b]Anywhere  [/b]ctrl+p command palette (theme, panes, refresh)   ? or F1 this help"
             "   q, ctrl+q or ctrl+c quit",
-            "[b]Tables[/b]  j/k or ↑/↓ move   g/G or Home/End first/last row   y copy the row's id",
+            "[b]Tables  [/b]j/k or ↑/↓ move   g/G or Home/End first/last row   y copy the row's id",
             "",
         ]
         for _, title, pane_type in PANES:
@@ -373,7 +410,7 @@ class GpushopApp(App[None]):
                 if isinstance(b, Binding) and b.description
             ]
             if keys:
-                lines.append(f"[b]{title}[/b]  " + "   ".join(keys))
+                lines.append(f"[b]{title}  [/b]" + "   ".join(keys))
         lines += [
             "",
             "Quitting never destroys an instance: running sessions keep their expiry, idle stop "

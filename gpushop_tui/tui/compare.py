@@ -77,7 +77,7 @@ class CompareScreen(ModalScreen[None]):
             yield Static(f"Compare {len(self.offers)} offers", classes="dialog-title")
             with VerticalScroll(classes="dialog-scroll"):
                 yield Static(self.table(), id="compare-table")
-            yield Static("★ cheapest per GPU-hour   [b]escape[/b] close", classes="dialog-hint")
+            yield Static("★ cheapest per GPU-hour   [b]escape [/b]close", classes="dialog-hint")
 
     def table(self) -> Table:
         cheapest = min(o.price_per_gpu_hour for o in self.offers)

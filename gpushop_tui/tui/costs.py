@@ -301,8 +301,10 @@ class CostsPane(CorePane):
         self.loaded_at = report.now
         until = min(report.until, report.now)
         self.query_one("#costs-summary", Static).update(
-            f"[b]{message.period.title(report.first_day, report.last_day)}[/b]   "
-            f"total [b]{fmt.spent(report.total)}[/b] from {_when(report.since)} to {_when(until)}"
+            # Spaces end the bold runs rather than start the plain ones: read run by run (a
+            # screenshot, a screen reader), the words stay apart.
+            f"[b]{message.period.title(report.first_day, report.last_day)}   [/b]"
+            f"total [b]{fmt.spent(report.total)} [/b]from {_when(report.since)} to {_when(until)}"
         )
         groups = {grouping: report.by(grouping) for grouping, _ in GROUPS}
         for grouping, totals in groups.items():

@@ -60,7 +60,7 @@ class TextScreen(ModalScreen[None]):
         with Vertical(classes="dialog-box wide"):
             # The close key rides on the title line: a long body (the help) never hides it.
             yield Static(
-                Content.assemble(self.title_text, ("   escape close", "$text-muted")),
+                Content.assemble(f"{self.title_text}   ", ("escape close", "$text-muted")),
                 classes="dialog-title",
             )
             with VerticalScroll(classes="dialog-scroll"):

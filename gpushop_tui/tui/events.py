@@ -269,5 +269,5 @@ class EventsPane(CorePane):
         shown, held = self.table.row_count, len(self.rows)
         session = f" · session {escape(self.session_prefix)}…" if self.session_prefix else ""
         self.query_one("#events-status", Static).update(
-            f"least severity [b]{self.least}[/b] (s){session} · {shown} of {held} events"
+            f"least severity [b]{self.least} [/b](s){session} · {shown} of {held} events"
         )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
+
+from textual.content import Content
 
 from gpushop_tui.errors import Hint, UserError
 
@@ -82,3 +85,23 @@ def urgency(deadline: datetime, now: datetime, warn: timedelta) -> str:
 def problem(err: UserError) -> str:
     """A refusal as one sentence for a toast: the core's message and the cockpit's way out."""
     return err.message + WAYS_OUT.get(err.hint or "", "")
+
+
+def joined(parts: Iterable[Content | str], separator: str = "·") -> Content:
+    """`parts` apart as `a · b · c`, each separating space at the end of the run before it:
+    a screenshot's text (or a screen reader) reads each styled run on its own and loses a
+    space that starts one, so `vastai ok` + ` 42 offers` would read `vastai ok42 offers`."""
+    pieces = [Content(part) if isinstance(part, str) else part for part in parts]
+    out: list[Content] = []
+    for index, piece in enumerate(pieces):
+        if index:
+            out.append(Content(f"{separator} "))
+        out.append(_with_trailing_space(piece) if index < len(pieces) - 1 else piece)
+    return Content("").join(out)
+
+
+def _with_trailing_space(piece: Content) -> Content:
+    """`piece` and a space in the style of its last character."""
+    end = len(piece.plain)
+    styles = [span.style for span in piece.spans if span.start < end <= span.end]
+    return piece + (Content.styled(" ", styles[-1]) if styles else Content(" "))

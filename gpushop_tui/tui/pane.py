@@ -16,6 +16,7 @@ from textual.containers import Vertical
 from textual.message import Message
 
 from gpushop_tui.core import Event, Shopper
+from gpushop_tui.tui.prefs import Prefs
 
 
 @dataclass
@@ -39,6 +40,14 @@ class ModelChosen(Message):
     model: str | None
 
 
+class Remember(Message):
+    """Ask the app to keep these preferences for the next start (fields of `Prefs`)."""
+
+    def __init__(self, **changes: str | None) -> None:
+        super().__init__()
+        self.changes = changes
+
+
 class CorePane(Vertical):
     """A pane over the core. Subclasses override the hooks they need."""
 
@@ -48,6 +57,9 @@ class CorePane(Vertical):
     read_only: bool = False
     """True while another process supervises: actions that change sessions still work (the
     database is shared), but nothing here acts on deadlines."""
+
+    def remembered(self, prefs: Prefs) -> None:
+        """Take back what the cockpit remembered from the last run (before the core opens)."""
 
     def core_ready(self, shopper: Shopper) -> None:
         """The core is open: remember it and load what the pane shows."""

@@ -240,8 +240,8 @@ class RentScreen(ModalScreen[None]):
             total.update(
                 Content.assemble(
                     ("At most ", "bold"),
-                    (fmt.usd(self.offer.price_per_hour * hours), "bold"),
-                    f" for {hours:g} h at {fmt.rate(self.offer.price_per_hour)}"
+                    (f"{fmt.usd(self.offer.price_per_hour * hours)} ", "bold"),
+                    f"for {hours:g} h at {fmt.rate(self.offer.price_per_hour)}"
                     " (ending sooner costs less)",
                 )
             )

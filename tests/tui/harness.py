@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from rich.cells import cell_len
 from textual.pilot import Pilot
+from textual.strip import Strip
 from textual.widget import Widget
 from textual.worker import WorkerState
 
@@ -29,6 +31,7 @@ from gpushop_tui.core.shopper import Shopper
 from gpushop_tui.demo import demo_marketplace
 from gpushop_tui.providers.base import RateLimiter
 from gpushop_tui.tui.app import GpushopApp, wait_ready
+from gpushop_tui.tui.inventory import InventoryPane
 from gpushop_tui.tui.widgets.offer_table import OfferTable
 from tests.core.market import Market, open_market
 
@@ -97,6 +100,14 @@ class Cockpit:
     async def press(self, *keys: str) -> None:
         await self.pilot.press(*keys)
         await self.settle()
+
+    async def offer_list(self) -> OfferTable:
+        """The Inventory pane's offer list, switched to with `v` (as a user would) when the
+        pane shows its comparison by GPU."""
+        pane = self.app.query_one(InventoryPane)
+        if pane.comparing:
+            await self.press("v")
+        return pane.table
 
     def one(self, selector: str | type[W], expect: type[W] | None = None) -> W:
         """The one widget matching `selector` on the current screen."""
@@ -171,3 +182,33 @@ class StableCore:
         ride = Cockpit(app, pilot, self.market)
         await ride.settle()
         return ride
+
+
+FRAME = str.maketrans({chr(c): " " for c in range(0x2500, 0x25A0)})
+"""Box-drawing and block characters: frames and bars, not words."""
+
+
+def read_by_run(strip: Strip) -> str:
+    """One screen line as a screenshot's text is read: each styled run on its own, without
+    the spaces at its edges, placed at the column where the run starts."""
+    line = ""
+    column = 0
+    for segment in strip:
+        words = segment.text.strip()
+        if words:
+            line = line.ljust(column) + words if len(line) < column else line + words
+        column += cell_len(segment.text)
+    return line
+
+
+def run_together(app: GpushopApp, widget: Widget) -> list[tuple[str, str]]:
+    """The lines of `widget` whose words differ when read run by run: (on screen, by run)."""
+    region = widget.region
+    strips = app.screen._compositor.render_strips()
+    differ = []
+    for y in range(region.y, region.bottom):
+        strip = strips[y].crop(region.x, region.right)
+        shown, by_run = strip.text.translate(FRAME), read_by_run(strip).translate(FRAME)
+        if shown.split() != by_run.split():
+            differ.append((shown.rstrip(), by_run.rstrip()))
+    return differ

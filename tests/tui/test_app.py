@@ -14,9 +14,11 @@ from gpushop_tui.core.supervisor import LEASE
 from gpushop_tui.models import SessionStatus, StoragePolicy
 from gpushop_tui.store import Store
 from gpushop_tui.tui.app import GpushopApp, wait_ready
+from gpushop_tui.tui.compare import CompareScreen
 from gpushop_tui.tui.dialogs import ConfirmScreen, TextScreen
+from gpushop_tui.tui.rent import RentScreen
 from tests.core.market import Market
-from tests.tui.harness import cockpit
+from tests.tui.harness import Cockpit, cockpit, read_by_run, run_together
 
 
 async def test_unusable_data_dir_shows_error_not_traceback(tmp_path: Path) -> None:
@@ -236,3 +238,51 @@ async def test_a_needed_keyring_warning_is_a_line_not_a_toast(
         assert notice.display
         assert "no OS keyring is available" in str(notice.render())
         assert not any("keyring" in n.message for n in app._notifications)
+
+
+async def screens_read_apart(ride: Cockpit) -> dict[str, list[tuple[str, str]]]:
+    """Every screen the app itself draws, each checked for words that run together."""
+    found = {}
+
+    async def check(name: str, selector: str) -> None:
+        await ride.settle()
+        found[name] = run_together(ride.app, ride.app.screen.query_one(selector))
+
+    await check("header", "Header")
+    await check("inventory", "#inventory-pane")
+    await ride.offer_list()
+    await check("offer list", "#inventory-pane")
+    for pane in ("costs", "benchmarks", "events"):
+        await ride.press(str(["costs", "benchmarks", "events"].index(pane) + 3))
+        await check(pane, f"#{pane}-pane")
+    await ride.press("question_mark")
+    await check("help", ".dialog-box")
+    await ride.press("escape")
+    offer = await ride.market.offer("tensordock")
+    ride.app.push_screen(RentScreen(ride.shopper, offer, lambda *_: None, can_stop=True))
+    await ride.pilot.press(*"alice", "tab", "2")
+    await check("rent", ".dialog-box")
+    await ride.press("escape")
+    ride.app.push_screen(CompareScreen([offer, await ride.market.offer()], {}, None, None))
+    await check("compare", ".dialog-box")
+    await ride.press("escape")
+    await ride.press("q")
+    await check("quit", ".dialog-box")
+    await ride.press("n")
+    return found
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40), (200, 50)], ids=lambda s: f"{s[0]}x{s[1]}")
+async def test_words_stay_apart_when_read_run_by_run(
+    size: tuple[int, int], isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A screenshot's text (or a screen reader) reads each styled run apart; a space that
+    starts a run is lost there, and `gpushop — 2 running` read `gpushop—  2 running`."""
+    async with cockpit(monkeypatch, isolated_env, size=size) as ride:
+        await ride.market.running(await ride.market.offer("vastai"), consumer="alice")
+        await ride.market.running(await ride.market.offer("bluelobster"), consumer="bob")
+        await ride.advance(20 * 60, step_s=30)
+        found = await screens_read_apart(ride)
+        assert {name: lines for name, lines in found.items() if lines} == {}
+        header = ride.app.screen._compositor.render_strips()[0]
+        assert "gpushop — 2 running · burn $" in read_by_run(header)
