@@ -1,12 +1,16 @@
-"""The Inventory pane: the merged offer menu, filtered as you type and sorted by any column.
+"""The Inventory pane: the merged offer menu, compared by GPU or listed offer by offer, filtered
+as you type and sorted by any column.
 
-The filter bar takes the query language (`gpushop_tui.query`). Each keystroke parses the text; a
-bad token is shown marked with the parser's reason and the table keeps its last good rows; a
+The pane opens on the comparison (`GpuCompareTable`: one row per GPU model and count, each
+provider's best price side by side); `v` switches to the offer list and back, and `enter` on a
+comparison row lists that row's offers by writing the filter that selects them.
+The filter bar takes the query language (`gpushop_tui.query`). Each keystroke parses the text;
+a bad token is shown marked with the parser's reason and the table keeps its last good rows; a
 good query re-reads the core's cache (never the network) in a worker. Refreshes run in a worker
 on `r` and every `inventory_refresh_s` of core-clock time; a provider that fails keeps its rows
 (their age marked `!` while they are kept from an earlier fetch) and the status strip says why.
-`space` marks offers, `c` compares 2-4 marked ones, `enter` opens the rent dialog. The table
-itself, and what keeps it cheap with thousands of rows, is `OfferTable`.
+In the list, `space` marks offers, `c` compares 2-4 marked ones, `enter` opens the rent dialog.
+The list itself, and what keeps it cheap with thousands of rows, is `OfferTable`.
 """
 
 from __future__ import annotations
@@ -25,14 +29,23 @@ from textual.events import Resize
 from textual.message import Message
 from textual.widgets import DataTable, Input, Label, Static
 
-from gpushop_tui.core import Event, InventoryRefreshed, InventoryView, ProviderReport, Shopper
+from gpushop_tui.core import (
+    Event,
+    InventoryComparison,
+    InventoryRefreshed,
+    InventoryView,
+    ProviderReport,
+    Shopper,
+)
 from gpushop_tui.errors import UserError
 from gpushop_tui.models import OfferQuery, OfferSort, ProvisionRequest, Session
-from gpushop_tui.query import QueryError, parse_query
+from gpushop_tui.query import QueryError, format_query, parse_query
 from gpushop_tui.tui import fmt
 from gpushop_tui.tui.compare import CompareScreen
-from gpushop_tui.tui.pane import CorePane, ShowSession
+from gpushop_tui.tui.pane import CorePane, Remember, ShowSession
+from gpushop_tui.tui.prefs import Prefs
 from gpushop_tui.tui.rent import RentScreen
+from gpushop_tui.tui.widgets.gpu_compare_table import GpuCompareTable
 from gpushop_tui.tui.widgets.offer_table import BY_KEY, Freshness, OfferTable, bold
 
 log = logging.getLogger(__name__)
@@ -52,7 +65,7 @@ def provider_line(report: ProviderReport, now: datetime | None) -> Content:
     capped = (", capped: filter to see the rest", "$warning") if report.truncated else ""
     match report.status:
         case "ok":
-            return Content.assemble((f"{name} ok", "$success"), f" {report.offers} offers", capped)
+            return Content.assemble((f"{name} ok ", "$success"), f"{report.offers} offers", capped)
         case "stale":
             age = fmt.age(report.fetched_at, now) if now is not None else "?"
             return Content.assemble(
@@ -96,13 +109,27 @@ class InventoryPane(CorePane):
         Binding("u", "unmark_all", "Unmark all", show=False),
         Binding("c", "compare", "Compare"),
         Binding("enter", "rent", "Rent"),
+        Binding("enter", "drill", "Its offers"),
+        Binding("v", "toggle_view", "GPUs ⇄ offers"),
     ]
+    LIST_ACTIONS = frozenset(
+        ("cycle_sort", "reverse_sort", "mark", "unmark_all", "compare", "rent")
+    )
+    """What only the offer list answers (hidden from the footer while comparing)."""
 
     @dataclass
     class ViewReady(Message):
         """The menu for `query`, read from the cache; `generation` orders the reads."""
 
         view: InventoryView
+        query: OfferQuery
+        generation: int
+
+    @dataclass
+    class ComparisonReady(Message):
+        """The comparison for `query`, read from the cache; `generation` orders the reads."""
+
+        comparison: InventoryComparison
         query: OfferQuery
         generation: int
 
@@ -152,6 +179,15 @@ class InventoryPane(CorePane):
         self.freshness = Freshness()
         """The core clock at the last tick and the stale providers: the age cells read it."""
         self.table = OfferTable(self.freshness, id="inventory-table")
+        self.compare_table = GpuCompareTable(id="inventory-compare")
+        self.comparing = True
+        """Whether the comparison by GPU is shown (the first view) rather than the offer list."""
+        self.comparison: InventoryComparison | None = None
+        self.providers: list[ProviderReport] = []
+        """Where each provider stands, from the latest answer of either view."""
+        self.before_drill: tuple[str, str] | None = None
+        """(filter before, filter written) of the last drill into a row: going back to the
+        comparison restores the first while the second is still in the box."""
         self.refreshing = False
         self.renting = 0
         self.last_refresh_at: datetime | None = None
@@ -172,13 +208,23 @@ class InventoryPane(CorePane):
             )
         yield Static(id="inventory-query-error")
         yield Static("Waiting for the core…", id="inventory-summary")
+        yield self.compare_table
+        self.table.display = False
         yield self.table
         yield Static(id="inventory-providers")
 
     def focus_main(self) -> None:
-        self.table.focus()
+        self.shown_table().focus()
+
+    def shown_table(self) -> OfferTable | GpuCompareTable:
+        return self.compare_table if self.comparing else self.table
 
     # ------------------------------------------------------------------ hooks from the app
+
+    def remembered(self, prefs: Prefs) -> None:
+        """Open with the filter the user last submitted."""
+        if prefs.inventory_filter:
+            self.query_one("#inventory-filter", Input).value = prefs.inventory_filter
 
     def core_ready(self, shopper: Shopper) -> None:
         super().core_ready(shopper)
@@ -217,15 +263,29 @@ class InventoryPane(CorePane):
         self.query_one("#inventory-filter", Input).focus()
 
     def action_leave_filter(self) -> None:
-        self.table.focus()
+        self.focus_main()
+        self.remember_filter()
+
+    def remember_filter(self) -> None:
+        """Keep the filter the user left (when it parses) for the next start."""
+        box = self.query_one("#inventory-filter", Input)
+        if not box.has_class("bad-query"):
+            self.post_message(Remember(inventory_filter=box.value))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """`escape` leaves the filter box, and the footer says so only while it has focus."""
+        """`escape` leaves the filter box, and the footer says so only while it has focus; the
+        footer offers each view's own keys only."""
         if action == "leave_filter":
             return self.query_one("#inventory-filter", Input).has_focus
-        return True
+        if action == "drill":
+            return self.comparing
+        return not (self.comparing and action in self.LIST_ACTIONS)
 
     def selected_id(self) -> str | None:
+        """The offer under the cursor; on a comparison row, the row's best offer."""
+        if self.comparing:
+            row = self.compare_table.cursor_gpu_row()
+            return None if row is None else row.best_offer_id
         return self.table.cursor_offer_id()
 
     @on(Input.Changed, "#inventory-filter")
@@ -234,7 +294,8 @@ class InventoryPane(CorePane):
 
     @on(Input.Submitted, "#inventory-filter")
     def filter_submitted(self) -> None:
-        self.table.focus()
+        self.focus_main()
+        self.remember_filter()
 
     def parse_filter(self, text: str) -> None:
         """Re-read the menu for a query that parses; mark the fault of one that does not."""
@@ -269,11 +330,24 @@ class InventoryPane(CorePane):
         self.parse_filter(self.query_one("#inventory-filter", Input).value)
 
     def read_view(self) -> None:
-        """Ask for the menu of the current query, from the cache; newer asks win."""
+        """Ask for the shown view of the current query, from the cache; newer asks win."""
         if self.shopper is None:
             return
         self._generation += 1
-        self.read_cache(self.effective_query(), self._generation)
+        if self.comparing:
+            self.read_comparison(self.effective_query(), self._generation)
+        else:
+            self.read_cache(self.effective_query(), self._generation)
+
+    @work(exclusive=True, group="inventory-view", exit_on_error=False)
+    async def read_comparison(self, query: OfferQuery, generation: int) -> None:
+        assert self.shopper is not None
+        try:
+            comparison = await self.shopper.cached_comparison(query)
+        except UserError as err:
+            self.post_message(self.ViewFailed(fmt.problem(err), generation))
+            return
+        self.post_message(self.ComparisonReady(comparison, query, generation))
 
     @work(exclusive=True, group="inventory-view", exit_on_error=False)
     async def read_cache(self, query: OfferQuery, generation: int) -> None:
@@ -291,11 +365,23 @@ class InventoryPane(CorePane):
             return  # an answer to an older query: a newer one is on its way
         self.view = message.view
         self.shown_query = message.query
+        self.providers = message.view.providers
         stale = {r.provider for r in message.view.providers if r.status == "stale"}
         restaled, self.freshness.stale = stale != self.freshness.stale, stale
         self.freshness.style = bold(self.app.theme_variables.get("warning"))
         if self.show_rows() or restaled:
             self.table.redraw_ages()
+        self.show_providers()
+        self.show_summary()
+
+    @on(ComparisonReady)
+    def comparison_ready(self, message: ComparisonReady) -> None:
+        if message.generation != self._generation:
+            return
+        self.comparison = message.comparison
+        self.shown_query = message.query
+        self.providers = message.comparison.providers
+        self.compare_table.show(message.comparison, self.size.width or self.app.size.width)
         self.show_providers()
         self.show_summary()
 
@@ -348,13 +434,65 @@ class InventoryPane(CorePane):
         if self.view is None:
             return False
         width = self.size.width or self.app.size.width
+        query = self.shown_query
         return self.table.show(
-            self.view.offers, self.view.usd_per_mtok, self.shown_query.model, width
+            self.view.offers, self.view.usd_per_mtok, query.model, width, query.sort
         )
 
     def on_resize(self, event: Resize) -> None:
         if self.table.needs_relayout(event.size.width):
             self.show_rows()
+        if self.comparison is not None and self.compare_table.needs_relayout(event.size.width):
+            self.compare_table.show(self.comparison, event.size.width)
+
+    # ------------------------------------------------------------------ the two views
+
+    def action_toggle_view(self) -> None:
+        """Switch between the comparison and the offer list; back on the comparison, a filter
+        still as a drill wrote it returns to what it was before."""
+        filter_box = self.query_one("#inventory-filter", Input)
+        self.show_view(comparing=not self.comparing)
+        if self.comparing and self.before_drill and filter_box.value == self.before_drill[1]:
+            filter_box.value = self.before_drill[0]  # its Changed message re-reads the view
+        self.before_drill = None
+
+    def show_view(self, *, comparing: bool) -> None:
+        """Show one view and read its answer to the current filter."""
+        self.comparing = comparing
+        self.compare_table.display = comparing
+        self.table.display = not comparing
+        self.focus_main()
+        self.refresh_bindings()
+        self.read_view()
+
+    @on(DataTable.RowSelected, "#inventory-compare")
+    def compare_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_drill()
+
+    def action_drill(self) -> None:
+        """List the offers of the comparison row under the cursor: the filter gains that GPU
+        model and count (the user sees it, and may edit it)."""
+        row = self.compare_table.cursor_gpu_row()
+        if row is None:
+            self.notify("No GPU row to open: wait for the menu, or loosen the filter.")
+            return
+        filter_box = self.query_one("#inventory-filter", Input)
+        drilled = self.parsed.model_copy(
+            update={
+                "gpu": row.gpu_name,
+                "gpu_exact": True,
+                "min_gpus": row.gpu_count,
+                "max_gpus": row.gpu_count,
+                "limit": None,
+            }
+        )
+        text = format_query(drilled)
+        self.before_drill = (filter_box.value, text)
+        self.parsed = drilled
+        with filter_box.prevent(Input.Changed):
+            filter_box.value = text
+        self.show_view(comparing=False)
 
     # ------------------------------------------------------------------ sorting
 
@@ -490,11 +628,9 @@ class InventoryPane(CorePane):
     # ------------------------------------------------------------------ status lines
 
     def show_providers(self) -> None:
-        if self.view is None:
+        if not self.providers:
             return
-        line = Content(" · ").join(
-            provider_line(report, self.freshness.now) for report in self.view.providers
-        )
+        line = fmt.joined(provider_line(report, self.freshness.now) for report in self.providers)
         if line.plain != self._strip:  # most ticks change nothing: skip the relayout
             self._strip = line.plain
             self.query_one("#inventory-providers", Static).update(line)
@@ -506,7 +642,18 @@ class InventoryPane(CorePane):
         if self.renting:
             parts.append(Content.styled(f"renting ({self.renting})…", "bold $accent"))
         view = self.view
-        if view is None:
+        comparison = self.comparison if self.comparing else None
+        if comparison is not None:
+            parts.append(
+                f"{len(comparison.rows)} GPU models and counts from {comparison.offers} of "
+                f"{comparison.total} offers"
+            )
+            if comparison.hidden:
+                parts.append(f"{comparison.hidden} hidden after failed rentals")
+            parts.append(self.order_text())
+            if self.shown_query.model:
+                parts.append(f"$/Mtok: {self.shown_query.model}")
+        elif view is None or self.comparing:
             parts.append("fetching offers…" if self.refreshing else "no offers yet")
         else:
             parts.append(f"{len(view.offers)} of {view.total} offers")
@@ -517,15 +664,16 @@ class InventoryPane(CorePane):
                 parts.append(f"$/Mtok: {self.shown_query.model}")
         if self.table.marked:
             parts.append(f"{len(self.table.marked)} marked")
-        self.query_one("#inventory-summary", Static).update(Content(" · ").join(parts))
+        self.query_one("#inventory-summary", Static).update(fmt.joined(parts))
 
     def order_text(self) -> str:
         """`sorted by $/GPU-h ▲` for a column sort, else the filter's own order."""
         table = self.table
-        if table.sort_column is not None:
+        if table.sort_column is not None and not self.comparing:
             column = BY_KEY[table.sort_column]
             descending = column.descending_first != table.sort_reversed
             return f"sorted by {column.label} {'▼' if descending else '▲'}"
-        descending = self.shown_query.descending != table.sort_reversed
+        reversed_here = table.sort_reversed and not self.comparing
+        descending = self.shown_query.descending != reversed_here
         label = QUERY_SORT_LABELS[self.shown_query.sort]
         return f"filter order: {label} {'▼' if descending else '▲'}"

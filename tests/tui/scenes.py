@@ -37,14 +37,19 @@ async def inventory(ride: Cockpit) -> None:
     await ride.press("1")
 
 
-async def rent_dialog(ride: Cockpit) -> None:
+async def offer_list(ride: Cockpit) -> None:
+    """The comparison's first row drilled into: that GPU model and count's offers."""
     await ride.press("1", "enter")
+
+
+async def rent_dialog(ride: Cockpit) -> None:
+    await ride.press("1", "v", "enter")
     await ride.pilot.press(*"alice")
     await ride.settle()
 
 
 async def compare(ride: Cockpit) -> None:
-    await ride.press("1", "space", "down", "space", "down", "space", "c")
+    await ride.press("1", "v", "space", "down", "space", "down", "space", "c")
 
 
 async def sessions(ride: Cockpit) -> None:
@@ -83,6 +88,7 @@ class Scene:
 SCENES = (
     Scene("inventory", WIDE, inventory),
     Scene("inventory-80x24", NARROW, inventory),
+    Scene("offer-list", WIDE, offer_list),
     Scene("rent-dialog", WIDE, rent_dialog),
     Scene("compare", WIDE, compare),
     Scene("sessions", WIDE, sessions),

@@ -31,7 +31,7 @@ async def test_escape_leaves_the_filter_box_and_the_footer_says_so(
         assert ride.app.focused is ride.one("#inventory-filter", Input)
         assert footer_says(ride, "escape") == "Back to the table"
         await ride.press("escape")
-        assert ride.app.focused is pane.table
+        assert ride.app.focused is pane.shown_table()
         assert ride.one("#inventory-filter", Input).value == "gpu=4090"
         await ride.press("5", "slash")
         assert footer_says(ride, "escape") == "Back to the log"
@@ -43,7 +43,7 @@ async def test_vim_and_home_end_keys_move_in_the_tables(
     isolated_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with cockpit(monkeypatch, isolated_env) as ride:
-        table = ride.app.query_one(InventoryPane).table
+        table = await ride.offer_list()
         assert table.row_count > 3 and table.cursor_row == 0
         await ride.press("j", "j")
         assert table.cursor_row == 2
@@ -80,7 +80,7 @@ async def test_y_copies_the_selected_id(
     isolated_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with cockpit(monkeypatch, isolated_env) as ride:
-        offer = ride.app.query_one(InventoryPane).table.cursor_offer()
+        offer = (await ride.offer_list()).cursor_offer()
         assert offer is not None
         await ride.press("y")
         assert ride.app.clipboard == offer.id

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 from textual.coordinate import Coordinate
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable, Input, Static
 
 from gpushop_tui.core import ProviderReport
 from gpushop_tui.models import Offer, OfferQuery
@@ -77,6 +77,7 @@ async def test_filter_narrows_as_you_type_and_a_bad_token_keeps_the_rows(
     isolated_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with cockpit(monkeypatch, isolated_env) as ride:
+        await ride.press("v")  # from the comparison (the first view) to the offer list
         everything = await loaded(ride)
         assert len(everything) == len((await ride.shopper.offers()).offers) > 1000
         assert ride.app.focused is table(ride)  # the first screen answers its keys at once
@@ -107,6 +108,7 @@ async def test_the_cursor_stays_on_its_offer_across_a_refresh(
     isolated_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with cockpit(monkeypatch, isolated_env) as ride:
+        await ride.press("v")  # from the comparison (the first view) to the offer list
         before = await loaded(ride)
         assert table(ride).cursor_row == 0
         await ride.press(*["down"] * 5)
@@ -127,6 +129,7 @@ async def test_a_refresh_shows_refreshing_and_runs_on_the_core_clock(
     isolated_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with cockpit(monkeypatch, isolated_env) as ride:
+        await ride.press("v")  # from the comparison (the first view) to the offer list
         inventory = pane(ride)
         first = inventory.last_refresh_at
         assert first is not None
@@ -151,6 +154,7 @@ async def test_a_failing_provider_is_reported_while_the_others_stay(
         market.world.faults.add(HttpFault(provider="bluelobster", status=503, body="down"))
 
     async with cockpit(monkeypatch, isolated_env, prepare=bluelobster_down) as ride:
+        await ride.press("v")  # from the comparison (the first view) to the offer list
         rows = await loaded(ride)
         strip = text_of(ride, "#inventory-providers")
         assert "bluelobster error: " in strip
@@ -176,6 +180,7 @@ async def test_sort_by_any_column_with_keys_or_a_header_click(
     isolated_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with cockpit(monkeypatch, isolated_env) as ride:
+        await ride.press("v")  # from the comparison (the first view) to the offer list
 
         def values(field: str) -> list[float]:
             return [getattr(offer(ride, i), field) for i in table_ids(ride)]
@@ -207,6 +212,7 @@ async def test_mark_two_offers_and_compare_them(
     isolated_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with cockpit(monkeypatch, isolated_env) as ride:
+        await ride.press("v")  # from the comparison (the first view) to the offer list
         ids = await loaded(ride)
         await ride.press("space", "c")
         assert not isinstance(ride.app.screen, CompareScreen)
@@ -230,6 +236,7 @@ async def test_a_chosen_model_adds_the_price_per_million_tokens(
     isolated_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with cockpit(monkeypatch, isolated_env) as ride:
+        await ride.press("v")  # from the comparison (the first view) to the offer list
         await loaded(ride)
         assert "$/Mtok" not in line(ride, 0)
         pane(ride).set_model("llama3.1:8b")
@@ -246,6 +253,7 @@ async def test_at_80x24_the_essential_columns_stay_visible(
     isolated_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with cockpit(monkeypatch, isolated_env, size=(80, 24)) as ride:
+        await ride.press("v")  # from the comparison (the first view) to the offer list
         await loaded(ride)
         t = table(ride)
         header = line(ride, 0)
@@ -268,3 +276,101 @@ def test_the_provider_strip_says_when_an_answer_was_capped() -> None:
     )
     stale = ProviderReport("vastai", "stale", offers=3000, error="HTTP 503", truncated=True)
     assert provider_line(stale, None).plain.endswith("kept), capped: filter to see the rest")
+
+
+def compare_lines(ride: Cockpit) -> list[str]:
+    """What the comparison table draws, header first, one line per row."""
+    t = ride.app.query_one("#inventory-compare", DataTable)
+    return [t.render_line(y).text for y in range(t.row_count + 1)]
+
+
+async def test_the_pane_opens_on_a_comparison_by_gpu_and_enter_lists_a_rows_offers(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with cockpit(monkeypatch, isolated_env) as ride:
+        compare = ride.app.query_one("#inventory-compare", DataTable)
+        assert compare.display and not table(ride).display
+        assert ride.app.focused is compare
+        expected = await ride.shopper.cached_comparison(OfferQuery())
+        lines = compare_lines(ride)
+        assert lines[0].split()[:5] == ["GPU", "VRAM", "vastai", "tensordock", "bluelobster"]
+        assert len(lines) == len(expected.rows) + 1
+        shared = next(r for r in expected.rows if len(r.by_provider) == 3)
+        shown = next(line for line in lines if f"{shared.gpu_count}x {shared.gpu_name} " in line)
+        prices = [f"${b.price_per_hour:.3f}" for b in shared.by_provider.values()]
+        assert shown.split()[-5:] == [
+            *prices,
+            str(shared.offers),
+            f"${shared.price_min:.3f}-${shared.price_max:.3f}",
+        ]  # side by side, with the offer count and the price range
+        assert f"{len(expected.rows)} GPU models and counts from 1365 of 1365 offers" in text_of(
+            ride, "#inventory-summary"
+        )
+
+        await ride.press("slash", *"model=llama3.1:8b", "enter")
+        assert "$/Mtok" in compare_lines(ride)[0]
+
+        await ride.press(*["down"] * expected.rows.index(shared), "enter")
+        assert table(ride).display and not compare.display
+        box = ride.app.query_one("#inventory-filter", Input)
+        assert box.value == (
+            f'gpu=="{shared.gpu_name}" n={shared.gpu_count} model=llama3.1:8b'
+        )  # the filter that selects the row's offers, there to read and edit
+        rows = await loaded(ride)
+        assert len(rows) == shared.offers
+        assert {(offer(ride, i).gpu_name, offer(ride, i).gpu_count) for i in rows} == {
+            (shared.gpu_name, shared.gpu_count)
+        }
+
+        await ride.press("v")  # back to the comparison, as it was before the drill
+        assert compare.display and box.value == "model=llama3.1:8b"
+        assert compare.cursor_row == expected.rows.index(shared)
+
+        # A name inside another ("RTX 3060" in "RTX 3060 Ti"): the drill lists that model only.
+        await ride.press("slash", "ctrl+u", "enter")
+        within = next(
+            r
+            for r in expected.rows
+            if any(r.gpu_name in o.gpu_name and r.gpu_name != o.gpu_name for o in expected.rows)
+        )
+        await ride.press("home", *["down"] * expected.rows.index(within), "enter")
+        rows = await loaded(ride)
+        assert {(offer(ride, i).gpu_name, offer(ride, i).gpu_count) for i in rows} == {
+            (within.gpu_name, within.gpu_count)
+        }
+        assert len(rows) == within.offers
+
+
+async def test_at_80x24_the_comparison_fits_with_its_columns_apart(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with cockpit(monkeypatch, isolated_env, size=(80, 24)) as ride:
+        compare = ride.app.query_one("#inventory-compare", DataTable)
+        header = compare_lines(ride)[0]
+        for label in ("GPU", "vastai", "tensordock", "bluelobster", "Offers", "$/h range"):
+            assert f" {label} " in f"{header} "
+        assert compare.virtual_size.width <= compare.scrollable_content_region.width
+        await ride.press("slash", *"model=llama3.1:8b", "enter")
+        assert " $/Mtok " in f"{compare_lines(ride)[0]} "
+        assert compare.virtual_size.width <= compare.scrollable_content_region.width
+
+
+async def test_at_80x24_the_filters_sort_column_stays_on_screen(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with cockpit(monkeypatch, isolated_env, size=(80, 24)) as ride:
+        await ride.press("v")
+        await loaded(ride)
+        assert "Rel" not in line(ride, 0)  # no room for it unless it orders the rows
+        await ride.press("slash", *"sort=rel", "enter")
+        await loaded(ride)
+        assert " Rel " in f"{line(ride, 0)} "
+        assert "filter order: Rel ▼" in text_of(ride, "#inventory-summary")
+        await ride.press("s")  # a column sort by Provider keeps the filter's column too
+        await loaded(ride)
+        assert " Rel " in f"{line(ride, 0)} " and "Provider▲" in line(ride, 0)
+        await ride.press("slash", *["backspace"] * 8, *"model=llama3.1:8b sort=vram", "enter")
+        await loaded(ride)
+        assert " VRAM " in f"{line(ride, 0)} "  # at 80 columns a model alone shows $/Mtok, not VRAM
+        t = table(ride)
+        assert t.virtual_size.width <= t.scrollable_content_region.width

@@ -18,13 +18,13 @@ from gpushop_tui.models import (
     Session,
     StoragePolicy,
 )
-from gpushop_tui.tui.inventory import InventoryPane
 from gpushop_tui.tui.rent import RentScreen
 from tests.tui.harness import Cockpit, cockpit
 
 
 async def open_dialog(ride: Cockpit, query: str = "") -> RentScreen:
-    """Filter the menu, then `enter` on its first offer."""
+    """Filter the offer list, then `enter` on its first offer."""
+    await ride.offer_list()
     if query:
         await ride.press("slash", *query, "enter")
     await ride.press("enter")
@@ -45,7 +45,7 @@ async def test_rent_an_offer_with_an_explicit_confirm(
     isolated_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with cockpit(monkeypatch, isolated_env) as ride:
-        offer = ride.app.query_one(InventoryPane).table.cursor_offer()
+        offer = (await ride.offer_list()).cursor_offer()
         assert offer is not None
         dialog = await open_dialog(ride)
         assert dialog.offer == offer
@@ -104,7 +104,7 @@ async def test_a_refusal_from_the_core_keeps_the_dialog_open_with_the_reason(
     isolated_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with cockpit(monkeypatch, isolated_env) as ride:
-        offer = ride.app.query_one(InventoryPane).table.cursor_offer()
+        offer = (await ride.offer_list()).cursor_offer()
         assert offer is not None
         ride.market.world.credit = offer.price_per_hour / 2  # the balance is read on confirm
         dialog = await open_dialog(ride)
@@ -129,7 +129,7 @@ async def test_a_refusal_after_the_dialog_was_closed_is_a_toast(
     isolated_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with cockpit(monkeypatch, isolated_env) as ride:
-        offer = ride.app.query_one(InventoryPane).table.cursor_offer()
+        offer = (await ride.offer_list()).cursor_offer()
         assert offer is not None
         ride.market.world.credit = offer.price_per_hour / 2
         answer = asyncio.Event()

@@ -10,7 +10,7 @@ rows in place by key.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -22,7 +22,7 @@ from rich.style import Style
 from rich.text import Text
 from textual.coordinate import Coordinate
 
-from gpushop_tui.models import Offer
+from gpushop_tui.models import Offer, OfferSort
 from gpushop_tui.tui import fmt
 from gpushop_tui.tui.widgets.table import Table
 
@@ -91,7 +91,12 @@ FACE = attrgetter(
 )  # fmt: skip
 """What the table shows of an offer: a fetch that changes none of it rewrites no cell."""
 OPTIONAL_ORDER = ("mtok", "vram", "region", "rel", "cuda", "net")
-"""Which optional columns a narrow screen keeps first."""
+"""Which optional columns a narrow screen keeps first (after the sorted ones)."""
+SORT_COLUMNS: dict[OfferSort, str] = {
+    "price": "price", "gpu_price": "gpu_price", "vram": "vram", "reliability": "rel",
+    "usd_per_mtok": "mtok",
+}  # fmt: skip
+"""The column each of the filter's `sort=` keys orders by (`vram_price` has none)."""
 
 
 @lru_cache
@@ -100,12 +105,14 @@ def bold(color: str | None) -> Style:
     return Style(color=color, bold=True)
 
 
-def columns_for(width: int, with_mtok: bool) -> tuple[Column, ...]:
-    """The columns that fit `width` cells: every essential one, then optional ones in
+def columns_for(width: int, with_mtok: bool, sorted_by: Collection[str] = ()) -> tuple[Column, ...]:
+    """The columns that fit `width` cells: every essential one, then the optional ones the rows
+    are sorted by (so a narrow screen never hides the order), then the others in
     `OPTIONAL_ORDER` while they fit (the $/Mtok column only when a model prices offers)."""
     room = width - SCROLLBAR - sum(c.width + 2 for c in COLUMNS if c.essential)
     chosen = {c.key for c in COLUMNS if c.essential}
-    for key in OPTIONAL_ORDER:
+    first = [key for key in OPTIONAL_ORDER if key in sorted_by]
+    for key in first + [key for key in OPTIONAL_ORDER if key not in sorted_by]:
         if key == "mtok" and not with_mtok:
             continue
         need = BY_KEY[key].width + 2
@@ -188,6 +195,8 @@ class OfferTable(Table[Any]):
         self.sort_column: str | None = None
         """The column the user sorts by; None keeps the filter's own order."""
         self.sort_reversed = False
+        self.filter_sort: OfferSort = "price"
+        """The filter's own order (`sort=`): its column stays on screen too."""
         self.marked: dict[str, Offer] = {}
         """The offers marked for comparison, by id (kept when a filter hides them)."""
         self.shown_columns: tuple[Column, ...] = ()
@@ -199,6 +208,7 @@ class OfferTable(Table[Any]):
         self._priced_by: str | None = None
         self._pending: list[Offer] = []
         self._build = 0
+        self._width = 0
 
     @property
     def filling(self) -> bool:
@@ -212,17 +222,23 @@ class OfferTable(Table[Any]):
     # ------------------------------------------------------------------ showing a menu
 
     def show(
-        self, offers: list[Offer], estimates: Mapping[str, float], model: str | None, width: int
+        self,
+        offers: list[Offer],
+        estimates: Mapping[str, float],
+        model: str | None,
+        width: int,
+        filter_sort: OfferSort = "price",
     ) -> bool:
-        """Bring the table to a menu (`estimates`: $/Mtok by offer id for `model`) at `width`
-        cells: in place by row key when little changed, else rebuilt. True when rows kept in
-        place now show a fresh fetch (their ages moved)."""
+        """Bring the table to a menu (`estimates`: $/Mtok by offer id for `model`, in the
+        filter's `filter_sort` order) at `width` cells: in place by row key when little changed,
+        else rebuilt. True when rows kept in place now show a fresh fetch (their ages moved)."""
         for offer in offers:
             if offer.id in self.marked:
                 self.marked[offer.id] = offer
         self._offers, self._estimates = offers, estimates
+        self._width, self.filter_sort = width, filter_sort
         ordered = self.ordered(offers)
-        columns = columns_for(width, model is not None)
+        columns = self.columns_at(width, model)
         wanted = {offer.id for offer in ordered}
         leaving = [offer_id for offer_id in self._order if offer_id not in wanted]
         arriving = sum(1 for offer in ordered if offer.id not in self._shown)
@@ -262,8 +278,14 @@ class OfferTable(Table[Any]):
     def needs_relayout(self, width: int) -> bool:
         """Whether `width` cells call for other columns than the menu shown has."""
         return self._offers is not None and (
-            columns_for(width, self._priced_by is not None) != self.shown_columns
+            self.columns_at(width, self._priced_by) != self.shown_columns
         )
+
+    def columns_at(self, width: int, model: str | None) -> tuple[Column, ...]:
+        """The columns for `width` cells, keeping the ones the rows are sorted by: the user's
+        column and the filter's."""
+        keys = (self.sort_column, SORT_COLUMNS.get(self.filter_sort))
+        return columns_for(width, model is not None, [key for key in keys if key is not None])
 
     def _order_after(self, leaving: list[str], offers: list[Offer]) -> list[str]:
         """The table's order once `leaving` went and new rows were appended."""
@@ -441,8 +463,9 @@ class OfferTable(Table[Any]):
         for column in self.shown_columns:
             self.columns[column.key].label = self.header(column)  # type: ignore[index]
         cursor = self.followed_offer_id()
-        if self._pending:
-            self.rebuild(self.ordered(self._offers), self.shown_columns, self._priced_by)
+        columns = self.columns_at(self._width, self._priced_by)
+        if self._pending or columns != self.shown_columns:
+            self.rebuild(self.ordered(self._offers), columns, self._priced_by)
         else:
             order = [offer.id for offer in self.ordered(self._offers)]
             self.reorder(order)
