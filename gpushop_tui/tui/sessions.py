@@ -5,8 +5,10 @@ sample), which reads each session's `SessionView` from the core: rows are added,
 rewritten, closed sessions moved to the history below. The one-second tick rewrites only the
 countdown and cost cells whose text changed, computed from the stored absolute deadlines and the
 view's `cost_at`, so a skipped tick never drifts; the open sessions' table
-(`SessionTable`) writes only those cells. Every core call runs in a worker that posts a typed
-message back; handlers only touch widgets.
+(`SessionTable`) writes only those cells. Below the table, the detail panel (`SessionDetail`)
+follows the cursor: the ssh command, cost so far and per hour, the deadlines with what each
+one does to the session and who enforces it, the node's readings and the last events. Every
+core call runs in a worker that posts a typed message back; handlers only touch widgets.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar, cast
 
 from pydantic import ValidationError
 from rich.markup import escape
@@ -24,6 +26,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.events import Resize
 from textual.message import Message
 from textual.screen import ModalScreen
 from textual.theme import Theme
@@ -53,8 +56,12 @@ from gpushop_tui.models import SessionStatus as Status
 from gpushop_tui.tui import fmt
 from gpushop_tui.tui.dialogs import ConfirmScreen, TextScreen
 from gpushop_tui.tui.pane import CorePane
+from gpushop_tui.tui.widgets.session_detail import SessionDetail, labelled
 from gpushop_tui.tui.widgets.session_table import NONE, Cell, SessionTable, cell_text
 from gpushop_tui.tui.widgets.table import Table
+
+if TYPE_CHECKING:
+    from gpushop_tui.tui.app import GpushopApp
 
 SAMPLED = ("util", "memory", "temp")
 HISTORY_COLUMNS: tuple[tuple[str, str, int | None], ...] = (
@@ -67,6 +74,11 @@ HISTORY_COLUMNS: tuple[tuple[str, str, int | None], ...] = (
 )
 HISTORY_LIMIT = 100
 """Closed sessions kept in the history table, most recently ended first."""
+RECENT_EVENTS = 3
+"""How many of the selected session's audit events the detail panel lists, newest last."""
+DETAIL_MIN_HEIGHT = 30
+"""A terminal this tall shows the detail panel from the start; a shorter one leaves the rows
+to the table until `i` asks for the panel."""
 STATUS_TONE = {
     Status.RUNNING: "ok",
     Status.STOPPING: "warning",
@@ -141,12 +153,10 @@ def idle_cell(session: Session) -> Cell:
 
 def static_cells(session: Session) -> dict[str, Cell]:
     """The cells that change only when the stored session does."""
-    instance_tone = {InstanceState.LIVE: "ok", InstanceState.UNKNOWN: "warning"}
     return {
         "id": (session.id, ""),
         "gpu": (gpu_text(session), ""),
         "status": (session.status.value, STATUS_TONE.get(session.status, "")),
-        "instance": (session.instance.value, instance_tone.get(session.instance, "")),
         "consumer": (session.consumer, ""),
         "provider": (session.provider, ""),
         "idle": idle_cell(session),
@@ -154,11 +164,19 @@ def static_cells(session: Session) -> dict[str, Cell]:
 
 
 def ticking_cells(view: SessionView, now: datetime) -> dict[str, Cell]:
-    return {
-        "expires": expiry_cell(view.session, now),
-        "cost": cost_cell(view, now),
-        "hard_max": hard_max_cell(view.session, now),
-    }
+    return {"expires": expiry_cell(view.session, now), "cost": cost_cell(view, now)}
+
+
+def instance_cell(session: Session) -> Cell:
+    tone = {InstanceState.LIVE: "ok", InstanceState.UNKNOWN: "warning"}.get(session.instance, "")
+    return session.instance.value, tone
+
+
+def done_outcome(session: Session) -> str:
+    """What `done` (the user's, the expiry's or the idle stop's) does to this session."""
+    if session.storage_policy == StoragePolicy.KEEP:
+        return "stop its instance and keep the disk (the disk still bills)"
+    return "destroy its instance and everything on its disk"
 
 
 def ended_at(session: Session) -> datetime:
@@ -189,12 +207,74 @@ def history_cells(view: SessionView, now: datetime) -> dict[str, Cell]:
     }
 
 
+def event_line(event: AuditEvent, now: datetime) -> str:
+    """`09:41:00  info     message`: one audit event at its local time."""
+    return f"{fmt.local_time(event.at, now)}  {event.severity.value:<8} {event.message}"
+
+
 def timeline_text(session_id: str, events: list[AuditEvent], now: datetime) -> str:
     """One line per audit event, oldest first, local times (markup-safe)."""
     if not events:
         return f"No events recorded for session {session_id}."
-    return "\n".join(
-        f"{fmt.local_time(e.at, now)}  {e.severity.value:<8} {escape(e.message)}" for e in events
+    return "\n".join(escape(event_line(e, now)) for e in events)
+
+
+def supervisor_words(acting: bool | None, holder: str | None) -> str:
+    """Who enforces the deadlines below: this app, the process holding the lease, or the next."""
+    if acting:
+        return "this gpushop supervises: it acts on every deadline here"
+    if acting is False:
+        return f"{holder or 'another gpushop'} supervises: it acts on every deadline here"
+    return "the gpushop that supervises ('gpushop --serve', the cockpit, 'gpushop reconcile')"
+
+
+def money_text(view: SessionView, now: datetime) -> Text:
+    spent, rate = fmt.spent(view.cost_at(now)), fmt.rate(view.burn_usd_per_hour)
+    return labelled([("cost", f"{spent} so far · {rate} now")])
+
+
+def deadlines_text(
+    view: SessionView, now: datetime, variables: dict[str, str], supervisor: str
+) -> Text:
+    """Each deadline the supervisor enforces on this session, when, and what it does then."""
+    session = view.session
+    done = f"done: {done_outcome(session)}"
+    lines: list[tuple[str, Text | str]] = []
+    if session.status in (Status.PROVISIONING, Status.RUNNING):
+        expiry = cell_text(expiry_cell(session, now), variables)
+        at = fmt.local_time(session.expires_at, now)
+        lines.append(("expiry", expiry.append(f" (at {at}) · then {done}")))
+    if session.status == Status.RUNNING and session.idle_timeout_min > 0:
+        verdict = session.idle_reason or "not sampled yet"
+        idle = f"after {session.idle_timeout_min:g} min idle · then done, as at expiry · now: "
+        lines.append(("idle stop", idle + verdict))
+    elif session.idle_timeout_min == 0:
+        lines.append(("idle stop", Text("off", style="dim")))
+    if not session.instance.absent:
+        hard_max = cell_text(hard_max_cell(session, now), variables)
+        at = fmt.local_time(session.hard_max_at, now)
+        then = f" (at {at}) · then force delete, whatever the storage policy"
+        lines.append(("hard max", hard_max.append(then)))
+    lines.append(("enforcer", supervisor))
+    return labelled(lines)
+
+
+def node_text(
+    session: Session, sample: tuple[datetime, NodeSample] | None, variables: dict[str, str]
+) -> Text:
+    """The instance's state and the supervisor's latest GPU readings of its node."""
+    readings = sample_cells(sample)
+    value = cell_text(instance_cell(session), variables)
+    for label, column in (("GPU", "util"), ("memory", "memory"), ("temp", "temp")):
+        value.append(f" · {label} ").append(cell_text(readings[column], variables))
+    return labelled([("instance", value)])
+
+
+def events_text(events: list[AuditEvent], now: datetime) -> Text:
+    if not events:
+        return labelled([("events", Text("none recorded yet", style="dim"))])
+    return labelled(
+        (("events" if n == 0 else "", event_line(e, now)) for n, e in enumerate(events))
     )
 
 
@@ -251,17 +331,17 @@ class SessionsPane(CorePane):
         Binding("e", "extend", "Extend"),
         Binding("x", "delete", "Force delete"),
         Binding("t", "timeline", "Timeline", key_display="t/enter"),
+        Binding("i", "toggle_detail", "Details"),
     ]
     ROW_ACTIONS: ClassVar[tuple[str, ...]] = ("ssh", "done", "extend", "delete")
     """Actions on an open session (not offered while the history is focused)."""
 
     @dataclass
     class Loaded(Message):
-        """The open sessions as stored now, closed ones to move to the history, seed events."""
+        """The open sessions as stored now, and closed ones to move to the history."""
 
         open: list[SessionView]
         closed: list[SessionView]
-        last_events: dict[str, str]
         checked: frozenset[str]
         """Session ids named by events that this load looked up."""
         full: bool
@@ -277,6 +357,13 @@ class SessionsPane(CorePane):
     class SshReady(Message):
         session_id: str
         command: str
+
+    @dataclass
+    class RecentEvents(Message):
+        """The last few audit events of the session the detail panel shows."""
+
+        session_id: str
+        events: list[AuditEvent]
 
     @dataclass
     class TimelineReady(Message):
@@ -298,11 +385,17 @@ class SessionsPane(CorePane):
             self.history_table, title="History: no closed sessions", id="sessions-history"
         )
         self.empty = Static("Loading sessions…", id="sessions-empty")
+        self.detail = SessionDetail(id="sessions-detail")
+        self.detail.display = False
         self.sessions: dict[str, SessionView] = {}
         """Open sessions by id, in table order."""
         self.closed: dict[str, SessionView] = {}
         """Sessions in the history table."""
-        self._last_event: dict[str, str] = {}
+        self._detail_id: str | None = None
+        """The open session the detail panel shows (the one under the table's cursor)."""
+        self._detail_wanted: bool | None = None
+        """Whether the user asked for the panel (`i`); None: shown when the terminal is tall."""
+        self._recent: list[AuditEvent] = []
         self._sample_at: dict[str, datetime | None] = {}
         self._mentioned: set[str] = set()
         self._pending_select: str | None = None
@@ -311,6 +404,7 @@ class SessionsPane(CorePane):
     def compose(self) -> ComposeResult:
         yield self.empty
         yield self.table
+        yield self.detail
         yield self.history
 
     def on_mount(self) -> None:
@@ -326,10 +420,8 @@ class SessionsPane(CorePane):
 
     def core_event(self, event: Event) -> None:
         session_id = event.session_id
-        if session_id is not None:
-            self._last_event[session_id] = event.message
-            if session_id in self.sessions:
-                self.table.show_cell(session_id, "event", (event.message, ""))
+        if session_id is not None and session_id == self._detail_id:
+            self.fetch_recent(session_id)
         if isinstance(event, SessionChanged):
             if session_id is not None:
                 self._mentioned.add(session_id)
@@ -339,16 +431,17 @@ class SessionsPane(CorePane):
         if self.shopper is None or not self.sessions:
             return
         sampled = False
+        show_cell = self.table.show_cell
+        node_sample = self.shopper.node_sample
         for session_id, view in self.sessions.items():
             for column, cell in ticking_cells(view, now).items():
-                self.table.show_cell(session_id, column, cell)
-            sample = self.shopper.node_sample(session_id)
+                show_cell(session_id, column, cell)
+            sample = node_sample(session_id)
             taken = sample[0] if sample else None
             if taken != self._sample_at.get(session_id):
                 self._sample_at[session_id] = taken
-                for column, cell in sample_cells(sample).items():
-                    self.table.show_cell(session_id, column, cell)
                 sampled = sampled or taken is not None
+        self._show_detail(now, full=sampled)
         if sampled:
             self.reload()  # the supervisor wrote its idle verdict along with the sample
 
@@ -395,13 +488,8 @@ class SessionsPane(CorePane):
                     continue
                 if session.closed:
                     closed.append(session)
-        last_events: dict[str, str] = {}
-        for session_id in sorted(open_ids - set(self._last_event)):
-            latest = await shopper.audit_log(session_id, limit=1)
-            if latest:
-                last_events[session_id] = latest[-1].message
         closed_views = [await shopper.view_of(session) for session in closed]
-        self.post_message(self.Loaded(open_views, closed_views, last_events, mentioned, full))
+        self.post_message(self.Loaded(open_views, closed_views, mentioned, full))
 
     @on(Loaded)
     def loaded(self, message: Loaded) -> None:
@@ -409,8 +497,6 @@ class SessionsPane(CorePane):
         now = self.shopper.clock.now()
         self._loaded = self._loaded or message.full
         self._mentioned -= message.checked
-        for session_id, text in message.last_events.items():
-            self._last_event.setdefault(session_id, text)
         fresh = {view.session.id for view in message.open}
         gone = [session_id for session_id in self.sessions if session_id not in fresh]
         with self.app.batch_update():
@@ -430,6 +516,7 @@ class SessionsPane(CorePane):
         self.empty.display = not self.sessions
         if self._pending_select is not None:
             self.select(self._pending_select)
+        self._follow_cursor()
         self.refresh_bindings()
 
     def _add_open(self, view: SessionView, now: datetime) -> None:
@@ -437,13 +524,7 @@ class SessionsPane(CorePane):
         self.sessions[session.id] = view
         sample = self.shopper.node_sample(session.id) if self.shopper else None
         self._sample_at[session.id] = sample[0] if sample else None
-        cells = {
-            **static_cells(session),
-            **ticking_cells(view, now),
-            **sample_cells(sample),
-            "event": (event, "") if (event := self._last_event.get(session.id)) else NONE,
-        }
-        self.table.add_session(session.id, cells)
+        self.table.add_session(session.id, {**static_cells(session), **ticking_cells(view, now)})
 
     def _update_open(self, view: SessionView) -> None:
         assert self.shopper is not None
@@ -451,14 +532,16 @@ class SessionsPane(CorePane):
         self.sessions[session.id] = view
         for column, cell in static_cells(session).items():
             self.table.show_cell(session.id, column, cell, fit=True)
-        for column, cell in ticking_cells(view, self.shopper.clock.now()).items():
+        now = self.shopper.clock.now()
+        for column, cell in ticking_cells(view, now).items():
             self.table.show_cell(session.id, column, cell)
+        if session.id == self._detail_id:
+            self._show_detail(now, full=True)
 
     def _remove_open(self, session_id: str) -> None:
         self.table.remove_session(session_id)
         del self.sessions[session_id]
         self._sample_at.pop(session_id, None)
-        self._last_event.pop(session_id, None)
 
     def _add_history(self, closed: Iterable[SessionView], now: datetime) -> None:
         added = False
@@ -486,11 +569,68 @@ class SessionsPane(CorePane):
         count = len(self.closed)
         self.history.title = f"History: {count} closed session{'s' if count != 1 else ''}"
 
+    # ------------------------------------------------------------------ detail panel
+
+    @on(DataTable.RowHighlighted, "#sessions-table")
+    def cursor_moved(self, event: DataTable.RowHighlighted) -> None:
+        event.stop()
+        self._follow_cursor()
+
+    def _follow_cursor(self) -> None:
+        """Point the detail panel at the open session under the table's cursor."""
+        session_id: str | None = None
+        if self.table.row_count:
+            row = self.table.coordinate_to_cell_key(self.table.cursor_coordinate).row_key
+            session_id = row.value
+        self.detail.display = session_id is not None and self._detail_shown()
+        if session_id == self._detail_id:
+            return
+        self._detail_id = session_id
+        self._recent = []
+        if session_id is None or self.shopper is None:
+            return
+        self.detail.border_title = f"session {session_id}"
+        self._show_detail(self.shopper.clock.now(), full=True)
+        self.fetch_recent(session_id)
+
+    def _detail_shown(self) -> bool:
+        if self._detail_wanted is not None:
+            return self._detail_wanted
+        return self.app.size.height >= DETAIL_MIN_HEIGHT
+
+    def _show_detail(self, now: datetime, *, full: bool) -> None:
+        """Rewrite the panel's ticking sections (cost, deadlines), or all of them if `full`."""
+        view = self.sessions.get(self._detail_id or "")
+        if view is None or self.shopper is None:
+            return
+        detail = self.detail
+        variables = self.app.theme_variables
+        app = cast("GpushopApp", self.app)
+        supervisor = supervisor_words(app.acting, app.supervisor_holder)
+        detail.money.show(money_text(view, now))
+        detail.deadlines.show(deadlines_text(view, now, variables, supervisor))
+        if full:
+            session = view.session
+            ssh = view.ssh_command or Text("no SSH address yet", style="dim")
+            detail.access.show(labelled([("ssh", ssh)]))
+            sample = self.shopper.node_sample(session.id)
+            detail.node.show(node_text(session, sample, variables))
+            detail.events.show(events_text(self._recent, now))
+
+    def on_resize(self, event: Resize) -> None:
+        self.detail.display = self._detail_id is not None and self._detail_shown()
+
+    def action_toggle_detail(self) -> None:
+        """Show or hide the detail panel (it starts hidden on a short terminal)."""
+        self._detail_wanted = not self.detail.display
+        self.detail.display = self._detail_id is not None and self._detail_wanted
+
     def _repaint(self, theme: Theme) -> None:
         """The theme changed: colour the history again from the new theme's variables (the
-        open sessions' table does its own)."""
+        open sessions' table does its own), and the detail panel."""
         if self.shopper is not None:
             now = self.shopper.clock.now()
+            self._show_detail(now, full=True)
             variables = self.app.theme_variables
             for session_id, view in self.closed.items():
                 for column, cell in history_cells(view, now).items():
@@ -533,16 +673,11 @@ class SessionsPane(CorePane):
         if view is None:
             return
         session = view.session
-        ending = (
-            "stop its instance and keep the disk (the disk still bills)"
-            if session.storage_policy == StoragePolicy.KEEP
-            else "destroy its instance and everything on its disk"
-        )
         self.app.push_screen(
             ConfirmScreen(
                 f"Done with session {session.id}?",
-                f"This will {ending} ({gpu_text(session)} on {session.provider}, for "
-                f"{escape(session.consumer)}).",
+                f"This will {done_outcome(session)} ({gpu_text(session)} on "
+                f"{session.provider}, for {escape(session.consumer)}).",
                 yes="Done",
             ),
             partial(self._done, session.id),
@@ -637,6 +772,12 @@ class SessionsPane(CorePane):
         )
         self.post_message(self.Acted(note, await self.shopper.view_of(session)))
 
+    @work(group="sessions-recent", exclusive=True)
+    async def fetch_recent(self, session_id: str) -> None:
+        assert self.shopper is not None
+        events = await self.shopper.audit_log(session_id, limit=RECENT_EVENTS)
+        self.post_message(self.RecentEvents(session_id, events))
+
     @work(group="sessions-timeline", exclusive=True)
     async def fetch_timeline(self, session_id: str) -> None:
         assert self.shopper is not None
@@ -662,6 +803,12 @@ class SessionsPane(CorePane):
                 f"{escape(message.command)}\n\n[dim]copied to the clipboard[/dim]",
             )
         )
+
+    @on(RecentEvents)
+    def show_recent(self, message: RecentEvents) -> None:
+        if message.session_id == self._detail_id and self.shopper is not None:
+            self._recent = message.events
+            self._show_detail(self.shopper.clock.now(), full=True)
 
     @on(TimelineReady)
     def show_timeline(self, message: TimelineReady) -> None:

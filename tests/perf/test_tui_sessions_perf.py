@@ -1,4 +1,5 @@
-"""Sessions pane figures: one countdown tick over 50 open sessions, repaint included."""
+"""Sessions pane figures: one countdown tick over 50 open sessions, repaint (the table's and the
+detail panel's) included."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from gpushop_tui.models import InstanceState, SessionStatus
 from gpushop_tui.tui import fmt
 from gpushop_tui.tui.sessions import SessionsPane
+from gpushop_tui.tui.widgets.session_detail import DetailSection
 from tests.core.market import Market
 from tests.support.factories import make_offer, make_session
 from tests.tui.harness import cockpit
@@ -48,7 +50,8 @@ async def fifty_running(market: Market) -> None:
 async def test_a_countdown_tick_over_50_sessions(
     isolated_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`tick(now)` rewrites the countdown and cost cells, then the screen repaints them."""
+    """`tick(now)` rewrites the countdown and cost cells and the selected session's detail,
+    then the screen repaints them."""
     async with cockpit(monkeypatch, isolated_env, supervise=False, prepare=fifty_running) as ride:
         await ride.press("2")
         pane = ride.one("#sessions-pane", SessionsPane)
@@ -57,6 +60,8 @@ async def test_a_countdown_tick_over_50_sessions(
             if timer._callback == ride.app.tick:
                 timer.pause()
         first = await ride.shopper.session("perf000000")
+        assert pane.detail.display and first.id in str(pane.detail.border_title)
+        sections = list(pane.detail.query(DetailSection))
         ticks, wall, cpu = [], [], []
         for _ in range(TICKS):
             await ride.market.clock.advance(1)
@@ -65,11 +70,15 @@ async def test_a_countdown_tick_over_50_sessions(
             started, started_cpu = time.perf_counter(), time.thread_time()
             pane.tick(now)
             ticks.append(time.perf_counter() - started)
-            # What the table's idle handler and the screen's update timer would do next: mark
-            # the table dirty and paint it (run here, synchronously, so it can be timed).
+            # What the widgets' idle handlers and the screen's update timer would do next: mark
+            # the table and the detail panel's changed sections dirty and paint them (run here,
+            # synchronously, so it can be timed).
             assert pane.table._repaint_required
-            pane.table._repaint_required = False
-            ride.app.screen._dirty_widgets.add(pane.table)
+            changed = [w for w in (pane.table, *sections) if w._repaint_required]
+            assert len(changed) > 1  # the selected session's cost or countdown moved too
+            for widget in changed:
+                widget._repaint_required = False
+                ride.app.screen._dirty_widgets.add(widget)
             ride.app.screen._on_timer_update()
             wall.append(time.perf_counter() - started)
             cpu.append(time.thread_time() - started_cpu)
@@ -77,6 +86,7 @@ async def test_a_countdown_tick_over_50_sessions(
             expires = pane.table.get_cell(first.id, "expires").plain
             assert expires == "!! " + fmt.countdown(first.expires_at, now)
             assert expires in pane.table.render_line(1).text
+            assert fmt.countdown(first.expires_at, now) in pane.detail.text
     for what, timings in (
         ("tick alone, wall", ticks),
         ("tick + repaint, wall", wall),

@@ -19,6 +19,8 @@ from gpushop_tui.tui.dialogs import ConfirmScreen, TextScreen
 from gpushop_tui.tui.pane import ShowSession
 from gpushop_tui.tui.sessions import ExtendScreen, SessionsPane
 from gpushop_tui.tui.widgets.datatable_cells import TickingTable
+from gpushop_tui.tui.widgets.session_detail import LABEL_WIDTH
+from gpushop_tui.tui.widgets.session_table import OPEN_COLUMNS, SessionTable
 from tests.core.market import Market
 from tests.tui.harness import Cockpit, cockpit
 
@@ -30,6 +32,25 @@ async def open_pane(ride: Cockpit) -> SessionsPane:
 
 def cell(pane: SessionsPane, session_id: str, column: str) -> str:
     return pane.table.get_cell(session_id, column).plain
+
+
+def detail_line(pane: SessionsPane, label: str) -> str:
+    """The detail panel's value for `label` (it shows the session under the cursor)."""
+    for line in pane.detail.text.splitlines():
+        if line.startswith(f"{label} "):
+            return line[len(label) :].strip()
+    raise AssertionError(f"no {label!r} line in the detail panel:\n{pane.detail.text}")
+
+
+def node_readings(pane: SessionsPane) -> list[str]:
+    """GPU utilization, memory and temperature as the detail panel's instance line says them."""
+    parts = detail_line(pane, "instance").split(" · ")
+    return [part.split(" ", 1)[1] for part in parts[1:]]
+
+
+def screen_lines(ride: Cockpit) -> list[str]:
+    """The whole screen as text, one string per terminal line."""
+    return [strip.text for strip in ride.app.screen._compositor.render_strips()]
 
 
 def dialog_text(ride: Cockpit) -> str:
@@ -72,7 +93,7 @@ async def test_a_rental_appears_then_runs_with_its_countdown(
         assert not pane.empty.display
         stored = await until(ride, session.id, lambda s: s.status == "running")
         assert cell(pane, stored.id, "status") == "running"
-        assert cell(pane, stored.id, "instance") == "live"
+        assert detail_line(pane, "instance").startswith("live · ")
         now = ride.shopper.clock.now()
         left = stored.expires_at - now
         assert cell(pane, stored.id, "expires") == mmss(left)
@@ -114,7 +135,7 @@ async def test_countdown_turns_warning_then_danger_and_says_so(
         assert expires.plain == "!! " + mmss(session.expires_at - ride.shopper.clock.now())
         assert expires.plain.startswith("!! 2m")
         assert theme["text-error"] in str(expires.style)
-        assert "its reservation ends in" in cell(pane, session.id, "event")  # supervisor's warning
+        assert "its reservation ends in" in pane.detail.text  # the supervisor's warning
 
 
 async def test_an_unsupervised_session_past_its_expiry_says_overdue(
@@ -259,19 +280,19 @@ async def test_gpu_readings_show_once_the_supervisor_sampled_the_node(
         pane = await open_pane(ride)
         session = await running(ride, idle_timeout_min=30)
         assert ride.shopper.node_sample(session.id) is None
-        assert cell(pane, session.id, "util") == "—"
+        assert node_readings(pane)[0] == "—"
         assert cell(pane, session.id, "idle") == "not sampled yet"
         ride.market.instance(session).gpu_util = 73
         await ride.advance(IDLE_SAMPLE_S + 15, step_s=5)
         sample = ride.shopper.node_sample(session.id)
         assert sample is not None and sample[1].gpus
         gpu = sample[1].gpus[0]
-        assert cell(pane, session.id, "util") == "73%"
-        assert cell(pane, session.id, "temp") == f"{gpu.temperature_c:.0f}°C"
         assert gpu.memory_used_mib is not None and gpu.memory_total_mib is not None
-        assert cell(pane, session.id, "memory") == (
-            f"{gpu.memory_used_mib / 1024:.1f}/{gpu.memory_total_mib / 1024:.0f} GiB"
-        )
+        assert node_readings(pane) == [
+            "73%",
+            f"{gpu.memory_used_mib / 1024:.1f}/{gpu.memory_total_mib / 1024:.0f} GiB",
+            f"{gpu.temperature_c:.0f}°C",
+        ]
         assert cell(pane, session.id, "idle") == "busy: GPU 73%"
 
 
@@ -349,6 +370,30 @@ async def test_the_ticking_table_paints_what_changed_and_nothing_stale() -> None
         assert "row1" in line(2) and "0m 59s" in line(2)
 
 
+async def test_a_row_off_screen_is_written_when_it_scrolls_into_view() -> None:
+    """The tick skips rows out of view; scrolling to one shows what it says now, not before."""
+
+    class Sessions(App[None]):
+        def compose(self) -> ComposeResult:
+            yield SessionTable(id="t")
+
+    app = Sessions()
+    async with app.run_test(size=(120, 6)) as pilot:  # the header and five rows in view
+        table = app.query_one(SessionTable)
+        cells = {key: (key, "") for key, _, _ in OPEN_COLUMNS}
+        for n in range(10):
+            table.add_session(f"s{n:05d}", {**cells, "expires": (f"{n}m 00s", "")})
+        await pilot.pause()
+        table.show_cell("s00001", "expires", ("0m 59s", ""))
+        table.show_cell("s00009", "expires", ("8m 59s", ""))
+        assert table.get_cell("s00001", "expires").plain == "0m 59s"
+        assert table.get_cell("s00009", "expires").plain == "9m 00s"  # not written yet
+        table.action_scroll_bottom()
+        await pilot.pause()
+        assert table.get_cell("s00009", "expires").plain == "8m 59s"
+        assert "8m 59s" in table.render_line(table.size.height - 1).text
+
+
 async def test_a_viewer_shows_no_node_readings_but_its_actions_still_work(
     isolated_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -363,7 +408,7 @@ async def test_a_viewer_shows_no_node_readings_but_its_actions_still_work(
         assert pane.read_only
         session = await running(ride, idle_timeout_min=30)
         await ride.advance(IDLE_SAMPLE_S + 15, step_s=5)
-        assert [cell(pane, session.id, c) for c in ("util", "memory", "temp")] == ["—"] * 3
+        assert node_readings(pane) == ["—"] * 3
         await ride.press("d", "y")
         await until(ride, session.id, lambda s: s.closed)
         await ride.advance(0)
@@ -389,3 +434,117 @@ async def test_at_120_columns_whose_where_and_idle_show_without_scrolling(
             assert right_edges[key] <= visible, (key, right_edges, visible)
         assert cell(pane, session.id, "consumer") == "alice"
         assert cell(pane, session.id, "provider") == session.provider
+
+
+async def test_the_detail_panel_follows_the_cursor_and_ticks(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with cockpit(monkeypatch, isolated_env, size=(120, 40)) as ride:
+        pane = await open_pane(ride)
+        first = await running(
+            ride, offer=await ride.market.offer("tensordock"), hours=1, idle_timeout_min=30
+        )
+        second = await running(ride, storage="keep")
+        assert pane.detail.display
+        assert pane.table.cursor_row == 0
+        assert pane.detail.border_title == f"session {first.id}"
+        view = await ride.shopper.session_view(first.id)
+        assert view.ssh_command is not None
+        assert detail_line(pane, "ssh") == view.ssh_command[: len(detail_line(pane, "ssh"))]
+        now = ride.shopper.clock.now()
+        assert detail_line(pane, "cost") == (
+            f"{fmt.spent(view.cost_at(now))} so far · {fmt.rate(view.burn_usd_per_hour)} now"
+        )
+        expiry = detail_line(pane, "expiry")
+        assert expiry.startswith(f"{fmt.countdown(first.expires_at, now)} (at ")
+        assert "then done: destroy its instance and everything on its disk" in expiry
+        verdict = view.session.idle_reason or "not sampled yet"
+        idle = detail_line(pane, "idle stop")
+        assert idle == f"after 30 min idle · then done, as at expiry · now: {verdict}"
+        hard_max = detail_line(pane, "hard max")
+        assert hard_max.startswith(fmt.countdown(first.hard_max_at, now))
+        assert "then force delete, whatever the storage policy" in hard_max
+        assert detail_line(pane, "enforcer").startswith("this gpushop supervises")
+        events = await ride.shopper.audit_log(first.id, limit=3)
+        lines = pane.detail.text.splitlines()
+        assert [line[10:] for line in lines[-3:]] == [
+            f"{fmt.local_time(e.at, now)}  {e.severity.value:<8} {e.message}" for e in events
+        ]
+
+        await ride.advance(30)
+        later = ride.shopper.clock.now()
+        assert detail_line(pane, "expiry").startswith(fmt.countdown(first.expires_at, later))
+        assert detail_line(pane, "cost").startswith(fmt.spent(view.cost_at(later)))
+
+        await ride.press("down")
+        assert pane.detail.border_title == f"session {second.id}"
+        assert "keep the disk (the disk still bills)" in detail_line(pane, "expiry")
+        assert detail_line(pane, "idle stop") == "off"
+        last = (await ride.shopper.audit_log(second.id, limit=1))[0]
+        assert pane.detail.text.endswith(last.message)
+
+
+async def test_at_120_columns_the_table_has_no_horizontal_scrollbar(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with cockpit(monkeypatch, isolated_env, size=(120, 40)) as ride:
+        pane = await open_pane(ride)
+        for provider in ("vastai", "tensordock", "bluelobster"):
+            await running(ride, offer=await ride.market.offer(provider), consumer="research-team")
+        table = pane.table
+        assert table.row_count == 3
+        assert table.virtual_size.width <= table.scrollable_content_region.width
+        assert not table.show_horizontal_scrollbar
+        assert table.scroll_x == 0
+
+
+async def test_at_80x24_the_detail_panel_waits_for_i_and_leaves_the_table_its_rows(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with cockpit(monkeypatch, isolated_env, size=(80, 24)) as ride:
+        pane = await open_pane(ride)
+        for provider in ("vastai", "tensordock", "bluelobster"):
+            await running(ride, offer=await ride.market.offer(provider))
+        assert not pane.detail.display
+        assert pane.table.region.height >= 1 + 3  # the header and every row
+        await ride.press("i")
+        assert pane.detail.display
+        assert pane.detail.region.height > 0
+        assert pane.table.region.height >= 1 + 3
+        assert pane.detail.region.y >= pane.table.region.bottom  # below the table, not over it
+        await ride.press("i")
+        assert not pane.detail.display
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40), (200, 50)])
+async def test_every_word_of_the_pane_is_separated_and_aligned(
+    size: tuple[int, int], isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with cockpit(monkeypatch, isolated_env, size=size) as ride:
+        pane = await open_pane(ride)
+        await running(ride, idle_timeout_min=30)
+        await running(ride, offer=await ride.market.offer("tensordock"), consumer="bob")
+        if not pane.detail.display:
+            await ride.press("i")
+        screen = screen_lines(ride)
+        table = pane.table
+        header = screen[table.region.y]
+        shown = header[table.region.x : table.region.right]
+        x = 0
+        for column in table.ordered_columns:
+            width = column.get_render_width(table)
+            if x + width > len(shown):
+                break
+            label = shown[x : x + width]
+            assert label.strip() == column.label.plain, (label, header)
+            assert label.startswith(" ") and label.endswith(" "), label  # padded both sides
+            x += width
+        detail = pane.detail.region
+        starts: set[int] = set()
+        for line in screen[detail.y + 1 : detail.bottom]:  # below its title
+            text = line[detail.x : detail.right]
+            label, value = text[: 1 + LABEL_WIDTH], text[1 + LABEL_WIDTH :]
+            assert label.startswith(" ") and label.endswith(" "), text  # padded, then a gap
+            assert value.strip() and not value.startswith(" "), text
+            starts.add(len(text) - len(value))
+        assert starts == {1 + LABEL_WIDTH}  # every value starts in one column
