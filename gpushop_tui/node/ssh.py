@@ -1,4 +1,5 @@
-"""SSH to a rented node (asyncssh): connect with the session's key, run commands, move files.
+"""SSH to a rented node (asyncssh): connect with the session's key, run commands, move files,
+forward ports.
 
 Only the session's own key is offered: no agent, no ~/.ssh/config, no user known_hosts file, no
 password or keyboard-interactive auth, so what works here works for the user's own `ssh -i`.
@@ -12,9 +13,11 @@ asyncssh is imported where a connection is made or used, not here: it is heavy, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import posixpath
+import secrets
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -189,6 +192,57 @@ class NodeConnection:
         finally:
             await asyncio.to_thread(partial.unlink, missing_ok=True)
 
+    async def write_file(self, path: str, text: str, mode: int) -> None:
+        """Write `text` (UTF-8) to `path` over SFTP with permission bits `mode`.
+
+        Missing parent directories are made with mode 0700 (the node's `.gpushop` holds a token).
+        The text goes to a temporary name created with `mode` (never readable wider) and is then
+        renamed over `path`, atomically where the server has the posix-rename extension: a
+        reader never sees half a file, and a script that is running keeps its old copy.
+        """
+        import asyncssh
+
+        parent, name = posixpath.split(path)
+        temp = posixpath.join(parent, f".{name}.{secrets.token_hex(4)}.tmp")
+        attrs = asyncssh.SFTPAttrs(permissions=mode)
+        try:
+            async with self._conn.start_sftp_client() as sftp:
+                if parent:
+                    await sftp.makedirs(
+                        parent, attrs=asyncssh.SFTPAttrs(permissions=0o700), exist_ok=True
+                    )
+                try:
+                    async with sftp.open(temp, "w", attrs=attrs) as remote:
+                        await remote.write(text)
+                    await sftp.chmod(temp, mode)  # the server's umask may have narrowed it
+                    await _replace(sftp, temp, path)
+                except BaseException:
+                    with contextlib.suppress(asyncssh.Error, OSError):
+                        await sftp.remove(temp)
+                    raise
+        except (asyncssh.Error, OSError) as exc:
+            raise self._failure(exc, f"writing {path} failed") from exc
+
+    @contextlib.asynccontextmanager
+    async def forward(self, port: int) -> AsyncIterator[int]:
+        """Forward a free local port on 127.0.0.1 to 127.0.0.1:`port` on the node; yields it.
+
+        Each local connection becomes an SSH direct-tcpip channel, so a server that listens only
+        on the node's loopback is reachable without exposing it. A port nothing listens on shows
+        as a connection the node closes at once, not as an error here.
+        """
+        import asyncssh
+
+        try:
+            listener = await self._conn.forward_local_port("127.0.0.1", 0, "127.0.0.1", port)
+        except (asyncssh.Error, OSError) as exc:
+            raise self._failure(exc, f"forwarding to port {port} failed") from exc
+        try:
+            yield int(listener.get_port())
+        finally:
+            listener.close()
+            await listener.wait_closed()
+
     async def aclose(self) -> None:
         """Close the connection and wait until it is closed."""
         self._conn.close()
@@ -213,6 +267,18 @@ class NodeConnection:
         if isinstance(exc, OSError):
             return NodeError("command", f"{doing}: {exc.strerror or exc}.")
         return NodeError("command", f"{doing}: {exc}.")
+
+
+async def _replace(sftp: asyncssh.SFTPClient, source: str, target: str) -> None:
+    """Rename `source` over `target`: atomic with posix-rename; otherwise remove, then rename."""
+    import asyncssh
+
+    try:
+        await sftp.posix_rename(source, target)
+    except asyncssh.SFTPOpUnsupported:
+        with contextlib.suppress(asyncssh.SFTPNoSuchFile):
+            await sftp.remove(target)
+        await sftp.rename(source, target)
 
 
 def _upload_size(local: Path) -> int:
