@@ -1,8 +1,8 @@
 """The fault plan: what goes wrong, where, and how many times.
 
 HTTP faults are matched per provider and endpoint name (or "*") and consumed in order; node and
-lifecycle faults (destroys that do nothing, wrong GPUs, refused SSH) are per provider and read
-by the provider servers and the SSH nodes.
+lifecycle faults (destroys that do nothing, wrong GPUs, refused SSH, workloads that never load,
+die or expect another token) are per provider and read by the provider servers and the SSH nodes.
 """
 
 from __future__ import annotations
@@ -65,6 +65,13 @@ class NodeFaults:
     """New nodes report this many GPUs instead of the offer's count."""
     ssh_refuse_s: float = 0.0
     """New nodes refuse SSH auth for this many seconds after they boot."""
+    workload_never_loads: bool = False
+    """Workloads launched from now on stay `loading` for ever; their port is never open."""
+    workload_dies_after_s: float | None = None
+    """Workloads launched from now on exit after serving this long (world clock): their phase
+    becomes `failed: the server exited` and their port is closed."""
+    workload_wrong_token: bool = False
+    """vLLM workloads launched from now on expect another token: every authed request is 401."""
 
 
 @dataclass

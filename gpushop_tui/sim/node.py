@@ -7,6 +7,9 @@ through an API works at once) and only after `ssh_refuse_until`. Exec requests a
 a tiny interpreter that knows what a GPU box is asked (`echo ok`, `nvidia-smi`, the dpkg lock
 check, `df`, `who`, ...); a shell request gets the same interpreter one line at a time, so the
 ssh command the demo prints logs in. SFTP is served from a per-instance scratch directory.
+
+`sh .gpushop/launch.sh` starts the workload described in that directory (see `sim/llm.py`);
+direct-tcpip channels are allowed only to 127.0.0.1 on the workload's port, once it serves.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import asyncssh
 
+from gpushop_tui.sim.llm import STATE_DIR, Workload, launch
 from gpushop_tui.sim.world import SimInstance, World
 
 DPKG_LOCKS = ("/var/lib/dpkg/lock-frontend", "/var/lib/dpkg/lock", "/var/lib/apt/lists/lock")
@@ -91,6 +95,16 @@ class _Node:
     acceptor: asyncssh.SSHAcceptor | None = None
     conns: set[asyncssh.SSHServerConnection] = field(default_factory=set)
     sessions: dict[int, _Session] = field(default_factory=dict)
+    workload: Workload | None = None
+    launching: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def live_workload(self, now: float) -> Workload | None:
+        """The launched workload while its process lives, with its phase file brought up to date."""
+        workload = self.workload
+        if workload is None or not workload.running(self.instance):
+            return None
+        workload.sync(self.root, now)
+        return workload
 
 
 class _Gate:
@@ -171,6 +185,22 @@ class _Server(asyncssh.SSHServer):
             return False
         return any(_same_key(line, key) for line in list(instance.authorized_keys))
 
+    def connection_requested(
+        self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
+    ) -> Awaitable[asyncssh.SSHTCPSession[bytes]] | bool:
+        """direct-tcpip: only to the node's own workload port, and only while it serves.
+
+        Anything else is refused as a closed port would be (OPEN_CONNECT_FAILED).
+        """
+        workload = self._node.live_workload(self._nodes.world.now())
+        if self._conn is None or workload is None or dest_host not in ("127.0.0.1", "localhost"):
+            return False
+        port = workload.forward_port(dest_port, self._nodes.world.now())
+        if port is None:
+            return False
+        forward = self._conn.forward_connection("127.0.0.1", port)
+        return cast(Awaitable[asyncssh.SSHTCPSession[bytes]], forward)
+
     def auth_completed(self) -> None:
         if self._conn is None:
             return
@@ -243,11 +273,19 @@ class SshNodes:
         if node.acceptor is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(node.acceptor.wait_closed(), 5)
+        if node.workload is not None:
+            await node.workload.stop()
+            node.workload = None
 
     def connections(self, instance: SimInstance) -> int:
         """Authenticated SSH sessions open on the node right now."""
         node = self._nodes.get((instance.provider, instance.id))
         return len(node.sessions) if node else 0
+
+    def workload(self, instance: SimInstance) -> Workload | None:
+        """The workload launched on the node (running, failed or gone with a reboot), if any."""
+        node = self._nodes.get((instance.provider, instance.id))
+        return node.workload if node else None
 
     def port(self, instance: SimInstance) -> int | None:
         """The port the node listens on, or None if it is not attached."""
@@ -362,6 +400,8 @@ class _Shell:
             "head": self._head,
             "tail": self._tail,
             "wc": self._wc,
+            "sh": self._sh,
+            "bash": self._sh,
         }
 
     async def run(self, command: str) -> Result:
@@ -426,6 +466,7 @@ class _Shell:
 
     async def _execute(self, command: str, out: list[str], err: list[str]) -> int:
         """Run a command line, appending to `out` and `err`; `exit` raises `_Exit`."""
+        self.node.live_workload(self._now())
         command = _REDIRECT.sub(" ", command)
         lexer = shlex.shlex(command, posix=True, punctuation_chars=";&|")
         lexer.whitespace_split = True
@@ -470,8 +511,6 @@ class _Shell:
         if not argv:
             return "", "", 0
         name = argv[0].rsplit("/", 1)[-1] if argv[0].startswith("/") else argv[0]
-        if name in ("bash", "sh") and len(argv) >= 3 and argv[1] == "-c":
-            return await self.run(argv[2])
         handler = self.commands.get(name)
         if handler is None:
             return "", f"bash: line 1: {argv[0]}: command not found\n", 127
@@ -806,6 +845,44 @@ class _Shell:
                 self._path(name).mkdir(parents=parents, exist_ok=parents)
             except OSError as exc:
                 return "", f"mkdir: cannot create directory '{name}': {exc.strerror}\n", 1
+        return "", "", 0
+
+    # workloads -------------------------------------------------------------------------------
+
+    async def _sh(self, args: list[str], stdin: str) -> Result:
+        """`sh -c CMD`, and `sh .gpushop/launch.sh`: the one script file a sim node runs.
+
+        The launcher is idempotent: while the workload's process lives (and has not failed) a
+        second launch changes nothing. A missing or invalid `workload.json` fails with rc 1.
+        """
+        if len(args) >= 2 and args[0] == "-c":
+            return await self.run(args[1])
+        if not args or args[0].startswith("-"):
+            return "", "sh: the simulated node runs only `sh -c` and `sh FILE`\n", 2
+        script = args[0]
+        path = self._path(script.removeprefix("~/"))
+        if path != self._path(f"{STATE_DIR}/launch.sh"):
+            return "", f"sh: {script}: the simulated node runs only {STATE_DIR}/launch.sh\n", 2
+        if not path.is_file():
+            return "", f"sh: 0: cannot open {script}: No such file\n", 2
+        world = self.nodes.world
+        async with self.node.launching:
+            current = self.node.live_workload(self._now())
+            if current is not None and not current.phase(self._now()).startswith("failed"):
+                return "", "", 0
+            if self.node.workload is not None:
+                await self.node.workload.stop()
+                self.node.workload = None
+            try:
+                self.node.workload = await launch(
+                    self.node.root,
+                    self.i,
+                    now=world.now,
+                    timings=world.workload_timing,
+                    faults=world.faults.node(self.i.provider),
+                )
+            except ValueError as exc:
+                return "", f"launch.sh: {exc}\n", 1
         return "", "", 0
 
     # filters ---------------------------------------------------------------------------------

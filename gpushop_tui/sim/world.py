@@ -46,6 +46,36 @@ TIMINGS: dict[str, dict[str, Timing]] = {
 }
 
 
+FAST_STREAM_SPEEDUP = 20.0
+"""How many times faster than its benchmark a stand-in model server streams in fast timing."""
+
+
+@dataclass(frozen=True)
+class WorkloadTiming:
+    """How long a launched workload spends in each phase before it serves (0 skips the phase),
+    and how many times faster than the shipped benchmark its model server streams tokens."""
+
+    installing_s: float
+    starting_s: float
+    pulling_s: float
+    loading_s: float
+    speedup: float = 1.0
+
+
+WORKLOAD_TIMINGS: dict[str, dict[str, WorkloadTiming]] = {
+    "fast": {
+        "llm": WorkloadTiming(2, 1, 3, 2, FAST_STREAM_SPEEDUP),
+        "vllm": WorkloadTiming(3, 1, 0, 4, FAST_STREAM_SPEEDUP),
+        "custom": WorkloadTiming(1, 1, 0, 0, FAST_STREAM_SPEEDUP),
+    },
+    "real": {
+        "llm": WorkloadTiming(45, 5, 240, 30),
+        "vllm": WorkloadTiming(120, 10, 0, 420),
+        "custom": WorkloadTiming(30, 10, 0, 0),
+    },
+}
+
+
 @dataclass
 class SimInstance:
     """One instance at one provider, with what its node will report about itself."""
@@ -121,6 +151,7 @@ class World:
         self.seed = seed
         self.clock = clock or SystemClock()
         self.timing = TIMINGS[timing]
+        self.workload_timing = WORKLOAD_TIMINGS[timing]
         self.state_dir = state_dir
         self.faults = FaultPlan()
         self.keys = {
