@@ -210,6 +210,21 @@ class Session(_Model):
     key_path: str | None = None
     host_key: str | None = Field(default=None, description="Pinned on first contact.")
     workload: str = "interactive"
+    workload_spec: WorkloadSpec | None = Field(
+        default=None, description="What runs on the node (None: SSH only, as before workloads)."
+    )
+    workload_phase: str | None = Field(
+        default=None,
+        description="Where the workload stands: starting, installing, pulling model, loading, "
+        "healthy, or failed: why.",
+    )
+    workload_started_at: UtcDatetime | None = Field(
+        default=None, description="When the workload was launched on the node."
+    )
+    endpoint: str | None = Field(
+        default=None,
+        description="Base URL of the OpenAI-compatible API on the node (reached by a tunnel).",
+    )
     reservation_hours: float = Field(gt=0)
     expires_at: UtcDatetime
     hard_max_at: UtcDatetime
@@ -252,9 +267,65 @@ class Session(_Model):
         return self
 
 
-Workload = Literal[
-    "interactive", "llm", "llm_vllm", "llm_tgi", "training", "batch", "inference", "benchmark"
-]  # fmt: skip
+Workload = Literal["interactive", "llm", "vllm", "custom"]
+"""What runs on the node: nothing but SSH, an Ollama model server, a vLLM OpenAI-compatible
+server, or the user's own command (and image, where the provider runs images)."""
+SERVES_MODEL: frozenset[str] = frozenset({"llm", "vllm"})
+"""The presets that serve a named model behind an OpenAI-compatible API."""
+MAX_ENV_VARS = 50
+MAX_PORTS = 10
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+"""An environment variable's name, as a POSIX shell takes it."""
+ModelName = Annotated[
+    str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")
+]
+"""A model as the server names it: `llama3.1:8b` (Ollama), `Qwen/Qwen2.5-0.5B-Instruct` (vLLM)."""
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class WorkloadSpec(_Model):
+    """What a session runs on its node once the node is checked, and how it is reached.
+
+    The one rule set for every face: a preset that serves a model needs the model, a custom
+    workload needs its command, and nothing a kind does not use may be given (a field is used
+    or refused, never dropped).
+    """
+
+    kind: Workload = "interactive"
+    model: ModelName | None = None
+    image: str | None = Field(default=None, min_length=1, max_length=500)
+    command: str | None = Field(default=None, min_length=1, max_length=4000)
+    env: dict[EnvName, Annotated[str, Field(max_length=4000)]] = Field(default_factory=dict)
+    ports: tuple[Port, ...] = ()
+    benchmark: bool = Field(
+        default=True, description="Measure tokens/s on the node once the model server answers."
+    )
+
+    @model_validator(mode="after")
+    def _fields_fit_the_kind(self) -> WorkloadSpec:
+        if self.kind in SERVES_MODEL and self.model is None:
+            raise ValueError(f"the {self.kind} workload needs a model")
+        if self.kind not in SERVES_MODEL and self.model is not None:
+            raise ValueError("a model needs the llm or vllm workload")
+        if self.kind == "custom" and self.command is None:
+            raise ValueError("the custom workload needs a command")
+        if self.kind != "custom" and (self.command is not None or self.env or self.ports):
+            raise ValueError("a command, environment or ports need the custom workload")
+        if len(self.env) > MAX_ENV_VARS:
+            raise ValueError(f"at most {MAX_ENV_VARS} environment variables")
+        if len(self.ports) > MAX_PORTS or len(set(self.ports)) != len(self.ports):
+            raise ValueError(f"at most {MAX_PORTS} ports, each once")
+        texts = [self.model or "", self.image or "", self.command or "", *self.env.values()]
+        if any("\0" in text for text in texts):
+            raise ValueError("no setting of a workload may hold a NUL character")
+        return self
+
+    @property
+    def serves(self) -> bool:
+        """Something on the node must be started and answer before the session is ready."""
+        return self.kind != "interactive"
+
+
 MIN_RESERVATION_HOURS = 0.25
 """A reservation (and an extension) is at least a quarter of an hour: fractions are fine."""
 MAX_RESERVATION_HOURS = 12.0
@@ -294,11 +365,10 @@ class ProvisionRequest(_Model):
         default=None, min_length=1, max_length=2000, description="Query language; best match."
     )
     hours: ReservationHours = 1.0
-    workload: Workload = "interactive"
+    workload: WorkloadSpec = Field(default_factory=WorkloadSpec)
     idle_timeout_min: IdleMinutes | None = Field(default=None, description="0 disables.")
     storage: StoragePolicy = StoragePolicy.DESTROY
     request_id: RequestId | None = None
-    image: str | None = Field(default=None, min_length=1, max_length=500)
     disk_gb: float | None = Field(default=None, gt=0, le=100_000, allow_inf_nan=False)
 
     @model_validator(mode="after")
@@ -319,15 +389,12 @@ def validation_problem(err: ValidationError, names: Mapping[str, str] | None = N
     """One sentence for a validation error: the first problem, naming its input.
 
     `names` maps a model's field names to the face's own words for them (a CLI flag, an API
-    body field, a dialog field); unmapped fields keep their model name.
+    body field, a dialog field); a nested field may be named by its dotted path
+    (`workload.model`), the deepest named one wins; unmapped fields keep their model name.
     """
-    first = err.errors()[0]
-    location = [str(part) for part in first["loc"] if not isinstance(part, int)]
-    message = str(first["msg"]).removeprefix("Value error, ")
-    if not location:
-        return message
-    field = location[0]
-    return f"{(names or {}).get(field, field)}: {message}"
+    message = str(err.errors()[0]["msg"]).removeprefix("Value error, ")
+    where = problem_field(err, names)
+    return message if where is None else f"{where}: {message}"
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -342,10 +409,17 @@ def checked(model: type[M], values: Mapping[str, Any], names: Mapping[str, str] 
         raise UserError(validation_problem(err, names), field=problem_field(err)) from None
 
 
-def problem_field(err: ValidationError) -> str | None:
-    """The model field the first problem of a validation error is about, if any."""
+def problem_field(err: ValidationError, names: Mapping[str, str] | None = None) -> str | None:
+    """The field the first problem of a validation error is about, if any: in the face's words
+    when `names` (as for `validation_problem`) names it, else the model's top-level field."""
     location = [str(part) for part in err.errors()[0]["loc"] if not isinstance(part, int)]
-    return location[0] if location else None
+    if not location:
+        return None
+    for depth in range(len(location), 0, -1):
+        path = ".".join(location[:depth])
+        if names and path in names:
+            return names[path]
+    return location[0]
 
 
 class InstanceStatus(_Model):
@@ -433,3 +507,7 @@ class Benchmark(_Model):
     price_per_hour: float | None = Field(default=None, ge=0)
     measured_at: UtcDatetime | None = None
     source: str = "measured"
+    session_id: str | None = Field(
+        default=None, description="The session whose node was measured, for rows gpushop made."
+    )
+    time_to_first_token_s: float | None = Field(default=None, ge=0)

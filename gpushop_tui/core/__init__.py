@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from gpushop_tui.core.views import EXPIRY_WARNING as EXPIRY_WARNING
     from gpushop_tui.core.views import HARD_MAX_WARNING as HARD_MAX_WARNING
     from gpushop_tui.core.views import Deadline as Deadline
+    from gpushop_tui.core.views import Endpoint as Endpoint
     from gpushop_tui.core.views import NodeReading as NodeReading
     from gpushop_tui.core.views import SessionView as SessionView
     from gpushop_tui.node.probes import NodeSample as NodeSample
@@ -86,6 +87,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "Capabilities": ("providers.base", "Capabilities"),
     "Deadline": ("core.views", "Deadline"),
     "EXPIRY_WARNING": ("core.views", "EXPIRY_WARNING"),
+    "Endpoint": ("core.views", "Endpoint"),
     "Event": ("core.events", "Event"),
     "GpuRow": ("core.compare", "GpuRow"),
     "GpuSummary": ("core.benchmarks", "GpuSummary"),

@@ -321,7 +321,8 @@ def estimate(offers: Iterable[Offer], measurements: Iterable[Benchmark]) -> dict
 
 
 class Benchmarks:
-    """Every measurement gpushop knows: the shipped seed plus the imported files."""
+    """Every measurement gpushop knows: the shipped seed, the imported files, and what it
+    measured on its own sessions' nodes (`source` "measured", with the session's id)."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -342,6 +343,10 @@ class Benchmarks:
             matches = gpu_matcher(gpu)
             rows = [m for m in rows if matches(m.gpu_name)]
         return rows
+
+    async def record(self, row: Benchmark) -> Benchmark:
+        """Keep a measurement gpushop made on a session's node, beside the seed and imports."""
+        return await self._store.add_benchmark(row)
 
     async def models(self) -> set[str]:
         """The models with at least one measurement."""

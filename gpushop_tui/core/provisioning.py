@@ -31,6 +31,7 @@ from gpushop_tui.core.rows import (
     Wake,
 )
 from gpushop_tui.core.teardown import wants_teardown
+from gpushop_tui.core.workloads import image_for
 from gpushop_tui.errors import Hint, UserError
 from gpushop_tui.models import (
     InstanceState,
@@ -158,6 +159,13 @@ class Provisioning:
                 field="storage",
                 hint=Hint.STORAGE_NOT_KEEPABLE,
             )
+        workload = request.workload
+        if workload.image is not None and not adapter.INFO.capabilities.runs_images:
+            raise UserError(
+                f"{offer.provider} boots virtual machines, not images: leave the image out "
+                f"(it cannot run {workload.image})",
+                field="image",
+            )
         if admit is not None:
             await admit(request.consumer, offer, request.hours, None)
         now = self.rows.clock.now()
@@ -175,7 +183,8 @@ class Provisioning:
             label=label,
             ssh_user=adapter.readiness.ssh_user,
             key_path=str(key_path),
-            workload=request.workload,
+            workload=workload.kind,
+            workload_spec=workload if workload.serves else None,
             reservation_hours=request.hours,
             expires_at=min(now + timedelta(hours=request.hours), hard_max),
             hard_max_at=hard_max,
@@ -211,7 +220,7 @@ class Provisioning:
         spec = CreateSpec(
             label=label,
             ssh_public_key=public_key,
-            image=request.image,
+            image=image_for(workload, adapter.INFO.capabilities.runs_images),
             disk_gb=request.disk_gb or DEFAULT_DISK_GB,
         )
         known = asyncio.Event()

@@ -1,7 +1,8 @@
 """Readiness: from a provider's running instance to a node we can use (DESIGN.md §3).
 
 A session is ready when its node answers over SSH with the host key pinned on first contact,
-and reports the hardware the offer promised. Each check is one step; a node that is not ready
+and reports the hardware the offer promised; a session with a workload, once that workload
+answers too (core/workloads.py). Each check is one step; a node that is not ready
 within the provider's budget, or is not what was promised, fails the session.
 """
 
@@ -15,8 +16,10 @@ from datetime import timedelta
 from pathlib import Path
 
 from gpushop_tui.config import Settings
+from gpushop_tui.core.benchmarks import Benchmarks
 from gpushop_tui.core.rows import SessionRows, Step
 from gpushop_tui.core.teardown import Teardown
+from gpushop_tui.core.workloads import Workloads
 from gpushop_tui.errors import UserError
 from gpushop_tui.models import Offer, Session, SessionStatus
 from gpushop_tui.node import keys as node_keys
@@ -70,6 +73,7 @@ class Readiness:
         settings: Settings,
         keys_dir: Path,
         teardown: Teardown,
+        benchmarks: Benchmarks,
     ) -> None:
         self.rows = rows
         self.providers = providers
@@ -77,6 +81,14 @@ class Readiness:
         self.keys_dir = keys_dir
         self.teardown = teardown
         """Fails the session, or records its instance gone, when readiness finds that."""
+        self.workloads = Workloads(
+            rows=rows,
+            teardown=teardown,
+            keys_dir=keys_dir,
+            address=self.address,
+            connect_timeout_s=settings.ssh_connect_timeout_s,
+            benchmarks=benchmarks,
+        )
 
     def budget(self, provider: str) -> timedelta:
         """How long a session of `provider` may take to become ready (DESIGN.md §3.7)."""
@@ -98,9 +110,10 @@ class Readiness:
         return self.keys_dir / f"{session_id}.known_hosts"
 
     def forget(self, session_id: str) -> None:
-        """A closed session: drop its pinned host key file."""
+        """A closed session: drop its pinned host key file and its endpoint token."""
         with contextlib.suppress(FileNotFoundError):
             self.known_hosts_path(session_id).unlink()
+        self.workloads.forget(session_id)
 
     def _poll_wait(self, session: Session) -> float:
         """How long to wait before the next check: it follows how long the instance has been
@@ -147,6 +160,8 @@ class Readiness:
                 ),
             )
             session = updated or session
+        if session.workload_started_at is not None:  # the node was checked and launched
+            return await self.workloads.follow(session)
         boot_delay = adapter.readiness.initial_delay_s * self.settings.boot_delay_scale
         booting_until = (session.instance_created_at or session.created_at) + timedelta(
             seconds=boot_delay
@@ -168,6 +183,8 @@ class Readiness:
         if mismatch is not None:
             await self.teardown.fail(session.id, f"wrong hardware: {mismatch}", record_offer=True)
             return Step()
+        if session.workload_spec is not None:
+            return await self.workloads.launch(session)
         await self.rows.change(
             session.id,
             lambda s: (

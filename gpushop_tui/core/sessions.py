@@ -108,6 +108,7 @@ class Lifecycle:
             settings=settings,
             keys_dir=keys_dir,
             teardown=self.teardown,
+            benchmarks=inventory.benchmarks,
         )
         self.provisioning = Provisioning(
             rows=self.rows,

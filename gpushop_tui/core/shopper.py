@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shlex
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -30,7 +30,8 @@ from gpushop_tui.core.notify import WebhookNotifier
 from gpushop_tui.core.provisioning import Rental
 from gpushop_tui.core.sessions import ACTIVE, Lifecycle, NotConfigured, SessionNotFound
 from gpushop_tui.core.supervisor import PassReport, Supervisor
-from gpushop_tui.core.views import NodeReading, SessionView
+from gpushop_tui.core.views import Endpoint, NodeReading, SessionView
+from gpushop_tui.core.workloads import endpoint_url, server_port
 from gpushop_tui.errors import Hint, UserError
 from gpushop_tui.models import (
     AuditEvent,
@@ -715,6 +716,46 @@ class Shopper:
                 return await conn.download(remote, local, progress)
         except NodeError as err:
             raise UserError(f"transfer failed: {err.message}") from None
+
+    async def endpoint(self, session_id: str) -> Endpoint:
+        """The session's model endpoint and its token, once its workload answers."""
+        session = await self.session(session_id)
+        if session.endpoint is None:
+            if session.workload_spec is None or server_port(session.workload_spec) is None:
+                raise UserError(f"session {session.id} has no endpoint: it serves no workload")
+            raise UserError(
+                f"session {session.id} has no endpoint yet "
+                f"(its workload is {session.workload_phase or 'not started'})"
+            )
+        path = self._lifecycle.readiness.workloads.token_path(session.id)
+        try:
+            token = (await asyncio.to_thread(path.read_text, encoding="utf-8")).strip()
+        except FileNotFoundError:
+            raise UserError(f"session {session.id} has no token any more (it is closed)") from None
+        return Endpoint(session_id=session.id, url=session.endpoint, token=token)
+
+    @contextlib.asynccontextmanager
+    async def tunnel(self, session_id: str, local_port: int = 0) -> AsyncIterator[str]:
+        """Forward a local port to the session's endpoint over its SSH key and pinned host key;
+        yields the local base URL, open until the block ends."""
+        session = await self.session(session_id)
+        await self.endpoint(session.id)
+        spec = session.workload_spec
+        assert spec is not None
+        node_port = server_port(spec)
+        assert node_port is not None
+        if session.status != SessionStatus.RUNNING:
+            raise UserError(f"session {session.id} is {session.status}, not running")
+        try:
+            conn = await connect(
+                self._lifecycle.address(session), timeout_s=self.settings.ssh_connect_timeout_s
+            )
+            async with conn, conn.forward(node_port, local_port) as bound:
+                url = endpoint_url(spec, port=bound)
+                assert url is not None
+                yield url
+        except NodeError as err:
+            raise UserError(f"the tunnel failed: {err.message}") from None
 
     # ------------------------------------------------------------------ benchmarks
 

@@ -21,7 +21,9 @@ from datetime import datetime, timedelta
 from gpushop_tui.core.budgets import Budgets
 from gpushop_tui.core.sessions import ACTIVE, Decision, Lifecycle, wants_teardown
 from gpushop_tui.core.views import EXPIRY_WARNING, HARD_MAX_WARNING
+from gpushop_tui.core.workloads import launch_of
 from gpushop_tui.models import (
+    SERVES_MODEL,
     InstanceState,
     InstanceStatus,
     Session,
@@ -30,7 +32,8 @@ from gpushop_tui.models import (
     StoragePolicy,
 )
 from gpushop_tui.node import probes
-from gpushop_tui.node.ssh import NodeError, connect
+from gpushop_tui.node import workloads as node_workloads
+from gpushop_tui.node.ssh import NodeConnection, NodeError, connect
 from gpushop_tui.providers.base import Provider, ProviderError, parse_label
 from gpushop_tui.store import Lease
 
@@ -91,6 +94,8 @@ class Supervisor:
         self._sampled: dict[str, float] = {}
         self.samples: dict[str, tuple[datetime, probes.NodeSample]] = {}
         """The latest node reading of each sampled session, with when it was taken."""
+        self.served: dict[str, float] = {}
+        """Each model server's request counter at the last idle check."""
         self._warned: set[tuple[str, str, datetime]] = set()
         self.decided = asyncio.Event()
         """Set once `run` has tried the lease: from then on `holding` says acting or viewing."""
@@ -258,6 +263,8 @@ class Supervisor:
         running = {s.id for s in sessions if s.status == SessionStatus.RUNNING}
         for gone in set(self.samples) - running:
             del self.samples[gone]
+        for gone in set(self.served) - running:
+            del self.served[gone]
         await asyncio.gather(*(self._idle_one(s) for s in due))
 
     async def _idle_one(self, s: Session) -> None:
@@ -275,9 +282,11 @@ class Supervisor:
             return
         since = max(filter(None, (s.last_busy_at, s.state_entered_at)))
         idle_min = (now - since).total_seconds() / 60
+        served = ", no model requests" if s.endpoint is not None else ""
         reason = (
             f"idle {idle_min:.0f} of {s.idle_timeout_min:g} min: GPU under "
-            f"{self.settings.idle_gpu_util_pct:g}%, no other SSH connection, no activity ping"
+            f"{self.settings.idle_gpu_util_pct:g}%, no other SSH connection{served}, "
+            "no activity ping"
         )
         if idle_min >= s.idle_timeout_min:
             await self.lifecycle.done(s.id, reason=f"idle for {idle_min:.0f} min")
@@ -296,9 +305,12 @@ class Supervisor:
                 )
                 async with conn:
                     sample = await probes.sample(conn)
+                    served = await self._requests_served(s, conn)
             self.samples[s.id] = (self.clock.now(), sample)
         except (NodeError, TimeoutError, OSError) as err:
             return f"busy: the node cannot be read ({err or 'timed out'})"
+        if served is not None:
+            return served
         if sample.gpus is None:
             return "busy: GPU utilization unknown (" + "; ".join(sample.problems) + ")"
         utils = [g.utilization_pct for g in sample.gpus]
@@ -311,6 +323,24 @@ class Supervisor:
             return "busy: SSH connections unknown (" + "; ".join(sample.problems) + ")"
         if sample.ssh_connections > 0:
             return f"busy: {sample.ssh_connections} SSH connection(s)"
+        return None
+
+    async def _requests_served(self, s: Session, conn: NodeConnection) -> str | None:
+        """The model server's own request counter as an idle signal: requests served since the
+        last look (or a counter that cannot be read, or no earlier look) is busy."""
+        spec = s.workload_spec
+        if spec is None or spec.kind not in SERVES_MODEL or s.endpoint is None:
+            return None
+        token = await asyncio.to_thread(self.lifecycle.readiness.workloads.token, s.id)
+        counter = await node_workloads.requests_served(conn, launch_of(spec), token)
+        before = self.served.get(s.id)
+        if counter is None:
+            return "busy: the model server's request counter cannot be read"
+        self.served[s.id] = counter
+        if before is None:
+            return "busy: the model server's requests are counted from now"
+        if counter != before:
+            return "busy: the model server served requests since the last look"
         return None
 
     # ------------------------------------------------------------------ reconciliation

@@ -76,3 +76,12 @@ class SessionView:
         expiry = Deadline("expiry", self.session.expires_at, EXPIRY_WARNING)
         hard_max = Deadline("hard max", self.session.hard_max_at, HARD_MAX_WARNING)
         return min(expiry, hard_max, key=lambda deadline: deadline.at)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A session's model endpoint: the base URL on the node's loopback and its bearer token."""
+
+    session_id: str
+    url: str
+    token: str

@@ -203,6 +203,9 @@ class Capabilities:
     instance_scoped_key: bool
     """Create answers with an API key limited to the new instance (Vast's `instance_api_key`,
     provider-apis.md §1.4), injected into the instance; our account key never goes there."""
+    runs_images: bool = False
+    """Instances are containers from an image the create names (Vast); otherwise a VM boots the
+    provider's OS image, and a workload's image cannot be honoured."""
 
 
 _PROVIDER_NAME = re.compile(r"^[a-z][a-z0-9]*$")

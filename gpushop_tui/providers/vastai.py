@@ -457,7 +457,11 @@ class VastAi(Provider):
         provision_budget_s=900.0,
         first_ssh_budget_s=0.0,
         capabilities=Capabilities(
-            can_stop=True, provider_ttl=False, spot=False, instance_scoped_key=True
+            can_stop=True,
+            provider_ttl=False,
+            spot=False,
+            instance_scoped_key=True,
+            runs_images=True,
         ),
     )
     """The base ends in /api/v0 (the v1 list endpoint is derived from it). Vast says running

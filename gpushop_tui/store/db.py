@@ -341,6 +341,8 @@ class Store:
     def _session_from_row(row: sqlite3.Row) -> Session:
         data = {name: row[name] for name in _SESSION_COLUMNS}
         data["offer"] = json.loads(row["offer_json"])
+        if data["workload_spec"] is not None:
+            data["workload_spec"] = json.loads(data["workload_spec"])
         return Session.model_validate(data)
 
     # -- audit ------------------------------------------------------------------------------
@@ -588,6 +590,30 @@ class Store:
                 ],
             )
         return replaced
+
+    async def add_benchmark(self, row: Benchmark) -> Benchmark:
+        """Store one measurement gpushop made itself (on a session's node); returns it with its
+        id."""
+        async with self.transaction() as db:
+            cursor = await db.execute(
+                "INSERT INTO benchmarks (gpu_name, gpu_count, model, tokens_per_second, runtime, "
+                "provider, price_per_hour, measured_at, source, session_id, time_to_first_token_s) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    row.gpu_name,
+                    row.gpu_count,
+                    row.model,
+                    row.tokens_per_second,
+                    row.runtime,
+                    row.provider,
+                    row.price_per_hour,
+                    _to_db(row.measured_at),
+                    row.source,
+                    row.session_id,
+                    row.time_to_first_token_s,
+                ),
+            )
+        return row.model_copy(update={"id": cursor.lastrowid})
 
     async def list_benchmarks(self) -> list[Benchmark]:
         """Every imported measurement, in import order."""

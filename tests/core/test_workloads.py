@@ -1,0 +1,158 @@
+"""Workloads (issue 19): a rental that ends in a model server that answers, or fails and is
+destroyed; its endpoint and token; what a provider cannot run is refused."""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gpushop_tui.errors import UserError
+from gpushop_tui.models import InstanceState, ProvisionRequest, SessionStatus, WorkloadSpec
+from tests.core.market import Market, open_market
+
+CHAT = {"messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 8}
+
+
+@pytest.fixture
+async def market(monkeypatch: pytest.MonkeyPatch, isolated_env: Path) -> AsyncIterator[Market]:
+    async with open_market(monkeypatch, isolated_env) as opened:
+        yield opened
+
+
+def closed(session: Any) -> bool:
+    return bool(session.closed)
+
+
+async def test_an_llm_rental_runs_once_its_model_answers_and_hands_over_the_endpoint(
+    market: Market,
+) -> None:
+    offer = await market.offer("vastai", "4090")
+    session = await market.provision(offer, workload={"kind": "llm", "model": "llama3.1:8b"})
+    assert session.workload == "llm" and session.workload_spec is not None
+    phases: list[str | None] = []
+
+    def watch(s: Any) -> bool:
+        if s.workload_phase not in phases:
+            phases.append(s.workload_phase)
+        return bool(s.status == SessionStatus.RUNNING)
+
+    ready = await market.until(session.id, watch, step_s=2)
+    assert ready.workload_phase == "healthy"
+    assert ready.endpoint == "http://127.0.0.1:11434/v1"
+    assert "starting" in phases and "pulling model" in phases  # the phases were seen on the way
+    endpoint = await market.shopper.endpoint(session.id)
+    token_file = market.shopper._lifecycle.readiness.workloads.token_path(session.id)
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert endpoint.token == token_file.read_text().strip()
+    async with market.shopper.tunnel(session.id) as url:
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/v1")
+        async with httpx.AsyncClient(timeout=30) as client:
+            answer = await client.post(
+                f"{url}/chat/completions", json={"model": "llama3.1:8b", **CHAT}
+            )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["choices"][0]["message"]["content"]
+    messages = [e.message for e in await market.audit(session.id)]
+    assert any("workload started: llm serving llama3.1:8b" in m for m in messages)
+    assert any("the llm workload answers" in m for m in messages)
+
+
+async def test_a_vllm_endpoint_needs_its_token(market: Market) -> None:
+    offer = await market.offer("vastai", "4090")
+    session = await market.provision(
+        offer, workload={"kind": "vllm", "model": "Qwen/Qwen2.5-0.5B-Instruct"}
+    )
+    await market.until(session.id, lambda s: s.status == SessionStatus.RUNNING, step_s=2)
+    endpoint = await market.shopper.endpoint(session.id)
+    body = {"model": "Qwen/Qwen2.5-0.5B-Instruct", **CHAT}
+    async with market.shopper.tunnel(session.id) as url, httpx.AsyncClient(timeout=30) as client:
+        refused = await client.post(f"{url}/chat/completions", json=body)
+        served = await client.post(
+            f"{url}/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {endpoint.token}"},
+        )
+    assert refused.status_code == 401
+    assert served.status_code == 200, served.text
+
+
+async def test_a_model_that_never_loads_fails_the_session_and_the_offer_is_remembered(
+    market: Market,
+) -> None:
+    market.world.faults.node("vastai").workload_never_loads = True
+    offer = await market.offer("vastai", "4090")
+    session = await market.provision(offer, workload={"kind": "llm", "model": "llama3.1:8b"})
+    failed = await market.until(session.id, closed, step_s=15, limit_s=3 * 3600)
+    assert failed.status == SessionStatus.FAILED and failed.instance == InstanceState.GONE
+    assert failed.error is not None and "did not answer within 12 min" in failed.error
+    assert "loading" in failed.error
+    assert market.instance(failed).destroyed_at is not None
+    assert offer.id in await market.shopper._store.offer_failures_since(failed.created_at)
+
+
+async def test_a_server_that_dies_while_loading_fails_the_session(market: Market) -> None:
+    market.world.faults.node("vastai").workload_dies_after_s = 0.0
+    offer = await market.offer("vastai", "4090")
+    session = await market.provision(offer, workload={"kind": "llm", "model": "llama3.1:8b"})
+    failed = await market.until(session.id, closed, step_s=5, limit_s=3600)
+    assert failed.status == SessionStatus.FAILED
+    assert failed.error is not None and "failed" in failed.error
+
+
+async def test_an_image_is_refused_where_the_provider_boots_virtual_machines(
+    market: Market,
+) -> None:
+    offer = await market.offer("tensordock")
+    request = ProvisionRequest(
+        consumer="alice",
+        offer_id=offer.id,
+        workload=WorkloadSpec(kind="custom", command="python3 -m http.server 8080", image="x:1"),
+    )
+    with pytest.raises(UserError) as refused:
+        await market.run(market.shopper.provision(request))
+    assert refused.value.field == "image" and "virtual machines" in refused.value.message
+    assert not market.live_instances("tensordock")
+
+
+async def test_an_endpoint_is_asked_of_a_session_without_a_workload(market: Market) -> None:
+    session = await market.running()
+    with pytest.raises(UserError, match="serves no workload"):
+        await market.shopper.endpoint(session.id)
+
+
+async def _chat(market: Market, session_id: str, model: str) -> None:
+    """One chat completion through a tunnel that is closed again at once (a tunnel is an SSH
+    connection, which alone would keep the session busy)."""
+    endpoint = await market.shopper.endpoint(session_id)
+    async with market.shopper.tunnel(session_id) as url, httpx.AsyncClient(timeout=30) as client:
+        answer = await client.post(
+            f"{url}/chat/completions",
+            json={"model": model, **CHAT},
+            headers={"Authorization": f"Bearer {endpoint.token}"},
+        )
+    assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.parametrize(
+    ("kind", "model"), [("vllm", "Qwen/Qwen2.5-0.5B-Instruct"), ("llm", "llama3.1:8b")]
+)
+async def test_model_requests_keep_a_session_and_none_let_it_stop_when_idle(
+    market: Market, kind: str, model: str
+) -> None:
+    workload = {"kind": kind, "model": model, "benchmark": False}
+    quiet = await market.running(workload=workload, idle_timeout_min=10)
+    asked = await market.running(workload=workload, idle_timeout_min=10)
+    for _ in range(14):
+        await _chat(market, asked.id, model)
+        await market.clock.advance(60)
+        await market.tick()
+    stopped = await market.until(quiet.id, closed)
+    assert stopped.status == SessionStatus.STOPPED
+    kept = await market.shopper.session(asked.id)
+    assert kept.status == SessionStatus.RUNNING
+    assert kept.idle_reason == "busy: the model server served requests since the last look"
