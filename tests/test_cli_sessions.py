@@ -148,13 +148,13 @@ def test_provision_json_bare_gpu_word_save_key_and_the_no_supervisor_warning(
     sim: dict[str, Any], tmp_path: Path
 ) -> None:
     saved = tmp_path / "mykey"
-    result = gpushop(sim, "provision", "-c", "alice", "-g", "4090", "-t", "3", "-w", "training",
+    result = gpushop(sim, "provision", "-c", "alice", "-g", "4090", "-t", "3", "-w", "interactive",
                      "--idle-timeout", "0", "--storage", "preserve", "--save-key", str(saved),
                      "--no-wait", "-o", "json")  # fmt: skip
     session = as_json(result)
     assert session["offer"]["gpu_name"] == "RTX 4090" and "raw" not in session["offer"]
     assert (session["consumer"], session["workload"], session["reservation_hours"]) == (
-        "alice", "training", 3.0,
+        "alice", "interactive", 3.0,
     )  # fmt: skip
     assert session["idle_timeout_min"] == 0 and session["storage_policy"] == "keep"
     assert "no supervisor is running" in result.stderr and "gpushop reconcile" in result.stderr

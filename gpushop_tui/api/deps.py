@@ -151,8 +151,8 @@ def checked(model: type[M], names: Mapping[str, str], **values: Any) -> M:
     try:
         return model(**values)
     except ValidationError as err:
-        where = problem_field(err)
-        named = {"field": names.get(where, where)} if where is not None else {}
+        where = problem_field(err, names)
+        named = {"field": where} if where is not None else {}
         raise ApiError(422, "invalid_body", validation_problem(err, names), **named) from None
 
 

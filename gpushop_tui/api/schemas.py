@@ -242,6 +242,16 @@ class SessionOut(BaseModel):
     ssh_user: str | None
     ssh_command: str | None = Field(description="How to reach the node, while it is reachable.")
     workload_type: str
+    model_id: str | None = Field(default=None, description="The model llm or vllm serves.")
+    workload_phase: str | None = Field(
+        default=None,
+        description="starting, installing, pulling model, loading, healthy, or failed: why.",
+    )
+    endpoint: str | None = Field(
+        default=None,
+        description="Base URL of the workload's OpenAI-compatible API on the node's loopback: "
+        "reach it with `gpushop sessions tunnel ID` (the token: /sessions/{id}/endpoint).",
+    )
     reservation_hours: float
     idle_threshold_minutes: float = Field(description="0: never stopped for idleness.")
     idle_reason: str | None
@@ -265,6 +275,13 @@ class CreatedSessionOut(BaseModel):
     ssh_private_key: str | None = Field(description="Only when return_private_key was asked.")
     key_path: str | None = Field(description="Where the server keeps the key (until closed).")
     retries_attempted: Literal[0] = 0
+
+
+class SessionEndpointOut(BaseModel):
+    session_id: str
+    endpoint: str = Field(description="Base URL on the node's loopback (through a tunnel).")
+    token: str = Field(description="The endpoint's bearer token (vLLM checks it).")
+    tunnel_command: str = Field(description="Forwards a local port to the endpoint over SSH.")
 
 
 class SessionKeyOut(BaseModel):

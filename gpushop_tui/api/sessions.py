@@ -29,6 +29,7 @@ from gpushop_tui.api.schemas import (
     CreatedSessionOut,
     ExtendedOut,
     SessionActionOut,
+    SessionEndpointOut,
     SessionKeyOut,
     SessionListOut,
     SessionOut,
@@ -61,34 +62,60 @@ RENTAL_FIELDS = {
     "hours": "reservation_hours",
     "idle_timeout_min": "idle_threshold_minutes",
     "storage": "storage_policy",
+    "workload": "workload_type",
+    "workload.kind": "workload_type",
+    "workload.model": "model_id",
+    "workload.image": "docker_image",
+    "workload.command": "on_start_cmd",
+    "workload.env": "env",
+    "workload.ports": "exposed_ports",
     "image": "docker_image",
 }
 """`ProvisionRequest` fields (and core errors' `field`) by the body field a client sent."""
+EARLIER_WORKLOADS = {"ssh": "interactive", "llm_vllm": "vllm"}
+"""The earlier API's workload names that map onto ours."""
 EXTEND_FIELDS = {"hours": "additional_hours"}
 """`ExtendRequest` fields (and core errors' `field`) by the body field a client sent."""
 
 
 class CreateSessionIn(BaseModel):
-    """A rental: the earlier API's keys (unknown ones ignored) plus `query` and key return.
+    """A rental: the earlier API's keys plus `query`, workloads and key return.
 
-    Bounds come from the one rule set (`ProvisionRequest`, gpushop_tui.models), which also
-    checks what this body leaves open (exactly one of `offer_id` and `query`, their lengths).
+    Unknown keys are refused (422 naming them): a key gpushop cannot honour is never dropped.
+    Bounds come from the one rule set (`ProvisionRequest` and `WorkloadSpec`,
+    gpushop_tui.models), which also checks what this body leaves open (exactly one of
+    `offer_id` and `query`; a model for llm and vllm, a command for custom).
     """
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     consumer_id: ConsumerId | None = Field(
         default=None, description="Defaults to a scoped token's consumer."
     )
     offer_id: str | None = Field(default=None, description="'vastai:123' or 'vastai-123'.")
     query: str | None = Field(default=None, description="Query language; best match.")
-    workload_type: Workload | Literal["ssh"] = "interactive"
+    workload_type: Workload | Literal["ssh", "llm_vllm"] = Field(
+        default="interactive",
+        description="interactive (SSH only; the earlier 'ssh'), llm (Ollama), vllm (the earlier "
+        "'llm_vllm') or custom.",
+    )
+    model_id: str | None = Field(default=None, description="The model llm or vllm serves.")
+    docker_image: str | None = Field(
+        default=None, description="custom or vllm: the image (providers that run images)."
+    )
+    on_start_cmd: str | None = Field(default=None, description="custom: the start command.")
+    env: dict[str, str] = Field(default_factory=dict, description="custom: its environment.")
+    exposed_ports: list[int] = Field(
+        default_factory=list, description="custom: ports it listens on (the first is checked)."
+    )
+    benchmark: bool = Field(
+        default=True, description="Measure tokens/s on the node once the model answers."
+    )
     reservation_hours: ReservationHours | None = None
     idle_threshold_minutes: IdleMinutes | None = None
     storage_policy: Literal["destroy", "keep", "preserve"] = "destroy"
     request_id: RequestId | None = None
     return_private_key: bool = False
-    docker_image: str | None = None
     disk_gb: float | None = None
 
 
@@ -115,6 +142,9 @@ def session_out(view: SessionView, now: datetime) -> SessionOut:
         ssh_user=session.ssh_user,
         ssh_command=view.ssh_command,
         workload_type=session.workload,
+        model_id=session.workload_spec.model if session.workload_spec else None,
+        workload_phase=session.workload_phase,
+        endpoint=session.endpoint,
         reservation_hours=session.reservation_hours,
         idle_threshold_minutes=session.idle_timeout_min,
         idle_reason=session.idle_reason,
@@ -149,11 +179,18 @@ def _provision_request(body: CreateSessionIn, consumer: str, shopper: Shopper) -
         ),
         query=body.query,
         hours=shopper.settings.default_reservation_hours if hours is None else hours,
-        workload="interactive" if body.workload_type == "ssh" else body.workload_type,
+        workload={
+            "kind": EARLIER_WORKLOADS.get(body.workload_type, body.workload_type),
+            "model": body.model_id,
+            "image": body.docker_image,
+            "command": body.on_start_cmd,
+            "env": body.env,
+            "ports": body.exposed_ports,
+            "benchmark": body.benchmark,
+        },
         idle_timeout_min=body.idle_threshold_minutes,
         storage=STORAGE[body.storage_policy],
         request_id=body.request_id,
-        image=body.docker_image,
         disk_gb=body.disk_gb,
     )
 
@@ -236,6 +273,22 @@ async def session_key(
     if key is None:
         raise ApiError(404, "not_found", f"session {session_id} has no key any more (it is closed)")
     return SessionKeyOut(session_id=session_id, ssh_private_key=key)
+
+
+@router.get("/sessions/{session_id}/endpoint", responses=error_responses(404))
+async def session_endpoint(
+    shopper: ShopperDep, caller: CallerDep, session_id: SessionId
+) -> SessionEndpointOut:
+    """The session's model endpoint and its token, once its workload answers (a 400 says why
+    not yet); the endpoint listens on the node's loopback, reached by an SSH tunnel."""
+    session = await visible_session(shopper, caller, session_id)
+    endpoint = await shopper.endpoint(session.id)
+    return SessionEndpointOut(
+        session_id=session.id,
+        endpoint=endpoint.url,
+        token=endpoint.token,
+        tunnel_command=f"gpushop sessions tunnel {session.id}",
+    )
 
 
 @router.post(

@@ -66,10 +66,11 @@ def _configure_benchmarks(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "action",
         nargs="?",
-        choices=(*RANKINGS, "import"),
-        help="best: fastest first; cheapest: lowest $ per million tokens first; compare: each "
-        "relative to the fastest; recommend: per-GPU averages; import FILE: add measurements. "
-        "None: list the measurements",
+        choices=("list", *RANKINGS, "import"),
+        help="list (the default): every measurement, shipped, imported or measured on a "
+        "session's node (source 'measured', with its session); best: fastest first; cheapest: "
+        "lowest $ per million tokens first; compare: each relative to the fastest; recommend: "
+        "per-GPU averages; import FILE: add measurements",
     )
     parser.add_argument("file", nargs="?", type=Path, help="with import: a result JSON or CSV")
     parser.add_argument("-m", "--model", help="the LLM, e.g. llama3.1:8b (rankings need one)")

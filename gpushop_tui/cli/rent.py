@@ -10,10 +10,17 @@ from pathlib import Path
 
 from gpushop_tui.cli.args import Bounded, Command, add_output, add_wait
 
-WORKLOADS = (
-    "interactive", "llm", "llm_vllm", "llm_tgi", "training", "batch", "inference", "benchmark"
-)  # fmt: skip
+WORKLOADS = ("interactive", "llm", "vllm", "custom")
 """The workload types (models.Workload; a test keeps the two in step)."""
+
+
+def local_port(text: str) -> int:
+    """A local port to listen on (0: any free one), as argparse reads a flag's value."""
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0 to 65535)")
+    return int(text)
+
+
 STATUSES = ("pending", "provisioning", "running", "stopping", "stopped", "failed")
 """The session statuses (models.SessionStatus; a test keeps the two in step)."""
 STORAGE = {"destroy": "destroy", "keep": "keep", "preserve": "keep"}
@@ -69,7 +76,40 @@ def _configure_provision(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-t", "--hours", type=HOURS, help="reservation of %(type)s (default: the setting)"
     )
-    parser.add_argument("-w", "--workload", choices=WORKLOADS, default="interactive")
+    parser.add_argument(
+        "-w",
+        "--workload",
+        choices=WORKLOADS,
+        default="interactive",
+        help="what runs on the node: nothing but SSH, an Ollama server (llm), a vLLM "
+        "OpenAI-compatible server (vllm), or your own command (custom)",
+    )
+    parser.add_argument("--model", metavar="NAME", help="the model llm or vllm serves")
+    parser.add_argument(
+        "--image", metavar="IMAGE", help="custom or vllm: the image (where providers run images)"
+    )
+    parser.add_argument("--cmd", metavar="COMMAND", help="custom: the command that starts it")
+    parser.add_argument(
+        "--env",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        help="custom: an environment variable for the command (repeat for more)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        dest="ports",
+        metavar="PORT",
+        action="append",
+        default=[],
+        help="custom: a port it listens on, on the node's loopback (the first is its health check)",
+    )
+    parser.add_argument(
+        "--no-benchmark",
+        action="store_true",
+        help="do not measure tokens/s on the node once the model server answers",
+    )
     parser.add_argument(
         "--idle-timeout",
         type=IDLE_MINUTES,
@@ -140,6 +180,24 @@ def _configure_sessions(parser: argparse.ArgumentParser) -> None:
     sshp.set_defaults(remote_command=[])
     keyp = actions.add_parser("key", help="print the path of the session's private key")
     keyp.add_argument("id")
+    endp = actions.add_parser(
+        "endpoint", help="print the base URL of the session's model endpoint on the node"
+    )
+    endp.add_argument("id")
+    endp.add_argument("--token", action="store_true", help="print the endpoint's token instead")
+    tunp = actions.add_parser(
+        "tunnel",
+        help="forward a local port to the session's endpoint over SSH until interrupted",
+    )
+    tunp.add_argument("id")
+    tunp.add_argument(
+        "--port",
+        type=local_port,
+        default=0,
+        dest="local_port",
+        metavar="P",
+        help="the local port (default: any free one)",
+    )
 
 
 def _configure_shutdown(parser: argparse.ArgumentParser) -> None:

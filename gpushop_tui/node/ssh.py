@@ -224,8 +224,9 @@ class NodeConnection:
             raise self._failure(exc, f"writing {path} failed") from exc
 
     @contextlib.asynccontextmanager
-    async def forward(self, port: int) -> AsyncIterator[int]:
-        """Forward a free local port on 127.0.0.1 to 127.0.0.1:`port` on the node; yields it.
+    async def forward(self, port: int, local_port: int = 0) -> AsyncIterator[int]:
+        """Forward `local_port` (0: a free one) on 127.0.0.1 to 127.0.0.1:`port` on the node;
+        yields the local port.
 
         Each local connection becomes an SSH direct-tcpip channel, so a server that listens only
         on the node's loopback is reachable without exposing it. A port nothing listens on shows
@@ -234,7 +235,9 @@ class NodeConnection:
         import asyncssh
 
         try:
-            listener = await self._conn.forward_local_port("127.0.0.1", 0, "127.0.0.1", port)
+            listener = await self._conn.forward_local_port(
+                "127.0.0.1", local_port, "127.0.0.1", port
+            )
         except (asyncssh.Error, OSError) as exc:
             raise self._failure(exc, f"forwarding to port {port} failed") from exc
         try:

@@ -11,6 +11,7 @@ refuse says so here and the rent button stays disabled. Only `ctrl+r` or the but
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, get_args
@@ -41,10 +42,31 @@ LABELS = {
     "consumer": "Consumer",
     "hours": "Hours",
     "workload": "Workload",
+    "workload.model": "Model",
+    "workload.image": "Image",
+    "workload.command": "Command",
+    "workload.env": "Env",
+    "workload.ports": "Ports",
     "idle_timeout_min": "Idle stop",
     "storage": "When done",
 }
 """The dialog's words for the `ProvisionRequest` fields it fills in."""
+WORKLOAD_FIELDS: dict[str, tuple[str, str, frozenset[str]]] = {
+    "model": (
+        "workload.model",
+        "llama3.1:8b, or Qwen/Qwen2.5-0.5B-Instruct",
+        frozenset({"llm", "vllm"}),
+    ),
+    "command": (
+        "workload.command",
+        "what starts it, e.g. python3 -m http.server 8080",
+        frozenset({"custom"}),
+    ),
+    "env": ("workload.env", "NAME=VALUE NAME=VALUE", frozenset({"custom"})),
+    "ports": ("workload.ports", "8080 (the first is checked)", frozenset({"custom"})),
+    "image": ("workload.image", "an image, where the provider runs images", frozenset({"custom"})),
+}
+"""The workload's own fields: their label, a placeholder, and the kinds that use them."""
 HOURS: TypeAdapter[float] = TypeAdapter(ReservationHours)
 
 
@@ -151,6 +173,9 @@ class RentScreen(ModalScreen[None]):
                         id="rent-workload",
                         compact=True,
                     )
+                    for name, (label, hint, _kinds) in WORKLOAD_FIELDS.items():
+                        yield Label(LABELS[label], id=f"rent-{name}-label")
+                        yield Input(placeholder=hint, id=f"rent-{name}", compact=True)
                     yield Label(f"{LABELS['idle_timeout_min']}, min")
                     yield Input(
                         f"{settings.default_idle_timeout_min:g}",
@@ -193,12 +218,44 @@ class RentScreen(ModalScreen[None]):
             )
         self.query_one("#rent-notes", Static).update(Content(" ".join(notes)))
         self.query_one("#rent-hours" if self.consumer else "#rent-consumer", Input).focus()
+        self.show_workload_fields()
         self.changed()
 
     # ------------------------------------------------------------------ reading the fields
 
     def value(self, field: str) -> str:
         return self.query_one(f"#rent-{field}", Input).value.strip()
+
+    def kind(self) -> str:
+        return str(self.query_one("#rent-workload", Select).value)
+
+    def workload(self) -> dict[str, object]:
+        """The workload the fields describe: the kind, and the fields that kind uses (env as
+        NAME=VALUE words, ports as numbers; anything else is left for the rule set to name)."""
+        kind = self.kind()
+        spec: dict[str, object] = {"kind": kind}
+        for name, (_label, _hint, kinds) in WORKLOAD_FIELDS.items():
+            text = self.value(name)
+            if kind not in kinds or not text:
+                continue
+            if name == "env":
+                try:
+                    words = shlex.split(text)
+                except ValueError as err:
+                    raise ValueError(f"{LABELS['workload.env']}: {err}") from None
+                spec["env"] = dict(word.partition("=")[::2] for word in words)
+            elif name == "ports":
+                spec["ports"] = text.replace(",", " ").split()
+            else:
+                spec[name] = text
+        return spec
+
+    def show_workload_fields(self) -> None:
+        """Only the fields the chosen kind uses are shown."""
+        kind = self.kind()
+        for name, (_label, _hint, kinds) in WORKLOAD_FIELDS.items():
+            for widget in self.query(f"#rent-{name}, #rent-{name}-label"):
+                widget.display = kind in kinds
 
     def hours(self) -> float | None:
         """The hours field, where it is a reservation's length (the model's bounds)."""
@@ -213,12 +270,16 @@ class RentScreen(ModalScreen[None]):
         if not consumer:
             return None, "Fill in the consumer: who the rental is for."
         try:
+            workload = self.workload()
+        except ValueError as err:
+            return None, str(err)
+        try:
             request = ProvisionRequest.model_validate(
                 {
                     "consumer": consumer,
                     "offer_id": self.offer.id,
                     "hours": self.value("hours"),
-                    "workload": self.query_one("#rent-workload", Select).value,
+                    "workload": workload,
                     "idle_timeout_min": self.value("idle"),
                     "storage": self.query_one("#rent-storage", Select).value,
                 }
@@ -231,6 +292,7 @@ class RentScreen(ModalScreen[None]):
     @on(Select.Changed)
     def changed(self) -> None:
         """Show the most the rental can cost, ask the budgets again, say what to fix."""
+        self.show_workload_fields()
         self.failure = None
         hours = self.hours()
         total = self.query_one("#rent-total", Static)

@@ -13,6 +13,7 @@ core call runs in a worker that posts a typed message back; handlers only touch 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -170,6 +171,32 @@ def ticking_cells(view: SessionView, now: datetime) -> dict[str, Cell]:
 def instance_cell(session: Session) -> Cell:
     tone = {InstanceState.LIVE: "ok", InstanceState.UNKNOWN: "warning"}.get(session.instance, "")
     return session.instance.value, tone
+
+
+TUNNELS = "tunnels"
+"""The worker group of the tunnels this pane holds open (one worker per session, by its id)."""
+
+
+def workload_lines(session: Session, tunnels: dict[str, str]) -> list[tuple[str, Text | str]]:
+    """The panel's workload and endpoint lines: what runs, where it stands, how to reach it."""
+    spec = session.workload_spec
+    if spec is None:
+        return []
+    what = f"{spec.kind} {spec.model}" if spec.model else f"{spec.kind}: {spec.command}"
+    lines: list[tuple[str, Text | str]] = [
+        ("workload", f"{what} · {session.workload_phase or 'not started'}")
+    ]
+    if session.endpoint is not None:
+        local = tunnels.get(session.id)
+        lines.append(
+            (
+                "endpoint",
+                f"{local} (tunnel open; o closes it)"
+                if local
+                else f"{session.endpoint} on the node · o opens a tunnel",
+            )
+        )
+    return lines
 
 
 def done_outcome(session: Session) -> str:
@@ -332,6 +359,7 @@ class SessionsPane(CorePane):
         Binding("x", "delete", "Force delete"),
         Binding("t", "timeline", "Timeline", key_display="t/enter"),
         Binding("i", "toggle_detail", "Details"),
+        Binding("o", "tunnel", "Tunnel"),
     ]
     ROW_ACTIONS: ClassVar[tuple[str, ...]] = ("ssh", "done", "extend", "delete")
     """Actions on an open session (not offered while the history is focused)."""
@@ -396,6 +424,8 @@ class SessionsPane(CorePane):
         self._detail_wanted: bool | None = None
         """Whether the user asked for the panel (`i`); None: shown when the terminal is tall."""
         self._recent: list[AuditEvent] = []
+        self.tunnels: dict[str, str] = {}
+        """Sessions whose endpoint this cockpit forwards now: the local base URL of each."""
         self._sample_at: dict[str, datetime | None] = {}
         self._mentioned: set[str] = set()
         self._pending_select: str | None = None
@@ -612,7 +642,7 @@ class SessionsPane(CorePane):
         if full:
             session = view.session
             ssh = view.ssh_command or Text("no SSH address yet", style="dim")
-            detail.access.show(labelled([("ssh", ssh)]))
+            detail.access.show(labelled([("ssh", ssh), *workload_lines(session, self.tunnels)]))
             sample = self.shopper.node_sample(session.id)
             detail.node.show(node_text(session, sample, variables))
             detail.events.show(events_text(self._recent, now))
@@ -742,6 +772,40 @@ class SessionsPane(CorePane):
             self.post_message(self.Failed(f"session {session_id} has no SSH address yet"))
             return
         self.post_message(self.SshReady(session_id, command))
+
+    def action_tunnel(self) -> None:
+        """Open a tunnel to the selected session's endpoint, or close the one that is open."""
+        view = self._selected_open()
+        if view is None or self.shopper is None:
+            return
+        session_id = view.session.id
+        held = [w for w in self.workers if w.group == TUNNELS and w.name == session_id]
+        if held:
+            for worker in held:
+                worker.cancel()
+            return
+        self.run_worker(
+            self._hold_tunnel(session_id), name=session_id, group=TUNNELS, exit_on_error=False
+        )
+
+    async def _hold_tunnel(self, session_id: str) -> None:
+        """Keep the tunnel open until closed (`o` again), the session ends or the app quits."""
+        assert self.shopper is not None
+        try:
+            async with self.shopper.tunnel(session_id) as url:
+                self.tunnels[session_id] = url
+                self.notify(
+                    f"Tunnel open: session {session_id}'s endpoint answers at {url} "
+                    f"(its token: gpushop sessions endpoint {session_id} --token); o closes it."
+                )
+                self._show_detail(self.shopper.now(), full=True)
+                await asyncio.Event().wait()
+        except UserError as err:
+            self.post_message(self.Failed(fmt.problem(err)))
+        finally:
+            if self.tunnels.pop(session_id, None) is not None:
+                self.notify(f"Tunnel to session {session_id} closed.")
+                self._show_detail(self.shopper.now(), full=True)
 
     @work(group="sessions-act")
     async def end(self, session_id: str, *, force: bool) -> None:

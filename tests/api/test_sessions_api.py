@@ -335,3 +335,52 @@ async def test_an_unknown_offer_is_404_and_a_taken_one_409_neither_to_retry(
         error = taken.json()["error"]
         assert error["type"] == "stale_offer" and error["field"] == "offer_id"
         assert error["retry_suggested"] is False
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"template_hash_id": "38a9dab6"}, {"launch_mode": "entrypoint"}, {"quantization": "awq"}],
+)
+async def test_a_body_key_gpushop_cannot_honour_is_refused_not_dropped(
+    extra: dict[str, str], isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with api_market(monkeypatch, isolated_env, providers=("vastai",)) as ride:
+        answer = await rent(ride, consumer_id="alice", **extra)
+        assert answer.status_code == 422, answer.text
+        assert next(iter(extra)) in answer.text
+        assert await ride.market.shopper.sessions() == []
+
+
+async def test_the_earlier_keys_of_a_workload_map_onto_ours(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with api_market(monkeypatch, isolated_env, providers=("vastai",)) as ride:
+        missing = await rent(ride, consumer_id="alice", workload_type="llm_vllm")
+        assert missing.status_code == 422
+        assert missing.json()["error"]["message"] == (
+            "workload_type: the vllm workload needs a model"
+        )
+        bad_port = await rent(
+            ride, consumer_id="alice", workload_type="custom", on_start_cmd="x",
+            exposed_ports=[70000],
+        )  # fmt: skip
+        assert bad_port.status_code == 422
+        assert bad_port.json()["error"]["field"] == "exposed_ports"
+        created = await rent(
+            ride, consumer_id="alice", workload_type="llm_vllm",
+            model_id="Qwen/Qwen2.5-0.5B-Instruct",
+        )  # fmt: skip
+        assert created.status_code == 201, created.text
+        session = created.json()["session"]
+        assert (session["workload_type"], session["model_id"]) == (
+            "vllm",
+            "Qwen/Qwen2.5-0.5B-Instruct",
+        )
+        ready = await ride.market.until(session["id"], lambda s: s.status == "running", step_s=2)
+        assert ready.endpoint == "http://127.0.0.1:8000/v1"
+        shown = (await ride.call(ride.client.get(f"/api/v1/sessions/{session['id']}"))).json()
+        assert shown["endpoint"] == ready.endpoint and shown["workload_phase"] == "healthy"
+        endpoint = await ride.call(ride.client.get(f"/api/v1/sessions/{session['id']}/endpoint"))
+        assert endpoint.status_code == 200
+        token = ride.market.shopper._lifecycle.readiness.workloads.token_path(session["id"])
+        assert endpoint.json()["token"] == token.read_text().strip()

@@ -37,8 +37,9 @@ from tests.core.market import Market, open_market
 
 W = TypeVar("W", bound=Widget)
 
-ALWAYS_RUNNING = {"follow"}
-"""Worker groups that live as long as the app (they never finish, so settling ignores them)."""
+ALWAYS_RUNNING = {"follow", "tunnels"}
+"""Worker groups that live as long as the app, or until the user closes them (the event feed, a
+tunnel held open), so settling ignores them."""
 
 STABLE_START = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 """Where the snapshot clock starts: a fixed Monday morning, UTC."""

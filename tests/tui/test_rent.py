@@ -189,3 +189,27 @@ async def test_bad_fields_say_what_to_fix_and_do_not_rent(
         await ride.press("ctrl+r")
         assert ride.app.screen is dialog
         assert await ride.shopper.sessions() == []
+
+
+async def test_the_dialog_rents_a_model_server_and_shows_only_the_fields_its_kind_uses(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with cockpit(monkeypatch, isolated_env) as ride:
+        dialog = await open_dialog(ride)
+        model = dialog.query_one("#rent-model", Input)
+        command = dialog.query_one("#rent-command", Input)
+        assert not model.display and not command.display  # interactive: SSH only
+        await ride.press(*"alice")
+        dialog.query_one("#rent-workload", Select).value = "llm"
+        await ride.settle()
+        assert model.display and not command.display
+        await ride.press("ctrl+r")
+        assert ride.app.screen is dialog
+        assert shown(dialog, "#rent-problem") == "Workload: the llm workload needs a model"
+        model.value = "llama3.1:8b"
+        await ride.settle()
+        await ride.press("ctrl+r")
+        assert not isinstance(ride.app.screen, RentScreen)
+        [session] = await ride.shopper.sessions()
+        assert session.workload_spec is not None
+        assert (session.workload, session.workload_spec.model) == ("llm", "llama3.1:8b")

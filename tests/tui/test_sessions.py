@@ -6,6 +6,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from rich.text import Text
 from textual.app import App, ComposeResult
@@ -548,3 +549,47 @@ async def test_every_word_of_the_pane_is_separated_and_aligned(
             assert value.strip() and not value.startswith(" "), text
             starts.add(len(text) - len(value))
         assert starts == {1 + LABEL_WIDTH}  # every value starts in one column
+
+
+async def test_the_panel_shows_the_workload_and_o_opens_a_tunnel_to_its_endpoint(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = "Qwen/Qwen2.5-0.5B-Instruct"
+    async with cockpit(monkeypatch, isolated_env) as ride:
+        await open_pane(ride)
+        session = await running(ride, workload={"kind": "vllm", "model": model, "benchmark": False})
+        pane = ride.app.query_one(SessionsPane)
+        if not pane.detail.display:
+            await ride.press("i")
+        assert detail_line(pane, "workload") == f"vllm {model} · healthy"
+        assert detail_line(pane, "endpoint") == (
+            "http://127.0.0.1:8000/v1 on the node · o opens a tunnel"
+        )
+        await ride.press("o")
+        url = await _tunnel_url(ride, pane, session.id)
+        assert detail_line(pane, "endpoint") == f"{url} (tunnel open; o closes it)"
+        token = (await ride.shopper.endpoint(session.id)).token
+        assert token not in " ".join(ride.toasts())  # the token is never shown
+        async with httpx.AsyncClient(timeout=30) as client:
+            answer = await client.post(
+                f"{url}/chat/completions",
+                json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        assert answer.status_code == 200
+        await ride.press("o")
+        for _ in range(200):
+            if session.id not in pane.tunnels:
+                break
+            await ride.pilot.pause()
+        assert session.id not in pane.tunnels
+        assert "closed" in ride.toasts()[-1]
+
+
+async def _tunnel_url(ride: Cockpit, pane: SessionsPane, session_id: str) -> str:
+    """The tunnel's local URL once its worker has it (it opens an SSH connection first)."""
+    for _ in range(400):
+        if session_id in pane.tunnels:
+            return pane.tunnels[session_id]
+        await ride.pilot.pause()
+    raise AssertionError("the tunnel never opened")

@@ -283,7 +283,7 @@ async def _benchmarks(shopper: Shopper, args: argparse.Namespace) -> int:
         summaries = await shopper.recommend_gpus(args.model, args.gpu)
         _print_summaries(summaries[: args.limit], args.output)
         return 0
-    order: RankOrder = args.action or "all"
+    order: RankOrder = "all" if args.action in (None, "list") else args.action
     ranked = await shopper.rank_benchmarks(order, args.model, args.gpu, args.min_tps)
     _print_ranked(ranked[: args.limit], args.output, compared=args.action == "compare")
     return 0

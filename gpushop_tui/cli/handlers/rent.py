@@ -77,12 +77,29 @@ FLAGS = {
     "query": "--gpu",
     "hours": "--hours",
     "workload": "--workload",
+    "workload.kind": "--workload",
+    "workload.model": "--model",
+    "workload.image": "--image",
+    "workload.command": "--cmd",
+    "workload.env": "--env",
+    "workload.ports": "--port",
     "idle_timeout_min": "--idle-timeout",
     "storage": "--storage",
     "request_id": "--request-id",
     "override_reason": "--override-hard-max",
 }
 """The flag that sets each field of a `ProvisionRequest` or `ExtendRequest`."""
+
+
+def _env(pairs: list[str]) -> dict[str, str]:
+    """`--env NAME=VALUE` flags as a mapping (a flag without `=` is refused)."""
+    env: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise UserError(f"--env: {pair!r} is not NAME=VALUE")
+        env[name] = value
+    return env
 
 
 def _provision_request(args: argparse.Namespace, settings: Settings) -> ProvisionRequest:
@@ -93,7 +110,15 @@ def _provision_request(args: argparse.Namespace, settings: Settings) -> Provisio
             "offer_id": args.offer,
             "query": _gpu_query(args.gpu) if args.gpu is not None else None,
             "hours": args.hours if args.hours is not None else settings.default_reservation_hours,
-            "workload": args.workload,
+            "workload": {
+                "kind": args.workload,
+                "model": args.model,
+                "image": args.image,
+                "command": args.cmd,
+                "env": _env(args.env),
+                "ports": args.ports,
+                "benchmark": not args.no_benchmark,
+            },
             "idle_timeout_min": args.idle_timeout,
             "storage": StoragePolicy(STORAGE[args.storage]),
             "request_id": args.request_id,
@@ -218,23 +243,36 @@ async def _print_outcome(shopper: Shopper, session: Session, output: str) -> Non
             ("session", session.id),
             ("status", f"{session.status} (instance {session.instance})"),
             ("ssh", view.ssh_command or "-"),
+            *(
+                [
+                    (
+                        "endpoint",
+                        f"{session.endpoint} on the node: gpushop sessions tunnel {session.id}",
+                    )
+                ]
+                if session.endpoint
+                else []
+            ),
             *([("error", session.error)] if session.error else []),
         ]
     )
 
 
 def run_sessions(args: argparse.Namespace) -> int:
-    """`sessions ACTION`: list, get, done, delete, extend, ssh or key."""
+    """`sessions ACTION`: list, get, done, delete, extend, ssh, key, endpoint or tunnel."""
     action: str = args.sessions_action
     if action in ("done", "delete"):
         return _run_end(args, force=action == "delete")
     if action == "ssh":
         return _run_ssh(args)
+    if action == "tunnel":
+        return _run_tunnel(args)
     handlers: dict[str, Callable[[Shopper, argparse.Namespace], Awaitable[int]]] = {
         "list": _sessions_list,
         "get": _sessions_get,
         "extend": _sessions_extend,
         "key": _sessions_key,
+        "endpoint": _sessions_endpoint,
     }
     handler = handlers[action]
     return int(asyncio.run(with_shopper(lambda shopper: handler(shopper, args))))
@@ -323,6 +361,31 @@ async def _sessions_extend(shopper: Shopper, args: argparse.Namespace) -> int:
 async def _sessions_key(shopper: Shopper, args: argparse.Namespace) -> int:
     print(await shopper.key_path(args.id))
     return 0
+
+
+async def _sessions_endpoint(shopper: Shopper, args: argparse.Namespace) -> int:
+    endpoint = await shopper.endpoint(args.id)
+    print(endpoint.token if args.token else endpoint.url)
+    return 0
+
+
+def _run_tunnel(args: argparse.Namespace) -> int:
+    """Hold the tunnel open until ctrl+c (or SIGTERM), saying where it listens."""
+
+    async def hold(shopper: Shopper) -> int:
+        async with shopper.tunnel(args.id, args.local_port) as url:
+            print(
+                f"the endpoint of session {args.id} answers at {url} until interrupted "
+                "(ctrl+c); the token: gpushop sessions endpoint ID --token",
+                flush=True,
+            )
+            await asyncio.Event().wait()
+        return 0
+
+    try:
+        return int(asyncio.run(with_shopper(hold)))
+    except KeyboardInterrupt:
+        return 0
 
 
 def _run_end(args: argparse.Namespace, *, force: bool) -> int:
