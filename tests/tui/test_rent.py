@@ -213,3 +213,9 @@ async def test_the_dialog_rents_a_model_server_and_shows_only_the_fields_its_kin
         [session] = await ride.shopper.sessions()
         assert session.workload_spec is not None
         assert (session.workload, session.workload_spec.model) == ("llm", "llama3.1:8b")
+        for _ in range(60):
+            session = await ride.shopper.session(session.id)
+            if session.status == "running":
+                break
+            await ride.advance(2)
+        assert session.status == "running" and session.endpoint == "http://127.0.0.1:11434/v1"
