@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -9,6 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
+from gpushop_tui.config import load_settings
+from gpushop_tui.models import Benchmark
+from gpushop_tui.store import Store
 from tests.conftest import run_gpushop, sim_env
 
 ALL = ("vastai", "tensordock", "bluelobster")
@@ -184,3 +188,47 @@ def test_by_gpu_table_has_a_column_per_provider_and_limit_counts_rows(
                                                       "RANGE", "$/Mtok"]  # fmt: skip
     assert "BLUELOBSTER" not in two.stdout.splitlines()[0]
     assert two.stdout.splitlines().index("") == 3
+
+
+def record_own_measurement(gpu: str, model: str) -> None:
+    """Store a row as gpushop keeps what it measured on a session's node."""
+
+    async def record() -> None:
+        settings = load_settings()
+        settings.paths.prepare()
+        store = await Store.open(settings.paths.db_file)
+        ours = Benchmark(gpu_name=gpu, model=model, tokens_per_second=190,
+                         source="measured", session_id="s00001")  # fmt: skip
+        try:
+            await store.add_benchmark(ours)
+        finally:
+            await store.aclose()
+
+    asyncio.run(record())
+
+
+def test_estimates_resting_on_gpushops_own_measurements_are_marked(sim: dict[str, Any]) -> None:
+    shipped = json.loads(inventory(sim, "model=llama3.1:8b", "-o", "json").stdout)["offers"]
+    assert shipped and not any(o["usd_per_mtok_measured"] for o in shipped)
+    record_own_measurement("RTX 4090", "llama3.1:8b")
+    offers = json.loads(inventory(sim, "model=llama3.1:8b", "-o", "json").stdout)["offers"]
+    ours = {o["id"] for o in offers if o["usd_per_mtok_measured"]}
+    assert ours and ours == {o["id"] for o in offers if o["gpu_name"] == "RTX 4090"}
+
+    table = inventory(sim, "gpu=4090 model=llama3.1:8b", "--limit", "3")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[-1] == "$/Mtok"
+    assert all(line.endswith("*") for line in lines[1:4]), table.stdout
+    assert any(line.startswith("*: includes tokens/s gpushop measured") for line in lines)
+
+    rows = json.loads(inventory(sim, "model=llama3.1:8b", "--by-gpu", "-o", "json").stdout)["rows"]
+    assert {r["gpu_name"] for r in rows if r["usd_per_mtok_measured"]} == {"RTX 4090"}
+    by_tokens = ("model=llama3.1:8b sort=usd_per_mtok", "--by-gpu", "--limit", "6")
+    compared = inventory(sim, *by_tokens).stdout.splitlines()
+    assert any(line.startswith("RTX 4090 ") for line in compared[1:7]), compared
+    assert all(line.endswith("*") == line.startswith("RTX 4090 ") for line in compared[1:7])
+    assert any(line.startswith("*: includes tokens/s gpushop measured") for line in compared)
+    shipped_only = inventory(sim, "gpu=3090 model=llama3.1:8b", "--limit", "3").stdout
+    assert shipped_only.splitlines()[1].split()[-1].replace(".", "").isdigit()
+    assert "*" not in shipped_only

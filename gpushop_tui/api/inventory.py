@@ -131,7 +131,10 @@ async def inventory(
     view = await shopper.offers(query, refresh=refresh)
     page = view.offers[offset : offset + limit]
     return InventoryOut(
-        offers=[OfferOut.of(o, view.usd_per_mtok.get(o.id)) for o in page],
+        offers=[
+            OfferOut.of(o, view.usd_per_mtok.get(o.id), measured=o.id in view.measured)
+            for o in page
+        ],
         count=len(page),
         total=len(view.offers),
         menu_size=view.total,

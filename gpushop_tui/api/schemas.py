@@ -103,9 +103,16 @@ class OfferOut(BaseModel):
     usd_per_mtok: float | None = Field(
         description="Estimated USD per million tokens of the asked model; null without one."
     )
+    usd_per_mtok_measured: bool = Field(
+        default=False,
+        description="The estimate rests (at least in part) on tokens/s gpushop measured on its "
+        "own rentals (benchmark source 'measured'), not only on shipped or imported ones.",
+    )
 
     @classmethod
-    def of(cls, offer: Offer, usd_per_mtok: float | None = None) -> OfferOut:
+    def of(
+        cls, offer: Offer, usd_per_mtok: float | None = None, *, measured: bool = False
+    ) -> OfferOut:
         return cls(
             id=offer.id,
             provider=offer.provider,
@@ -127,6 +134,7 @@ class OfferOut(BaseModel):
             interruptible=offer.interruptible,
             fetched_at=offer.fetched_at,
             usd_per_mtok=round(usd_per_mtok, 6) if usd_per_mtok is not None else None,
+            usd_per_mtok_measured=measured,
         )
 
 
@@ -194,6 +202,11 @@ class GpuRowOut(BaseModel):
         description="The row's lowest estimated USD per million tokens of the asked model; "
         "null without one."
     )
+    usd_per_mtok_measured: bool = Field(
+        default=False,
+        description="That estimate rests (at least in part) on tokens/s gpushop measured on its "
+        "own rentals (benchmark source 'measured'), not only on shipped or imported ones.",
+    )
 
     @classmethod
     def of(cls, row: GpuRow) -> GpuRowOut:
@@ -208,6 +221,7 @@ class GpuRowOut(BaseModel):
             best_offer_id=row.best_offer_id,
             by_provider={name: ProviderBestOut.of(best) for name, best in row.by_provider.items()},
             usd_per_mtok=round(row.usd_per_mtok, 6) if row.usd_per_mtok is not None else None,
+            usd_per_mtok_measured=row.usd_per_mtok_measured,
         )
 
 

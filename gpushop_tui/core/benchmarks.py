@@ -3,9 +3,11 @@
 DESIGN.md §6. The measurements are the seed shipped as package data (`data/benchmarks.csv`: the
 product brief's benchmark matrix, Ollama at concurrency 1; a range there is kept as its low and
 high ends, each paired with the same end of the price range) plus files the user imported
-(stored in the database, `source` = file name). GPU names go through the canonical catalogue, so
-a measurement meets the offers of the same card. Money per token is
-$/M tokens = price_per_hour / (tokens/s * 3600) * 1e6.
+(stored in the database, `source` = file name) plus what gpushop measured on its own sessions'
+nodes (`source` "measured"). GPU names go through the canonical catalogue, so a measurement meets
+the offers of the same card. Money per token is
+$/M tokens = price_per_hour / (tokens/s * 3600) * 1e6; an offer's estimate says whether it rests
+on gpushop's own measurements or only on shipped and imported ones.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from gpushop_tui.query import gpu_matcher, unknown_model
 from gpushop_tui.store import Store
 
 SEED_SOURCE = "seed"
+MEASURED_SOURCE = "measured"
+"""The `source` of a row gpushop measured on one of its own sessions' nodes."""
 CSV_COLUMNS = (
     "gpu_name", "gpu_count", "provider", "model", "tokens_per_second", "price_per_hour",
     "runtime", "measured_at", "note",
@@ -295,29 +299,56 @@ def throughput(measurements: Iterable[Benchmark]) -> dict[str, dict[int, float]]
     return dict(table)
 
 
-def tokens_per_second(table: dict[str, dict[int, float]], gpu_name: str, count: int) -> float:
-    """The throughput to expect of `count` of a GPU: measured with that many GPUs, else with
-    the most measured below it, unscaled (more GPUs are not assumed faster than measured);
-    0 where the GPU has no measurement with `count` GPUs or fewer."""
-    measured = table.get(gpu_name, {})
-    below = [n for n in measured if n <= count]
-    return measured[max(below)] if below else 0.0
+def _basis(table: dict[str, dict[int, float]], gpu_name: str, count: int) -> int | None:
+    """The GPU count whose throughput to expect of `count` of a GPU: measured with that many
+    GPUs, else with the most measured below it, unscaled (more GPUs are not assumed faster than
+    measured); None where the GPU has no measurement with `count` GPUs or fewer."""
+    below = [n for n in table.get(gpu_name, {}) if n <= count]
+    return max(below) if below else None
+
+
+@dataclass(frozen=True)
+class Estimates:
+    """Estimated $ per million tokens per offer id, and the offer ids whose estimate rests
+    (at least in part) on tokens/s gpushop measured on its own sessions' nodes."""
+
+    usd_per_mtok: dict[str, float]
+    measured: frozenset[str]
+
+
+def estimates(offers: Iterable[Offer], measurements: Iterable[Benchmark]) -> Estimates:
+    """Estimated $ per million tokens per offer id, for the offers whose canonical GPU has
+    `measurements` (all of one model): the offer's whole price over the expected tokens/s.
+    An estimate is `measured` where the measurements averaged for it include a row gpushop
+    made on its own node (`MEASURED_SOURCE`)."""
+    rows = list(measurements)
+    if not rows:
+        return Estimates({}, frozenset())  # no model asked: skip the walk over every offer
+    table = throughput(rows)
+    own = {(m.gpu_name, m.gpu_count) for m in rows if m.source == MEASURED_SOURCE}
+    expected: dict[tuple[str, int], tuple[float, bool] | None] = {}
+    usd: dict[str, float] = {}
+    measured: set[str] = set()
+    for offer in offers:
+        key = (offer.gpu_name, offer.gpu_count)
+        if key not in expected:
+            basis = _basis(table, *key)
+            expected[key] = (
+                (table[offer.gpu_name][basis], (offer.gpu_name, basis) in own)
+                if basis is not None
+                else None
+            )
+        if (found := expected[key]) is not None:
+            tps, ours = found
+            usd[offer.id] = usd_per_mtok(offer.price_per_hour, tps)
+            if ours:
+                measured.add(offer.id)
+    return Estimates(usd, frozenset(measured))
 
 
 def estimate(offers: Iterable[Offer], measurements: Iterable[Benchmark]) -> dict[str, float]:
-    """Estimated $ per million tokens per offer id, for the offers whose canonical GPU has
-    `measurements` (all of one model): the offer's whole price over the expected tokens/s."""
-    table = throughput(measurements)
-    expected: dict[tuple[str, int], float] = {}
-    estimates = {}
-    for offer in offers:
-        key = (offer.gpu_name, offer.gpu_count)
-        tps = expected.get(key)
-        if tps is None:
-            tps = expected[key] = tokens_per_second(table, *key)
-        if tps:
-            estimates[offer.id] = usd_per_mtok(offer.price_per_hour, tps)
-    return estimates
+    """`estimates` without saying which rest on gpushop's own measurements."""
+    return estimates(offers, measurements).usd_per_mtok
 
 
 class Benchmarks:

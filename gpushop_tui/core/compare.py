@@ -42,6 +42,9 @@ class GpuRow:
     """Each provider with offers in the row, in the menu's provider order."""
     usd_per_mtok: float | None = None
     """The lowest estimated $ per million tokens in the row, when the query names a model."""
+    usd_per_mtok_measured: bool = False
+    """That estimate rests (at least in part) on tokens/s gpushop measured on its own sessions'
+    nodes (`InventoryView.measured`)."""
 
     @property
     def price_per_gpu_hour_min(self) -> float:
@@ -74,7 +77,7 @@ def compare_by_gpu(
     for offer in view.offers:
         grouped.setdefault((offer.gpu_name, offer.gpu_count), []).append(offer)
     order = {report.provider: index for index, report in enumerate(view.providers)}
-    rows = [_row(offers, order, view.usd_per_mtok) for offers in list(grouped.values())[:limit]]
+    rows = [_row(offers, order, view) for offers in list(grouped.values())[:limit]]
     return InventoryComparison(
         rows=rows,
         providers=view.providers,
@@ -85,12 +88,17 @@ def compare_by_gpu(
     )
 
 
-def _row(offers: list[Offer], order: dict[str, int], estimates: dict[str, float]) -> GpuRow:
+def _row(offers: list[Offer], order: dict[str, int], view: InventoryView) -> GpuRow:
     by_provider: dict[str, list[Offer]] = {}
     for offer in offers:
         by_provider.setdefault(offer.provider, []).append(offer)
     prices = [offer.price_per_hour for offer in offers]
-    row_estimates = [estimates[offer.id] for offer in offers if offer.id in estimates]
+    estimates = view.usd_per_mtok
+    cheapest = min(
+        (offer for offer in offers if offer.id in estimates),
+        key=lambda offer: estimates[offer.id],
+        default=None,
+    )
     return GpuRow(
         gpu_name=offers[0].gpu_name,
         gpu_count=offers[0].gpu_count,
@@ -105,7 +113,8 @@ def _row(offers: list[Offer], order: dict[str, int], estimates: dict[str, float]
                 by_provider.items(), key=lambda item: order.get(item[0], len(order))
             )
         },
-        usd_per_mtok=min(row_estimates) if row_estimates else None,
+        usd_per_mtok=estimates[cheapest.id] if cheapest is not None else None,
+        usd_per_mtok_measured=cheapest is not None and cheapest.id in view.measured,
     )
 
 

@@ -7,7 +7,7 @@ answer every query from it: a query with filters is then sent to that provider i
 pushes down what it can), and that answer is cached for the query, for `ttl_s` too. Offers that
 failed to provision are demoted, and hidden for a while after repeated failures (remembered in
 the store, so it survives a restart). A query that names a model gets each offer's estimated
-$ per million tokens (core/benchmarks.py).
+$ per million tokens (core/benchmarks.py), and which of them rest on gpushop's own measurements.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from gpushop_tui.clock import Clock
-from gpushop_tui.core.benchmarks import Benchmarks, estimate
+from gpushop_tui.core.benchmarks import Benchmarks, estimates
 from gpushop_tui.core.events import EventBus, InventoryRefreshed
 from gpushop_tui.models import Benchmark, Offer, OfferQuery
 from gpushop_tui.providers.base import OfferList, Provider, ProviderError
@@ -89,6 +89,9 @@ class InventoryView:
     """Offers left out because they failed to provision repeatedly of late."""
     usd_per_mtok: dict[str, float] = field(default_factory=dict)
     """Estimated $ per million tokens of the query's model, per shown offer id that has one."""
+    measured: frozenset[str] = frozenset()
+    """The shown offer ids whose estimate rests (at least in part) on tokens/s gpushop measured
+    on its own sessions' nodes, not only on shipped or imported measurements."""
 
 
 @dataclass(frozen=True)
@@ -171,13 +174,13 @@ class Inventory:
         and filtering it here: the same offers, a smaller answer.
         """
         query = query or OfferQuery()
-        measured = await self._measured(query)
+        measurements = await self._measurements(query)
         key = _filters_key(query)
         asked = [name for name in self.configured if not query.providers or name in query.providers]
         if key is not None and not whole_menu:
             stale = [name for name in asked if refresh or self._narrowed(name, key) is None]
             await asyncio.gather(*(self._narrow(name, query, key, alone=True) for name in stale))
-            return await self._answer(query, measured)
+            return await self._answer(query, measurements)
         wanted = [name for name in asked if refresh or self._expired(name)]
         await asyncio.gather(*(self._refresh(name) for name in wanted))
         if key is not None:
@@ -187,7 +190,7 @@ class Inventory:
                 if self._caches[name].truncated and (refresh or self._narrowed(name, key) is None)
             ]
             await asyncio.gather(*(self._narrow(name, query, key) for name in capped))
-        return await self._answer(query, measured)
+        return await self._answer(query, measurements)
 
     def refresh_in_background(self) -> None:
         """Start refreshing every expired provider without waiting (stale-while-revalidate)."""
@@ -198,9 +201,9 @@ class Inventory:
     async def cached_view(self, query: OfferQuery | None = None) -> InventoryView:
         """The menu as cached now, without waiting for any provider."""
         query = query or OfferQuery()
-        return await self._answer(query, await self._measured(query))
+        return await self._answer(query, await self._measurements(query))
 
-    async def _measured(self, query: OfferQuery) -> list[Benchmark]:
+    async def _measurements(self, query: OfferQuery) -> list[Benchmark]:
         """The measurements of the query's model (none without one; an unknown model is a
         `UnknownModel` error), read before any provider is asked."""
         return await self.benchmarks.measurements(query.model) if query.model else []
@@ -337,7 +340,7 @@ class Inventory:
             return narrowed
         return narrowed if narrowed.fetched_mono > cache.fetched_mono else None
 
-    async def _answer(self, query: OfferQuery, measured: list[Benchmark]) -> InventoryView:
+    async def _answer(self, query: OfferQuery, measurements: list[Benchmark]) -> InventoryView:
         now = self._clock.now()
         failures = await self._store.offer_failures_since(now - FAILURE_LOOKBACK)
         hidden_ids = {
@@ -352,8 +355,8 @@ class Inventory:
             for name, cache in self._caches.items()
         )
         visible = everything.without(hidden_ids) if hidden_ids else everything
-        estimates = estimate(visible, measured) if measured else {}
-        offers = select(visible, query, demoted=failures.keys(), usd_per_mtok=estimates)
+        priced = estimates(visible, measurements)
+        offers = select(visible, query, demoted=failures.keys(), usd_per_mtok=priced.usd_per_mtok)
         return InventoryView(
             offers=offers,
             providers=[
@@ -363,7 +366,10 @@ class Inventory:
             ],
             total=len(everything),
             hidden=len(everything) - len(visible),
-            usd_per_mtok={o.id: estimates[o.id] for o in offers if o.id in estimates},
+            usd_per_mtok={
+                o.id: priced.usd_per_mtok[o.id] for o in offers if o.id in priced.usd_per_mtok
+            },
+            measured=frozenset(o.id for o in offers if o.id in priced.measured),
         )
 
     async def find(self, offer_id: str) -> Offer | None:

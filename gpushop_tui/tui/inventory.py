@@ -46,7 +46,13 @@ from gpushop_tui.tui.pane import CorePane, Remember, ShowSession
 from gpushop_tui.tui.prefs import Prefs
 from gpushop_tui.tui.rent import RentScreen
 from gpushop_tui.tui.widgets.gpu_compare_table import GpuCompareTable
-from gpushop_tui.tui.widgets.offer_table import BY_KEY, Freshness, OfferTable, bold
+from gpushop_tui.tui.widgets.offer_table import (
+    BY_KEY,
+    MEASURED_MARK,
+    Freshness,
+    OfferTable,
+    bold,
+)
 
 log = logging.getLogger(__name__)
 
@@ -435,8 +441,9 @@ class InventoryPane(CorePane):
             return False
         width = self.size.width or self.app.size.width
         query = self.shown_query
+        view = self.view
         return self.table.show(
-            self.view.offers, self.view.usd_per_mtok, query.model, width, query.sort
+            view.offers, view.usd_per_mtok, view.measured, query.model, width, query.sort
         )
 
     def on_resize(self, event: Resize) -> None:
@@ -651,8 +658,7 @@ class InventoryPane(CorePane):
             if comparison.hidden:
                 parts.append(f"{comparison.hidden} hidden after failed rentals")
             parts.append(self.order_text())
-            if self.shown_query.model:
-                parts.append(f"$/Mtok: {self.shown_query.model}")
+            parts.extend(self.mtok_text(any(r.usd_per_mtok_measured for r in comparison.rows)))
         elif view is None or self.comparing:
             parts.append("fetching offers…" if self.refreshing else "no offers yet")
         else:
@@ -660,11 +666,19 @@ class InventoryPane(CorePane):
             if view.hidden:
                 parts.append(f"{view.hidden} hidden after failed rentals")
             parts.append(self.order_text())
-            if self.shown_query.model:
-                parts.append(f"$/Mtok: {self.shown_query.model}")
+            parts.extend(self.mtok_text(bool(view.measured)))
         if self.table.marked:
             parts.append(f"{len(self.table.marked)} marked")
         self.query_one("#inventory-summary", Static).update(fmt.joined(parts))
+
+    def mtok_text(self, marked: bool) -> list[str]:
+        """`$/Mtok: MODEL` when a model prices the offers, and what `MEASURED_MARK` means when
+        a shown estimate has it."""
+        model = self.shown_query.model
+        if not model:
+            return []
+        own = f"{MEASURED_MARK} measured on gpushop's own rentals"
+        return [f"$/Mtok: {model}", *([own] if marked else [])]
 
     def order_text(self) -> str:
         """`sorted by $/GPU-h ▲` for a column sort, else the filter's own order."""

@@ -9,13 +9,17 @@ from typing import Any
 import pytest
 
 from gpushop_tui.core import InventoryView, Shopper
+from gpushop_tui.models import Benchmark
 from tests.api.harness import api_market
 
 PRIOR_KEYS = {
     "id", "provider", "provider_id", "gpu_type", "gpu_count", "vram_gb", "price_per_hour",
     "location", "reliability", "cuda_version", "fetched_at", "interruptible",
 }  # fmt: skip
-OUR_KEYS = {"price_per_gpu_hour", "region", "country", "inet_down_mbps", "usd_per_mtok"}
+OUR_KEYS = {
+    "price_per_gpu_hour", "region", "country", "inet_down_mbps", "usd_per_mtok",
+    "usd_per_mtok_measured",
+}  # fmt: skip
 
 
 async def test_prior_parameters_filter_and_page_the_menu_with_provider_status(
@@ -89,6 +93,26 @@ async def test_a_model_prices_offers_per_million_tokens(
         assert known and known == sorted(known) and costs[: len(known)] == known
         unknown = await ride.client.get("/api/v1/inventory", params={"model": "no-such-model"})
         assert unknown.status_code == 400 and unknown.json()["error"]["field"] == "model"
+
+
+async def test_a_models_estimates_say_which_rest_on_gpushops_own_measurements(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with api_market(monkeypatch, isolated_env) as ride:
+        params = {"model": "llama3.1:8b", "limit": 1000}
+        shipped = (await ride.client.get("/api/v1/inventory", params=params)).json()["offers"]
+        assert not any(o["usd_per_mtok_measured"] for o in shipped)
+        ours = Benchmark(gpu_name="RTX 4090", model="llama3.1:8b", tokens_per_second=190,
+                         source="measured", session_id="s00001")  # fmt: skip
+        await ride.shopper._inventory.benchmarks.record(ours)
+        offers = (await ride.client.get("/api/v1/inventory", params=params)).json()["offers"]
+        measured = {o["id"] for o in offers if o["usd_per_mtok_measured"]}
+        assert measured and measured == {o["id"] for o in offers if o["gpu_type"] == "RTX 4090"}
+        rows = (await ride.client.get("/api/v1/inventory/compare", params=params)).json()["rows"]
+        assert {r["gpu_type"] for r in rows if r["usd_per_mtok_measured"]} == {"RTX 4090"}
+        assert any(r["usd_per_mtok"] is not None and not r["usd_per_mtok_measured"] for r in rows)
+        plain = (await ride.client.get("/api/v1/inventory")).json()["offers"]
+        assert not any(o["usd_per_mtok_measured"] for o in plain)
 
 
 @pytest.mark.parametrize(

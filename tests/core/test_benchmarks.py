@@ -11,7 +11,13 @@ import pytest
 
 from gpushop_tui.clock import FakeClock
 from gpushop_tui.core import benchmarks
-from gpushop_tui.core.benchmarks import Benchmarks, UnknownModel, estimate, usd_per_mtok
+from gpushop_tui.core.benchmarks import (
+    Benchmarks,
+    UnknownModel,
+    estimate,
+    estimates,
+    usd_per_mtok,
+)
 from gpushop_tui.core.inventory import Inventory
 from gpushop_tui.errors import UserError
 from gpushop_tui.models import Benchmark, OfferQuery
@@ -182,6 +188,65 @@ async def test_the_menu_prices_offers_for_a_model_and_refuses_an_unknown_one(
         )
         assert [o.price_per_hour for o in view.offers] == [0.3, 0.5]
         assert (await inventory.view()).usd_per_mtok == {}
+    finally:
+        await inventory.aclose()
+
+
+def test_an_estimate_says_whether_it_rests_on_gpushops_own_measurements() -> None:
+    own = {"source": "measured", "session_id": "s00001"}
+    rows = [
+        measured("RTX 4090", 100, source="seed"),
+        measured("RTX 4090", 140, **own),  # averaged with the shipped one: 120 tok/s
+        measured("RTX 4090", 200, gpu_count=2, source="mine.csv"),
+        measured("L40S", 90, **own),
+        measured("A100 80GB PCIe", 90, source="seed"),
+    ]
+    offers = [
+        make_offer(NOW, id="vastai:x1", price_per_hour=0.432),
+        make_offer(NOW, id="vastai:x2", gpu_count=2, price_per_hour=0.72),
+        make_offer(NOW, id="vastai:x4", gpu_count=4, price_per_hour=1.44),
+        make_offer(NOW, id="vastai:l40s", gpu_name="L40S", gpu_count=2, price_per_hour=0.648),
+        make_offer(NOW, id="vastai:a100", gpu_name="A100 80GB PCIe", price_per_hour=0.324),
+        make_offer(NOW, id="vastai:3090", gpu_name="RTX 3090", price_per_hour=0.1),
+    ]
+    priced = estimates(offers, rows)
+    assert priced.usd_per_mtok == pytest.approx(
+        {"vastai:x1": 1.0, "vastai:x2": 1.0, "vastai:x4": 2.0, "vastai:l40s": 2.0,
+         "vastai:a100": 1.0}
+    )  # fmt: skip
+    assert priced.usd_per_mtok == estimate(offers, rows)
+    # x2 and x4 rest on the imported two-GPU row only; the L40S pair on its own single-GPU row
+    assert priced.measured == {"vastai:x1", "vastai:l40s"}
+    assert estimates(offers, []).usd_per_mtok == {}
+
+
+async def test_the_menu_marks_the_offers_priced_by_a_measurement_of_its_own(
+    store: Store, clock: FakeClock
+) -> None:
+    vast = ScriptedProvider("vastai", clock, [0.3, 0.5])
+    inventory = Inventory({"vastai": vast}, clock=clock, store=store)
+    query = OfferQuery(model="llama3.1:8b")
+    try:
+        shipped = await inventory.view(query)
+        assert shipped.usd_per_mtok and shipped.measured == frozenset()
+        fields = {"model": "llama3.1:8b", "source": "measured", "session_id": "s00001"}
+        await inventory.benchmarks.record(
+            Benchmark(gpu_name="RTX 4090", gpu_count=2, tokens_per_second=400, **fields)
+        )
+        await inventory.benchmarks.record(
+            Benchmark(gpu_name="H100 SXM", tokens_per_second=300, **fields)
+        )
+        assert (await inventory.view(query)).measured == frozenset()  # other configurations
+        await inventory.benchmarks.record(
+            Benchmark(gpu_name="RTX 4090", tokens_per_second=190, **fields)
+        )
+        view = await inventory.view(query)
+        assert view.measured == {"vastai:0", "vastai:1"}
+        tps = (169 + 169 + 190) / 3  # the seed's two rows and ours
+        assert view.usd_per_mtok == pytest.approx(
+            {o.id: o.price_per_hour / (tps * 3600) * 1e6 for o in view.offers}
+        )
+        assert (await inventory.view()).measured == frozenset()
     finally:
         await inventory.aclose()
 

@@ -11,7 +11,7 @@ import pytest
 
 from gpushop_tui.core import InventoryView, ProviderReport
 from gpushop_tui.core.compare import compare_by_gpu
-from gpushop_tui.models import Offer, OfferQuery
+from gpushop_tui.models import Benchmark, Offer, OfferQuery
 from tests.core.market import Market, open_market
 
 NOW = datetime(2026, 12, 5, 12, tzinfo=UTC)
@@ -33,10 +33,14 @@ def offer(offer_id: str, gpu: str, count: int, price: float, vram: float = 24) -
 REPORTS = [ProviderReport(name, "ok") for name in ("vastai", "tensordock", "bluelobster")]
 
 
-def view(offers: list[Offer], estimates: dict[str, float] | None = None) -> InventoryView:
+def view(
+    offers: list[Offer],
+    estimates: dict[str, float] | None = None,
+    measured: frozenset[str] = frozenset(),
+) -> InventoryView:
     return InventoryView(
         offers=offers, providers=REPORTS, total=len(offers) + 3, hidden=1,
-        usd_per_mtok=estimates or {},
+        usd_per_mtok=estimates or {}, measured=measured,
     )  # fmt: skip
 
 
@@ -83,6 +87,23 @@ def test_a_limit_counts_rows_and_a_model_brings_the_rows_cheapest_tokens() -> No
     assert comparison.rows[1].usd_per_mtok == 0.18
 
 
+def test_a_rows_estimate_says_whether_it_rests_on_gpushops_own_measurements() -> None:
+    offers = [
+        offer("vastai:a", "RTX 4090", 1, 0.30),
+        offer("tensordock:b", "RTX 4090", 1, 0.32),
+        offer("vastai:c", "A100", 1, 1.10),
+        offer("vastai:d", "RTX 3060", 1, 0.10),
+    ]
+    estimates = {"vastai:a": 0.20, "tensordock:b": 0.18, "vastai:c": 0.9}
+    measured = frozenset({"vastai:a", "tensordock:b"})
+    rows = compare_by_gpu(view(offers, estimates, measured), model="llama3.1:8b").rows
+    assert [(r.gpu_name, r.usd_per_mtok, r.usd_per_mtok_measured) for r in rows] == [
+        ("RTX 4090", 0.18, True),
+        ("A100", 0.9, False),
+        ("RTX 3060", None, False),
+    ]
+
+
 @pytest.fixture
 async def market(monkeypatch: pytest.MonkeyPatch, isolated_env: Path) -> AsyncIterator[Market]:
     async with open_market(monkeypatch, isolated_env) as opened:
@@ -105,3 +126,17 @@ async def test_the_facade_groups_the_whole_filtered_menu_before_cutting_rows(
 
     cached = await market.shopper.cached_comparison(OfferQuery(gpu="4090"))
     assert cached.rows and all("4090" in row.gpu_name for row in cached.rows)
+
+
+async def test_the_facades_rows_carry_the_menus_measured_flag(market: Market) -> None:
+    query = OfferQuery(model="llama3.1:8b")
+    ours = Benchmark(gpu_name="RTX 4090", model="llama3.1:8b", tokens_per_second=190,
+                     source="measured", session_id="s00001")  # fmt: skip
+    await market.shopper._inventory.benchmarks.record(ours)
+    offers = await market.shopper.offers(query)
+    comparison = await market.shopper.compare_offers(query)
+    # every count of the card: the seed has no RTX 4090 measured with more than one either
+    flagged = [r for r in comparison.rows if r.usd_per_mtok_measured]
+    assert flagged and flagged == [r for r in comparison.rows if r.gpu_name == "RTX 4090"]
+    assert any(r.usd_per_mtok is not None for r in comparison.rows if r not in flagged)
+    assert offers.measured == {o.id for o in offers.offers if o.gpu_name == "RTX 4090"}

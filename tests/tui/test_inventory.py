@@ -13,7 +13,7 @@ from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Input, Static
 
 from gpushop_tui.core import ProviderReport
-from gpushop_tui.models import Offer, OfferQuery
+from gpushop_tui.models import Benchmark, Offer, OfferQuery
 from gpushop_tui.sim.faults import HttpFault
 from gpushop_tui.tui.compare import CompareScreen
 from gpushop_tui.tui.inventory import InventoryPane, provider_line
@@ -247,6 +247,37 @@ async def test_a_chosen_model_adds_the_price_per_million_tokens(
         await ride.press("slash", *"model=nope")
         problem = str(ride.one("#inventory-query-error", Static).render())
         assert "no benchmark measurements for model 'nope'" in problem
+
+
+async def test_estimates_from_gpushops_own_measurements_are_marked(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with cockpit(monkeypatch, isolated_env) as ride:
+        await ride.press("v", "slash", *"gpu=4090 model=llama3.1:8b", "enter")
+        rows = await loaded(ride)
+        assert rows and not any(table(ride).get_cell(i, "mtok").text.endswith("*") for i in rows)
+        assert "*" not in line(ride, 1)
+        assert "measured on gpushop" not in text_of(ride, "#inventory-summary")
+
+        ours = Benchmark(gpu_name="RTX 4090", model="llama3.1:8b", tokens_per_second=190,
+                         source="measured", session_id="s00001")  # fmt: skip
+        await ride.shopper._inventory.benchmarks.record(ours)
+        pane(ride).read_view()  # as a refresh would: the rows stay, their $/Mtok is redrawn
+        await ride.settle()
+        assert await loaded(ride) == rows
+        cells = [table(ride).get_cell(i, "mtok").text for i in rows]
+        assert all(cell.startswith("$") and cell.endswith("*") for cell in cells)
+        assert f" {cells[0]} " in line(ride, 1), line(ride, 1)  # drawn whole, not cut short
+        summary = text_of(ride, "#inventory-summary")
+        assert "$/Mtok: llama3.1:8b · * measured on gpushop's own rentals" in summary
+
+        await ride.press("v", "slash", "ctrl+u", *"model=llama3.1:8b sort=usd_per_mtok", "enter")
+        lines = compare_lines(ride)
+        assert lines[0].rstrip().endswith("$/Mtok")
+        marked = [y for y in lines[1:] if y.rstrip().endswith("*")]
+        assert marked and all("x RTX 4090 " in y for y in marked)
+        assert any("$" in y.split()[-1] and "RTX 4090" not in y for y in lines[1:])
+        assert "* measured on gpushop's own rentals" in text_of(ride, "#inventory-summary")
 
 
 async def test_at_80x24_the_essential_columns_stay_visible(

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 TABLE_ROWS = 30
 """How many offers (--by-gpu: rows) the inventory table shows unless --limit says otherwise."""
+MEASURED_MARK = "*"
+"""After a $/Mtok estimate that rests on tokens/s gpushop measured on its own rentals."""
 
 
 def run_inventory(args: argparse.Namespace) -> int:
@@ -48,7 +50,14 @@ def run_inventory(args: argparse.Namespace) -> int:
                     {
                         **o.model_dump(mode="json", exclude={"raw"}),
                         "price_per_gpu_hour": round(o.price_per_gpu_hour, 6),
-                        **({"usd_per_mtok": rounded(estimates.get(o.id))} if query.model else {}),
+                        **(
+                            {
+                                "usd_per_mtok": rounded(estimates.get(o.id)),
+                                "usd_per_mtok_measured": o.id in view.measured,
+                            }
+                            if query.model
+                            else {}
+                        ),
                     }
                     for o in view.offers
                 ],
@@ -71,7 +80,7 @@ def run_inventory(args: argparse.Namespace) -> int:
                     o.country or o.region or "?",
                     f"{o.reliability:.3f}" if o.reliability is not None else "-",
                     f"{o.cuda:g}" if o.cuda is not None else "-",
-                    *([money(estimates.get(o.id))] if query.model else []),
+                    *([_mtok(estimates.get(o.id), o.id in view.measured)] if query.model else []),
                 )
                 for o in shown
             ],
@@ -84,6 +93,7 @@ def run_inventory(args: argparse.Namespace) -> int:
             view.hidden,
             query.model,
             reports,
+            marked=any(o.id in view.measured for o in shown),
         )
     return _menu_exit_code(reports)
 
@@ -136,7 +146,7 @@ def _print_comparison(
                 *(money(_best_price(row, provider)) for provider in columns),
                 str(row.offers),
                 f"{row.price_min:.3f}-{row.price_max:.3f}",
-                *([money(row.usd_per_mtok)] if query.model else []),
+                *([_mtok(row.usd_per_mtok, row.usd_per_mtok_measured)] if query.model else []),
             )
             for row in shown
         ],
@@ -150,6 +160,7 @@ def _print_comparison(
         comparison.hidden,
         query.model,
         comparison.providers,
+        marked=any(row.usd_per_mtok_measured for row in shown),
     )
 
 
@@ -159,22 +170,36 @@ def _best_price(row: GpuRow, provider: str) -> float | None:
 
 
 def _row_json(row: GpuRow, model: str | None) -> dict[str, Any]:
-    """One comparison row; `usd_per_mtok` only when the query names a model (as for offers)."""
+    """One comparison row; `usd_per_mtok` and `usd_per_mtok_measured` only when the query names
+    a model (as for offers)."""
     return {
         **{
             name: rounded(value) if isinstance(value, float) else value
             for name, value in asdict(row).items()
-            if model or name != "usd_per_mtok"
+            if model or name not in ("usd_per_mtok", "usd_per_mtok_measured")
         },
         "price_per_gpu_hour_min": rounded(row.price_per_gpu_hour_min),
     }
 
 
+def _mtok(value: float | None, measured: bool) -> str:
+    """A $/Mtok cell: `MEASURED_MARK` after an estimate that rests on gpushop's own
+    measurements."""
+    return money(value) + (MEASURED_MARK if measured else "")
+
+
 def _print_menu_notes(
-    lead: str, more: int, hidden: int, model: str | None, reports: Sequence[ProviderReport]
+    lead: str,
+    more: int,
+    hidden: int,
+    model: str | None,
+    reports: Sequence[ProviderReport],
+    *,
+    marked: bool,
 ) -> None:
     """What follows an inventory table: how much matched and how much is not shown, what the
-    $/Mtok column means, and how each provider stands (stale, capped, failing)."""
+    $/Mtok column means (and its `MEASURED_MARK`, when a shown row has it), and how each
+    provider stands (stale, capped, failing)."""
     print(
         f"\n{lead}"
         + (f" ({more} more: use --limit)" if more else "")
@@ -184,6 +209,11 @@ def _print_menu_notes(
         print(
             f"$/Mtok: estimated $ per million tokens of {model}, from measured tokens/s "
             f"of the same GPU ('{PROG} benchmarks -m {model}'); - where none"
+        )
+    if marked:
+        print(
+            f"{MEASURED_MARK}: includes tokens/s gpushop measured on its own rentals of that GPU "
+            "(source 'measured'); unmarked: shipped and imported benchmarks only"
         )
     for report in reports:
         print(f"  {_describe(report)}")

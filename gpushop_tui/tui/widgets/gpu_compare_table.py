@@ -17,7 +17,7 @@ from textual.coordinate import Coordinate
 
 from gpushop_tui.core import GpuRow, InventoryComparison, ProviderReport
 from gpushop_tui.tui import fmt
-from gpushop_tui.tui.widgets.offer_table import SCROLLBAR, Justify
+from gpushop_tui.tui.widgets.offer_table import MEASURED_MARK, SCROLLBAR, Justify
 from gpushop_tui.tui.widgets.table import Table
 
 PRICE_WIDTH = 7
@@ -28,6 +28,12 @@ def price_range(row: GpuRow) -> str:
     """`$0.300-$1.200`, or one price when every offer of the row costs the same."""
     low, high = fmt.usd(row.price_min, 3), fmt.usd(row.price_max, 3)
     return low if low == high else f"{low}-{high}"
+
+
+def mtok(row: GpuRow) -> str:
+    """The row's lowest $/Mtok, `MEASURED_MARK` after it where it rests on gpushop's own
+    measurements."""
+    return fmt.usd(row.usd_per_mtok, 3) + (MEASURED_MARK if row.usd_per_mtok_measured else "")
 
 
 @dataclass(frozen=True)
@@ -43,7 +49,7 @@ class CompareColumn:
 
 GPU = CompareColumn("gpu", "GPU", 17, lambda r: f"{r.gpu_count}x {r.gpu_name}", "left")
 OFFERS = CompareColumn("offers", "Offers", 6, lambda r: str(r.offers))
-MTOK = CompareColumn("mtok", "$/Mtok", 7, lambda r: fmt.usd(r.usd_per_mtok, 3))
+MTOK = CompareColumn("mtok", "$/Mtok", 8, mtok)
 RANGE = CompareColumn("range", "$/h range", 15, price_range)
 VRAM = CompareColumn("vram", "VRAM", 5, lambda r: f"{r.vram_gb:g}")
 OPTIONAL = (MTOK, RANGE, VRAM)

@@ -34,6 +34,8 @@ REBUILD_AFTER_REMOVALS = 24
 """More rows leaving than this rebuilds the table: `remove_row` costs O(rows) per call."""
 SCROLLBAR = 2
 """Columns the table's vertical scrollbar takes."""
+MEASURED_MARK = "*"
+"""After a $/Mtok estimate that rests on tokens/s gpushop measured on its own rentals."""
 
 Justify = Literal["left", "right"]
 
@@ -72,7 +74,7 @@ COLUMNS: tuple[Column, ...] = (
            lambda o, m: o.price_per_hour, "right", essential=True),
     Column("gpu_price", "$/GPU-h", 8, lambda o, m: fmt.usd(o.price_per_gpu_hour, 3),
            lambda o, m: o.price_per_gpu_hour, "right", essential=True),
-    Column("mtok", "$/Mtok", 7, lambda o, m: fmt.usd(m, 3), lambda o, m: m, "right"),
+    Column("mtok", "$/Mtok", 8, lambda o, m: fmt.usd(m, 3), lambda o, m: m, "right"),
     Column("region", "Region", 14, lambda o, m: o.region or o.country or "—",
            lambda o, m: o.region or o.country),
     Column("rel", "Rel", 6, lambda o, m: "—" if o.reliability is None else f"{o.reliability:.1%}",
@@ -203,6 +205,8 @@ class OfferTable(Table[Any]):
         self._offers: list[Offer] | None = None
         """The menu last shown, in the filter's own order."""
         self._estimates: Mapping[str, float] = {}
+        self._measured: Collection[str] = frozenset()
+        """The offer ids whose estimate rests on gpushop's own measurements (`MEASURED_MARK`)."""
         self._shown: dict[str, Offer] = {}
         self._order: list[str] = []
         self._priced_by: str | None = None
@@ -225,17 +229,20 @@ class OfferTable(Table[Any]):
         self,
         offers: list[Offer],
         estimates: Mapping[str, float],
+        measured: Collection[str],
         model: str | None,
         width: int,
         filter_sort: OfferSort = "price",
     ) -> bool:
-        """Bring the table to a menu (`estimates`: $/Mtok by offer id for `model`, in the
-        filter's `filter_sort` order) at `width` cells: in place by row key when little changed,
-        else rebuilt. True when rows kept in place now show a fresh fetch (their ages moved)."""
+        """Bring the table to a menu (`estimates`: $/Mtok by offer id for `model`, `measured`
+        the ids whose estimate rests on gpushop's own measurements, in the filter's
+        `filter_sort` order) at `width` cells: in place by row key when little changed, else
+        rebuilt. True when rows kept in place now show a fresh fetch (their ages moved)."""
         for offer in offers:
             if offer.id in self.marked:
                 self.marked[offer.id] = offer
-        self._offers, self._estimates = offers, estimates
+        priced_before = self._estimates, self._measured
+        self._offers, self._estimates, self._measured = offers, estimates, measured
         self._width, self.filter_sort = width, filter_sort
         ordered = self.ordered(offers)
         columns = self.columns_at(width, model)
@@ -266,7 +273,11 @@ class OfferTable(Table[Any]):
                 if before is not offer:
                     self._shown[offer.id] = offer  # a fresh fetch: the age cell reads it
                     refetched = True
-                if repriced or (before is not offer and FACE(before) != FACE(offer)):
+                if (
+                    repriced
+                    or (before is not offer and FACE(before) != FACE(offer))
+                    or self._price_moved(offer.id, *priced_before)
+                ):
                     self.update_offer(offer)
             order = [offer.id for offer in ordered]
             if order != self._order_after(leaving, ordered):
@@ -274,6 +285,15 @@ class OfferTable(Table[Any]):
             self._order = order
         self.keep_cursor(cursor)
         return refetched
+
+    def _price_moved(
+        self, offer_id: str, estimates: Mapping[str, float], measured: Collection[str]
+    ) -> bool:
+        """Whether an offer's $/Mtok cell reads otherwise than under the earlier `estimates` and
+        `measured` of the same model (a new measurement of it arrived)."""
+        return estimates.get(offer_id) != self._estimates.get(offer_id) or (
+            (offer_id in measured) != (offer_id in self._measured)
+        )
 
     def needs_relayout(self, width: int) -> bool:
         """Whether `width` cells call for other columns than the menu shown has."""
@@ -359,7 +379,10 @@ class OfferTable(Table[Any]):
             return Tag(offer.id, offer.id in self.marked, self.mark_style)
         if column.key == "age":
             return AgeCell(offer.id, self._shown, self.freshness)
-        return Cell(column.text(offer, mtok), column.justify)
+        text = column.text(offer, mtok)
+        if column.key == "mtok" and offer.id in self._measured:
+            text += MEASURED_MARK
+        return Cell(text, column.justify)
 
     def header(self, column: Column) -> Text:
         """A column's header, with ▲/▼ on the one the table is sorted by."""
