@@ -225,6 +225,11 @@ class Session(_Model):
         default=None,
         description="Base URL of the OpenAI-compatible API on the node (reached by a tunnel).",
     )
+    endpoint_public: str | None = Field(
+        default=None,
+        description="Base URL of the same API on the provider's public address, where the "
+        "provider publishes the port and the server checks the token (vLLM on Vast.ai).",
+    )
     reservation_hours: float = Field(gt=0)
     expires_at: UtcDatetime
     hard_max_at: UtcDatetime
@@ -434,6 +439,11 @@ class InstanceStatus(_Model):
     ssh_port: int | None = Field(default=None, ge=1, le=65535)
     price_per_hour: float | None = Field(default=None, ge=0)
     started_at: UtcDatetime | None = None
+    public_ip: str | None = Field(default=None, description="Where published ports answer.")
+    ports: dict[int, int] = Field(
+        default_factory=dict,
+        description="Published TCP ports: the node's port -> the port on `public_ip`.",
+    )
     raw: dict[str, Any] = Field(default_factory=dict, repr=False)
 
 

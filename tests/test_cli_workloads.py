@@ -62,6 +62,13 @@ def test_a_vllm_rental_hands_over_an_endpoint_that_the_tunnel_reaches_with_the_t
     assert endpoint.stdout.strip() == session["endpoint"]
     token = gpushop(sim, "sessions", "endpoint", session["id"], "--token").stdout.strip()
     assert len(token) >= 32
+    public = gpushop(sim, "sessions", "endpoint", session["id"], "--public").stdout.strip()
+    assert public == session["endpoint_public"] and public.startswith("http://127.0.0.1:")
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+    assert httpx.post(f"{public}/chat/completions", json=body, timeout=30).status_code == 401
+    served = httpx.post(f"{public}/chat/completions", json=body, timeout=30,
+                        headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    assert served.status_code == 200 and served.json()["choices"][0]["message"]["content"]
     child_env = os.environ | env | {"PYTHONPATH": str(ROOT)}
     tunnel = subprocess.Popen(
         [sys.executable, "-m", "gpushop_tui", "sessions", "tunnel", session["id"]],
@@ -92,4 +99,19 @@ def test_a_vllm_rental_hands_over_an_endpoint_that_the_tunnel_reaches_with_the_t
     mine = [row for row in measured if row.get("session_id") == session["id"]]
     assert mine and mine[0]["source"] == "measured" and mine[0]["tokens_per_second"] > 0
     assert mine[0]["usd_per_mtok"] > 0 and mine[0]["time_to_first_token_s"] is not None
+    gpushop(sim, "sessions", "delete", session["id"])
+
+
+def test_an_endpoint_nothing_guards_is_not_public_and_the_cli_says_how_to_reach_it(
+    sim: dict[str, Any],
+) -> None:
+    result = gpushop(sim, "provision", "-c", "tests", "-g", "gpu=4090 provider=vastai",
+                     "-w", "custom", "--cmd", "python3 -m http.server 8080", "--port", "8080",
+                     "-o", "json", timeout=240)  # fmt: skip
+    session = as_json(result)
+    assert session["status"] == "running" and session["endpoint_public"] is None
+    refused = gpushop(sim, "sessions", "endpoint", session["id"], "--public")
+    says = one_line_error(refused)
+    assert f"session {session['id']} has no public endpoint" in says
+    assert f"gpushop sessions tunnel {session['id']}" in says
     gpushop(sim, "sessions", "delete", session["id"])

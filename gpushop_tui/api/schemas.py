@@ -266,6 +266,11 @@ class SessionOut(BaseModel):
         description="Base URL of the workload's OpenAI-compatible API on the node's loopback: "
         "reach it with `gpushop sessions tunnel ID` (the token: /sessions/{id}/endpoint).",
     )
+    endpoint_public: str | None = Field(
+        default=None,
+        description="Base URL of the same API on the provider's public address, guarded by the "
+        "token (vLLM where the provider runs images); null: reached through the tunnel only.",
+    )
     reservation_hours: float
     idle_threshold_minutes: float = Field(description="0: never stopped for idleness.")
     idle_reason: str | None
@@ -295,6 +300,9 @@ class SessionEndpointOut(BaseModel):
     session_id: str
     endpoint: str = Field(description="Base URL on the node's loopback (through a tunnel).")
     token: str = Field(description="The endpoint's bearer token (vLLM checks it).")
+    endpoint_public: str | None = Field(
+        default=None, description="Public base URL (vLLM where images run), else null."
+    )
     tunnel_command: str = Field(description="Forwards a local port to the endpoint over SSH.")
 
 

@@ -145,6 +145,7 @@ def session_out(view: SessionView, now: datetime) -> SessionOut:
         model_id=session.workload_spec.model if session.workload_spec else None,
         workload_phase=session.workload_phase,
         endpoint=session.endpoint,
+        endpoint_public=session.endpoint_public,
         reservation_hours=session.reservation_hours,
         idle_threshold_minutes=session.idle_timeout_min,
         idle_reason=session.idle_reason,
@@ -287,6 +288,7 @@ async def session_endpoint(
         session_id=session.id,
         endpoint=endpoint.url,
         token=endpoint.token,
+        endpoint_public=endpoint.public_url,
         tunnel_command=f"gpushop sessions tunnel {session.id}",
     )
 

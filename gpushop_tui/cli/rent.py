@@ -184,7 +184,13 @@ def _configure_sessions(parser: argparse.ArgumentParser) -> None:
         "endpoint", help="print the base URL of the session's model endpoint on the node"
     )
     endp.add_argument("id")
-    endp.add_argument("--token", action="store_true", help="print the endpoint's token instead")
+    shown = endp.add_mutually_exclusive_group()
+    shown.add_argument("--token", action="store_true", help="print the endpoint's token instead")
+    shown.add_argument(
+        "--public",
+        action="store_true",
+        help="print its URL on the provider's public address (vLLM where images run)",
+    )
     tunp = actions.add_parser(
         "tunnel",
         help="forward a local port to the session's endpoint over SSH until interrupted",

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from gpushop_tui.core.rows import (
     Wake,
 )
 from gpushop_tui.core.teardown import wants_teardown
-from gpushop_tui.core.workloads import image_for
+from gpushop_tui.core.workloads import image_for, public_ports
 from gpushop_tui.errors import Hint, UserError
 from gpushop_tui.models import (
     InstanceState,
@@ -217,11 +217,13 @@ class Provisioning:
                 instance=session.instance,
             )
         )
+        runs_images = adapter.INFO.capabilities.runs_images
         spec = CreateSpec(
             label=label,
             ssh_public_key=public_key,
-            image=image_for(workload, adapter.INFO.capabilities.runs_images),
+            image=image_for(workload, runs_images),
             disk_gb=request.disk_gb or DEFAULT_DISK_GB,
+            ports=public_ports(session.workload_spec, runs_images),
         )
         known = asyncio.Event()
         self._creating.add(session_id)
@@ -353,6 +355,8 @@ class Provisioning:
                     return
                 await self._remember_refused(session, err)
                 session, adapter = moved
+                runs_images = adapter.INFO.capabilities.runs_images
+                spec = replace(spec, ports=public_ports(session.workload_spec, runs_images))
                 continue
             except ProviderError as err:
                 await self._create_failed(session, err, began)
@@ -434,11 +438,14 @@ class Provisioning:
         return moved, adapter
 
     def _can_rent(self, session: Session, offer: Offer) -> bool:
-        """Whether the session could move to `offer`: its provider is configured and keeps a
-        disk where the session must."""
+        """Whether the session could move to `offer`: its provider is configured, keeps a disk
+        where the session must, and runs the workload's image if it names one."""
         adapter = self.providers.get(offer.provider)
-        return adapter is not None and (
-            session.storage_policy != StoragePolicy.KEEP or adapter.can_stop
+        spec = session.workload_spec
+        return (
+            adapter is not None
+            and (session.storage_policy != StoragePolicy.KEEP or adapter.can_stop)
+            and (spec is None or spec.image is None or adapter.INFO.capabilities.runs_images)
         )
 
     async def record_instance(self, session_id: str, instance_id: str, began: datetime) -> None:

@@ -161,7 +161,8 @@ class Readiness:
             )
             session = updated or session
         if session.workload_started_at is not None:  # the node was checked and launched
-            return await self.workloads.follow(session)
+            runs_images = adapter.INFO.capabilities.runs_images
+            return await self.workloads.follow(session, status, runs_images)
         boot_delay = adapter.readiness.initial_delay_s * self.settings.boot_delay_scale
         booting_until = (session.instance_created_at or session.created_at) + timedelta(
             seconds=boot_delay
@@ -184,7 +185,7 @@ class Readiness:
             await self.teardown.fail(session.id, f"wrong hardware: {mismatch}", record_offer=True)
             return Step()
         if session.workload_spec is not None:
-            return await self.workloads.launch(session)
+            return await self.workloads.launch(session, adapter.INFO.capabilities.runs_images)
         await self.rows.change(
             session.id,
             lambda s: (

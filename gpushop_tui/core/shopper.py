@@ -718,7 +718,8 @@ class Shopper:
             raise UserError(f"transfer failed: {err.message}") from None
 
     async def endpoint(self, session_id: str) -> Endpoint:
-        """The session's model endpoint and its token, once its workload answers."""
+        """The session's model endpoint, its token and its public URL if it has one, once its
+        workload answers."""
         session = await self.session(session_id)
         if session.endpoint is None:
             if session.workload_spec is None or server_port(session.workload_spec) is None:
@@ -732,7 +733,12 @@ class Shopper:
             token = (await asyncio.to_thread(path.read_text, encoding="utf-8")).strip()
         except FileNotFoundError:
             raise UserError(f"session {session.id} has no token any more (it is closed)") from None
-        return Endpoint(session_id=session.id, url=session.endpoint, token=token)
+        return Endpoint(
+            session_id=session.id,
+            url=session.endpoint,
+            token=token,
+            public_url=session.endpoint_public,
+        )
 
     @contextlib.asynccontextmanager
     async def tunnel(self, session_id: str, local_port: int = 0) -> AsyncIterator[str]:

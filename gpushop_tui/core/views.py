@@ -80,8 +80,11 @@ class SessionView:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """A session's model endpoint: the base URL on the node's loopback and its bearer token."""
+    """A session's model endpoint: the base URL on the node's loopback and its bearer token,
+    and the URL on the provider's public address where the port is published (vLLM on a
+    provider that runs images; None elsewhere: reached through the tunnel only)."""
 
     session_id: str
     url: str
     token: str
+    public_url: str | None = None

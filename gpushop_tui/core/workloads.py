@@ -6,6 +6,11 @@ its phase and its health (HTTP through an SSH channel to the node's loopback por
 answers, within the kind's budget. Healthy, the session runs and carries its endpoint; never
 healthy, or reported failed, the session fails and its instance is destroyed. Each endpoint has
 its own token, kept beside the session's SSH key (0600) and written to the node only.
+
+A vLLM workload where the provider runs images is also published: the create asks the provider
+to publish its port, the server listens on every address, and once it answers the session
+carries `endpoint_public` on the provider's public address. vLLM refuses a request without the
+token; Ollama and custom servers guard nothing, so they are reached through the tunnel only.
 """
 
 from __future__ import annotations
@@ -17,10 +22,17 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from gpushop_tui.core.benchmarks import Benchmarks
+from gpushop_tui.core.benchmarks import MEASURED_SOURCE, Benchmarks
 from gpushop_tui.core.rows import SessionRows, Step
 from gpushop_tui.core.teardown import Teardown
-from gpushop_tui.models import SERVES_MODEL, Benchmark, Session, SessionStatus, WorkloadSpec
+from gpushop_tui.models import (
+    SERVES_MODEL,
+    Benchmark,
+    InstanceStatus,
+    Session,
+    SessionStatus,
+    WorkloadSpec,
+)
 from gpushop_tui.node import workloads as node_workloads
 from gpushop_tui.node.ssh import NodeAddress, NodeError, connect
 
@@ -37,7 +49,6 @@ TOKEN_BYTES = 32
 BENCHMARK_TOKENS = 256
 BENCHMARK_TIMEOUT_S = 50.0
 """The measurement on the node: a few hundred tokens at concurrency 1, within a minute."""
-MEASURED_SOURCE = "measured"
 
 
 def image_for(spec: WorkloadSpec, runs_images: bool) -> str | None:
@@ -66,8 +77,32 @@ def endpoint_url(
     return f"http://{host}:{port or node_port}{suffix}"
 
 
-def launch_of(spec: WorkloadSpec) -> node_workloads.WorkloadLaunch:
-    """What the node's launcher is told to run."""
+def published(spec: WorkloadSpec, runs_images: bool) -> bool:
+    """Whether the workload's port is published on the provider's public address: vLLM only
+    (it refuses a request without the token), where the provider runs images (Vast publishes
+    a container's ports on request; a VM provider is never asked)."""
+    return runs_images and spec.kind == "vllm"
+
+
+def public_ports(spec: WorkloadSpec | None, runs_images: bool) -> tuple[int, ...]:
+    """The node ports a create asks the provider to publish (none for an SSH-only rental)."""
+    if spec is None or not published(spec, runs_images):
+        return ()
+    port = server_port(spec)
+    return () if port is None else (port,)
+
+
+def public_url(spec: WorkloadSpec, status: InstanceStatus) -> str | None:
+    """The workload's base URL where the provider says its port answers, if it publishes it."""
+    port = server_port(spec)
+    outside = status.ports.get(port) if port is not None else None
+    if status.public_ip is None or outside is None:
+        return None
+    return endpoint_url(spec, host=status.public_ip, port=outside)
+
+
+def launch_of(spec: WorkloadSpec, public: bool = False) -> node_workloads.WorkloadLaunch:
+    """What the node's launcher is told to run (`public`: listening for a published port)."""
     assert spec.kind in ("llm", "vllm", "custom")
     return node_workloads.WorkloadLaunch(
         kind=spec.kind,
@@ -75,6 +110,7 @@ def launch_of(spec: WorkloadSpec) -> node_workloads.WorkloadLaunch:
         command=spec.command,
         env=dict(spec.env),
         ports=tuple(spec.ports),
+        public=public,
     )
 
 
@@ -127,15 +163,17 @@ class Workloads:
         least, most = POLL_S
         return min(most, max(least, taken * POLL_FRACTION))
 
-    async def launch(self, session: Session) -> Step:
-        """Start the workload on the checked node (once: the launcher ignores a second start)."""
+    async def launch(self, session: Session, runs_images: bool) -> Step:
+        """Start the workload on the checked node (once: the launcher ignores a second start);
+        `runs_images`: the provider's, which decides whether the server listens publicly."""
         spec = session.workload_spec
         assert spec is not None
         token = await asyncio.to_thread(self.token, session.id)
+        launch = launch_of(spec, public=published(spec, runs_images))
         try:
             conn = await connect(self.address(session), timeout_s=self.connect_timeout_s)
             async with conn:
-                await node_workloads.launch(conn, launch_of(spec), token)
+                await node_workloads.launch(conn, launch, token)
         except NodeError as err:
             return Step(POLL_S[0], f"starting the workload: {err.message}")
         now = self.rows.clock.now()
@@ -152,8 +190,11 @@ class Workloads:
         )
         return Step(POLL_S[0], f"workload started: {_describe(spec)}")
 
-    async def follow(self, session: Session) -> Step | None:
-        """One check of a launched workload: None once it answers (the session then runs)."""
+    async def follow(
+        self, session: Session, status: InstanceStatus, runs_images: bool
+    ) -> Step | None:
+        """One check of a launched workload: None once it answers (the session then runs, with
+        its public endpoint where the provider publishes the port, read from `status`)."""
         spec = session.workload_spec
         started = session.workload_started_at
         assert spec is not None and started is not None
@@ -187,6 +228,7 @@ class Workloads:
         if spec.benchmark and spec.kind in SERVES_MODEL:
             await self._measure(session, spec, token)
         endpoint = endpoint_url(spec)
+        public = public_url(spec, status) if published(spec, runs_images) else None
         await self.rows.change(
             session.id,
             lambda s: (
@@ -195,12 +237,14 @@ class Workloads:
                         "status": SessionStatus.RUNNING,
                         "workload_phase": "healthy",
                         "endpoint": endpoint,
+                        "endpoint_public": public,
                         "last_busy_at": self.rows.clock.now(),
                         "idle_reason": None,
                         "error": None,
                     },
                     f"ready: the {spec.kind} workload answers"
-                    + (f" ({spec.model})" if spec.model else ""),
+                    + (f" ({spec.model})" if spec.model else "")
+                    + (f", public at {public}" if public else ""),
                 )
                 if s.status == SessionStatus.PROVISIONING
                 else None

@@ -6,9 +6,10 @@ we write `.gpushop/workload.json`, `.gpushop/token` (0600), `.gpushop/launch.sh`
 `run.sh` in the background once (a second launch is a no-op). `run.sh` is a real POSIX sh script
 that installs what is missing, starts the server on the node's loopback and writes its phase,
 one line, into `.gpushop/phase` (read with exactly `cat .gpushop/phase`). Health, request
-counters and the benchmark are read over HTTP through an SSH port forward, so a model server
-never listens on a public port. The provider's API key never reaches the node; only the endpoint
-token does.
+counters and the benchmark are read over HTTP through an SSH port forward. A model server
+listens on the node's loopback, except a `public` vLLM server (it checks the token), which
+listens on every address so that a port the provider publishes reaches it. The provider's API
+key never reaches the node; only the endpoint token does.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from gpushop_tui.node.ssh import CommandResult, NodeError
 WorkloadKind = Literal["llm", "vllm", "custom"]
 OLLAMA_PORT = 11434
 VLLM_PORT = 8000
+LOOPBACK = "127.0.0.1"
+PUBLIC_HOST = "0.0.0.0"
+"""Where a `public` vLLM server listens: every address, so a published port reaches it."""
 WORKLOAD_DIR = ".gpushop"
 SPEC_FILE = f"{WORKLOAD_DIR}/workload.json"
 TOKEN_FILE = f"{WORKLOAD_DIR}/token"
@@ -79,7 +83,9 @@ class WorkloadLaunch:
 
     `llm` is Ollama serving `model`; `vllm` is vLLM's OpenAI-compatible server for `model`;
     `custom` runs `command` with `sh -c`. `env` is exported for every kind; `ports` are the ports
-    the user wants exposed (for `custom`, the first one is where its server answers).
+    the user wants exposed (for `custom`, the first one is where its server answers). `public`
+    makes the vLLM server listen on every address instead of 127.0.0.1, for a port the provider
+    publishes; only vLLM may, because only it refuses a request without the token.
     Invalid values raise ValueError: env keys must be shell identifiers, and nothing may hold a
     NUL (no shell can pass one on).
     """
@@ -89,10 +95,15 @@ class WorkloadLaunch:
     command: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     ports: tuple[int, ...] = ()
+    public: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in ("llm", "vllm", "custom"):
             raise ValueError(f"unknown workload kind {self.kind!r} (llm, vllm or custom).")
+        if self.public and self.kind != "vllm":
+            raise ValueError(
+                f"the {self.kind} workload checks no token, so it cannot listen publicly."
+            )
         if self.kind == "custom":
             if not (self.command or "").strip():
                 raise ValueError("a custom workload needs a start command.")
@@ -126,6 +137,7 @@ class WorkloadLaunch:
             "command": self.command,
             "env": dict(self.env),
             "ports": list(self.ports),
+            "public": self.public,
         }
 
 
@@ -278,7 +290,7 @@ if ! python3 -c 'import vllm' >/dev/null 2>&1; then
     fail "installing vLLM failed"
 fi
 phase starting
-python3 -m vllm.entrypoints.openai.api_server --model "$MODEL" --host 127.0.0.1 --port {port} \\
+python3 -m vllm.entrypoints.openai.api_server --model "$MODEL" --host {host} --port {port} \\
   --api-key "$(cat .gpushop/token)" &
 server=$!
 phase loading
@@ -315,7 +327,8 @@ def run_script(launch: WorkloadLaunch) -> str:
             )
         )
     elif launch.kind == "vllm":
-        lines.append(_VLLM_BODY.format(port=VLLM_PORT))
+        host = PUBLIC_HOST if launch.public else LOOPBACK
+        lines.append(_VLLM_BODY.format(host=host, port=VLLM_PORT))
     else:
         lines.append(f"COMMAND={shlex.quote(launch.command or '')}\n")
         lines.append(_CUSTOM_BODY)

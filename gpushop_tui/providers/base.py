@@ -165,6 +165,9 @@ class CreateSpec:
     image: str | None = None
     disk_gb: float = DEFAULT_DISK_GB
     onstart: str | None = None
+    ports: tuple[int, ...] = ()
+    """Node TCP ports to publish on the instance's public address. Only a provider that runs
+    images is asked (the core decides; `InstanceStatus.ports` says where each one answers)."""
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ What this adapter knows that the API does not say:
 - Create (`PUT /asks/{id}/`) answers `new_contract`, the instance id, which is handed on at once;
   the SSH key is then attached per instance, because a create-time key is unreliable (§1.4).
   `cancel_unavail` makes a taken offer fail with 410 instead of creating a stopped instance.
+  A port is published only by an `env` key `-p N:N` (§1.4); once running, the instance's
+  Docker-style `ports` says where each answers on `public_ipaddr` (§1.6).
 - A gone instance reads `{"instances": null}` with HTTP 200, or 404 `no_such_instance`.
 - 429s come plain-text without `Retry-After` (`ProviderHttp` backs off), sometimes with one
   (honoured), and as a JSON daily search quota that only UTC midnight clears (not retried).
@@ -380,6 +382,24 @@ def _ssh_address(row: dict[str, Any]) -> tuple[str | None, int | None]:
     return None, None
 
 
+def _published(row: dict[str, Any]) -> dict[int, int]:
+    """The TCP ports Docker-style `ports` publishes ({"8000/tcp": [{"HostIp", "HostPort"}]}):
+    node port -> host port, the first readable entry of each (IPv6 duplicates are common)."""
+    ports = row.get("ports")
+    published: dict[int, int] = {}
+    if not isinstance(ports, dict):
+        return published
+    for key, entries in ports.items():
+        inner, _, proto = str(key).partition("/")
+        if proto not in ("", "tcp") or not inner.isdigit() or not isinstance(entries, list):
+            continue
+        hosts = [str(e.get("HostPort", "")).strip() for e in entries if isinstance(e, dict)]
+        host = next((int(h) for h in hosts if h.isdigit() and 0 < int(h) < 65536), None)
+        if host is not None:
+            published[int(inner)] = host
+    return published
+
+
 def parse_instance(row: Any) -> InstanceStatus:
     """One instance object (`GET /instances/{id}/` or a list row) as an `InstanceStatus`."""
     if not isinstance(row, dict) or row.get("id") is None:
@@ -387,6 +407,7 @@ def parse_instance(row: Any) -> InstanceStatus:
     status = row.get("actual_status")
     host, port = _ssh_address(row)
     started = _number(row.get("start_date"))
+    ip = row.get("public_ipaddr")
     try:
         return InstanceStatus(
             provider=PROVIDER,
@@ -398,6 +419,8 @@ def parse_instance(row: Any) -> InstanceStatus:
             ssh_port=port,
             price_per_hour=_number(row.get("dph_total")),
             started_at=datetime.fromtimestamp(started, UTC) if started else None,
+            public_ip=(ip.strip() or None) if isinstance(ip, str) else None,
+            ports=_published(row),
             raw=row,
         )
     except (ValidationError, ValueError, OverflowError) as err:
@@ -567,7 +590,7 @@ class VastAi(Provider):
             "label": spec.label,
             "runtype": "ssh_direc ssh_proxy" if direct else "ssh_proxy",
             "onstart": spec.onstart,
-            "env": {},
+            "env": {f"-p {port}:{port}": "1" for port in spec.ports},
             "price": None,
             "cancel_unavail": True,
             "target_state": "running",

@@ -3,11 +3,12 @@
 `sh .gpushop/launch.sh` on a sim node reads `.gpushop/workload.json` and `.gpushop/token` from
 the node's root and calls `launch`. The workload's phase is derived from the world clock at read
 time (no timers) and written into `.gpushop/phase` whenever a command runs on the node or a
-tunnel is asked for (an SFTP read sees the phase of the last such moment). Its
-stand-in server (vLLM- or Ollama-like, a real HTTP server on an ephemeral loopback port) is
-reached only through the node's SSH direct-tcpip forwarding, and only once the phase is
-`serving`. Tokens stream at the shipped benchmark's tokens/s for the node's GPU and the model
-(times the timing's speedup); the words are deterministic.
+tunnel is asked for (an SFTP read sees the phase of the last such moment). Its stand-in server
+(vLLM- or Ollama-like, a real HTTP server on an ephemeral loopback port) is reached through the
+node's SSH direct-tcpip forwarding and, when the spec says `public` (a server listening on every
+address), through a port the provider publishes too; either only once the phase is `serving`.
+Tokens stream at the shipped benchmark's tokens/s for the node's GPU and the model (times the
+timing's speedup); the words are deterministic.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ class WorkloadSpec:
     kind: Kind
     model: str | None
     port: int | None
+    public: bool = False
+    """The server listens on every address, not only 127.0.0.1 (a published port reaches it)."""
 
     @classmethod
     def parse(cls, text: str) -> WorkloadSpec:
@@ -85,7 +88,10 @@ class WorkloadSpec:
             raise ValueError("port must be a TCP port or null")
         if kind != "custom" and (not model or port is None):
             raise ValueError(f"a {kind} workload needs a model and a port")
-        return cls(kind, model, port)
+        public = data.get("public", False)
+        if not isinstance(public, bool):
+            raise ValueError("public must be true or false")
+        return cls(kind, model, port, public)
 
 
 @cache
@@ -435,6 +441,11 @@ class Workload:
         if self.spec.port is None or dest_port != self.spec.port or self.server is None:
             return None
         return self.server.port if self.phase(now) == SERVING else None
+
+    def published_port(self, dest_port: int, now: float) -> int | None:
+        """The real port a port published on the instance reaches: only a server that listens on
+        every address is reached from outside the node."""
+        return self.forward_port(dest_port, now) if self.spec.public else None
 
     async def stop(self) -> None:
         """Stop the stand-in server."""

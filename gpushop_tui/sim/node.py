@@ -10,6 +10,12 @@ ssh command the demo prints logs in. SFTP is served from a per-instance scratch 
 
 `sh .gpushop/launch.sh` starts the workload described in that directory (see `sim/llm.py`);
 direct-tcpip channels are allowed only to 127.0.0.1 on the workload's port, once it serves.
+
+An instance whose `extra["publish"]` lists node ports (a provider API records the ports a create
+asked to publish) gets one loopback listener per port, its real port kept in
+`extra["published"]` for the API to report. A connection there reaches the workload's server
+only while the instance runs and a server listening on every address serves on that port;
+otherwise it is reset at once, as Docker's proxy does when nothing listens in the container.
 """
 
 from __future__ import annotations
@@ -97,6 +103,9 @@ class _Node:
     sessions: dict[int, _Session] = field(default_factory=dict)
     workload: Workload | None = None
     launching: asyncio.Lock = field(default_factory=asyncio.Lock)
+    published: list[asyncio.AbstractServer] = field(default_factory=list)
+    passing: set[asyncio.StreamWriter] = field(default_factory=set)
+    """The connections through published ports, open right now."""
 
     def live_workload(self, now: float) -> Workload | None:
         """The launched workload while its process lives, with its phase file brought up to date."""
@@ -257,6 +266,7 @@ class SshNodes:
             login_timeout=30,
         )
         self._nodes[ident] = node
+        await self._publish(node)
         return node.acceptor.get_port()
 
     async def detach(self, instance: SimInstance) -> None:
@@ -266,6 +276,11 @@ class SshNodes:
             return
         if node.acceptor is not None:
             node.acceptor.close()
+        for server in node.published:
+            server.close()
+        for writer in list(node.passing):
+            writer.transport.abort()
+        node.published.clear()
         for conn in list(node.conns):
             conn.abort()
         node.conns.clear()
@@ -299,6 +314,52 @@ class SshNodes:
         for root in self._roots.values():
             shutil.rmtree(root, ignore_errors=True)
         self._roots.clear()
+
+    # -- published ports -----------------------------------------------------------------
+
+    async def _publish(self, node: _Node) -> None:
+        """Listen on loopback for each port the instance publishes (on its old port if free),
+        recording where in `extra["published"]` (node port -> real port, as JSON keys)."""
+        known: dict[str, int] = node.instance.extra.get("published", {})
+        published: dict[str, int] = {}
+        for port in node.instance.extra.get("publish", []):
+
+            async def passing(
+                reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int = port
+            ) -> None:
+                await self._pass(node, port, reader, writer)
+
+            try:
+                server = await asyncio.start_server(passing, "127.0.0.1", known.get(str(port), 0))
+            except OSError:
+                server = await asyncio.start_server(passing, "127.0.0.1", 0)
+            node.published.append(server)
+            published[str(port)] = server.sockets[0].getsockname()[1]
+        if published:
+            node.instance.extra["published"] = published
+
+    async def _pass(
+        self, node: _Node, port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """One connection to a published `port`: spliced to the workload's server when it
+        listens there for the outside, else reset."""
+        now = self.world.now()
+        running = node.instance.phase(now) == "running"
+        workload = node.live_workload(now) if running else None
+        target = workload.published_port(port, now) if workload is not None else None
+        if target is None:
+            writer.transport.abort()
+            return
+        try:
+            inner_reader, inner_writer = await asyncio.open_connection("127.0.0.1", target)
+        except OSError:
+            writer.transport.abort()
+            return
+        node.passing.update((writer, inner_writer))
+        try:
+            await _splice(reader, writer, inner_reader, inner_writer)
+        finally:
+            node.passing.difference_update((writer, inner_writer))
 
     # -- keys and files -------------------------------------------------------------------
 
@@ -351,6 +412,33 @@ class SshNodes:
         except (asyncssh.Error, OSError, BrokenPipeError):
             with contextlib.suppress(Exception):
                 process.exit(255)
+
+
+async def _splice(
+    a_reader: asyncio.StreamReader,
+    a_writer: asyncio.StreamWriter,
+    b_reader: asyncio.StreamReader,
+    b_writer: asyncio.StreamWriter,
+) -> None:
+    """Copy bytes both ways until both sides are done (an end passed on as EOF); an error on
+    either side ends both."""
+
+    async def copy(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            while chunk := await source.read(65536):
+                sink.write(chunk)
+                await sink.drain()
+            if sink.can_write_eof():
+                sink.write_eof()
+        except OSError:
+            a_writer.transport.abort()
+            b_writer.transport.abort()
+
+    try:
+        await asyncio.gather(copy(a_reader, b_writer), copy(b_reader, a_writer))
+    finally:
+        a_writer.close()
+        b_writer.close()
 
 
 async def _read_line(process: asyncssh.SSHServerProcess[str]) -> str:

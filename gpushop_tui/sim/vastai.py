@@ -446,8 +446,30 @@ def _env_pairs(env: Any) -> list[list[str]]:
     return pairs
 
 
+def _requested_ports(extra_env: list[list[str]]) -> list[str]:
+    """The container ports `-p` entries ask for, Docker-style ("8000/tcp"), 22 left out (SSH is
+    mapped anyway)."""
+    keys: list[str] = []
+    for name, _ in extra_env:
+        if not name.startswith("-p "):
+            continue
+        inner = name[3:].split(":")[-1]
+        key = inner if "/" in inner else f"{inner}/tcp"
+        if key != "22/tcp" and key not in keys:
+            keys.append(key)
+    return keys
+
+
+def _publish(extra_env: list[list[str]]) -> list[int]:
+    """The TCP node ports the sim's nodes publish for the `-p` entries (`extra["publish"]`)."""
+    keys = _requested_ports(extra_env)
+    return [int(key[:-4]) for key in keys if key.endswith("/tcp") and key[:-4].isdigit()]
+
+
 def _mapped_ports(instance: SimInstance) -> dict[str, list[dict[str, str]]]:
-    """Docker-style port map: 22/tcp is the SSH node's real port, `-p` requests follow it."""
+    """Docker-style port map: 22/tcp is the SSH node's real port, `-p` requests follow it. A TCP
+    port the node publishes answers on its real loopback port; any other (UDP, or a world
+    without SSH nodes) gets a made-up one that nothing listens on."""
     ports: dict[str, list[dict[str, str]]] = {}
     base = instance.ssh_port
     if base is not None:
@@ -455,16 +477,12 @@ def _mapped_ports(instance: SimInstance) -> dict[str, list[dict[str, str]]]:
             {"HostIp": "0.0.0.0", "HostPort": str(base)},
             {"HostIp": "::", "HostPort": str(base)},
         ]
+    published: dict[str, int] = instance.extra.get("published", {})
     host = 40_000 + int(instance.id) % 20_000
-    for name, _ in instance.extra.get("extra_env", []):
-        if not name.startswith("-p "):
-            continue
-        inner = name[3:].split(":")[-1]
-        key = inner if "/" in inner else f"{inner}/tcp"
-        if key == "22/tcp":
-            continue
+    for key in _requested_ports(instance.extra.get("extra_env", [])):
         host += 1
-        ports[key] = [{"HostIp": "0.0.0.0", "HostPort": str(host)}]
+        real = published.get(key.removesuffix("/tcp")) if key.endswith("/tcp") else None
+        ports[key] = [{"HostIp": "0.0.0.0", "HostPort": str(real or host)}]
     return ports
 
 
@@ -754,6 +772,7 @@ def build_app(world: World) -> Starlette:
         storage = round(disk * offer["storage_cost"] / 720, 6)
         compute = bid_price if bid_price is not None else offer["dph_base"]
         contract = INSTANCE_ID_BASE + world.next_id(PROVIDER)
+        env_pairs = _env_pairs(body.get("env"))
         keep = [
             "machine_id",
             "host_id",
@@ -797,7 +816,8 @@ def build_app(world: World) -> Starlette:
             runtype=body.get("runtype") or ("args" if body.get("args") else "ssh"),
             onstart=body.get("onstart"),
             args=body.get("args") or [],
-            extra_env=_env_pairs(body.get("env")),
+            extra_env=env_pairs,
+            publish=_publish(env_pairs),
             template_hash_id=body.get("template_hash_id"),
             jupyter_token=secrets.token_hex(32),
         )

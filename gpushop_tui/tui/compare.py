@@ -25,9 +25,13 @@ def _or_dash(value: object | None, text: Callable[[object], str] = str) -> str:
 
 
 def attributes(
-    model: str | None, estimates: dict[str, float], now: datetime | None
+    model: str | None,
+    estimates: dict[str, float],
+    now: datetime | None,
+    measured: frozenset[str] = frozenset(),
 ) -> list[tuple[str, Callable[[Offer], str]]]:
-    """The rows of the comparison: a label and how each offer reads on it."""
+    """The rows of the comparison: a label and how each offer reads on it (an estimate that
+    rests on gpushop's own measurements is marked `*`, as in the menu)."""
     rows: list[tuple[str, Callable[[Offer], str]]] = [
         ("Offer", lambda o: o.id),
         ("Provider", lambda o: o.provider),
@@ -39,7 +43,12 @@ def attributes(
         ("$/GPU-h", lambda o: fmt.rate(o.price_per_gpu_hour)),
     ]
     if model is not None:
-        rows.append((f"$/Mtok {model}", lambda o: fmt.usd(estimates.get(o.id), 3)))
+        rows.append(
+            (
+                f"$/Mtok {model}",
+                lambda o: fmt.usd(estimates.get(o.id), 3) + ("*" if o.id in measured else ""),
+            )
+        )
     rows += [
         ("Region", lambda o: o.region or o.country or "—"),
         ("Reliability", lambda o: _or_dash(o.reliability, lambda r: f"{r:.1%}")),
@@ -65,19 +74,28 @@ class CompareScreen(ModalScreen[None]):
         estimates: dict[str, float],
         model: str | None,
         now: datetime | None,
+        measured: frozenset[str] = frozenset(),
     ) -> None:
         super().__init__(classes="dialog")
         self.offers = offers
         self.estimates = estimates
         self.model = model
         self.now = now
+        self.measured = measured
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box wide", id="compare-box"):
             yield Static(f"Compare {len(self.offers)} offers", classes="dialog-title")
             with VerticalScroll(classes="dialog-scroll"):
                 yield Static(self.table(), id="compare-table")
-            yield Static("★ cheapest per GPU-hour   [b]escape [/b]close", classes="dialog-hint")
+            mark = (
+                "   * measured on gpushop's own rentals"
+                if any(o.id in self.measured for o in self.offers)
+                else ""
+            )
+            yield Static(
+                f"★ cheapest per GPU-hour{mark}   [b]escape [/b]close", classes="dialog-hint"
+            )
 
     def table(self) -> Table:
         cheapest = min(o.price_per_gpu_hour for o in self.offers)
@@ -86,7 +104,7 @@ class CompareScreen(ModalScreen[None]):
         table.add_column("")
         for n, offer in enumerate(self.offers, start=1):
             table.add_column(f"#{n} {offer.provider}", overflow="fold")
-        for label, read in attributes(self.model, self.estimates, self.now):
+        for label, read in attributes(self.model, self.estimates, self.now, self.measured):
             cells: list[Text] = []
             for offer in self.offers:
                 text = Text(read(offer))

@@ -552,6 +552,7 @@ class InventoryPane(CorePane):
                 {i: estimates[i] for i in marked if i in estimates},
                 self.shown_query.model,
                 self.freshness.now,
+                self.view.measured if self.view is not None else frozenset(),
             )
         )
 

@@ -380,7 +380,9 @@ async def test_the_earlier_keys_of_a_workload_map_onto_ours(
         assert ready.endpoint == "http://127.0.0.1:8000/v1"
         shown = (await ride.call(ride.client.get(f"/api/v1/sessions/{session['id']}"))).json()
         assert shown["endpoint"] == ready.endpoint and shown["workload_phase"] == "healthy"
+        assert shown["endpoint_public"] == ready.endpoint_public is not None
         endpoint = await ride.call(ride.client.get(f"/api/v1/sessions/{session['id']}/endpoint"))
         assert endpoint.status_code == 200
         token = ride.market.shopper._lifecycle.readiness.workloads.token_path(session["id"])
         assert endpoint.json()["token"] == token.read_text().strip()
+        assert endpoint.json()["endpoint_public"] == ready.endpoint_public

@@ -11,8 +11,15 @@ from typing import Any
 import httpx
 import pytest
 
+from gpushop_tui.core.workloads import public_ports
 from gpushop_tui.errors import UserError
-from gpushop_tui.models import InstanceState, ProvisionRequest, SessionStatus, WorkloadSpec
+from gpushop_tui.models import (
+    InstanceState,
+    OfferQuery,
+    ProvisionRequest,
+    SessionStatus,
+    WorkloadSpec,
+)
 from tests.core.market import Market, open_market
 
 CHAT = {"messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 8}
@@ -44,6 +51,8 @@ async def test_an_llm_rental_runs_once_its_model_answers_and_hands_over_the_endp
     ready = await market.until(session.id, watch, step_s=2)
     assert ready.workload_phase == "healthy"
     assert ready.endpoint == "http://127.0.0.1:11434/v1"
+    assert ready.endpoint_public is None  # Ollama checks no token: reached by the tunnel only
+    assert market.instance(ready).extra["extra_env"] == []  # no port was asked to be published
     assert "starting" in phases and "pulling model" in phases  # the phases were seen on the way
     endpoint = await market.shopper.endpoint(session.id)
     token_file = market.shopper._lifecycle.readiness.workloads.token_path(session.id)
@@ -79,6 +88,57 @@ async def test_a_vllm_endpoint_needs_its_token(market: Market) -> None:
         )
     assert refused.status_code == 401
     assert served.status_code == 200, served.text
+
+
+async def test_a_vllm_endpoint_is_published_where_images_run_and_its_token_guards_it(
+    market: Market,
+) -> None:
+    model = "Qwen/Qwen2.5-0.5B-Instruct"
+    offer = await market.offer("vastai", "4090")
+    session = await market.provision(
+        offer, workload={"kind": "vllm", "model": model, "benchmark": False}
+    )
+    instance = market.instance(session)
+    assert instance.extra["extra_env"] == [["-p 8000:8000", "1"]]  # asked at create
+    loading = await market.until(session.id, lambda s: s.workload_phase == "loading")
+    assert loading.endpoint_public is None
+    published = f"http://127.0.0.1:{instance.extra['published']['8000']}"
+    async with httpx.AsyncClient(timeout=5) as client:
+        with pytest.raises(httpx.TransportError):  # nothing serves yet: the port is reset
+            await client.get(f"{published}/health")
+    ready = await market.until(session.id, lambda s: s.status == SessionStatus.RUNNING)
+    assert ready.endpoint_public == f"{published}/v1"
+    endpoint = await market.shopper.endpoint(session.id)
+    assert endpoint.public_url == ready.endpoint_public
+    body = {"model": model, **CHAT}
+    async with httpx.AsyncClient(timeout=30) as client:
+        refused = await client.post(f"{endpoint.public_url}/chat/completions", json=body)
+        served = await client.post(
+            f"{endpoint.public_url}/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {endpoint.token}"},
+        )
+    assert refused.status_code == 401
+    assert served.status_code == 200, served.text
+    assert served.json()["choices"][0]["message"]["content"]
+    messages = [e.message for e in await market.audit(session.id)]
+    assert any(f"public at {ready.endpoint_public}" in m for m in messages)
+
+
+@pytest.mark.parametrize(
+    ("workload", "runs_images", "ports"),
+    [
+        (WorkloadSpec(kind="vllm", model="m"), True, (8000,)),
+        (WorkloadSpec(kind="vllm", model="m"), False, ()),
+        (WorkloadSpec(kind="llm", model="m"), True, ()),
+        (WorkloadSpec(kind="custom", command="serve", ports=(8080,)), True, ()),
+        (None, True, ()),
+    ],
+)
+def test_only_vllm_is_published_and_only_where_images_run(
+    workload: WorkloadSpec | None, runs_images: bool, ports: tuple[int, ...]
+) -> None:
+    assert public_ports(workload, runs_images) == ports
 
 
 async def test_a_model_that_never_loads_fails_the_session_and_the_offer_is_remembered(
@@ -156,3 +216,29 @@ async def test_model_requests_keep_a_session_and_none_let_it_stop_when_idle(
     kept = await market.shopper.session(asked.id)
     assert kept.status == SessionStatus.RUNNING
     assert kept.idle_reason == "busy: the model server served requests since the last look"
+
+
+async def test_a_query_rental_with_an_image_never_moves_to_a_provider_that_boots_vms(
+    market: Market,
+) -> None:
+    menu = await market.shopper.offers(OfferQuery(gpu="RTX A4000", gpu_exact=True, max_gpus=1))
+    vm_price = min(o.price_per_hour for o in menu.offers if o.provider == "tensordock")
+    below = max(
+        o.price_per_hour
+        for o in menu.offers
+        if o.provider == "vastai" and o.price_per_hour < vm_price
+    )
+    for offer in menu.offers:
+        if offer.provider == "vastai":
+            market.world.taken["vastai"].add(offer.provider_offer_id)
+    # the best match is a Vast offer (taken); the next one a TensorDock VM
+    query = f'gpu=="RTX A4000" n=1 provider=vastai,tensordock price>={below}'
+    request = ProvisionRequest(
+        consumer="bob",
+        query=query,
+        idle_timeout_min=0,
+        workload={"kind": "custom", "command": "python3 serve.py", "image": "python:3.12"},
+    )
+    session = await market.run(market.shopper.provision(request))
+    assert session.closed and session.status == SessionStatus.FAILED
+    assert market.live_instances("tensordock") == [] and market.live_instances("bluelobster") == []

@@ -90,6 +90,7 @@ def test_launch_files_paths_modes_and_spec() -> None:
         "command": None,
         "env": {"HF_TOKEN": "hf_x"},
         "ports": [],
+        "public": False,
     }
     run = files[".gpushop/run.sh"][0]
     assert run.startswith("#!/bin/sh\n")
@@ -133,11 +134,21 @@ def test_env_names_must_be_shell_identifiers(key: str) -> None:
         ({"kind": "custom", "command": "x", "env": {"A": "\0"}}, "NUL"),
         ({"kind": "custom", "command": "x", "ports": (0,)}, "between 1 and 65535"),
         ({"kind": "custom", "command": "x", "ports": (65536,)}, "between 1 and 65535"),
+        ({"kind": "llm", "model": "m", "public": True}, "checks no token"),
+        ({"kind": "custom", "command": "x", "public": True}, "checks no token"),
     ],
 )
 def test_invalid_workloads_are_refused(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         WorkloadLaunch(**kwargs)
+
+
+def test_a_public_vllm_server_listens_on_every_address_and_says_so_in_its_spec() -> None:
+    files = launch_files(WorkloadLaunch("vllm", model="m", public=True), TOKEN)
+    assert json.loads(files[".gpushop/workload.json"][0])["public"] is True
+    run = files[".gpushop/run.sh"][0]
+    assert '--model "$MODEL" --host 0.0.0.0 --port 8000' in run
+    assert 'await_http "$server" "http://127.0.0.1:8000/health"' in run  # checked on loopback
 
 
 @pytest.mark.parametrize("token", ["", "a b", "a\nb", "tök"])

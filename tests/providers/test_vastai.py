@@ -414,6 +414,21 @@ def test_instance_without_mapped_ports_uses_the_proxy() -> None:
     assert (stopped.running, stopped.started_at) == (False, None)
 
 
+def test_published_ports_and_the_public_address_are_read_from_the_docker_style_map() -> None:
+    status = parse_instance(instance_row())
+    assert status.public_ip == "203.0.113.41"
+    assert status.ports == {22: 40123, 8000: 40124, 8080: 40125}
+    odd = {
+        "8000/tcp": [{"HostIp": "::", "HostPort": ""}, {"HostIp": "0.0.0.0", "HostPort": "41000"}],
+        "8081/udp": [{"HostIp": "0.0.0.0", "HostPort": "41001"}],
+        "9000/tcp": None,
+        "http": [{"HostPort": "41002"}],
+    }
+    assert parse_instance(instance_row(ports=odd)).ports == {8000: 41000}
+    loading = parse_instance(instance_row(actual_status="loading", ports=None, public_ipaddr=""))
+    assert (loading.ports, loading.public_ip) == ({}, None)
+
+
 def test_unreadable_instances_are_a_bug() -> None:
     with pytest.raises(ProviderBug):
         parse_instance(instance_row(id=None))
@@ -651,6 +666,17 @@ async def test_create_sends_the_specs_image_disk_and_onstart(sim: Sim) -> None:
     extra = sim.instance(ref.instance_id).extra
     assert (extra["image"], extra["disk"], extra["onstart"]) == ("pytorch/pytorch", 20.0, "echo hi")
     assert extra["runtype"] == "ssh_proxy"  # no open ports on the host: Vast's proxy only
+
+
+async def test_create_asks_to_publish_the_specs_ports_and_only_those(sim: Sim) -> None:
+    published = await sim.vast.create(
+        await sim.offer(), CreateSpec(label_for(INSTALL, "sess0003"), KEY, ports=(8000,))
+    )
+    assert sim.instance(published.instance_id).extra["extra_env"] == [["-p 8000:8000", "1"]]
+    plain = await sim.vast.create(
+        await sim.offer(), CreateSpec(label_for(INSTALL, "sess0004"), KEY)
+    )
+    assert sim.instance(plain.instance_id).extra["extra_env"] == []
 
 
 async def test_a_taken_offer_is_gone_with_410(sim: Sim) -> None:

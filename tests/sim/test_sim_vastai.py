@@ -7,14 +7,16 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import asyncssh
 import httpx
 import pytest
 
 from gpushop_tui.clock import FakeClock
 from gpushop_tui.sim.faults import HttpFault, vast_search_quota_exhausted
 from gpushop_tui.sim.http import serve
+from gpushop_tui.sim.node import SshNodes
 from gpushop_tui.sim.vastai import build_app
-from gpushop_tui.sim.world import World
+from gpushop_tui.sim.world import WORKLOAD_TIMINGS, World
 
 V0 = "/api/v0"
 
@@ -288,6 +290,69 @@ async def test_status_walks_null_loading_running(vast: Vast) -> None:
     assert row["ports"]["22/tcp"][0] == {"HostIp": "0.0.0.0", "HostPort": "2222"}
     assert "8000/tcp" in row["ports"]
     assert row["status_msg"].startswith("success, running")
+
+
+async def _launch_vllm(vast: Vast, contract: int, public: bool) -> None:
+    """Launch a vLLM stand-in on the instance's node over SSH, as gpushop does."""
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    public_key = key.export_public_key().decode().strip()
+    r = await vast.http.post(f"{V0}/instances/{contract}/ssh/", json={"ssh_key": public_key})
+    assert r.status_code == 200
+    row = await vast.show(contract)
+    spec = {"kind": "vllm", "model": "m", "port": 8000, "env": {}, "public": public}
+    async with asyncssh.connect(
+        row["ssh_host"],
+        port=row["ssh_port"],
+        username="root",
+        client_keys=[key],
+        known_hosts=None,
+    ) as conn:
+        async with conn.start_sftp_client() as sftp:
+            await sftp.mkdir(".gpushop")
+            for path, text in {
+                ".gpushop/workload.json": json.dumps(spec),
+                ".gpushop/token": "tok",
+                ".gpushop/launch.sh": "#!/bin/sh\n",
+            }.items():
+                async with sftp.open(path, "w") as f:
+                    await f.write(text)
+        assert (await conn.run("sh .gpushop/launch.sh")).exit_status == 0
+
+
+async def test_a_requested_port_answers_where_ports_says_only_from_a_public_server(
+    vast: Vast,
+) -> None:
+    vast.world.nodes = nodes = SshNodes(vast.world)
+    try:
+        urls: dict[bool, str] = {}
+        for public in (False, True):
+            env = {"-p 8000:8000": "1", "-p 8081:8081/udp": "1"}
+            contract, _ = await vast.rent(env=env)
+            await vast.clock.advance(5)
+            row = await vast.show(contract)
+            instance = vast.world.get("vastai", str(contract))
+            assert instance is not None and instance.extra["publish"] == [8000]
+            host_port = row["ports"]["8000/tcp"][0]["HostPort"]
+            assert host_port == str(instance.extra["published"]["8000"])
+            assert row["ports"]["8081/udp"][0]["HostPort"] != host_port
+            urls[public] = f"http://{row['public_ipaddr']}:{host_port}"
+            await _launch_vllm(vast, contract, public)
+        async with httpx.AsyncClient(timeout=5) as client:
+            for url in urls.values():  # loading: nothing serves, the connection is reset
+                with pytest.raises(httpx.TransportError):
+                    await client.get(f"{url}/health")
+            t = WORKLOAD_TIMINGS["fast"]["vllm"]
+            await vast.clock.advance(t.installing_s + t.starting_s + t.loading_s)
+            with pytest.raises(httpx.TransportError):  # serving, on the node's loopback only
+                await client.get(f"{urls[False]}/health")
+            assert (await client.get(f"{urls[True]}/health")).status_code == 200
+            assert (await client.get(f"{urls[True]}/v1/models")).status_code == 401
+            models = await client.get(
+                f"{urls[True]}/v1/models", headers={"Authorization": "Bearer tok"}
+            )
+            assert models.status_code == 200 and models.json()["data"][0]["id"] == "m"
+    finally:
+        await nodes.aclose()
 
 
 async def test_stop_start_and_label(vast: Vast) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from textual.widgets import DataTable, Input, Static
 from gpushop_tui.core import ProviderReport
 from gpushop_tui.models import Benchmark, Offer, OfferQuery
 from gpushop_tui.sim.faults import HttpFault
-from gpushop_tui.tui.compare import CompareScreen
+from gpushop_tui.tui.compare import CompareScreen, attributes
 from gpushop_tui.tui.inventory import InventoryPane, provider_line
 from tests.core.market import Market
 from tests.tui.harness import Cockpit, cockpit
@@ -405,3 +406,16 @@ async def test_at_80x24_the_filters_sort_column_stays_on_screen(
         assert " VRAM " in f"{line(ride, 0)} "  # at 80 columns a model alone shows $/Mtok, not VRAM
         t = table(ride)
         assert t.virtual_size.width <= t.scrollable_content_region.width
+
+
+def test_the_side_by_side_marks_an_estimate_from_gpushops_own_measurements() -> None:
+    fetched = datetime(2026, 12, 5, tzinfo=UTC)
+    offers = [
+        Offer(id=f"vastai:{n}", provider="vastai", gpu_name="RTX 4090", gpu_count=1,
+              vram_gb=24, price_per_hour=0.3, fetched_at=fetched)
+        for n in (1, 2)
+    ]  # fmt: skip
+    rows = dict(attributes("llama3.1:8b", {"vastai:1": 0.5, "vastai:2": 0.6}, None,
+                           frozenset({"vastai:2"})))  # fmt: skip
+    read = rows["$/Mtok llama3.1:8b"]
+    assert (read(offers[0]), read(offers[1])) == ("$0.500", "$0.600*")

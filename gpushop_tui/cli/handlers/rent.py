@@ -365,7 +365,13 @@ async def _sessions_key(shopper: Shopper, args: argparse.Namespace) -> int:
 
 async def _sessions_endpoint(shopper: Shopper, args: argparse.Namespace) -> int:
     endpoint = await shopper.endpoint(args.id)
-    print(endpoint.token if args.token else endpoint.url)
+    if args.public and endpoint.public_url is None:
+        raise UserError(
+            f"session {endpoint.session_id} has no public endpoint: only a vLLM workload on a "
+            "provider that runs images is published (its token guards it); reach this one "
+            f"through gpushop sessions tunnel {endpoint.session_id}"
+        )
+    print(endpoint.token if args.token else endpoint.public_url if args.public else endpoint.url)
     return 0
 
 
