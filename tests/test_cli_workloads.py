@@ -3,8 +3,10 @@ and `sessions tunnel` in child processes against the standalone simulator."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -115,3 +117,46 @@ def test_an_endpoint_nothing_guards_is_not_public_and_the_cli_says_how_to_reach_
     assert f"session {session['id']} has no public endpoint" in says
     assert f"gpushop sessions tunnel {session['id']}" in says
     gpushop(sim, "sessions", "delete", session["id"])
+
+
+def test_an_llm_rental_runs_ollama_and_hands_over_its_endpoint(sim: dict[str, Any]) -> None:
+    result = gpushop(sim, "provision", "-c", "tests", "-g", "gpu=4090 provider=vastai",
+                     "--workload", "llm", "--model", "llama3.1:8b", "--no-benchmark",
+                     timeout=240)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "workload pulling model" in result.stderr
+    assert "endpoint  http://127.0.0.1:11434/v1 on the node" in result.stdout
+    session_id = next(
+        line.split()[1] for line in result.stdout.splitlines() if line.startswith("session")
+    )
+    gpushop(sim, "sessions", "delete", session_id)
+
+
+def test_demo_endpoint_goes_from_nothing_to_a_curl_that_answers() -> None:
+    """The README's one command: rent on the demo marketplace, hold a tunnel, print the curl."""
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "gpushop_tui", "demo-endpoint", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert demo.stdout is not None
+        curl = shlex.split(demo.stdout.readline())
+        assert curl[0] == "curl", (curl, demo.stderr.read() if demo.poll() is not None else "")
+        url = curl[-1]
+        headers = dict(
+            value.split(": ", 1) for flag, value in itertools.pairwise(curl) if flag == "-H"
+        )
+        body = json.loads(curl[curl.index("-d") + 1])
+        refused = httpx.post(url, json=body, timeout=30)
+        answer = httpx.post(url, json=body, headers=headers, timeout=30)
+        assert refused.status_code == 401
+        assert answer.status_code == 200 and answer.json()["choices"][0]["message"]["content"]
+    finally:
+        demo.send_signal(signal.SIGINT)
+        code = demo.wait(timeout=60)
+    errors = demo.stderr.read() if demo.stderr else ""
+    assert code == 0, errors
+    assert "Traceback" not in errors

@@ -41,6 +41,7 @@ COMMANDS: tuple[Command, ...] = (
     rent.SESSIONS,
     rent.SHUTDOWN,
     rent.TRANSFER,
+    rent.DEMO_ENDPOINT,
     admin.RECONCILE,
     money.COSTS,
     money.BUDGETS,

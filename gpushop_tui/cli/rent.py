@@ -251,3 +251,31 @@ TRANSFER = Command(
     _configure_transfer,
     f"{HANDLERS}:run_transfer",
 )
+
+
+def _configure_demo_endpoint(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-w", "--workload", choices=("vllm", "llm"), default="vllm", help="the server to run"
+    )
+    parser.add_argument(
+        "--model",
+        metavar="NAME",
+        help="the model it serves (default: Qwen/Qwen2.5-0.5B-Instruct, or llama3.1:8b for llm)",
+    )
+    parser.add_argument(
+        "--port",
+        type=local_port,
+        default=8000,
+        dest="local_port",
+        metavar="P",
+        help="the local port the endpoint answers on (default 8000; 0: a free one)",
+    )
+
+
+DEMO_ENDPOINT = Command(
+    "demo-endpoint",
+    "serve a model on the demo marketplace (nothing costs money) and hold its endpoint on a "
+    "local port, printing the curl that reaches it, until ctrl+c",
+    _configure_demo_endpoint,
+    f"{HANDLERS}:run_demo_endpoint",
+)

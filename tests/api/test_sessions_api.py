@@ -386,3 +386,19 @@ async def test_the_earlier_keys_of_a_workload_map_onto_ours(
         token = ride.market.shopper._lifecycle.readiness.workloads.token_path(session["id"])
         assert endpoint.json()["token"] == token.read_text().strip()
         assert endpoint.json()["endpoint_public"] == ready.endpoint_public
+
+
+async def test_an_llm_rental_over_the_api_answers_with_its_ollama_endpoint(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with api_market(monkeypatch, isolated_env, providers=("vastai",)) as ride:
+        created = await rent(
+            ride, consumer_id="alice", workload_type="llm", model_id="llama3.1:8b", benchmark=False
+        )
+        assert created.status_code == 201, created.text
+        session_id = created.json()["session"]["id"]
+        ready = await ride.market.until(session_id, lambda s: s.status == "running", step_s=2)
+        shown = (await ride.call(ride.client.get(f"/api/v1/sessions/{session_id}"))).json()
+        assert (shown["workload_type"], shown["model_id"]) == ("llm", "llama3.1:8b")
+        assert shown["endpoint"] == ready.endpoint == "http://127.0.0.1:11434/v1"
+        assert shown["endpoint_public"] is None  # Ollama checks no token: never published

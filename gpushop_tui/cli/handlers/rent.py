@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shlex
 import sys
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from gpushop_tui.cli.handlers import require_provider, with_shopper
 from gpushop_tui.cli.output import note, print_json, print_pairs, print_table, when
 from gpushop_tui.cli.rent import STORAGE
+from gpushop_tui.config import load_settings
 from gpushop_tui.core import Alert, SessionChanged, SessionProgress
 from gpushop_tui.errors import UserError
 from gpushop_tui.models import (
@@ -238,24 +240,20 @@ async def _print_outcome(shopper: Shopper, session: Session, output: str) -> Non
         print_json(_session_json(session))
         return
     view = await shopper.view_of(session)
-    print_pairs(
-        [
-            ("session", session.id),
-            ("status", f"{session.status} (instance {session.instance})"),
-            ("ssh", view.ssh_command or "-"),
-            *(
-                [
-                    (
-                        "endpoint",
-                        f"{session.endpoint} on the node: gpushop sessions tunnel {session.id}",
-                    )
-                ]
-                if session.endpoint
-                else []
-            ),
-            *([("error", session.error)] if session.error else []),
-        ]
-    )
+    pairs = [
+        ("session", session.id),
+        ("status", f"{session.status} (instance {session.instance})"),
+        ("ssh", view.ssh_command or "-"),
+    ]
+    if session.endpoint:
+        where = f"{session.endpoint} on the node: gpushop sessions tunnel {session.id}"
+        pairs.append(("endpoint", where))
+    if session.endpoint_public:
+        token = f"the token: gpushop sessions endpoint {session.id} --token"
+        pairs.append(("public", f"{session.endpoint_public} ({token})"))
+    if session.error:
+        pairs.append(("error", session.error))
+    print_pairs(pairs)
 
 
 def run_sessions(args: argparse.Namespace) -> int:
@@ -505,3 +503,67 @@ class _Progress:
             f"({_megabytes(rate)} MB/s)",
             file=sys.stderr,
         )
+
+
+DEMO_MODELS = {"vllm": "Qwen/Qwen2.5-0.5B-Instruct", "llm": "llama3.1:8b"}
+"""What `demo-endpoint` serves when no model is named."""
+DEMO_READY_WITHIN_S = 300.0
+
+
+def run_demo_endpoint(args: argparse.Namespace) -> int:
+    """From nothing to a model endpoint on the demo marketplace: rent, wait, tunnel, and print
+    the curl that reaches it; ctrl+c ends the session and the simulator (a throw-away home)."""
+    import tempfile
+
+    from gpushop_tui.logs import configure_logging
+
+    with tempfile.TemporaryDirectory(prefix="gpushop-demo-") as home:
+        settings = load_settings({**os.environ, "GPUSHOP_HOME": home, "GPUSHOP_CONFIG": ""})
+        settings.paths.prepare()
+        configure_logging(settings)
+        try:
+            return asyncio.run(_demo_endpoint(settings, args))
+        except KeyboardInterrupt:
+            return 0
+
+
+async def _demo_endpoint(settings: Settings, args: argparse.Namespace) -> int:
+    from gpushop_tui.core import Shopper
+    from gpushop_tui.demo import demo_marketplace
+
+    model = args.model or DEMO_MODELS[args.workload]
+    async with demo_marketplace(settings) as demo:
+        shopper = await Shopper.open(demo.settings, secrets=demo.secrets)
+        async with shopper:
+            request = checked(
+                ProvisionRequest,
+                {
+                    "consumer": "demo",
+                    "query": "gpu=4090 provider=vastai",
+                    "hours": 1,
+                    "workload": {"kind": args.workload, "model": model},
+                },
+                FLAGS,
+            )
+            note(f"renting a simulated RTX 4090 to serve {model} with {args.workload}")
+            session = await shopper.wait_settled(
+                (await shopper.provision(request)).id, DEMO_READY_WITHIN_S
+            )
+            if session.status != SessionStatus.RUNNING:
+                note(f"the demo rental did not become ready: {session.error or session.status}")
+                return 1
+            token = (await shopper.endpoint(session.id)).token
+            async with shopper.tunnel(session.id, args.local_port) as url:
+                auth = f"-H 'Authorization: Bearer {token}' " if args.workload == "vllm" else ""
+                body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+                print(
+                    f"curl {auth}-H 'Content-Type: application/json' "
+                    f"-d '{json.dumps(body)}' {url}/chat/completions",
+                    flush=True,
+                )
+                note(f"the endpoint answers at {url} until ctrl+c (a simulated model, no cost)")
+                try:
+                    await asyncio.Event().wait()
+                finally:
+                    await shopper.delete(session.id)
+    return 0
