@@ -8,7 +8,7 @@ sees) and `instance` (what exists at the provider, and so what bills).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
@@ -20,6 +20,8 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -288,6 +290,18 @@ ModelName = Annotated[
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
+def parse_env(words: Iterable[str]) -> dict[str, str]:
+    """`NAME=VALUE` words as an environment, the same in every face; a word without a name
+    and `=` raises ValueError naming it (it is never dropped, nor read as an empty value)."""
+    env: dict[str, str] = {}
+    for word in words:
+        name, sep, value = word.partition("=")
+        if not sep or not name:
+            raise ValueError(f"{word!r} is not NAME=VALUE")
+        env[name] = value
+    return env
+
+
 class WorkloadSpec(_Model):
     """What a session runs on its node once the node is checked, and how it is reached.
 
@@ -297,29 +311,53 @@ class WorkloadSpec(_Model):
     """
 
     kind: Workload = "interactive"
-    model: ModelName | None = None
+    model: ModelName | None = Field(default=None, validate_default=True)
     image: str | None = Field(default=None, min_length=1, max_length=500)
-    command: str | None = Field(default=None, min_length=1, max_length=4000)
-    env: dict[EnvName, Annotated[str, Field(max_length=4000)]] = Field(default_factory=dict)
-    ports: tuple[Port, ...] = ()
+    command: str | None = Field(default=None, min_length=1, max_length=4000, validate_default=True)
+    env: dict[EnvName, Annotated[str, Field(max_length=4000)]] = Field(
+        default_factory=dict, max_length=MAX_ENV_VARS
+    )
+    ports: tuple[Port, ...] = Field(default=(), max_length=MAX_PORTS)
     benchmark: bool = Field(
         default=True, description="Measure tokens/s on the node once the model server answers."
     )
 
-    @model_validator(mode="after")
-    def _fields_fit_the_kind(self) -> WorkloadSpec:
-        if self.kind in SERVES_MODEL and self.model is None:
-            raise ValueError(f"the {self.kind} workload needs a model")
-        if self.kind not in SERVES_MODEL and self.model is not None:
+    @field_validator("model")
+    @classmethod
+    def _model_fits_the_kind(cls, model: str | None, info: ValidationInfo) -> str | None:
+        kind = info.data.get("kind")
+        if kind in SERVES_MODEL and model is None:
+            raise ValueError(f"the {kind} workload needs a model")
+        if kind not in SERVES_MODEL and model is not None:
             raise ValueError("a model needs the llm or vllm workload")
-        if self.kind == "custom" and self.command is None:
+        return model
+
+    @field_validator("command")
+    @classmethod
+    def _command_fits_the_kind(cls, command: str | None, info: ValidationInfo) -> str | None:
+        kind = info.data.get("kind")
+        if kind == "custom" and command is None:
             raise ValueError("the custom workload needs a command")
-        if self.kind != "custom" and (self.command is not None or self.env or self.ports):
-            raise ValueError("a command, environment or ports need the custom workload")
-        if len(self.env) > MAX_ENV_VARS:
-            raise ValueError(f"at most {MAX_ENV_VARS} environment variables")
-        if len(self.ports) > MAX_PORTS or len(set(self.ports)) != len(self.ports):
-            raise ValueError(f"at most {MAX_PORTS} ports, each once")
+        if kind != "custom" and command is not None:
+            raise ValueError("a command needs the custom workload")
+        return command
+
+    @field_validator("env", "ports")
+    @classmethod
+    def _custom_only(cls, value: Any, info: ValidationInfo) -> Any:
+        if value and info.data.get("kind") != "custom":
+            raise ValueError(f"{info.field_name} need the custom workload")
+        return value
+
+    @field_validator("ports")
+    @classmethod
+    def _ports_once(cls, ports: tuple[int, ...]) -> tuple[int, ...]:
+        if len(set(ports)) != len(ports):
+            raise ValueError("each port once")
+        return ports
+
+    @model_validator(mode="after")
+    def _no_nul(self) -> WorkloadSpec:
         texts = [self.model or "", self.image or "", self.command or "", *self.env.values()]
         if any("\0" in text for text in texts):
             raise ValueError("no setting of a workload may hold a NUL character")

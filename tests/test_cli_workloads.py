@@ -32,8 +32,8 @@ def sim(standalone_sim: dict[str, Any]) -> Iterator[dict[str, Any]]:
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (("--workload", "llm"), "--workload: the llm workload needs a model"),
-        (("--model", "llama3.1:8b"), "--workload: a model needs the llm or vllm workload"),
+        (("--workload", "llm"), "--model: the llm workload needs a model"),
+        (("--model", "llama3.1:8b"), "--model: a model needs the llm or vllm workload"),
         (("-w", "custom", "--cmd", "x", "--env", "NOEQ"), "--env: 'NOEQ' is not NAME=VALUE"),
         (("-w", "custom", "--cmd", "x", "--port", "70000"), "--port: "),
         (("-w", "custom", "--cmd", "x", "--image", "python:3.12", "-g", "provider=tensordock"),

@@ -15,10 +15,11 @@ from gpushop_tui.models import ProvisionRequest, WorkloadSpec, validation_proble
         ({"kind": "vllm"}, "the vllm workload needs a model"),
         ({"kind": "custom"}, "the custom workload needs a command"),
         ({"kind": "interactive", "model": "llama3.1:8b"}, "a model needs the llm or vllm"),
-        ({"kind": "llm", "model": "m", "command": "x"}, "need the custom workload"),
+        ({"kind": "llm", "model": "m", "command": "x"}, "a command needs the custom workload"),
+        ({"kind": "llm", "model": "m", "ports": [80]}, "ports need the custom workload"),
         ({"kind": "custom", "command": "x", "env": {"BAD-NAME": "1"}}, "BAD-NAME"),
         ({"kind": "custom", "command": "x", "ports": [0]}, "greater than or equal to 1"),
-        ({"kind": "custom", "command": "x", "ports": [80, 80]}, "each once"),
+        ({"kind": "custom", "command": "x", "ports": [80, 80]}, "each port once"),
         ({"kind": "llm", "model": "bad model"}, "pattern"),
         ({"kind": "custom", "command": "a\0b"}, "NUL"),
         ({"kind": "tgi", "model": "m"}, "Input should be"),
@@ -31,7 +32,7 @@ def test_what_a_kind_does_not_use_is_refused(fields: dict[str, object], words: s
 
 
 def test_a_nested_problem_is_named_in_the_faces_words() -> None:
-    flags = {"workload": "--workload", "workload.env": "--env", "workload.ports": "--port"}
+    flags = {"workload": "--workload", "workload.model": "--model", "workload.ports": "--port"}
     with pytest.raises(ValidationError) as refused:
         ProvisionRequest.model_validate(
             {
@@ -45,7 +46,7 @@ def test_a_nested_problem_is_named_in_the_faces_words() -> None:
         ProvisionRequest.model_validate(
             {"consumer": "a", "offer_id": "vastai:1", "workload": {"kind": "llm"}}
         )
-    assert validation_problem(refused.value, flags) == "--workload: the llm workload needs a model"
+    assert validation_problem(refused.value, flags) == "--model: the llm workload needs a model"
 
 
 def test_every_preset_and_the_custom_form_are_accepted() -> None:

@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from gpushop_tui.core.views import Endpoint as Endpoint
     from gpushop_tui.core.views import NodeReading as NodeReading
     from gpushop_tui.core.views import SessionView as SessionView
+    from gpushop_tui.core.views import Tunnel as Tunnel
     from gpushop_tui.node.probes import NodeSample as NodeSample
     from gpushop_tui.providers.base import Capabilities as Capabilities
     from gpushop_tui.providers.base import ProviderError as ProviderError
@@ -124,6 +125,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "StaleOffer": ("core.sessions", "StaleOffer"),
     "Subscription": ("core.events", "Subscription"),
     "THRESHOLDS": ("core.budgets", "THRESHOLDS"),
+    "Tunnel": ("core.views", "Tunnel"),
     "UnknownModel": ("core.benchmarks", "UnknownModel"),
     "Usage": ("core.budgets", "Usage"),
     "WebhookFailed": ("core.events", "WebhookFailed"),

@@ -129,7 +129,10 @@ class Readiness:
             return Step(60.0, f"{session.provider} has no credential; cannot check the instance")
         now = self.rows.clock.now()
         budget = self.budget(session.provider)
-        if now - session.state_entered_at > budget:
+        if session.workload_started_at is not None:  # the workload's own budget runs now
+            if await self.workloads.overdue(session):
+                return Step()
+        elif now - session.state_entered_at > budget:
             last = self.rows.note(session.id) or "no answer"
             await self.teardown.fail(
                 session.id,

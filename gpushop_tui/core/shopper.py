@@ -30,7 +30,7 @@ from gpushop_tui.core.notify import WebhookNotifier
 from gpushop_tui.core.provisioning import Rental
 from gpushop_tui.core.sessions import ACTIVE, Lifecycle, NotConfigured, SessionNotFound
 from gpushop_tui.core.supervisor import PassReport, Supervisor
-from gpushop_tui.core.views import Endpoint, NodeReading, SessionView
+from gpushop_tui.core.views import Endpoint, NodeReading, SessionView, Tunnel
 from gpushop_tui.core.workloads import endpoint_url, server_port
 from gpushop_tui.errors import Hint, UserError
 from gpushop_tui.models import (
@@ -741,9 +741,10 @@ class Shopper:
         )
 
     @contextlib.asynccontextmanager
-    async def tunnel(self, session_id: str, local_port: int = 0) -> AsyncIterator[str]:
-        """Forward a local port to the session's endpoint over its SSH key and pinned host key;
-        yields the local base URL, open until the block ends."""
+    async def tunnel(self, session_id: str, local_port: int = 0) -> AsyncIterator[Tunnel]:
+        """Forward a local port (0: a free one) to the session's endpoint over its SSH key and
+        pinned host key, open until the block ends; `Tunnel.closed` ends when the connection
+        under it does (the node went away, the session ended)."""
         session = await self.session(session_id)
         await self.endpoint(session.id)
         spec = session.workload_spec
@@ -759,8 +760,13 @@ class Shopper:
             async with conn, conn.forward(node_port, local_port) as bound:
                 url = endpoint_url(spec, port=bound)
                 assert url is not None
-                yield url
+                yield Tunnel(url=url, closed=conn.wait_closed)
         except NodeError as err:
+            if err.kind == "in_use":
+                raise UserError(
+                    f"{err.message}: choose another local port, or 0 for any free one",
+                    field="local_port",
+                ) from None
             raise UserError(f"the tunnel failed: {err.message}") from None
 
     # ------------------------------------------------------------------ benchmarks

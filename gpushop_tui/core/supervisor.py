@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from gpushop_tui.core.budgets import Budgets
 from gpushop_tui.core.sessions import ACTIVE, Decision, Lifecycle, wants_teardown
 from gpushop_tui.core.views import EXPIRY_WARNING, HARD_MAX_WARNING
-from gpushop_tui.core.workloads import launch_of
+from gpushop_tui.core.workloads import healthy_within, launch_of
 from gpushop_tui.models import (
     SERVES_MODEL,
     InstanceState,
@@ -226,7 +226,10 @@ class Supervisor:
             await self._warn(s, "hard_max", s.hard_max_at, HARD_MAX_WARNING, "its hard max")
         if s.status == SessionStatus.PROVISIONING:
             budget = lifecycle.provision_budget(s.provider)
-            if now - s.state_entered_at > budget + STUCK_MARGIN:
+            since = s.state_entered_at
+            if s.workload_spec is not None and s.workload_started_at is not None:
+                budget, since = healthy_within(s.workload_spec), s.workload_started_at
+            if now - since > budget + STUCK_MARGIN:
                 minutes = (now - s.state_entered_at).total_seconds() / 60
                 await lifecycle.fail(
                     s.id, f"stuck in provisioning for {minutes:.0f} min", record_offer=True
@@ -331,8 +334,12 @@ class Supervisor:
         spec = s.workload_spec
         if spec is None or spec.kind not in SERVES_MODEL or s.endpoint is None:
             return None
-        token = await asyncio.to_thread(self.lifecycle.readiness.workloads.token, s.id)
-        counter = await node_workloads.requests_served(conn, launch_of(spec), token)
+        token = await asyncio.to_thread(self.lifecycle.readiness.workloads.read_token, s.id)
+        counter = (
+            await node_workloads.requests_served(conn, launch_of(spec), token)
+            if token is not None
+            else None
+        )
         before = self.served.get(s.id)
         if counter is None:
             return "busy: the model server's request counter cannot be read"

@@ -7,6 +7,7 @@ redraws them every second from the absolute times, so they are methods, not froz
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -88,3 +89,12 @@ class Endpoint:
     url: str
     token: str
     public_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Tunnel:
+    """A local port forwarded to a session's endpoint: its base URL, and a wait that ends when
+    the SSH connection under it closes (the node went away, or the session ended)."""
+
+    url: str
+    closed: Callable[[], Awaitable[None]]

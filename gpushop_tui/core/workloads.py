@@ -153,6 +153,13 @@ class Workloads:
         scratch.replace(path)
         return value
 
+    def read_token(self, session_id: str) -> str | None:
+        """The session's endpoint token as kept, or None (a reader never makes one)."""
+        try:
+            return self.token_path(session_id).read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+
     def forget(self, session_id: str) -> None:
         """A closed session: its token goes with it."""
         with contextlib.suppress(FileNotFoundError):
@@ -175,7 +182,9 @@ class Workloads:
             async with conn:
                 await node_workloads.launch(conn, launch, token)
         except NodeError as err:
-            return Step(POLL_S[0], f"starting the workload: {err.message}")
+            return Step(
+                self._poll_wait(session.state_entered_at), f"starting the workload: {err.message}"
+            )
         now = self.rows.clock.now()
         await self.rows.change(
             session.id,
@@ -190,6 +199,23 @@ class Workloads:
         )
         return Step(POLL_S[0], f"workload started: {_describe(spec)}")
 
+    async def overdue(self, session: Session) -> bool:
+        """Fail a launched workload that has not answered within its kind's budget (counted
+        from the launch, not from the instance's creation); True if it was failed."""
+        spec = session.workload_spec
+        started = session.workload_started_at
+        assert spec is not None and started is not None
+        if self.rows.clock.now() - started <= healthy_within(spec):
+            return False
+        minutes = healthy_within(spec).total_seconds() / 60
+        await self.teardown.fail(
+            session.id,
+            f"the workload did not answer within {minutes:g} min "
+            f"({session.workload_phase or 'not started'})",
+            record_offer=spec.kind in SERVES_MODEL,
+        )
+        return True
+
     async def follow(
         self, session: Session, status: InstanceStatus, runs_images: bool
     ) -> Step | None:
@@ -198,16 +224,6 @@ class Workloads:
         spec = session.workload_spec
         started = session.workload_started_at
         assert spec is not None and started is not None
-        now = self.rows.clock.now()
-        if now - started > healthy_within(spec):
-            minutes = healthy_within(spec).total_seconds() / 60
-            await self.teardown.fail(
-                session.id,
-                f"the workload did not answer within {minutes:g} min "
-                f"({session.workload_phase or 'not started'})",
-                record_offer=spec.kind in SERVES_MODEL,
-            )
-            return Step()
         token = await asyncio.to_thread(self.token, session.id)
         try:
             conn = await connect(self.address(session), timeout_s=self.connect_timeout_s)
@@ -307,6 +323,8 @@ class Workloads:
 
 
 def _describe(spec: WorkloadSpec) -> str:
+    """The workload in an audit line: the model, never a custom command (it may hold a
+    secret the user passed to it)."""
     if spec.kind in SERVES_MODEL:
         return f"{spec.kind} serving {spec.model}"
-    return f"custom: {spec.command}"
+    return "the custom command"

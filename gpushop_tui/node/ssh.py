@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import posixpath
 import secrets
 import socket
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     import asyncssh
 
 NodeErrorKind = Literal[
-    "refused", "timeout", "unreachable", "auth", "host_key", "closed", "command", "key"
+    "refused", "timeout", "unreachable", "auth", "host_key", "closed", "command", "key", "in_use"
 ]
 Progress = Callable[[int, int], None]
 
@@ -238,13 +239,23 @@ class NodeConnection:
             listener = await self._conn.forward_local_port(
                 "127.0.0.1", local_port, "127.0.0.1", port
             )
-        except (asyncssh.Error, OSError) as exc:
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise NodeError(
+                    "in_use", f"local port {local_port} is already in use on this machine"
+                ) from exc
+            raise self._failure(exc, f"forwarding to port {port} failed") from exc
+        except asyncssh.Error as exc:
             raise self._failure(exc, f"forwarding to port {port} failed") from exc
         try:
             yield int(listener.get_port())
         finally:
             listener.close()
             await listener.wait_closed()
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection is closed, by either side (a node that went away)."""
+        await self._conn.wait_closed()
 
     async def aclose(self) -> None:
         """Close the connection and wait until it is closed."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import re
 import shlex
@@ -59,6 +60,8 @@ BENCHMARK_PROMPT = (
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _METRIC_LINE = re.compile(r"(?P<name>[A-Za-z_:][A-Za-z0-9_:]*)(?:\{[^}]*\})?\s+(?P<value>\S+)")
 _REQUESTS_METRIC = "vllm:request_success_total"
+
+log = logging.getLogger(__name__)
 
 
 class WorkloadNode(Protocol):
@@ -377,11 +380,17 @@ async def check_health(conn: WorkloadNode, launch: WorkloadLaunch, token: str) -
     async with conn.forward(port) as local, _client(local, token) as client:
         try:
             answer = await client.get(path)
+            models = await client.get("/v1/models") if launch.kind == "vllm" else None
         except httpx.HTTPError as exc:
-            return Health(False, f"port {port} on the node does not answer ({_why(exc)})")
+            log.debug("port %s on the node: %s", port, _why(exc))
+            return Health(False, f"waiting for the server on node port {port} (not listening yet)")
     said = f"GET {path} answered {answer.status_code}"
-    if launch.kind == "vllm":
-        return Health(answer.status_code == 200, said)
+    if models is not None:
+        if answer.status_code != 200:
+            return Health(False, said)
+        if models.status_code == 401:
+            return Health(False, "the server refuses the endpoint token (GET /v1/models: 401)")
+        return Health(models.status_code == 200, f"GET /v1/models answered {models.status_code}")
     if launch.kind == "custom":
         return Health(answer.status_code < 500, said)
     if answer.status_code != 200:
@@ -415,11 +424,17 @@ async def requests_served(conn: WorkloadNode, launch: WorkloadLaunch, token: str
 
 
 def _vllm_requests(answer: httpx.Response) -> float | None:
-    """Sum of the `vllm:request_success_total` series in Prometheus text."""
+    """Sum of the `vllm:request_success_total` series in Prometheus text (0 before the first
+    request, when vLLM lists other `vllm:` metrics but no series yet); None when the page has
+    no vLLM metric at all (another server): a counter that is not there cannot say idle."""
     total = 0.0
+    from_vllm = False
     for line in answer.text.splitlines():
         match = _METRIC_LINE.match(line.strip())
-        if match is None or match["name"] != _REQUESTS_METRIC:
+        if match is None:
+            continue
+        from_vllm = from_vllm or match["name"].startswith("vllm:")
+        if match["name"] != _REQUESTS_METRIC:
             continue
         try:
             value = float(match["value"])
@@ -428,7 +443,7 @@ def _vllm_requests(answer: httpx.Response) -> float | None:
         if not math.isfinite(value):
             return None
         total += value
-    return total
+    return total if from_vllm else None
 
 
 def _expiry(answer: httpx.Response) -> float | None:

@@ -33,6 +33,7 @@ from gpushop_tui.models import (
     ReservationHours,
     StoragePolicy,
     Workload,
+    parse_env,
     validation_problem,
 )
 from gpushop_tui.tui import fmt
@@ -240,10 +241,9 @@ class RentScreen(ModalScreen[None]):
                 continue
             if name == "env":
                 try:
-                    words = shlex.split(text)
+                    spec["env"] = parse_env(shlex.split(text))
                 except ValueError as err:
                     raise ValueError(f"{LABELS['workload.env']}: {err}") from None
-                spec["env"] = dict(word.partition("=")[::2] for word in words)
             elif name == "ports":
                 spec["ports"] = text.replace(",", " ").split()
             else:

@@ -13,7 +13,6 @@ core call runs in a worker that posts a typed message back; handlers only touch 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -792,14 +791,14 @@ class SessionsPane(CorePane):
         """Keep the tunnel open until closed (`o` again), the session ends or the app quits."""
         assert self.shopper is not None
         try:
-            async with self.shopper.tunnel(session_id) as url:
-                self.tunnels[session_id] = url
+            async with self.shopper.tunnel(session_id) as tunnel:
+                self.tunnels[session_id] = tunnel.url
                 self.notify(
-                    f"Tunnel open: session {session_id}'s endpoint answers at {url} "
-                    f"(its token: gpushop sessions endpoint {session_id} --token); o closes it."
+                    f"Tunnel open: session {session_id}'s endpoint answers at {tunnel.url}; "
+                    "o closes it."
                 )
                 self._show_detail(self.shopper.now(), full=True)
-                await asyncio.Event().wait()
+                await tunnel.closed()
         except UserError as err:
             self.post_message(self.Failed(fmt.problem(err)))
         finally:

@@ -357,9 +357,7 @@ async def test_the_earlier_keys_of_a_workload_map_onto_ours(
     async with api_market(monkeypatch, isolated_env, providers=("vastai",)) as ride:
         missing = await rent(ride, consumer_id="alice", workload_type="llm_vllm")
         assert missing.status_code == 422
-        assert missing.json()["error"]["message"] == (
-            "workload_type: the vllm workload needs a model"
-        )
+        assert missing.json()["error"]["message"] == ("model_id: the vllm workload needs a model")
         bad_port = await rent(
             ride, consumer_id="alice", workload_type="custom", on_start_cmd="x",
             exposed_ports=[70000],

@@ -3,6 +3,7 @@ destroyed; its endpoint and token; what a provider cannot run is refused."""
 
 from __future__ import annotations
 
+import asyncio
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from gpushop_tui.models import (
     SessionStatus,
     WorkloadSpec,
 )
+from gpushop_tui.sim.world import Timing, WorkloadTiming
 from tests.core.market import Market, open_market
 
 CHAT = {"messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 8}
@@ -58,7 +60,8 @@ async def test_an_llm_rental_runs_once_its_model_answers_and_hands_over_the_endp
     token_file = market.shopper._lifecycle.readiness.workloads.token_path(session.id)
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     assert endpoint.token == token_file.read_text().strip()
-    async with market.shopper.tunnel(session.id) as url:
+    async with market.shopper.tunnel(session.id) as tunnel:
+        url = tunnel.url
         assert url.startswith("http://127.0.0.1:") and url.endswith("/v1")
         async with httpx.AsyncClient(timeout=30) as client:
             answer = await client.post(
@@ -79,7 +82,8 @@ async def test_a_vllm_endpoint_needs_its_token(market: Market) -> None:
     await market.until(session.id, lambda s: s.status == SessionStatus.RUNNING, step_s=2)
     endpoint = await market.shopper.endpoint(session.id)
     body = {"model": "Qwen/Qwen2.5-0.5B-Instruct", **CHAT}
-    async with market.shopper.tunnel(session.id) as url, httpx.AsyncClient(timeout=30) as client:
+    async with market.shopper.tunnel(session.id) as tunnel, httpx.AsyncClient(timeout=30) as client:
+        url = tunnel.url
         refused = await client.post(f"{url}/chat/completions", json=body)
         served = await client.post(
             f"{url}/chat/completions",
@@ -189,7 +193,8 @@ async def _chat(market: Market, session_id: str, model: str) -> None:
     """One chat completion through a tunnel that is closed again at once (a tunnel is an SSH
     connection, which alone would keep the session busy)."""
     endpoint = await market.shopper.endpoint(session_id)
-    async with market.shopper.tunnel(session_id) as url, httpx.AsyncClient(timeout=30) as client:
+    async with market.shopper.tunnel(session_id) as tunnel, httpx.AsyncClient(timeout=30) as client:
+        url = tunnel.url
         answer = await client.post(
             f"{url}/chat/completions",
             json={"model": model, **CHAT},
@@ -242,3 +247,49 @@ async def test_a_query_rental_with_an_image_never_moves_to_a_provider_that_boots
     session = await market.run(market.shopper.provision(request))
     assert session.closed and session.status == SessionStatus.FAILED
     assert market.live_instances("tensordock") == [] and market.live_instances("bluelobster") == []
+
+
+async def test_a_slow_load_gets_the_workloads_budget_from_its_launch_not_the_providers(
+    market: Market,
+) -> None:
+    """A 10-minute boot and a 12-minute load: past Vast's 15-minute provisioning budget, yet
+    within vLLM's 15 minutes from the launch."""
+    market.world.timing = {
+        **market.world.timing, "vastai": Timing(boot_s=600, dpkg_lock_s=0)
+    }  # fmt: skip
+    market.world.workload_timing = {
+        **market.world.workload_timing,
+        "vllm": WorkloadTiming(installing_s=60, starting_s=0, pulling_s=0, loading_s=660),
+    }
+    offer = await market.offer("vastai", "4090")
+    session = await market.provision(
+        offer, workload={"kind": "vllm", "model": "Qwen/Qwen2.5-0.5B-Instruct", "benchmark": False}
+    )
+    ready = await market.until(session.id, lambda s: s.status != "provisioning", step_s=15)
+    assert ready.status == SessionStatus.RUNNING, ready.error
+    assert ready.workload_started_at is not None
+    assert (ready.state_entered_at - ready.created_at).total_seconds() > 15 * 60
+
+
+async def test_a_vllm_server_that_refuses_the_endpoint_token_never_runs(market: Market) -> None:
+    market.world.faults.node("vastai").workload_wrong_token = True
+    offer = await market.offer("vastai", "4090")
+    session = await market.provision(
+        offer, workload={"kind": "vllm", "model": "Qwen/Qwen2.5-0.5B-Instruct", "benchmark": False}
+    )
+    failed = await market.until(session.id, closed, step_s=15, limit_s=3600)
+    assert failed.status == SessionStatus.FAILED
+    messages = [e.message for e in await market.audit(session.id)]
+    assert any("refuses the endpoint token" in m for m in messages), messages
+
+
+async def test_a_tunnel_says_it_closed_when_its_session_ends(market: Market) -> None:
+    session = await market.running(
+        workload={"kind": "llm", "model": "llama3.1:8b", "benchmark": False}
+    )
+    async with market.shopper.tunnel(session.id) as tunnel:
+        ended = asyncio.ensure_future(tunnel.closed())
+        await market.run(market.shopper.delete(session.id))
+        await market.until(session.id, closed)
+        await asyncio.wait_for(ended, timeout=30)  # a real-time bound, not a sleep
+    assert ended.done()

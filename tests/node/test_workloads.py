@@ -351,9 +351,9 @@ async def test_health_of_a_port_nothing_listens_on_is_unhealthy_not_an_error(
         no_port = await check_health(node, WorkloadLaunch("custom", command="x"), TOKEN)
         served = await requests_served(node, WorkloadLaunch("vllm", model="m"), TOKEN)
     assert not health.healthy
-    assert health.detail.startswith("port 8000 on the node does not answer")
+    assert health.detail == "waiting for the server on node port 8000 (not listening yet)"
     assert not quiet.healthy
-    assert quiet.detail.startswith(f"port {port} on the node does not answer")
+    assert quiet.detail == f"waiting for the server on node port {port} (not listening yet)"
     assert (no_port.healthy, no_port.detail) == (False, "phase not started")
     assert served is None
 
@@ -472,7 +472,8 @@ vllm:num_requests_running{model_name="m"} 1.0
     ("status", "text", "expected"),
     [
         (200, METRICS, 7.0),
-        (200, "# nothing served yet\n", 0.0),
+        (200, 'vllm:num_requests_running{model_name="m"} 0.0\n', 0.0),  # none served yet
+        (200, "# HELP process_cpu_seconds_total\nprocess_cpu_seconds_total 3.2\n", None),
         (200, 'vllm:request_success_total{model_name="m"} NaN\n', None),
         (500, METRICS, None),
     ],
@@ -528,6 +529,7 @@ async def test_health_per_kind_against_the_stand_in() -> None:
     tags = json.dumps({"models": [{"name": "llama3:latest"}, {"name": "qwen2.5:7b"}]})
     routes = {
         ("GET", "/health"): _text(200, ""),
+        ("GET", "/v1/models"): _text(200, '{"object": "list", "data": []}', "application/json"),
         ("GET", "/api/tags"): _text(200, tags, "application/json"),
         ("GET", "/"): _text(503, "warming up"),
     }

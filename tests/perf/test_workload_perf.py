@@ -48,8 +48,8 @@ async def test_provision_to_a_healthy_endpoint_and_the_tunnels_cost(market: Mark
     direct_port = workload.server.port
     direct: list[float] = []
     tunneled: list[float] = []
-    async with market.shopper.tunnel(session.id) as url, httpx.AsyncClient() as client:
-        tunnel_base = url.removesuffix("/v1")
+    async with market.shopper.tunnel(session.id) as tunnel, httpx.AsyncClient() as client:
+        tunnel_base = tunnel.url.removesuffix("/v1")
         for _ in range(REQUESTS):
             for base, times in (
                 (f"http://127.0.0.1:{direct_port}", direct),

@@ -205,7 +205,7 @@ async def test_the_dialog_rents_a_model_server_and_shows_only_the_fields_its_kin
         assert model.display and not command.display
         await ride.press("ctrl+r")
         assert ride.app.screen is dialog
-        assert shown(dialog, "#rent-problem") == "Workload: the llm workload needs a model"
+        assert shown(dialog, "#rent-problem") == "Model: the llm workload needs a model"
         model.value = "llama3.1:8b"
         await ride.settle()
         await ride.press("ctrl+r")
@@ -219,3 +219,20 @@ async def test_the_dialog_rents_a_model_server_and_shows_only_the_fields_its_kin
                 break
             await ride.advance(2)
         assert session.status == "running" and session.endpoint == "http://127.0.0.1:11434/v1"
+
+
+async def test_an_env_word_without_a_value_is_refused_in_the_dialog_as_on_the_cli(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with cockpit(monkeypatch, isolated_env) as ride:
+        dialog = await open_dialog(ride)
+        await ride.press(*"alice")
+        dialog.query_one("#rent-workload", Select).value = "custom"
+        await ride.settle()
+        dialog.query_one("#rent-command", Input).value = "python3 -m http.server 8080"
+        dialog.query_one("#rent-env", Input).value = "A=1 FOO"
+        await ride.settle()
+        await ride.press("ctrl+r")
+        assert ride.app.screen is dialog
+        assert shown(dialog, "#rent-problem") == "Env: 'FOO' is not NAME=VALUE"
+        assert await ride.shopper.sessions() == []

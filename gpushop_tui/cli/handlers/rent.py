@@ -27,6 +27,7 @@ from gpushop_tui.models import (
     SessionStatus,
     StoragePolicy,
     checked,
+    parse_env,
 )
 
 if TYPE_CHECKING:
@@ -95,13 +96,10 @@ FLAGS = {
 
 def _env(pairs: list[str]) -> dict[str, str]:
     """`--env NAME=VALUE` flags as a mapping (a flag without `=` is refused)."""
-    env: dict[str, str] = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise UserError(f"--env: {pair!r} is not NAME=VALUE")
-        env[name] = value
-    return env
+    try:
+        return parse_env(pairs)
+    except ValueError as err:
+        raise UserError(f"--env: {err}") from None
 
 
 def _provision_request(args: argparse.Namespace, settings: Settings) -> ProvisionRequest:
@@ -377,14 +375,17 @@ def _run_tunnel(args: argparse.Namespace) -> int:
     """Hold the tunnel open until ctrl+c (or SIGTERM), saying where it listens."""
 
     async def hold(shopper: Shopper) -> int:
-        async with shopper.tunnel(args.id, args.local_port) as url:
+        async with shopper.tunnel(args.id, args.local_port) as tunnel:
+            vllm = (await shopper.session(args.id)).workload == "vllm"
+            token = f"; its token: gpushop sessions endpoint {args.id} --token" if vllm else ""
             print(
-                f"the endpoint of session {args.id} answers at {url} until interrupted "
-                "(ctrl+c); the token: gpushop sessions endpoint ID --token",
+                f"the endpoint of session {args.id} answers at {tunnel.url} until interrupted "
+                f"(ctrl+c){token}",
                 flush=True,
             )
-            await asyncio.Event().wait()
-        return 0
+            await tunnel.closed()
+        note(f"the tunnel closed: the SSH connection to session {args.id}'s node went away")
+        return EXIT_FAILED
 
     try:
         return int(asyncio.run(with_shopper(hold)))
@@ -527,11 +528,28 @@ def run_demo_endpoint(args: argparse.Namespace) -> int:
             return 0
 
 
+def _check_port_free(port: int) -> None:
+    """Refuse a busy local port before anything is rented (0 is always free: any port)."""
+    import socket
+
+    if port == 0:
+        return
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise UserError(
+                f"--port {port} is in use on this machine: pick another, or --port 0 for any "
+                "free one"
+            ) from None
+
+
 async def _demo_endpoint(settings: Settings, args: argparse.Namespace) -> int:
     from gpushop_tui.core import Shopper
     from gpushop_tui.demo import demo_marketplace
 
     model = args.model or DEMO_MODELS[args.workload]
+    _check_port_free(args.local_port)
     async with demo_marketplace(settings) as demo:
         shopper = await Shopper.open(demo.settings, secrets=demo.secrets)
         async with shopper:
@@ -553,17 +571,18 @@ async def _demo_endpoint(settings: Settings, args: argparse.Namespace) -> int:
                 note(f"the demo rental did not become ready: {session.error or session.status}")
                 return 1
             token = (await shopper.endpoint(session.id)).token
-            async with shopper.tunnel(session.id, args.local_port) as url:
+            async with shopper.tunnel(session.id, args.local_port) as tunnel:
                 auth = f"-H 'Authorization: Bearer {token}' " if args.workload == "vllm" else ""
                 body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
                 print(
                     f"curl {auth}-H 'Content-Type: application/json' "
-                    f"-d '{json.dumps(body)}' {url}/chat/completions",
+                    f"-d '{json.dumps(body)}' {tunnel.url}/chat/completions",
                     flush=True,
                 )
-                note(f"the endpoint answers at {url} until ctrl+c (a simulated model, no cost)")
+                note(f"the endpoint answers at {tunnel.url} until ctrl+c (simulated, no cost)")
                 try:
-                    await asyncio.Event().wait()
+                    await tunnel.closed()
                 finally:
                     await shopper.delete(session.id)
-    return 0
+            note("the tunnel closed: the demo node went away")
+            return EXIT_FAILED
