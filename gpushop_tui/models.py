@@ -342,12 +342,26 @@ class WorkloadSpec(_Model):
             raise ValueError("a command needs the custom workload")
         return command
 
-    @field_validator("env", "ports")
+    @field_validator("env")
     @classmethod
-    def _custom_only(cls, value: Any, info: ValidationInfo) -> Any:
-        if value and info.data.get("kind") != "custom":
-            raise ValueError(f"{info.field_name} need the custom workload")
-        return value
+    def _env_for_a_server(cls, env: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        if env and info.data.get("kind") == "interactive":
+            raise ValueError("an environment needs a workload that runs something")
+        return env
+
+    @field_validator("ports")
+    @classmethod
+    def _ports_for_custom(cls, ports: tuple[int, ...], info: ValidationInfo) -> tuple[int, ...]:
+        if ports and info.data.get("kind") != "custom":
+            raise ValueError("ports need the custom workload (the presets' ports are known)")
+        return ports
+
+    @field_validator("benchmark")
+    @classmethod
+    def _benchmark_for_a_model(cls, benchmark: bool, info: ValidationInfo) -> bool:
+        if not benchmark and info.data.get("kind") not in SERVES_MODEL:
+            raise ValueError("only the llm and vllm workloads are measured: nothing to turn off")
+        return benchmark
 
     @field_validator("ports")
     @classmethod

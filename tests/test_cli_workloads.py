@@ -36,6 +36,7 @@ def sim(standalone_sim: dict[str, Any]) -> Iterator[dict[str, Any]]:
         (("--model", "llama3.1:8b"), "--model: a model needs the llm or vllm workload"),
         (("-w", "custom", "--cmd", "x", "--env", "NOEQ"), "--env: 'NOEQ' is not NAME=VALUE"),
         (("-w", "custom", "--cmd", "x", "--port", "70000"), "--port: "),
+        (("--no-benchmark",), "--no-benchmark: only the llm and vllm workloads are measured"),
         (("-w", "custom", "--cmd", "x", "--image", "python:3.12", "-g", "provider=tensordock"),
          "tensordock boots virtual machines, not images: leave the image out"),
     ],

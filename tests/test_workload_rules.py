@@ -17,6 +17,8 @@ from gpushop_tui.models import ProvisionRequest, WorkloadSpec, validation_proble
         ({"kind": "interactive", "model": "llama3.1:8b"}, "a model needs the llm or vllm"),
         ({"kind": "llm", "model": "m", "command": "x"}, "a command needs the custom workload"),
         ({"kind": "llm", "model": "m", "ports": [80]}, "ports need the custom workload"),
+        ({"kind": "interactive", "env": {"A": "1"}}, "an environment needs a workload"),
+        ({"kind": "interactive", "benchmark": False}, "nothing to turn off"),
         ({"kind": "custom", "command": "x", "env": {"BAD-NAME": "1"}}, "BAD-NAME"),
         ({"kind": "custom", "command": "x", "ports": [0]}, "greater than or equal to 1"),
         ({"kind": "custom", "command": "x", "ports": [80, 80]}, "each port once"),
@@ -51,6 +53,11 @@ def test_a_nested_problem_is_named_in_the_faces_words() -> None:
 
 def test_every_preset_and_the_custom_form_are_accepted() -> None:
     assert WorkloadSpec(kind="llm", model="llama3.1:8b").serves
+    gated = WorkloadSpec(kind="vllm", model="meta-llama/Llama-3.1-8B", env={"HF_TOKEN": "x"})
+    assert (
+        gated.env == {"HF_TOKEN": "x"}
+        and not WorkloadSpec(kind="vllm", model="m", benchmark=False).benchmark
+    )
     assert WorkloadSpec(kind="vllm", model="Qwen/Qwen2.5-0.5B-Instruct").serves
     custom = WorkloadSpec(kind="custom", command="python3 -m http.server 8080", env={"A": "1"},
                           ports=(8080,), image="python:3.12")  # fmt: skip

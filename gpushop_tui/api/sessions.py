@@ -69,6 +69,7 @@ RENTAL_FIELDS = {
     "workload.command": "on_start_cmd",
     "workload.env": "env",
     "workload.ports": "exposed_ports",
+    "workload.benchmark": "benchmark",
     "image": "docker_image",
 }
 """`ProvisionRequest` fields (and core errors' `field`) by the body field a client sent."""
@@ -104,7 +105,10 @@ class CreateSessionIn(BaseModel):
         default=None, description="custom or vllm: the image (providers that run images)."
     )
     on_start_cmd: str | None = Field(default=None, description="custom: the start command.")
-    env: dict[str, str] = Field(default_factory=dict, description="custom: its environment.")
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="The server's environment (llm, vllm, custom): HF_TOKEN for a gated model.",
+    )
     exposed_ports: list[int] = Field(
         default_factory=list, description="custom: ports it listens on (the first is checked)."
     )

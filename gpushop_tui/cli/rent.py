@@ -94,7 +94,8 @@ def _configure_provision(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=VALUE",
         action="append",
         default=[],
-        help="custom: an environment variable for the command (repeat for more)",
+        help="an environment variable for the server (repeat for more), e.g. HF_TOKEN=... for a "
+        "gated model",
     )
     parser.add_argument(
         "--port",

@@ -63,7 +63,7 @@ WORKLOAD_FIELDS: dict[str, tuple[str, str, frozenset[str]]] = {
         "what starts it, e.g. python3 -m http.server 8080",
         frozenset({"custom"}),
     ),
-    "env": ("workload.env", "NAME=VALUE NAME=VALUE", frozenset({"custom"})),
+    "env": ("workload.env", "NAME=VALUE NAME=VALUE", frozenset({"llm", "vllm", "custom"})),
     "ports": ("workload.ports", "8080 (the first is checked)", frozenset({"custom"})),
     "image": ("workload.image", "an image, where the provider runs images", frozenset({"custom"})),
 }

@@ -86,6 +86,7 @@ FLAGS = {
     "workload.command": "--cmd",
     "workload.env": "--env",
     "workload.ports": "--port",
+    "workload.benchmark": "--no-benchmark",
     "idle_timeout_min": "--idle-timeout",
     "storage": "--storage",
     "request_id": "--request-id",
