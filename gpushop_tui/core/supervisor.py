@@ -342,6 +342,10 @@ class Supervisor:
         )
         before = self.served.get(s.id)
         if counter is None:
+            phase = await node_workloads.read_phase(conn)
+            if phase is not None and phase.startswith("failed"):
+                await self._server_died(s, phase)
+                return None  # a dead server serves nothing: the GPU and SSH signals decide
             return "busy: the model server's request counter cannot be read"
         self.served[s.id] = counter
         if before is None:
@@ -349,6 +353,26 @@ class Supervisor:
         if counter != before:
             return "busy: the model server served requests since the last look"
         return None
+
+    async def _server_died(self, s: Session, phase: str) -> None:
+        """Record, once, that a running session's model server is gone (its endpoint answers
+        nothing now); the session itself stays under its idle stop, expiry and hard max."""
+        changed = await self.lifecycle.change(
+            s.id,
+            lambda c: (
+                ({"workload_phase": phase}, f"workload: {phase}")
+                if c.status == SessionStatus.RUNNING and c.workload_phase != phase
+                else None
+            ),
+        )
+        if changed is not None and changed.workload_phase == phase and s.workload_phase != phase:
+            await self.lifecycle.alert(
+                s.id,
+                "workload_died",
+                f"session {s.id}: its model server failed ({phase.removeprefix('failed: ')}); "
+                "the endpoint answers nothing, and the session is stopped when it turns idle",
+                Severity.WARNING,
+            )
 
     # ------------------------------------------------------------------ reconciliation
 

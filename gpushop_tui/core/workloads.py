@@ -245,7 +245,7 @@ class Workloads:
             await self._measure(session, spec, token)
         endpoint = endpoint_url(spec)
         public = public_url(spec, status) if published(spec, runs_images) else None
-        await self.rows.change(
+        ready = await self.rows.change(
             session.id,
             lambda s: (
                 (
@@ -266,6 +266,8 @@ class Workloads:
                 else None
             ),
         )
+        if ready is None or ready.status != SessionStatus.RUNNING:
+            return Step()  # it was ended meanwhile (a `done` during the benchmark): go on with it
         return None
 
     async def _measure(self, session: Session, spec: WorkloadSpec, token: str) -> None:

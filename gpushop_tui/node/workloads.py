@@ -184,8 +184,13 @@ LAUNCH_SCRIPT = """\
 # gpushop launcher: starts .gpushop/run.sh in the background, once. If .gpushop/pid names a
 # live run.sh this exits 0 and changes nothing; otherwise it starts run.sh under nohup (in its
 # own session where setsid exists, so the whole workload can be stopped as one process group)
-# with its output in .gpushop/workload.log, writes its pid to .gpushop/pid and exits 0.
+# with its output in .gpushop/workload.log, writes its pid to .gpushop/pid and exits 0. Two
+# launches at once: the second waits on the first's lock (flock, released at exit or reboot).
 cd "$(dirname "$0")/.." || exit 1
+exec 9>.gpushop/launch.lock
+if command -v flock >/dev/null 2>&1; then
+  flock 9
+fi
 if [ -f .gpushop/pid ]; then
   pid=$(cat .gpushop/pid)
   case "$pid" in
@@ -197,9 +202,9 @@ if [ -f .gpushop/pid ]; then
 fi
 rm -f .gpushop/phase
 if command -v setsid >/dev/null 2>&1; then
-  setsid nohup sh .gpushop/run.sh >.gpushop/workload.log 2>&1 </dev/null &
+  setsid nohup sh .gpushop/run.sh >.gpushop/workload.log 2>&1 </dev/null 9>&- &
 else
-  nohup sh .gpushop/run.sh >.gpushop/workload.log 2>&1 </dev/null &
+  nohup sh .gpushop/run.sh >.gpushop/workload.log 2>&1 </dev/null 9>&- &
 fi
 echo "$!" >.gpushop/pid
 """

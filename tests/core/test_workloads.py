@@ -21,6 +21,8 @@ from gpushop_tui.models import (
     SessionStatus,
     WorkloadSpec,
 )
+from gpushop_tui.node import workloads as node_workloads
+from gpushop_tui.node.workloads import Measurement
 from gpushop_tui.sim.world import Timing, WorkloadTiming
 from tests.core.market import Market, open_market
 
@@ -293,3 +295,45 @@ async def test_a_tunnel_says_it_closed_when_its_session_ends(market: Market) -> 
         await market.until(session.id, closed)
         await asyncio.wait_for(ended, timeout=30)  # a real-time bound, not a sleep
     assert ended.done()
+
+
+async def test_a_model_server_that_dies_after_the_session_runs_is_said_and_idles_out(
+    market: Market,
+) -> None:
+    market.world.faults.node("vastai").workload_dies_after_s = 120.0
+    running = await market.running(
+        workload={"kind": "vllm", "model": "Qwen/Qwen2.5-0.5B-Instruct", "benchmark": False},
+        idle_timeout_min=10,
+    )
+    for _ in range(16):
+        await market.clock.advance(60)
+        await market.tick()
+    ended = await market.until(running.id, closed)
+    assert ended.status == SessionStatus.STOPPED  # not kept "busy" by an unreadable counter
+    assert ended.workload_phase == "failed: the server exited"
+    alerts = [e for e in await market.audit(running.id) if e.kind == "alert"]
+    assert [e.message for e in alerts if "model server" in e.message] == [
+        f"session {running.id}: its model server failed (the server exited); the endpoint "
+        "answers nothing, and the session is stopped when it turns idle"
+    ]
+
+
+async def test_a_done_during_the_benchmark_is_carried_out_at_once(
+    market: Market, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver that measures also ends the session, without waiting for a supervisor."""
+
+    async def slow_measure(*args: Any, **kwargs: Any) -> Measurement:
+        await market.clock.sleep(40)
+        return Measurement(tokens_per_second=100.0, time_to_first_token_s=0.1,
+                           completion_tokens=256)  # fmt: skip
+
+    monkeypatch.setattr(node_workloads, "measure", slow_measure)
+    offer = await market.offer("vastai", "4090")
+    session = await market.provision(
+        offer, workload={"kind": "vllm", "model": "Qwen/Qwen2.5-0.5B-Instruct"}
+    )
+    await market.until(session.id, lambda s: s.workload_phase == "benchmarking")
+    await market.run(market.shopper.done(session.id))
+    ended = await market.until(session.id, closed, limit_s=600)  # no supervisor tick here
+    assert ended.status == SessionStatus.STOPPED and ended.instance == InstanceState.GONE

@@ -618,3 +618,28 @@ async def test_measure_is_bounded_by_its_timeout() -> None:
         with pytest.raises(NodeError) as silent:
             await measure(f"http://127.0.0.1:{b.port}/v1", "m", TOKEN, timeout_s=0.3)
     assert silent.value.kind == "timeout"
+
+
+def test_two_launches_at_once_start_the_workload_once(tmp_path: Path) -> None:
+    """The launcher's check of `.gpushop/pid` and its start are one step under a lock."""
+    marker = tmp_path / "started"
+    workload = WorkloadLaunch("custom", command=f"echo x >> {shlex.quote(str(marker))}; sleep 30")
+    for path, (text, mode) in launch_files(workload, TOKEN).items():
+        target = tmp_path / path
+        target.parent.mkdir(mode=0o700, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+        target.chmod(mode)
+    launchers = [subprocess.Popen(["sh", ".gpushop/launch.sh"], cwd=tmp_path) for _ in range(4)]
+    try:
+        assert [p.wait(timeout=TIMEOUT_S) for p in launchers] == [0, 0, 0, 0]
+        pid = int((tmp_path / ".gpushop" / "pid").read_text())
+        deadline = time.monotonic() + TIMEOUT_S
+        while not marker.exists():  # the one run.sh writes it: a condition with a deadline
+            assert time.monotonic() < deadline, "the workload never started"
+            time.sleep(0.01)
+        again = subprocess.run(["sh", ".gpushop/launch.sh"], cwd=tmp_path, timeout=TIMEOUT_S)
+        assert again.returncode == 0  # at once: the running workload holds no lock
+        assert int((tmp_path / ".gpushop" / "pid").read_text()) == pid
+        assert marker.read_text() == "x\n"
+    finally:
+        subprocess.run(["pkill", "-f", str(marker)], check=False)
