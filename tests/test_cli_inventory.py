@@ -177,7 +177,9 @@ def test_by_gpu_table_has_a_column_per_provider_and_limit_counts_rows(
     assert lines[0].split() == header
     assert lines.index("") == 4, result.stdout
     assert all(len(line.split()) >= len(header) - 1 for line in lines[1:4])
-    assert lines[5].startswith("3 rows, one per GPU model and count, from ")
+    footer = lines[5]
+    every = int(footer.split()[0])
+    assert every > 3 and footer.endswith(f"({every - 3} more: use --limit)"), footer
     status = [line.strip() for line in lines if line.startswith("  ")]
     assert [line.split(":")[0] for line in status] == list(ALL)
     assert status[2].startswith("bluelobster: unavailable") and "HTTP 503" in status[2]
@@ -188,6 +190,8 @@ def test_by_gpu_table_has_a_column_per_provider_and_limit_counts_rows(
                                                       "RANGE", "$/Mtok"]  # fmt: skip
     assert "BLUELOBSTER" not in two.stdout.splitlines()[0]
     assert two.stdout.splitlines().index("") == 3
+    as_json = json.loads(inventory(sim, "--by-gpu", "--limit", "2", "-o", "json").stdout)
+    assert len(as_json["rows"]) == 2 and as_json["rows_total"] > 2
 
 
 def record_own_measurement(gpu: str, model: str) -> None:

@@ -60,6 +60,8 @@ class InventoryComparison:
     """Where each provider the query asks stands, as in the offer list."""
     offers: int
     """Offers matched by the query's filters (before rows were cut to its limit)."""
+    groups: int
+    """Rows before they were cut to the query's limit."""
     total: int
     hidden: int
     model: str | None = None
@@ -82,6 +84,7 @@ def compare_by_gpu(
         rows=rows,
         providers=view.providers,
         offers=len(view.offers),
+        groups=len(grouped),
         total=view.total,
         hidden=view.hidden,
         model=model,

@@ -128,6 +128,7 @@ def _print_comparison(
             {
                 "query": format_query(query),
                 "rows": [_row_json(row, query.model) for row in comparison.rows],
+                "rows_total": comparison.groups,
                 "matching_offers": comparison.offers,
                 "total": comparison.total,
                 "hidden_after_failures": comparison.hidden,
@@ -154,9 +155,9 @@ def _print_comparison(
         + (("$/Mtok",) if query.model else ()),
     )
     _print_menu_notes(
-        f"{len(comparison.rows)} rows, one per GPU model and count, from {comparison.offers} "
+        f"{comparison.groups} rows, one per GPU model and count, from {comparison.offers} "
         f"matching of {comparison.total} offers",
-        len(comparison.rows) - len(shown),
+        comparison.groups - len(shown),
         comparison.hidden,
         query.model,
         comparison.providers,
