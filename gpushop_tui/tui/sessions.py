@@ -691,6 +691,9 @@ class SessionsPane(CorePane):
             return True if self._selected_open() is not None else None
         if action == "timeline":
             return True if self._selected() is not None else None
+        if action == "tunnel":
+            view = self._selected_open()
+            return True if view is not None and view.session.endpoint is not None else None
         return True
 
     def action_ssh(self) -> None:

@@ -241,8 +241,9 @@ async def test_the_ssh_command_is_shown_and_copied(
     isolated_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with cockpit(monkeypatch, isolated_env) as ride:
-        await open_pane(ride)
+        pane = await open_pane(ride)
         session = await running(ride)
+        assert pane.check_action("tunnel", ()) is None  # no endpoint: `o` is shown disabled
         await ride.press("s")
         assert isinstance(ride.app.screen, TextScreen)
         text = dialog_text(ride)
@@ -559,6 +560,7 @@ async def test_the_panel_shows_the_workload_and_o_opens_a_tunnel_to_its_endpoint
         await open_pane(ride)
         session = await running(ride, workload={"kind": "vllm", "model": model, "benchmark": False})
         pane = ride.app.query_one(SessionsPane)
+        assert pane.check_action("tunnel", ()) is True  # the cursor is on a session with one
         if not pane.detail.display:
             await ride.press("i")
         assert detail_line(pane, "workload") == f"vllm {model} · healthy"
