@@ -70,6 +70,13 @@ class Bounded:
         return f"{low:g} to {high:g} {self.unit}"
 
 
+def port_number(text: str) -> int:
+    """A TCP port to listen on; 0 lets the system pick a free one."""
+    if not text.isdigit() or not 0 <= int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535; 0 picks a free one)")
+    return int(text)
+
+
 def positive_int(text: str) -> int:
     """A whole number of at least 1."""
     try:

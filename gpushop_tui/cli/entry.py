@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from gpushop_tui import __version__
 from gpushop_tui.cli import admin, market, money, rent
-from gpushop_tui.cli.args import Command
+from gpushop_tui.cli.args import Command, port_number
 from gpushop_tui.cli.output import PROG
 from gpushop_tui.errors import Hint, UserError
 
@@ -126,7 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", help="with --serve: address to listen on (default 127.0.0.1, loopback only)"
     )
     parser.add_argument(
-        "--port", type=_port, default=None, help="with --serve: port to listen on (default 8642)"
+        "--port",
+        type=port_number,
+        default=None,
+        help="with --serve: port to listen on (default 8642)",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for command in COMMANDS:
@@ -134,12 +137,6 @@ def build_parser() -> argparse.ArgumentParser:
         command.configure(sub)
         sub.set_defaults(run=command.run)
     return parser
-
-
-def _port(text: str) -> int:
-    if not text.isdigit() or not 0 <= int(text) < 65536:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535; 0 picks a free one)")
-    return int(text)
 
 
 def _handler(run: str) -> Callable[[argparse.Namespace], int]:

@@ -8,17 +8,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gpushop_tui.cli.args import Bounded, Command, add_output, add_wait
+from gpushop_tui.cli.args import Bounded, Command, add_output, add_wait, port_number
 
 WORKLOADS = ("interactive", "llm", "vllm", "custom")
 """The workload types (models.Workload; a test keeps the two in step)."""
-
-
-def local_port(text: str) -> int:
-    """A local port to listen on (0: any free one), as argparse reads a flag's value."""
-    if not text.isdigit() or not 0 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0 to 65535)")
-    return int(text)
 
 
 STATUSES = ("pending", "provisioning", "running", "stopping", "stopped", "failed")
@@ -199,7 +192,7 @@ def _configure_sessions(parser: argparse.ArgumentParser) -> None:
     tunp.add_argument("id")
     tunp.add_argument(
         "--port",
-        type=local_port,
+        type=port_number,
         default=0,
         dest="local_port",
         metavar="P",
@@ -265,7 +258,7 @@ def _configure_demo_endpoint(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--port",
-        type=local_port,
+        type=port_number,
         default=8000,
         dest="local_port",
         metavar="P",

@@ -728,11 +728,10 @@ class Shopper:
                 f"session {session.id} has no endpoint yet "
                 f"(its workload is {session.workload_phase or 'not started'})"
             )
-        path = self._lifecycle.readiness.workloads.token_path(session.id)
-        try:
-            token = (await asyncio.to_thread(path.read_text, encoding="utf-8")).strip()
-        except FileNotFoundError:
-            raise UserError(f"session {session.id} has no token any more (it is closed)") from None
+        workloads = self._lifecycle.readiness.workloads
+        token = await asyncio.to_thread(workloads.read_token, session.id)
+        if token is None:
+            raise UserError(f"session {session.id} has no token any more (it is closed)")
         return Endpoint(
             session_id=session.id,
             url=session.endpoint,

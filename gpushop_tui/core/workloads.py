@@ -143,9 +143,10 @@ class Workloads:
 
     def token(self, session_id: str) -> str:
         """The session's endpoint token, made on first use (0600, beside its SSH key)."""
+        existing = self.read_token(session_id)
+        if existing is not None:
+            return existing
         path = self.token_path(session_id)
-        with contextlib.suppress(FileNotFoundError):
-            return path.read_text(encoding="utf-8").strip()
         value = secrets.token_urlsafe(TOKEN_BYTES)
         scratch = path.with_suffix(".token-new")
         scratch.touch(mode=0o600)

@@ -60,6 +60,30 @@ def _to_db(value: Any) -> Any:
     return value
 
 
+_INSERT_BENCHMARK = (
+    "INSERT INTO benchmarks (gpu_name, gpu_count, model, tokens_per_second, runtime, provider, "
+    "price_per_hour, measured_at, source, session_id, time_to_first_token_s) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _benchmark_values(row: Benchmark, source: str) -> tuple[Any, ...]:
+    """One benchmark row's values for `_INSERT_BENCHMARK`, kept under `source`."""
+    return (
+        row.gpu_name,
+        row.gpu_count,
+        row.model,
+        row.tokens_per_second,
+        row.runtime,
+        row.provider,
+        row.price_per_hour,
+        _to_db(row.measured_at),
+        source,
+        row.session_id,
+        row.time_to_first_token_s,
+    )
+
+
 def migrations() -> list[tuple[int, str]]:
     """The numbered migration scripts shipped with the package, in order."""
     folder = resources.files("gpushop_tui.store") / "migrations"
@@ -572,22 +596,7 @@ class Store:
             cursor = await db.execute("DELETE FROM benchmarks WHERE source = ?", (source,))
             replaced = cursor.rowcount
             await db.executemany(
-                "INSERT INTO benchmarks (gpu_name, gpu_count, model, tokens_per_second, runtime, "
-                "provider, price_per_hour, measured_at, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        row.gpu_name,
-                        row.gpu_count,
-                        row.model,
-                        row.tokens_per_second,
-                        row.runtime,
-                        row.provider,
-                        row.price_per_hour,
-                        _to_db(row.measured_at),
-                        source,
-                    )
-                    for row in rows
-                ],
+                _INSERT_BENCHMARK, [_benchmark_values(row, source) for row in rows]
             )
         return replaced
 
@@ -595,24 +604,7 @@ class Store:
         """Store one measurement gpushop made itself (on a session's node); returns it with its
         id."""
         async with self.transaction() as db:
-            cursor = await db.execute(
-                "INSERT INTO benchmarks (gpu_name, gpu_count, model, tokens_per_second, runtime, "
-                "provider, price_per_hour, measured_at, source, session_id, time_to_first_token_s) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    row.gpu_name,
-                    row.gpu_count,
-                    row.model,
-                    row.tokens_per_second,
-                    row.runtime,
-                    row.provider,
-                    row.price_per_hour,
-                    _to_db(row.measured_at),
-                    row.source,
-                    row.session_id,
-                    row.time_to_first_token_s,
-                ),
-            )
+            cursor = await db.execute(_INSERT_BENCHMARK, _benchmark_values(row, row.source))
         return row.model_copy(update={"id": cursor.lastrowid})
 
     async def list_benchmarks(self) -> list[Benchmark]:

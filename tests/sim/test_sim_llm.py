@@ -6,42 +6,21 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import asyncssh
 import httpx
 import pytest
 
-from gpushop_tui.clock import FakeClock
 from gpushop_tui.sim.control import build_control_app
 from gpushop_tui.sim.llm import DEFAULT_MAX_TOKENS, DEFAULT_TOKENS_PER_S, tokens_per_second
-from gpushop_tui.sim.node import SshNodes
-from gpushop_tui.sim.world import FAST_STREAM_SPEEDUP, WORKLOAD_TIMINGS, SimInstance, World
+from gpushop_tui.sim.world import FAST_STREAM_SPEEDUP, WORKLOAD_TIMINGS, SimInstance
+from tests.sim.conftest import Env
 
 TOKEN = "s3cret-token"
 LLM = {"kind": "llm", "model": "llama3.1:8b", "port": 11434, "command": None, "env": {}}
 VLLM = {"kind": "vllm", "model": "Qwen/Qwen2.5-7B-Instruct", "port": 8000, "env": {}}
 CHAT = {"messages": [{"role": "user", "content": "say something"}]}
-
-
-@dataclass
-class Env:
-    clock: FakeClock
-    world: World
-    nodes: SshNodes
-    key: asyncssh.SSHKey
-
-
-@pytest.fixture
-async def env() -> AsyncIterator[Env]:
-    clock = FakeClock()
-    world = World(seed=1, clock=clock)
-    nodes = SshNodes(world)
-    world.nodes = nodes
-    yield Env(clock, world, nodes, asyncssh.generate_private_key("ssh-ed25519"))
-    await nodes.aclose()
 
 
 async def _running(env: Env, gpu: str = "RTX 4090", provider: str = "vastai") -> SimInstance:

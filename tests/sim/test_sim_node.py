@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,24 +14,7 @@ import pytest
 from gpushop_tui.clock import FakeClock
 from gpushop_tui.sim.node import SshNodes, smi_name
 from gpushop_tui.sim.world import SimInstance, World
-
-
-@dataclass
-class Env:
-    clock: FakeClock
-    world: World
-    nodes: SshNodes
-    key: asyncssh.SSHKey
-
-
-@pytest.fixture
-async def env() -> AsyncIterator[Env]:
-    clock = FakeClock()
-    world = World(seed=1, clock=clock)
-    nodes = SshNodes(world)
-    world.nodes = nodes
-    yield Env(clock, world, nodes, asyncssh.generate_private_key("ssh-ed25519"))
-    await nodes.aclose()
+from tests.sim.conftest import Env
 
 
 def _pub(key: asyncssh.SSHKey) -> str:
