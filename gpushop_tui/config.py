@@ -181,7 +181,8 @@ class Settings(BaseModel):
     hard_max_hours: float = _knob(
         12.0,
         "GPUSHOP_HARD_MAX_HOURS",
-        "Hard limit on an instance's life from its create call; needs an audited override.",
+        "Hard limit on an instance's running time from its create call (or its latest start); "
+        "needs an audited override.",
         gt=0,
     )
     default_reservation_hours: float = _knob(
@@ -195,6 +196,13 @@ class Settings(BaseModel):
         "GPUSHOP_DEFAULT_IDLE_TIMEOUT_MIN",
         "Minutes of every signal idle before a session is stopped; 0 disables idle stops.",
         ge=0,
+    )
+    keep_days: float = _knob(
+        7.0,
+        "GPUSHOP_KEEP_DAYS",
+        "Days a stopped session's disk is kept (billing storage) before it is destroyed.",
+        gt=0,
+        le=90,
     )
     idle_gpu_util_pct: float = _knob(
         5.0,

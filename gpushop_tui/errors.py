@@ -36,6 +36,8 @@ class Hint:
     """Past the hard max: give an override reason."""
     STORAGE_NOT_KEEPABLE = "storage_not_keepable"
     """The provider cannot stop and keep a disk: choose storage destroy."""
+    CANNOT_STOP = "cannot_stop"
+    """The provider cannot stop an instance and keep its disk: destroy it, or end it."""
     NOT_CONFIGURED = "not_configured"
     """The provider has no credential: set one."""
     UNKNOWN_SESSION = "unknown_session"

@@ -54,18 +54,26 @@ class _Model(BaseModel):
 
 
 class SessionStatus(StrEnum):
-    """What the user sees of a rental."""
+    """What the user sees of a rental.
+
+    `stopping` heads for a destroy, or for a stop that keeps the disk (`Session.keep_disk`).
+    `stopped` is an instance powered off with its disk kept (billing the disk only) until it is
+    started again (`starting`, which waits like provisioning) or its keep time ends. `ended`
+    and `failed` are the ends of a session.
+    """
 
     PENDING = "pending"
     PROVISIONING = "provisioning"
     RUNNING = "running"
     STOPPING = "stopping"
     STOPPED = "stopped"
+    STARTING = "starting"
+    ENDED = "ended"
     FAILED = "failed"
 
     @property
     def terminal(self) -> bool:
-        return self in (SessionStatus.STOPPED, SessionStatus.FAILED)
+        return self in (SessionStatus.ENDED, SessionStatus.FAILED)
 
 
 class InstanceState(StrEnum):
@@ -89,6 +97,13 @@ class StoragePolicy(StrEnum):
 
     DESTROY = "destroy"
     KEEP = "keep"
+
+
+class IdleAction(StrEnum):
+    """What the idle policy does to an idle session: destroy it, or stop it and keep its disk."""
+
+    DESTROY = "destroy"
+    STOP = "stop"
 
 
 class Severity(StrEnum):
@@ -194,6 +209,26 @@ class OfferQuery(_Model):
         return self
 
 
+MAX_KEEP_DAYS = 90.0
+KeepDays = Annotated[float, Field(gt=0, le=MAX_KEEP_DAYS, allow_inf_nan=False)]
+"""Days a stopped session's disk is kept before it is destroyed."""
+
+
+class CostKind(StrEnum):
+    COMPUTE = "compute"
+    STORAGE = "storage"
+
+
+class BilledStretch(_Model):
+    """A closed stretch of one session's billing at one rate: running (compute) or stopped with
+    its disk kept (storage)."""
+
+    kind: CostKind
+    rate_per_hour: float = Field(ge=0)
+    started_at: UtcDatetime
+    ended_at: UtcDatetime
+
+
 class Session(_Model):
     """One rental, from the pending row to the provider's word that the instance is gone."""
 
@@ -259,6 +294,24 @@ class Session(_Model):
     )
     stopped_price_per_hour: float | None = Field(
         default=None, ge=0, description="What the stopped instance still costs (its disk)."
+    )
+    keep_disk: bool = Field(
+        default=False, description="The stop under way keeps the disk (False: it destroys)."
+    )
+    keep_days: KeepDays | None = Field(
+        default=None, description="Days a stopped disk is kept (None: the keep_days setting)."
+    )
+    keep_until: UtcDatetime | None = Field(
+        default=None, description="While stopped: when the kept disk is destroyed."
+    )
+    idle_action: IdleAction = IdleAction.DESTROY
+    power_requested_at: UtcDatetime | None = Field(
+        default=None, description="When the provider last accepted a start call for it."
+    )
+    cycles: list[BilledStretch] = Field(
+        default_factory=list,
+        description="Closed stretches of running (compute) and stopped (storage) billing, in "
+        "order; the open one is derived from `stopped_at` and `instance_gone_at`.",
     )
     version: int = Field(default=0, ge=0, description="Bumped by every stored change.")
 
@@ -425,6 +478,12 @@ class ProvisionRequest(_Model):
     workload: WorkloadSpec = Field(default_factory=WorkloadSpec)
     idle_timeout_min: IdleMinutes | None = Field(default=None, description="0 disables.")
     storage: StoragePolicy = StoragePolicy.DESTROY
+    idle_action: IdleAction = Field(
+        default=IdleAction.DESTROY, description="What an idle stop does: destroy, or stop."
+    )
+    keep_days: KeepDays | None = Field(
+        default=None, description="Days a stopped disk is kept (None: the setting)."
+    )
     request_id: RequestId | None = None
     disk_gb: float | None = Field(default=None, gt=0, le=100_000, allow_inf_nan=False)
 
@@ -440,6 +499,18 @@ class ExtendRequest(_Model):
 
     hours: ReservationHours
     override_reason: OverrideReason | None = None
+
+
+class StopRequest(_Model):
+    """Power a running session off, keeping its disk, for `keep_days` (None: as it was)."""
+
+    keep_days: KeepDays | None = None
+
+
+class StartRequest(_Model):
+    """Power a stopped session on for a new reservation of `hours` (None: its own length)."""
+
+    hours: ReservationHours | None = None
 
 
 def validation_problem(err: ValidationError, names: Mapping[str, str] | None = None) -> str:
@@ -487,6 +558,11 @@ class InstanceStatus(_Model):
     label: str | None = None
     state: str = Field(description="The provider's own status word, kept verbatim.")
     running: bool
+    stopped: bool = Field(
+        default=False,
+        description="Powered off with its disk kept, and not on its way up: billing the disk "
+        "only (a start waiting for GPUs is neither running nor stopped).",
+    )
     ssh_host: str | None = None
     ssh_port: int | None = Field(default=None, ge=1, le=65535)
     price_per_hour: float | None = Field(default=None, ge=0)
@@ -511,11 +587,6 @@ class AuditEvent(_Model):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
-class CostKind(StrEnum):
-    COMPUTE = "compute"
-    STORAGE = "storage"
-
-
 class CostEntry(_Model):
     """A stretch of time billed at one rate; open (`ended_at` None) while it is still billing."""
 
@@ -538,6 +609,8 @@ class BudgetKind(StrEnum):
     MONTHLY_SPEND = "monthly_spend"
     CONCURRENT_SESSIONS = "concurrent_sessions"
     BURN_RATE = "burn_rate"
+    DISK_PER_DAY = "disk_per_day"
+    """USD a day billed by stopped sessions' kept disks."""
 
 
 class BudgetAction(StrEnum):
@@ -552,7 +625,9 @@ class Budget(_Model):
     id: int | None = None
     consumer: ConsumerId | None = None
     kind: BudgetKind
-    limit: float = Field(gt=0, description="USD/month, sessions, or USD/h, by kind.")
+    limit: float = Field(
+        gt=0, description="USD/month, sessions, USD/h, or USD/day of kept disks, by kind."
+    )
     action: BudgetAction = BudgetAction.WARN
 
 

@@ -39,11 +39,12 @@ def test_offer_times_must_be_timezone_aware() -> None:
 @pytest.mark.parametrize(
     ("status", "instance", "closed"),
     [
-        (SessionStatus.STOPPED, InstanceState.GONE, True),
+        (SessionStatus.ENDED, InstanceState.GONE, True),
+        (SessionStatus.STOPPED, InstanceState.LIVE, False),
         (SessionStatus.FAILED, InstanceState.NONE, True),
         (SessionStatus.FAILED, InstanceState.LIVE, False),
         (SessionStatus.FAILED, InstanceState.UNKNOWN, False),
-        (SessionStatus.STOPPED, InstanceState.DESTROYING, False),
+        (SessionStatus.ENDED, InstanceState.DESTROYING, False),
         (SessionStatus.RUNNING, InstanceState.GONE, False),
     ],
 )

@@ -57,6 +57,58 @@ async def test_reopen_keeps_data_and_install_id(settings: Settings, clock: FakeC
         await second.aclose()
 
 
+async def test_schema_6_names_ended_sessions_and_keeps_audit_links(settings: Settings) -> None:
+    """A database of schema 5 (before power cycles): a destroyed session that said `stopped`
+    says `ended`, a kept one stays `stopped`, a stop under way keeps its disk, budgets and the
+    audit rows that point at the sessions survive the table rebuild."""
+    settings.paths.prepare()
+    with sqlite3.connect(settings.paths.db_file) as conn:
+        for _, script in migrations()[:5]:
+            conn.executescript(script)
+        conn.execute("PRAGMA user_version = 5")
+        columns = [
+            "id, consumer, provider, offer_id, offer_json, label, status, instance, workload,",
+            "reservation_hours, expires_at, hard_max_at, idle_timeout_min, storage_policy,",
+            "created_at, state_entered_at",
+        ]
+        rows = [
+            ("ended1", "stopped", "gone", "destroy"),
+            ("kept01", "stopped", "live", "keep"),
+            ("going1", "stopping", "live", "keep"),
+        ]
+        offer = make_session(FakeClock().now()).offer.model_dump_json()
+        for sid, status, instance, policy in rows:
+            conn.execute(
+                f"INSERT INTO sessions ({' '.join(columns)}) VALUES "
+                "(?, 'alice', 'vastai', 'vastai:1', ?, ?, ?, ?, 'interactive', 1, "
+                "'2026-01-01T01:00:00.000000+00:00', '2026-01-01T12:00:00.000000+00:00', 0, ?, "
+                "'2026-01-01T00:00:00.000000+00:00', '2026-01-01T00:00:00.000000+00:00')",
+                (sid, offer, f"gpushop-abcd1234-{sid}", status, instance, policy),
+            )
+            conn.execute(
+                "INSERT INTO audit (at, kind, severity, session_id, message, data_json) "
+                "VALUES ('2026-01-01T00:00:00.000000+00:00', 'x', 'info', ?, 'm', '{}')",
+                (sid,),
+            )
+        conn.execute(
+            "INSERT INTO budgets (scope, kind, limit_value, action, created_at) "
+            "VALUES ('*', 'burn_rate', 5, 'stop', '2026-01-01T00:00:00.000000+00:00')"
+        )
+    store = await Store.open(settings.paths.db_file)
+    try:
+        assert await store.schema_version() == migrations()[-1][0]
+        ended, kept, going = [await store.get_session(sid) for sid, *_ in rows]
+        assert ended is not None and ended.status == SessionStatus.ENDED and ended.closed
+        assert kept is not None and kept.status == SessionStatus.STOPPED and not kept.closed
+        assert going is not None and going.keep_disk and going.cycles == []
+        assert len(await store.list_audit(session_id="kept01")) == 1
+        assert [b.kind for b in await store.list_budgets()] == ["burn_rate"]
+    finally:
+        await store.aclose()
+    with sqlite3.connect(settings.paths.db_file) as conn:
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
 async def test_refuses_a_database_from_a_newer_gpushop(settings: Settings) -> None:
     settings.paths.prepare()
     with sqlite3.connect(settings.paths.db_file) as conn:
@@ -147,10 +199,10 @@ async def test_open_sessions_include_everything_that_may_bill(
     store: Store, clock: FakeClock
 ) -> None:
     now = clock.now()
-    closed = make_session(now, status=SessionStatus.STOPPED, instance=InstanceState.GONE)
+    closed = make_session(now, status=SessionStatus.ENDED, instance=InstanceState.GONE)
     never_created = make_session(now, status=SessionStatus.FAILED, instance=InstanceState.NONE)
     failed_but_live = make_session(now, status=SessionStatus.FAILED, instance=InstanceState.LIVE)
-    unknown = make_session(now, status=SessionStatus.STOPPED, instance=InstanceState.UNKNOWN)
+    unknown = make_session(now, status=SessionStatus.ENDED, instance=InstanceState.UNKNOWN)
     running = make_session(now, status=SessionStatus.RUNNING, instance=InstanceState.LIVE)
     for session in (closed, never_created, failed_but_live, unknown, running):
         await store.insert_session(session)

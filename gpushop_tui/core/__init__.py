@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from gpushop_tui.core.sessions import NotConfigured as NotConfigured
     from gpushop_tui.core.sessions import SessionConflict as SessionConflict
     from gpushop_tui.core.sessions import SessionNotFound as SessionNotFound
+    from gpushop_tui.core.sessions import SessionPower as SessionPower
     from gpushop_tui.core.sessions import SessionProgress as SessionProgress
     from gpushop_tui.core.sessions import StaleOffer as StaleOffer
     from gpushop_tui.core.shopper import OrphanRow as OrphanRow
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
     from gpushop_tui.core.views import Deadline as Deadline
     from gpushop_tui.core.views import Endpoint as Endpoint
     from gpushop_tui.core.views import NodeReading as NodeReading
+    from gpushop_tui.core.views import PowerStretch as PowerStretch
     from gpushop_tui.core.views import SessionView as SessionView
     from gpushop_tui.core.views import Tunnel as Tunnel
     from gpushop_tui.node.probes import NodeSample as NodeSample
@@ -103,6 +105,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "NotConfigured": ("core.sessions", "NotConfigured"),
     "OrphanRow": ("core.shopper", "OrphanRow"),
     "PassReport": ("core.supervisor", "PassReport"),
+    "PowerStretch": ("core.views", "PowerStretch"),
     "ProviderBest": ("core.compare", "ProviderBest"),
     "ProviderCheck": ("core.shopper", "ProviderCheck"),
     "ProviderError": ("providers.base", "ProviderError"),
@@ -119,6 +122,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "SessionChanged": ("core.events", "SessionChanged"),
     "SessionConflict": ("core.sessions", "SessionConflict"),
     "SessionNotFound": ("core.sessions", "SessionNotFound"),
+    "SessionPower": ("core.sessions", "SessionPower"),
     "SessionProgress": ("core.sessions", "SessionProgress"),
     "SessionView": ("core.views", "SessionView"),
     "Shopper": ("core.shopper", "Shopper"),

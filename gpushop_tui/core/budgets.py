@@ -22,7 +22,15 @@ from gpushop_tui.core import costs
 from gpushop_tui.core.events import Alert, EventBus
 from gpushop_tui.core.sessions import ACTIVE, Lifecycle
 from gpushop_tui.errors import Hint, UserError
-from gpushop_tui.models import Budget, BudgetAction, BudgetKind, Offer, Session, Severity
+from gpushop_tui.models import (
+    Budget,
+    BudgetAction,
+    BudgetKind,
+    Offer,
+    Session,
+    SessionStatus,
+    Severity,
+)
 from gpushop_tui.providers.base import ProviderError
 from gpushop_tui.store import Store
 
@@ -53,6 +61,8 @@ def limit_text(budget: Budget) -> str:
             return f"${budget.limit:.2f}/h"
         case BudgetKind.CONCURRENT_SESSIONS:
             return f"{budget.limit:g} sessions"
+        case BudgetKind.DISK_PER_DAY:
+            return f"${budget.limit:.2f}/day of kept disks"
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,10 @@ class BudgetCheck:
         return _would(self.budget, self.after)
 
 
+_COUNTS_DISKS = (BudgetKind.MONTHLY_SPEND, BudgetKind.DISK_PER_DAY)
+"""The budgets a stopped session's kept disk counts against, so a `stop` budget destroys it."""
+
+
 @dataclass(frozen=True)
 class _Books:
     """The month's spend per session and the open sessions: what every budget is measured on."""
@@ -107,6 +121,8 @@ class _Books:
     spent: dict[str, float]
     consumers: dict[str, str]
     running: list[Session]
+    stopped: list[Session]
+    """Stopped sessions, billing their kept disks."""
 
     def in_scope(self, budget: Budget) -> Callable[[str], bool]:
         return lambda consumer: budget.consumer is None or consumer == budget.consumer
@@ -120,6 +136,8 @@ class _Books:
                 return float(sum(1 for s in self.running if mine(s.consumer)))
             case BudgetKind.BURN_RATE:
                 return sum(costs.burn_rate(s) for s in self.running if mine(s.consumer))
+            case BudgetKind.DISK_PER_DAY:
+                return sum(costs.burn_rate(s) * 24 for s in self.stopped if mine(s.consumer))
 
 
 class Budgets:
@@ -155,16 +173,13 @@ class Budgets:
         since = costs.local_midnight(costs.month_start(today), self.tz)
         billing = await self.store.sessions_billing_between(since, now)
         lines = costs.daily_lines(billing, since, now, now, self.tz)
-        running = [
-            s
-            for s in await self.store.list_sessions(open_only=True)
-            if s.status in ACTIVE and s.id != replacing
-        ]
+        open_sessions = await self.store.list_sessions(open_only=True)
         return _Books(
             month=f"{today:%Y-%m}",
             spent=costs.group(lines, "session"),
             consumers={s.id: s.consumer for s in billing},
-            running=running,
+            running=[s for s in open_sessions if s.status in ACTIVE and s.id != replacing],
+            stopped=[s for s in open_sessions if s.status == SessionStatus.STOPPED],
         )
 
     # ------------------------------------------------------------------ before renting
@@ -185,6 +200,7 @@ class Budgets:
             BudgetKind.MONTHLY_SPEND: offer.price_per_hour * hours,
             BudgetKind.CONCURRENT_SESSIONS: 1.0,
             BudgetKind.BURN_RATE: offer.price_per_hour,
+            BudgetKind.DISK_PER_DAY: 0.0,
         }
         checks = []
         for budget in budgets:
@@ -270,19 +286,27 @@ class Budgets:
 
     async def _stop_until_within(self, usage: Usage, books: _Books) -> list[str]:
         """End the scope's sessions, most expensive first, until the budget holds (a month's
-        spend cannot fall, so that ends them all)."""
+        spend cannot fall, so that ends them all): running ones gracefully, and kept disks
+        (which a disk budget counts, and a month's spend too) destroyed."""
         budget = usage.budget
         mine = books.in_scope(budget)
+        running = [] if budget.kind == BudgetKind.DISK_PER_DAY else books.running
+        kept = books.stopped if budget.kind in _COUNTS_DISKS else []
         victims = sorted(
-            (s for s in books.running if mine(s.consumer)), key=costs.burn_rate, reverse=True
+            (s for s in (*running, *kept) if mine(s.consumer)), key=costs.burn_rate, reverse=True
         )
         ended, used = [], usage.used
+        reason = f"over {describe_budget(budget)}"
         for session in victims:
             if not Usage(budget, used).over:
                 break
-            await self.lifecycle.done(session.id, f"over {describe_budget(budget)}")
+            if session.status == SessionStatus.STOPPED:
+                await self.lifecycle.delete(session.id, reason)
+                books.stopped.remove(session)
+            else:
+                await self.lifecycle.done(session.id, reason)
+                books.running.remove(session)
             ended.append(session.id)
-            books.running.remove(session)
             used = books.measure(budget)
         if ended:
             await self._alert(

@@ -2,10 +2,12 @@
 
 DESIGN.md §6. A session bills from the provider create call (`instance_created_at`) until the
 provider confirms the instance gone (`instance_gone_at`), at the rate actually charged
-(`price_per_hour`, fixed at rental time); a kept instance bills its disk from `stopped_at` at
-`stopped_price_per_hour`. A create that made no instance has no `instance_created_at` and costs
-nothing. Nothing is accumulated in memory, so a restart loses no accrued cost, and a later price
-change of the offer cannot rewrite history. Times are UTC; days and months are local.
+(`price_per_hour`, fixed at rental time); a stopped instance bills its disk from `stopped_at`
+at `stopped_price_per_hour`. Each power cycle's closed stretches are kept on the session
+(`cycles`); the open one is derived from the timestamps. A create that made no instance has no
+`instance_created_at` and costs nothing. Nothing is accumulated in memory, so a restart loses
+no accrued cost, and a later price change of the offer cannot rewrite history. Times are UTC;
+days and months are local.
 """
 
 from __future__ import annotations
@@ -18,41 +20,70 @@ from typing import Literal
 
 from gpushop_tui.clock import utc
 from gpushop_tui.errors import UserError
-from gpushop_tui.models import CostEntry, CostKind, Session
+from gpushop_tui.models import BilledStretch, CostEntry, CostKind, Session
 
 Grouping = Literal["consumer", "provider", "gpu", "session", "day", "month"]
 
 
 def entries(session: Session) -> list[CostEntry]:
-    """The stretches a session has billed, or is billing (`ended_at` None)."""
+    """The stretches a session has billed, or is billing (`ended_at` None), in time order:
+    each power cycle's running (compute) and stopped (storage) stretch."""
     start, rate = session.instance_created_at, session.price_per_hour
     if start is None or rate is None:
         return []
-    gone = session.instance_gone_at
-    compute_end = session.stopped_at or gone
+    base = {
+        "session_id": session.id,
+        "consumer": session.consumer,
+        "provider": session.provider,
+        "gpu_name": session.offer.gpu_name,
+    }
     billed = [
         CostEntry(
-            session_id=session.id,
-            consumer=session.consumer,
-            provider=session.provider,
-            gpu_name=session.offer.gpu_name,
-            rate_per_hour=rate,
-            started_at=start,
-            ended_at=compute_end,
+            **base,
+            kind=stretch.kind,
+            rate_per_hour=stretch.rate_per_hour,
+            started_at=stretch.started_at,
+            ended_at=stretch.ended_at,
         )
+        for stretch in session.cycles
     ]
     if session.stopped_at is not None:
-        billed.append(
-            billed[0].model_copy(
-                update={
-                    "kind": CostKind.STORAGE,
-                    "rate_per_hour": session.stopped_price_per_hour or 0.0,
-                    "started_at": session.stopped_at,
-                    "ended_at": gone,
-                }
-            )
+        kind, rate, start = (
+            CostKind.STORAGE,
+            session.stopped_price_per_hour or 0.0,
+            session.stopped_at,
         )
+    else:
+        kind = CostKind.COMPUTE
+        start = session.cycles[-1].ended_at if session.cycles else start
+    billed.append(
+        CostEntry(
+            **base,
+            kind=kind,
+            rate_per_hour=rate,
+            started_at=start,
+            ended_at=session.instance_gone_at,
+        )
+    )
     return billed
+
+
+def closing_stretch(session: Session, at: datetime) -> list[BilledStretch]:
+    """The session's closed stretches with the open one closed at `at`: what `cycles` holds
+    after a power change at `at` (a stop confirmed, a start asked for)."""
+    billed = entries(session)
+    if not billed:
+        return list(session.cycles)
+    current = billed[-1]
+    return [
+        *session.cycles,
+        BilledStretch(
+            kind=current.kind,
+            rate_per_hour=current.rate_per_hour,
+            started_at=current.started_at,
+            ended_at=max(utc(at), current.started_at),
+        ),
+    ]
 
 
 def cost_of(session: Session, now: datetime) -> float:
@@ -61,7 +92,8 @@ def cost_of(session: Session, now: datetime) -> float:
 
 
 def burn_rate(session: Session) -> float:
-    """USD/h the session bills right now: 0 once its instance is gone or never existed."""
+    """USD/h the session bills right now: 0 once its instance is gone or never existed; a
+    stopped instance's disk rate while it is stopped."""
     if session.instance_created_at is None or session.instance_gone_at is not None:
         return 0.0
     if session.stopped_at is not None:
@@ -199,6 +231,11 @@ class Billing:
     cost_usd: float
     usd_per_hour: float
 
+    @property
+    def kind(self) -> CostKind:
+        """`compute` while it bills GPU time, `storage` while it bills only a kept disk."""
+        return CostKind.STORAGE if self.session.stopped_at is not None else CostKind.COMPUTE
+
 
 @dataclass(frozen=True)
 class CostRow:
@@ -246,6 +283,16 @@ class CostReport:
     @property
     def burn_usd_per_hour(self) -> float:
         return sum(billed.usd_per_hour for billed in self.billing)
+
+    @property
+    def gpu_billing(self) -> tuple[Billing, ...]:
+        """The sessions billing GPU time now (running, or on their way up or down)."""
+        return tuple(b for b in self.billing if b.kind == CostKind.COMPUTE)
+
+    @property
+    def disk_billing(self) -> tuple[Billing, ...]:
+        """The stopped sessions billing only their kept disk now."""
+        return tuple(b for b in self.billing if b.kind == CostKind.STORAGE)
 
     def by(self, grouping: Grouping) -> dict[str, float]:
         """Totals keyed by consumer, provider, GPU, session, day (ISO) or month (YYYY-MM)."""

@@ -34,6 +34,7 @@ from gpushop_tui.core.teardown import wants_teardown
 from gpushop_tui.core.workloads import image_for, public_ports
 from gpushop_tui.errors import Hint, UserError
 from gpushop_tui.models import (
+    IdleAction,
     InstanceState,
     Offer,
     OfferQuery,
@@ -101,6 +102,12 @@ def _repeated(existing: Session, request: ProvisionRequest) -> Rental:
     return Rental(existing, created=False)
 
 
+def _keeps_disk(session: Session) -> bool:
+    """Whether the session may be stopped with its disk kept (by `done` or the idle policy),
+    which only a provider that can stop allows."""
+    return session.storage_policy == StoragePolicy.KEEP or session.idle_action == IdleAction.STOP
+
+
 class Provisioning:
     """Turns a `ProvisionRequest` into a session and its provider instance."""
 
@@ -159,6 +166,13 @@ class Provisioning:
                 field="storage",
                 hint=Hint.STORAGE_NOT_KEEPABLE,
             )
+        if request.idle_action == IdleAction.STOP and not adapter.can_stop:
+            raise UserError(
+                f"{offer.provider} cannot stop an instance and keep its disk, so an idle "
+                "session cannot be stopped there",
+                field="idle_action",
+                hint=Hint.CANNOT_STOP,
+            )
         workload = request.workload
         if workload.image is not None and not adapter.INFO.capabilities.runs_images:
             raise UserError(
@@ -194,6 +208,8 @@ class Provisioning:
                 else self.settings.default_idle_timeout_min
             ),
             storage_policy=request.storage,
+            idle_action=request.idle_action,
+            keep_days=request.keep_days,
             price_per_hour=offer.price_per_hour,
             created_at=now,
             state_entered_at=now,
@@ -444,7 +460,7 @@ class Provisioning:
         spec = session.workload_spec
         return (
             adapter is not None
-            and (session.storage_policy != StoragePolicy.KEEP or adapter.can_stop)
+            and (adapter.can_stop or not _keeps_disk(session))
             and (spec is None or spec.image is None or adapter.INFO.capabilities.runs_images)
         )
 
@@ -490,7 +506,7 @@ class Provisioning:
             cancelled = s.status == SessionStatus.STOPPING
             absent = changes.get("instance", s.instance).absent
             if s.status in ACTIVE or (cancelled and absent):
-                changes["status"] = SessionStatus.STOPPED if cancelled else SessionStatus.FAILED
+                changes["status"] = SessionStatus.ENDED if cancelled else SessionStatus.FAILED
             note = (
                 "; the provider may have created it anyway: reconciliation will look for it"
                 if maybe

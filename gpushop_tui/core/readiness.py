@@ -17,7 +17,7 @@ from pathlib import Path
 
 from gpushop_tui.config import Settings
 from gpushop_tui.core.benchmarks import Benchmarks
-from gpushop_tui.core.rows import SessionRows, Step
+from gpushop_tui.core.rows import SETTING_UP, SessionRows, Step
 from gpushop_tui.core.teardown import Teardown
 from gpushop_tui.core.workloads import Workloads
 from gpushop_tui.errors import UserError
@@ -63,7 +63,8 @@ def spec_mismatch(offer: Offer, spec: probes.NodeSpec) -> str | None:
 
 
 class Readiness:
-    """Checks a provisioning session's instance and node until it is running, or fails it."""
+    """Checks a provisioning (or starting) session's instance and node until it is running,
+    or fails it (a start goes back to stopped: `Teardown.fail`)."""
 
     def __init__(
         self,
@@ -123,7 +124,8 @@ class Readiness:
         return min(most, max(least, taken * READY_POLL_FRACTION))
 
     async def step(self, session: Session) -> Step | None:
-        """One readiness check of a provisioning session whose instance id is known."""
+        """One readiness check of a provisioning or starting session whose instance id is
+        known (a starting one once its provider says running)."""
         adapter = self.providers.get(session.provider)
         if adapter is None:
             return Step(60.0, f"{session.provider} has no credential; cannot check the instance")
@@ -167,9 +169,10 @@ class Readiness:
             runs_images = adapter.INFO.capabilities.runs_images
             return await self.workloads.follow(session, status, runs_images)
         boot_delay = adapter.readiness.initial_delay_s * self.settings.boot_delay_scale
-        booting_until = (session.instance_created_at or session.created_at) + timedelta(
-            seconds=boot_delay
+        booted_from = (
+            session.power_requested_at or session.instance_created_at or session.created_at
         )
+        booting_until = booted_from + timedelta(seconds=boot_delay)
         try:
             spec = await self._probe(session, adapter)
         except NodeError as err:
@@ -202,7 +205,7 @@ class Readiness:
                     f"ready: {len(spec.gpus)}x {spec.gpus[0].name} at "
                     f"{s.ssh_user}@{s.ssh_host}:{s.ssh_port}",
                 )
-                if s.status == SessionStatus.PROVISIONING
+                if s.status in SETTING_UP
                 else None
             ),
         )

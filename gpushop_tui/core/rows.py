@@ -24,7 +24,15 @@ from gpushop_tui.store import Store
 
 log = logging.getLogger(__name__)
 
-ACTIVE = (SessionStatus.PENDING, SessionStatus.PROVISIONING, SessionStatus.RUNNING)
+ACTIVE = (
+    SessionStatus.PENDING,
+    SessionStatus.PROVISIONING,
+    SessionStatus.RUNNING,
+    SessionStatus.STARTING,
+)
+"""Sessions on their way up or running: ended by `done`, extended, failed when they break."""
+SETTING_UP = (SessionStatus.PROVISIONING, SessionStatus.STARTING)
+"""Sessions readiness works on: a new rental, or a stopped one powered on again."""
 
 Decision = tuple[dict[str, Any], str] | None
 """Changes to a session and the message that says why; None for nothing to change."""
@@ -100,6 +108,15 @@ class SessionExtended(Event):
     hours: float
     granted: bool
     expires_at: datetime | None = None
+
+
+class SessionPower(Event):
+    """A stop or start asked for, and who asked (the operator through a face, a consumer's
+    token, the idle policy, a budget): audited, because it moves money."""
+
+    kind = "session_power"
+    action: str
+    by: str
 
 
 @dataclass(frozen=True)

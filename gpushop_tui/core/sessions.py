@@ -23,6 +23,7 @@ from gpushop_tui.clock import Clock
 from gpushop_tui.config import Settings
 from gpushop_tui.core.events import EventBus
 from gpushop_tui.core.inventory import Inventory
+from gpushop_tui.core.power import Power
 from gpushop_tui.core.provisioning import Admission, Provisioning, Rental, remove_key_files
 from gpushop_tui.core.readiness import Readiness
 from gpushop_tui.core.rows import (
@@ -32,6 +33,7 @@ from gpushop_tui.core.rows import (
     SessionConflict,
     SessionExtended,
     SessionNotFound,
+    SessionPower,
     SessionProgress,
     SessionRows,
     StaleOffer,
@@ -57,6 +59,7 @@ __all__ = [
     "SessionConflict",
     "SessionExtended",
     "SessionNotFound",
+    "SessionPower",
     "SessionProgress",
     "StaleOffer",
     "wants_teardown",
@@ -109,6 +112,14 @@ class Lifecycle:
             keys_dir=keys_dir,
             teardown=self.teardown,
             benchmarks=inventory.benchmarks,
+        )
+        self.power = Power(
+            rows=self.rows,
+            providers=providers,
+            settings=settings,
+            teardown=self.teardown,
+            readiness=self.readiness,
+            ensure_driven=self.ensure_driven,
         )
         self.provisioning = Provisioning(
             rows=self.rows,
@@ -236,10 +247,13 @@ class Lifecycle:
                     return Step(1.0, "waiting for the provider's create call")
                 return Step(30.0, "waiting for reconciliation to find the instance")
             return await self.readiness.step(session)
+        if session.status == SessionStatus.STARTING:
+            return await self.power.step(session)
         return None
 
     async def wait_settled(self, session_id: str, timeout_s: float) -> Session:
-        """Wait (on this process's own work) until the session is running or closed."""
+        """Wait (on this process's own work) until the session is running, stopped (its disk
+        kept) or closed."""
         deadline = self.clock.monotonic() + timeout_s
         with self.events.subscribe() as events:
             while True:
@@ -258,8 +272,21 @@ class Lifecycle:
     # ------------------------------------------------------------------ user actions
 
     async def done(self, session_id: str, reason: str = "requested") -> Session:
-        """Graceful end: destroy, or stop and keep the disk when the policy says so."""
-        return await self.teardown.done(session_id, reason)
+        """Graceful end: destroy, or stop and keep the disk when the policy says so (audited
+        as a stop asked for by `reason`)."""
+        before = await self.get(session_id)
+        session = await self.teardown.done(session_id, reason)
+        if session.keep_disk and not before.keep_disk:
+            await self.power.audit(session, "stop", reason)
+        return session
+
+    async def stop(self, session_id: str, *, by: str, keep_days: float | None = None) -> Session:
+        """Power a running session off, keeping its disk (see `core/power.py`)."""
+        return await self.power.stop(session_id, by=by, keep_days=keep_days)
+
+    async def start(self, session_id: str, *, by: str, hours: float | None = None) -> Session:
+        """Power a stopped session on again (see `core/power.py`)."""
+        return await self.power.start(session_id, by=by, hours=hours)
 
     async def delete(self, session_id: str, reason: str = "forced by the user") -> Session:
         """Destroy whatever exists, whatever the storage policy; harmless on a closed session."""

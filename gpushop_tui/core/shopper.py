@@ -44,6 +44,8 @@ from gpushop_tui.models import (
     Session,
     SessionStatus,
     Severity,
+    StartRequest,
+    StopRequest,
     checked,
 )
 from gpushop_tui.node import keys as node_keys
@@ -420,6 +422,22 @@ class Shopper:
     async def delete(self, session_id: str) -> Session:
         """Destroy a session's instance whatever its storage policy; answers at once."""
         return await self._lifecycle.delete(await self.session_id(session_id))
+
+    async def stop(self, session_id: str, *, by: str, keep_days: float | None = None) -> Session:
+        """Power a running session off and keep its disk (for `keep_days`, else as it was);
+        answers at once. `by` says who asked, in the audit log."""
+        request = checked(StopRequest, {"keep_days": keep_days})
+        return await self._lifecycle.stop(
+            await self.session_id(session_id), by=by, keep_days=request.keep_days
+        )
+
+    async def start(self, session_id: str, *, by: str, hours: float | None = None) -> Session:
+        """Power a stopped session on for a new reservation (`hours`, else its own length)
+        and a hard max counted from now; answers at once. `by` says who asked."""
+        request = checked(StartRequest, {"hours": hours})
+        return await self._lifecycle.start(
+            await self.session_id(session_id), by=by, hours=request.hours
+        )
 
     async def extend(
         self, session_id: str, hours: float, override_reason: str | None = None

@@ -19,11 +19,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from gpushop_tui.core.budgets import Budgets
-from gpushop_tui.core.sessions import ACTIVE, Decision, Lifecycle, wants_teardown
-from gpushop_tui.core.views import EXPIRY_WARNING, HARD_MAX_WARNING
+from gpushop_tui.core.rows import SETTING_UP
+from gpushop_tui.core.sessions import (
+    ACTIVE,
+    Decision,
+    Lifecycle,
+    SessionConflict,
+    wants_teardown,
+)
+from gpushop_tui.core.views import DISK_WARNING, EXPIRY_WARNING, HARD_MAX_WARNING
 from gpushop_tui.core.workloads import healthy_within, launch_of
 from gpushop_tui.models import (
     SERVES_MODEL,
+    IdleAction,
     InstanceState,
     InstanceStatus,
     Session,
@@ -205,26 +213,45 @@ class Supervisor:
                 ),
             )
             return
-        kept = s.status == SessionStatus.STOPPED or (
-            s.status == SessionStatus.STOPPING and s.storage_policy == StoragePolicy.KEEP
-        )
-        if not s.instance.absent and now >= s.hard_max_at and (s.status in ACTIVE or kept):
+        if not s.instance.absent and now >= s.hard_max_at and s.status in ACTIVE:
+            adapter = lifecycle.adapter(s.provider)
+            keep = (
+                s.storage_policy == StoragePolicy.KEEP and adapter is not None and adapter.can_stop
+            )
             await lifecycle.alert(
                 s.id,
                 "hard_max",
                 f"session {s.id} reached its hard max ({s.hard_max_at:%Y-%m-%d %H:%M} UTC): "
-                "destroying its instance",
+                + (
+                    "stopping its instance, keeping the disk" if keep else "destroying its instance"
+                ),
                 Severity.WARNING,
             )
-            await lifecycle.delete(s.id, reason="hard max reached")
+            if keep:
+                await lifecycle.done(s.id, reason="hard max reached")
+            else:
+                await lifecycle.delete(s.id, reason="hard max reached")
             return
-        if s.status in (SessionStatus.PROVISIONING, SessionStatus.RUNNING):
+        if s.status == SessionStatus.STOPPED and s.keep_until is not None:
+            if now >= s.keep_until:
+                await lifecycle.alert(
+                    s.id,
+                    "disk_kept_until",
+                    f"session {s.id}: its disk was kept until {s.keep_until:%Y-%m-%d %H:%M} UTC "
+                    "(keep policy): destroying it",
+                    Severity.WARNING,
+                )
+                await lifecycle.delete(s.id, reason="keep policy: the disk's keep time ended")
+                return
+            await self._warn(s, "disk_expiry", s.keep_until, DISK_WARNING, "its kept disk ends")
+            return
+        if s.status in (SessionStatus.PROVISIONING, SessionStatus.RUNNING, SessionStatus.STARTING):
             if now >= s.expires_at:
                 await lifecycle.done(s.id, reason="reservation expired")
                 return
             await self._warn(s, "expiry", s.expires_at, EXPIRY_WARNING, "its reservation ends")
             await self._warn(s, "hard_max", s.hard_max_at, HARD_MAX_WARNING, "its hard max")
-        if s.status == SessionStatus.PROVISIONING:
+        if s.status in SETTING_UP:
             budget = lifecycle.provision_budget(s.provider)
             since = s.state_entered_at
             if s.workload_spec is not None and s.workload_started_at is not None:
@@ -232,7 +259,7 @@ class Supervisor:
             if now - since > budget + STUCK_MARGIN:
                 minutes = (now - s.state_entered_at).total_seconds() / 60
                 await lifecycle.fail(
-                    s.id, f"stuck in provisioning for {minutes:.0f} min", record_offer=True
+                    s.id, f"stuck in {s.status} for {minutes:.0f} min", record_offer=True
                 )
 
     async def _warn(
@@ -292,6 +319,11 @@ class Supervisor:
             "no activity ping"
         )
         if idle_min >= s.idle_timeout_min:
+            adapter = self.lifecycle.adapter(s.provider)
+            if s.idle_action == IdleAction.STOP and adapter is not None and adapter.can_stop:
+                with contextlib.suppress(SessionConflict):  # it left running meanwhile
+                    await self.lifecycle.stop(s.id, by=f"idle policy ({idle_min:.0f} min idle)")
+                return
             await self.lifecycle.done(s.id, reason=f"idle for {idle_min:.0f} min")
             return
         await self.lifecycle.change(
@@ -526,9 +558,7 @@ def _needs_work(s: Session) -> bool:
     wait for a create answer or a reconciliation, so a one-shot pass must not sit on it."""
     if s.instance_id is None and not s.instance.absent:
         return False
-    return wants_teardown(s) or (
-        s.status == SessionStatus.PROVISIONING and s.instance_id is not None
-    )
+    return wants_teardown(s) or (s.status in SETTING_UP and s.instance_id is not None)
 
 
 def _nothing_created(s: Session) -> Decision:
@@ -541,7 +571,7 @@ def _nothing_created(s: Session) -> Decision:
     if s.status in ACTIVE:
         changes.update(status=SessionStatus.FAILED, error="the create call produced no instance")
     elif s.status == SessionStatus.STOPPING:
-        changes["status"] = SessionStatus.STOPPED
+        changes["status"] = SessionStatus.ENDED
     return changes, "no instance was created (no list has shown one)"
 
 
@@ -552,11 +582,11 @@ def _reopen(s: Session, instance_id: str) -> Decision:
     changes: dict[str, object] = {
         "instance_id": instance_id,
         "instance": InstanceState.LIVE,
-        "storage_policy": StoragePolicy.DESTROY,
+        "keep_disk": False,
         "destroy_attempts": 0,
         "next_destroy_at": None,
     }
-    if s.status == SessionStatus.STOPPED:
+    if s.status == SessionStatus.ENDED:
         changes["status"] = SessionStatus.STOPPING
     elif s.status in ACTIVE:
         changes.update(status=SessionStatus.FAILED, error="an unexpected instance exists")

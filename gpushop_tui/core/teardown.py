@@ -11,11 +11,23 @@ from datetime import timedelta
 from typing import Any
 
 from gpushop_tui.config import Settings
+from gpushop_tui.core import costs
 from gpushop_tui.core.inventory import Inventory
-from gpushop_tui.core.rows import ACTIVE, Decision, SessionNotFound, SessionRows, Step
+from gpushop_tui.core.rows import (
+    ACTIVE,
+    Decision,
+    SessionConflict,
+    SessionNotFound,
+    SessionRows,
+    Step,
+)
 from gpushop_tui.models import InstanceState, Session, SessionStatus, Severity, StoragePolicy
 from gpushop_tui.providers.base import NotFound, Provider, ProviderError
 
+KEEP_STOP_GRACE = timedelta(minutes=10)
+"""How long past its hard max a stop that keeps the disk may still try before the instance is
+destroyed instead: the hard max bounds running time, and a stop that cannot be confirmed may
+still be running."""
 DESTROY_BACKOFF_S = 5.0
 """First wait of the destroy queue; it doubles up to `destroy_backoff_max_s`, forever."""
 ESCALATION = {4: Severity.WARNING, 7: Severity.ERROR, 10: Severity.CRITICAL}
@@ -51,14 +63,22 @@ class Teardown:
     # ------------------------------------------------------------------ ending a session
 
     async def done(self, session_id: str, reason: str) -> Session:
-        """Graceful end: destroy, or stop and keep the disk when the policy says so."""
+        """Graceful end: destroy, or stop and keep the disk when the policy says so; a stopped
+        session's kept disk is destroyed (it is done with)."""
 
         def decide(s: Session) -> Decision:
             if s.status == SessionStatus.PENDING and s.instance == InstanceState.NONE:
-                return {"status": SessionStatus.STOPPED}, f"cancelled before renting: {reason}"
+                return {"status": SessionStatus.ENDED}, f"cancelled before renting: {reason}"
             if s.status in ACTIVE:
-                return {"status": SessionStatus.STOPPING, "next_destroy_at": None}, (
-                    f"stopping: {reason}"
+                keep = s.storage_policy == StoragePolicy.KEEP
+                return {
+                    "status": SessionStatus.STOPPING,
+                    "keep_disk": keep,
+                    "next_destroy_at": None,
+                }, f"{'stopping, keeping the disk' if keep else 'stopping'}: {reason}"
+            if s.status == SessionStatus.STOPPED:
+                return {"status": SessionStatus.STOPPING, "keep_disk": False}, (
+                    f"destroying the kept disk: {reason}"
                 )
             return None
 
@@ -70,17 +90,36 @@ class Teardown:
         def decide(s: Session) -> Decision:
             if s.closed:
                 return None
-            changes: dict[str, Any] = {"storage_policy": StoragePolicy.DESTROY}
+            changes: dict[str, Any] = {"keep_disk": False}
             if s.status == SessionStatus.PENDING and s.instance == InstanceState.NONE:
-                changes["status"] = SessionStatus.STOPPED
+                changes["status"] = SessionStatus.ENDED
             elif s.status in (*ACTIVE, SessionStatus.STOPPED):
                 changes["status"] = SessionStatus.STOPPING
-            if s.storage_policy == StoragePolicy.DESTROY and "status" not in changes:
+            if not s.keep_disk and "status" not in changes:
                 return None
             changes["next_destroy_at"] = None
             return changes, f"destroying: {reason}"
 
         return await self._end(session_id, decide, Severity.WARNING)
+
+    async def stop(self, session_id: str, reason: str, keep_days: float | None) -> Session:
+        """Power a running session off and keep its disk (for `keep_days`, if given)."""
+
+        def decide(s: Session) -> Decision:
+            if s.status != SessionStatus.RUNNING:
+                raise SessionConflict(
+                    f"session {s.id} is {s.status}; only a running session can be stopped"
+                )
+            changes: dict[str, Any] = {
+                "status": SessionStatus.STOPPING,
+                "keep_disk": True,
+                "next_destroy_at": None,
+            }
+            if keep_days is not None:
+                changes["keep_days"] = keep_days
+            return changes, f"stopping, keeping the disk: {reason}"
+
+        return await self._end(session_id, decide, Severity.INFO)
 
     async def _end(
         self, session_id: str, decide: Callable[[Session], Decision], severity: Severity
@@ -93,17 +132,28 @@ class Teardown:
         return session
 
     async def fail(self, session_id: str, reason: str, *, record_offer: bool = False) -> None:
-        """Fail a session that is not yet stopping; what exists is then destroyed."""
+        """Fail a session that is not yet stopping; what exists is then destroyed. A session
+        being started again goes back to stopped instead, its disk kept, with the reason."""
         updated = await self.rows.change(
             session_id,
             lambda s: (
-                ({"status": SessionStatus.FAILED, "error": reason}, f"failed: {reason}")
+                (
+                    {
+                        "status": SessionStatus.STOPPING,
+                        "keep_disk": True,
+                        "error": f"start failed: {reason}",
+                        "next_destroy_at": None,
+                    },
+                    f"start failed: {reason}; stopping it again, keeping the disk",
+                )
+                if s.status == SessionStatus.STARTING
+                else ({"status": SessionStatus.FAILED, "error": reason}, f"failed: {reason}")
                 if s.status in ACTIVE
                 else None
             ),
             severity=Severity.ERROR,
         )
-        if record_offer and updated is not None:
+        if record_offer and updated is not None and updated.status == SessionStatus.FAILED:
             await self.inventory.record_failure(updated.offer, reason, session_id=session_id)
         if updated is not None and wants_teardown(updated):
             self._ensure_driven(session_id)
@@ -121,8 +171,8 @@ class Teardown:
                 "next_destroy_at": None,
             }
             if s.status == SessionStatus.STOPPING:
-                changes["status"] = SessionStatus.STOPPED
-            elif s.status in ACTIVE:
+                changes["status"] = SessionStatus.ENDED
+            elif s.status in (*ACTIVE, SessionStatus.STOPPED):
                 changes["status"] = SessionStatus.FAILED
                 changes["error"] = f"the provider reports the instance gone ({why})"
             return changes, f"instance {s.instance_id} is gone ({why})"
@@ -131,7 +181,8 @@ class Teardown:
 
         def unexpected(s: Session) -> Decision:
             decision = decide(s)
-            lost[:] = [s] if decision is not None and s.status in ACTIVE else []
+            nobody_ended = (*ACTIVE, SessionStatus.STOPPED)
+            lost[:] = [s] if decision is not None and s.status in nobody_ended else []
             return decision
 
         updated = await self.rows.change(
@@ -159,7 +210,7 @@ class Teardown:
             await self.rows.change(
                 session.id,
                 lambda s: (
-                    ({"status": SessionStatus.STOPPED}, "stopped; nothing exists")
+                    ({"status": SessionStatus.ENDED}, "ended; nothing exists")
                     if s.status == SessionStatus.STOPPING and s.instance.absent
                     else None
                 ),
@@ -181,9 +232,9 @@ class Teardown:
             return Step((session.next_destroy_at - now).total_seconds(), None)
         keep = (
             session.status == SessionStatus.STOPPING
-            and session.storage_policy == StoragePolicy.KEEP
+            and session.keep_disk
             and adapter.can_stop
-            and now < session.hard_max_at
+            and now < session.hard_max_at + KEEP_STOP_GRACE
         )
         if keep:
             return await self._stop_step(session, adapter)
@@ -220,6 +271,8 @@ class Teardown:
         )
 
     async def _stop_step(self, session: Session, adapter: Provider) -> Step | None:
+        """One try at powering the instance off with its disk kept; once the provider says it
+        is stopped (not merely not running), the session is stopped."""
         instance_id = session.instance_id
         assert instance_id is not None
         try:
@@ -229,33 +282,43 @@ class Teardown:
         if status is None:
             await self.instance_gone(session.id, "gone while stopping")
             return Step()
-        if not status.running:
-            now, disk_rate = self.rows.clock.now(), adapter.stopped_price_per_hour(session.offer)
-            await self.rows.change(
-                session.id,
-                lambda s: (
-                    (
-                        {
-                            "status": SessionStatus.STOPPED,
-                            "destroy_attempts": 0,
-                            "next_destroy_at": None,
-                            "stopped_at": now,
-                            "stopped_price_per_hour": disk_rate,
-                        },
-                        f"stopped ({status.state}); disk kept until the hard max "
-                        f"{s.hard_max_at:%Y-%m-%d %H:%M} UTC",
-                    )
-                    if s.status == SessionStatus.STOPPING
-                    else None
-                ),
+        if not status.stopped:
+            # running, on its way down, or a start we asked for still pending there (Vast's
+            # "scheduling" starts the instance once GPUs free up): ask for the stop (again)
+            try:
+                await adapter.stop(instance_id)
+            except ProviderError as err:
+                return await self._retry(session, f"stop call failed: {err.message}")
+            return await self._retry(session, f"stop asked for; it is {status.state}")
+        await self._stopped(session.id, status.state, adapter.stopped_price_per_hour(session.offer))
+        return Step()
+
+    async def _stopped(self, session_id: str, state: str, disk_rate: float) -> None:
+        """The provider says the instance is off: the session is stopped, its running stretch
+        closed, its disk billed and kept until its keep time ends."""
+        now = self.rows.clock.now()
+
+        def decide(s: Session) -> Decision:
+            if s.status != SessionStatus.STOPPING or not s.keep_disk:
+                return None
+            days = s.keep_days if s.keep_days is not None else self.settings.keep_days
+            keep_until = now + timedelta(days=days)
+            return {
+                "status": SessionStatus.STOPPED,
+                "keep_disk": False,
+                "destroy_attempts": 0,
+                "next_destroy_at": None,
+                "cycles": costs.closing_stretch(s, now),
+                "stopped_at": now,
+                "stopped_price_per_hour": disk_rate,
+                "keep_until": keep_until,
+                "power_requested_at": None,
+            }, (
+                f"stopped ({state}); disk kept, ${disk_rate * 24:.2f}/day, until "
+                f"{keep_until:%Y-%m-%d %H:%M} UTC"
             )
-            return Step()
-        problem = None
-        try:
-            await adapter.stop(instance_id)
-        except ProviderError as err:
-            problem = f"stop call failed: {err.message}"
-        return await self._retry(session, problem or f"still {status.state}")
+
+        await self.rows.change(session_id, decide)
 
     async def _retry(self, session: Session, why: str) -> Step:
         """Count a teardown attempt that did not finish; back off; escalate; never give up."""

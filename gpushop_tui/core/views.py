@@ -13,13 +13,15 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from gpushop_tui.core import costs
-from gpushop_tui.models import Session
+from gpushop_tui.models import CostEntry, CostKind, InstanceState, Session, SessionStatus
 from gpushop_tui.node.probes import NodeSample
 
 EXPIRY_WARNING = timedelta(minutes=15)
 """How long before a reservation ends the supervisor warns, and faces turn the countdown amber."""
 HARD_MAX_WARNING = timedelta(minutes=30)
 """How long before the hard max the supervisor warns, and faces turn the countdown amber."""
+DISK_WARNING = timedelta(days=1)
+"""How long before a stopped session's kept disk is destroyed the supervisor warns."""
 
 
 @dataclass(frozen=True)
@@ -32,9 +34,10 @@ class NodeReading:
 
 @dataclass(frozen=True)
 class Deadline:
-    """A session's next deadline: its reservation's end, or its hard max."""
+    """A session's next deadline: its reservation's end, its hard max, or (stopped) the end of
+    its kept disk."""
 
-    what: Literal["expiry", "hard max"]
+    what: Literal["expiry", "hard max", "disk kept until"]
     at: datetime
     warn_before: timedelta
 
@@ -47,6 +50,40 @@ class Deadline:
 
 
 @dataclass(frozen=True)
+class PowerStretch:
+    """One stretch of a session's power cycles: running (compute, the GPU rate) or stopped
+    (storage, the disk rate), with its runtime and cost as of `now` while it is open."""
+
+    entry: CostEntry
+    now: datetime
+
+    @property
+    def kind(self) -> CostKind:
+        return self.entry.kind
+
+    @property
+    def started_at(self) -> datetime:
+        return self.entry.started_at
+
+    @property
+    def ended_at(self) -> datetime | None:
+        return self.entry.ended_at
+
+    @property
+    def rate_per_hour(self) -> float:
+        return self.entry.rate_per_hour
+
+    @property
+    def hours(self) -> float:
+        end = self.entry.ended_at or self.now
+        return max(0.0, (end - self.entry.started_at).total_seconds() / 3600)
+
+    @property
+    def cost(self) -> float:
+        return self.entry.amount(self.now)
+
+
+@dataclass(frozen=True)
 class SessionView:
     """A session as every face shows it."""
 
@@ -54,6 +91,40 @@ class SessionView:
     ssh_command: str | None
     """The OpenSSH command line, while the session has an address and is not closed."""
     node: NodeReading | None = None
+
+    @property
+    def status_words(self) -> str:
+        """The status as every face says it: `running`, `stopped (disk kept, $1.23/day)`,
+        `ended (destroyed)`, `failed`, ..."""
+        s = self.session
+        match s.status:
+            case SessionStatus.STOPPED:
+                day = self.disk_usd_per_day or 0.0
+                failed = f"; {s.error}" if s.error else ""
+                return f"stopped (disk kept, ${day:.2f}/day{failed})"
+            case SessionStatus.ENDED:
+                never = s.instance == InstanceState.NONE or s.instance_created_at is None
+                return "ended (nothing was rented)" if never else "ended (destroyed)"
+            case SessionStatus.STOPPING:
+                return "stopping (keeping the disk)" if s.keep_disk else "stopping"
+            case _:
+                return str(s.status)
+
+    @property
+    def disk_usd_per_day(self) -> float | None:
+        """What the kept disk of a stopped session bills a day; None unless stopped."""
+        if self.session.status != SessionStatus.STOPPED:
+            return None
+        return (self.session.stopped_price_per_hour or 0.0) * 24
+
+    @property
+    def keep_until(self) -> datetime | None:
+        """When a stopped session's kept disk is destroyed, unless it is started before."""
+        return self.session.keep_until if self.session.status == SessionStatus.STOPPED else None
+
+    def cycles(self, now: datetime) -> list[PowerStretch]:
+        """Each running and each stopped stretch the session billed (or bills), oldest first."""
+        return [PowerStretch(entry, now) for entry in costs.entries(self.session)]
 
     @property
     def idle_verdict(self) -> str | None:
@@ -71,9 +142,13 @@ class SessionView:
 
     @property
     def next_deadline(self) -> Deadline | None:
-        """The earlier of expiry and hard max of a session not yet ended; None once it has."""
+        """The earlier of expiry and hard max of a session not yet ended (a stopped one's:
+        when its kept disk is destroyed); None once it has ended."""
         if self.session.status.terminal:
             return None
+        if self.session.status == SessionStatus.STOPPED:
+            until = self.session.keep_until
+            return None if until is None else Deadline("disk kept until", until, DISK_WARNING)
         expiry = Deadline("expiry", self.session.expires_at, EXPIRY_WARNING)
         hard_max = Deadline("hard max", self.session.hard_max_at, HARD_MAX_WARNING)
         return min(expiry, hard_max, key=lambda deadline: deadline.at)

@@ -11,6 +11,9 @@ A vLLM workload where the provider runs images is also published: the create ask
 to publish its port, the server listens on every address, and once it answers the session
 carries `endpoint_public` on the provider's public address. vLLM refuses a request without the
 token; Ollama and custom servers guard nothing, so they are reached through the tunnel only.
+
+A stopped session started again launches its workload again (the processes died with the
+instance; the model stays on the kept disk) and waits for its health the same way.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from gpushop_tui.core.benchmarks import MEASURED_SOURCE, Benchmarks
-from gpushop_tui.core.rows import SessionRows, Step
+from gpushop_tui.core.rows import SETTING_UP, SessionRows, Step
 from gpushop_tui.core.teardown import Teardown
 from gpushop_tui.models import (
     SERVES_MODEL,
@@ -194,7 +197,7 @@ class Workloads:
                     {"workload_started_at": now, "workload_phase": "starting"},
                     f"workload started: {_describe(spec)}",
                 )
-                if s.status == SessionStatus.PROVISIONING and s.workload_started_at is None
+                if s.status in SETTING_UP and s.workload_started_at is None
                 else None
             ),
         )
@@ -242,7 +245,8 @@ class Workloads:
             shown = phase or "starting"
             await self._phase(session, shown)
             return Step(self._poll_wait(started), f"workload {shown}: {health.detail}")
-        if spec.benchmark and spec.kind in SERVES_MODEL:
+        measured_once = session.status == SessionStatus.STARTING  # at its rental, not each start
+        if spec.benchmark and spec.kind in SERVES_MODEL and not measured_once:
             await self._measure(session, spec, token)
         endpoint = endpoint_url(spec)
         public = public_url(spec, status) if published(spec, runs_images) else None
@@ -263,7 +267,7 @@ class Workloads:
                     + (f" ({spec.model})" if spec.model else "")
                     + (f", public at {public}" if public else ""),
                 )
-                if s.status == SessionStatus.PROVISIONING
+                if s.status in SETTING_UP
                 else None
             ),
         )
@@ -319,7 +323,7 @@ class Workloads:
             session.id,
             lambda s: (
                 ({"workload_phase": phase}, f"workload: {phase}")
-                if s.workload_phase != phase and s.status == SessionStatus.PROVISIONING
+                if s.workload_phase != phase and s.status in SETTING_UP
                 else None
             ),
         )

@@ -217,9 +217,10 @@ def task_failure(task_id: str, status: str, message: str, instance_id: str | Non
 def parse_instance(record: Any, *, deleting: bool = False) -> InstanceStatus:
     """An instance object as an `InstanceStatus`.
 
-    `power_status` is kept verbatim when set. When it is null (BL-008) an instance with an IP
-    is running. `deleting` (we asked for a delete) wins over both, since the IP lingers after
-    a delete: such an instance is "deleting", not running, with no SSH address.
+    `power_status` is kept (lowercased) when set; "stopped" is a VM shut down with its disk
+    kept. When it is null (BL-008) an instance with an IP is running. `deleting` (we asked for
+    a delete) wins over both, since the IP lingers after a delete: such an instance is
+    "deleting", not running, with no SSH address.
     Raises ValueError on a record without a uuid.
     """
     if not isinstance(record, dict) or not _text(record.get("uuid")):
@@ -243,6 +244,7 @@ def parse_instance(record: Any, *, deleting: bool = False) -> InstanceStatus:
         label=_text(record.get("name")),
         state=state,
         running=running,
+        stopped=state == "stopped",
         ssh_host=None if deleting else ip,
         ssh_port=None if deleting or not ip else (port if has_port else SSH_PORT),
         price_per_hour=cents / 100 if isinstance(cents, int | float) and cents >= 0 else None,

@@ -14,6 +14,8 @@ What this adapter knows that the API does not say:
 - Capacity problems come back as HTTP 200 with `{"status": 400, "error": "…"}`.
 - `GET /instances/{id}` is not wrapped in `data`; `GET /instances` comes in two shapes; a list we
   cannot read raises, never reads as "no instances" (prior-art §9: it once ghosted sessions).
+- Stop keeps the disk; a stopped VM may release its GPU (`StoppedDisassociated`), and a start
+  that cannot get one back is a CapacityError ("no capacity to start …").
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ STORAGE_STEP_GB = 50
 
 GONE_STATES = frozenset({"deleted", "terminated"})
 """States in which the instance no longer exists (and no longer bills)."""
+STOPPED_STATES = frozenset({"stopped", "stoppeddisassociated"})
+"""States (lowercased) of a VM powered off with its disk kept; `StoppedDisassociated` has also
+released its GPU, which a start must find again."""
 
 STALE_PHRASES = (
     "no available nodes",
@@ -80,6 +85,10 @@ location, the location's public IPs used up, BUG-010): OfferGone, pick another o
 CAPACITY_PHRASES = ("insufficient capacity",)
 """Create errors meaning the GPU is there but no node fits the vCPU/RAM/storage asked for:
 CapacityError (a smaller configuration, or later, may fit)."""
+START_CAPACITY_PHRASES = ("not enough gpu", "no available gpu", "insufficient gpu")
+"""Start errors meaning the stopped VM's GPU is gone and none is free to take its place (its
+state was `StoppedDisassociated`; the words are [INFER]): CapacityError, as are the create
+phrases above (`STALE_PHRASES`, `CAPACITY_PHRASES`) when a start answers them."""
 
 DRIVER_FIX = (
     "systemctl stop unattended-upgrades apt-daily.service apt-daily-upgrade.service || true",
@@ -476,8 +485,11 @@ def _timestamp(value: Any) -> datetime | None:
 def parse_instance(obj: Any, fallback_id: str | None = None) -> InstanceStatus | None:
     """An instance record (get or list item, any of the observed shapes) as an InstanceStatus.
 
-    None when its state says it is gone (`deleted`, `terminated`). ValueError when the record
-    has no id or no status: a record we cannot read is never taken for "gone".
+    The state is TensorDock's word, verbatim (casing varies: "stopped", "Stopped",
+    "StoppedDisassociated"); only "running" with an IP is running, only `STOPPED_STATES` are
+    stopped ("stopping" and "starting" are neither). None when its state says it
+    is gone (`deleted`, `terminated`). ValueError when the record has no id or no status: a
+    record we cannot read is never taken for "gone".
     """
     if not isinstance(obj, Mapping):
         raise ValueError(f"an instance record is a {type(obj).__name__}, not an object")
@@ -486,8 +498,8 @@ def parse_instance(obj: Any, fallback_id: str | None = None) -> InstanceStatus |
     status = item.get("status")
     if not isinstance(raw_id, str | int) or not str(raw_id) or not isinstance(status, str):
         raise ValueError("an instance record without an id or a status")
-    state = status.strip().lower()
-    if state in GONE_STATES:
+    state = status.strip()
+    if state.lower() in GONE_STATES:
         return None
     ip = item.get("ipAddress") or item.get("ip_address")
     host = ip.strip() if isinstance(ip, str) and ip.strip() else None
@@ -499,7 +511,8 @@ def parse_instance(obj: Any, fallback_id: str | None = None) -> InstanceStatus |
         instance_id=str(raw_id),
         label=name if isinstance(name, str) else None,
         state=state,
-        running=state == "running" and host is not None,
+        running=state.lower() == "running" and host is not None,
+        stopped=state.lower() in STOPPED_STATES,
         ssh_host=host,
         ssh_port=_ssh_port(forwards) if host is not None else None,
         price_per_hour=price if price is not None and price >= 0 else None,
@@ -538,11 +551,11 @@ class TensorDock(Provider):
         provision_budget_s=900.0,
         first_ssh_budget_s=90.0,
         capabilities=Capabilities(
-            can_stop=False, provider_ttl=False, spot=False, instance_scoped_key=False
+            can_stop=True, provider_ttl=False, spot=False, instance_scoped_key=False
         ),
     )
-    """cloud-init alone takes about 90 s after the VM says running. The v2 API has stop and
-    start, but this adapter does not use them, so no "keep" storage policy here."""
+    """cloud-init alone takes about 90 s after the VM says running. Stop keeps the disk (the
+    v2 `POST /instances/{id}/stop` and `/start`); a start may find the GPU gone."""
     name: ClassVar[ProviderName] = PROVIDER
     readiness: ClassVar[Readiness] = Readiness(
         ssh_user=LOGIN_USER, initial_delay_s=INFO.first_ssh_budget_s, probe_dpkg_and_smi=True
@@ -665,6 +678,53 @@ class TensorDock(Provider):
             return
         if response.status_code >= 400 or _soft_error(body):
             raise classify_error(response.status_code, body, f"destroying instance {instance_id}")
+
+    async def stop(self, instance_id: str) -> None:
+        """`POST /instances/{id}/stop`: the VM reads `stopping`, then `stopped`, disk kept."""
+        await self._power(instance_id, "stop")
+
+    async def start(self, instance_id: str) -> None:
+        """`POST /instances/{id}/start`: `starting`, then `running` with the same disk.
+
+        A stopped VM may have released its GPU (`StoppedDisassociated`); when none is free to
+        take its place the start is refused, a CapacityError ("no capacity to start …").
+        """
+        try:
+            await self._power(instance_id, "start")
+        except (CapacityError, OfferGone) as err:
+            raise self._no_capacity(instance_id, err) from err
+        except ProviderError as err:
+            if not any(p in err.message.lower() for p in START_CAPACITY_PHRASES):
+                raise
+            raise self._no_capacity(instance_id, err) from err
+
+    def _no_capacity(self, instance_id: str, err: ProviderError) -> CapacityError:
+        return CapacityError(
+            self.name,
+            f"no capacity to start instance {instance_id}: its GPU was released while it was "
+            f"stopped and none is free now ({err.message})",
+            status=err.status,
+        )
+
+    async def _power(self, instance_id: str, action: str) -> None:
+        """`POST /instances/{id}/<action>`; an error status or a 200-with-error body raises."""
+        response = await self.http.request(
+            "POST", f"{self._path(instance_id)}/{action}", priority=Priority.NORMAL
+        )
+        body = _json_or_none(response)
+        if response.status_code >= 400 or _soft_error(body):
+            raise classify_error(response.status_code, body, f"{action} of instance {instance_id}")
+
+    def stopped_price_per_hour(self, offer: Offer) -> float:
+        """A stopped VM bills its storage only ([INFER]: v0 priced storage apart, as
+        `storage_price`): the location's `per_gb_storage_hr` over the offer's disk. Where the
+        offer does not carry it, the full price (the conservative default)."""
+        gpu = offer.raw.get("gpu")
+        pricing = gpu.get("pricing") if isinstance(gpu, Mapping) else None
+        per_gb = _number(pricing.get("per_gb_storage_hr")) if isinstance(pricing, Mapping) else None
+        if per_gb is None or per_gb < 0 or not offer.disk_gb:
+            return super().stopped_price_per_hour(offer)
+        return round(per_gb * offer.disk_gb, 6)
 
     async def check(self) -> None:
         """`GET /instances` with the token: AuthError on 401/403."""

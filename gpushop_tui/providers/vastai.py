@@ -400,11 +400,23 @@ def _published(row: dict[str, Any]) -> dict[int, int]:
     return published
 
 
+def _state_word(row: dict[str, Any]) -> str:
+    """Vast's `actual_status`, or "creating" before it has one. A start still waiting for the
+    host's GPUs (`intended_status` running, `actual_status` still stopped) is "scheduling", the
+    console's word for it (provider-apis.md §1.7, §1.8): not running, and no GPU billed."""
+    status = row.get("actual_status")
+    if status == "stopped" and row.get("intended_status") == "running":
+        return "scheduling"
+    return str(status) if status else "creating"
+
+
 def parse_instance(row: Any) -> InstanceStatus:
-    """One instance object (`GET /instances/{id}/` or a list row) as an `InstanceStatus`."""
+    """One instance object (`GET /instances/{id}/` or a list row) as an `InstanceStatus`:
+    running once `actual_status` is "running", stopped (disk billed only) once it is "stopped"
+    and meant to be, neither while "scheduling"."""
     if not isinstance(row, dict) or row.get("id") is None:
         raise ProviderBug(PROVIDER, "an instance came back without an id")
-    status = row.get("actual_status")
+    status, state = row.get("actual_status"), _state_word(row)
     host, port = _ssh_address(row)
     started = _number(row.get("start_date"))
     ip = row.get("public_ipaddr")
@@ -413,8 +425,9 @@ def parse_instance(row: Any) -> InstanceStatus:
             provider=PROVIDER,
             instance_id=str(row["id"]),
             label=row.get("label") or None,
-            state=str(status) if status else "creating",
+            state=state,
             running=status == "running",
+            stopped=state == "stopped",
             ssh_host=host,
             ssh_port=port,
             price_per_hour=_number(row.get("dph_total")),
@@ -759,9 +772,13 @@ class VastAi(Provider):
         self._object(response, f"setting instance {instance_id} {state}")
 
     async def stop(self, instance_id: str) -> None:
+        """`PUT /instances/{id}/` `{"state": "stopped"}` (§1.8): disk kept, disk billed; it
+        also cancels a start still waiting for GPUs."""
         await self._set_state(instance_id, "stopped")
 
     async def start(self, instance_id: str) -> None:
+        """`PUT /instances/{id}/` `{"state": "running"}` (§1.8). Accepted even when the host's
+        GPUs are rented out: the instance then reads "scheduling" until they free up."""
         await self._set_state(instance_id, "running")
 
     async def _user(self) -> dict[str, Any]:

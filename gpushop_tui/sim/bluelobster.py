@@ -14,11 +14,13 @@
 - `GET /instances` is a plain array; `power_status` is null on running instances for every
   other launch (BL-008); after DELETE the instance and its IP linger `DELETE_LINGER_S`, then 404.
 - `POST /instances/{uuid}/shutdown` stops the VM at once, keeping its disk, IP and capacity: it
-  stays listed (`power_status` "stopped") and can still be deleted. `POST .../power-on` boots it
-  again (`boot_s` before SSH answers). Both answer the Terraform client's `ActionResponse`
-  (`status, message, task_id, instance_id, host, duration_ms, new_name`; the values are
-  inferred); a power action in the wrong state is 409 `invalid_state`; unknown, or deleted or
-  being deleted, is 404.
+  stays listed (`power_status` "stopped") and can still be deleted; its workload ends and its
+  connections drop. `POST .../power-on` boots it again (`boot_s` before SSH answers, the same
+  disk and host key); with `start_never_completes` or `start_no_capacity` it stays booting
+  (`power_status` null, SSH refused) until shut down again. Both answer the Terraform
+  client's `ActionResponse` (`status, message, task_id, instance_id, host, duration_ms,
+  new_name`; the values are inferred); a power action in the wrong state is 409
+  `invalid_state`; unknown, or deleted or being deleted, is 404.
 - Sim-only: instance objects carry `ssh_port` (the loopback port of the SSH node) when known,
   since the real API has no port field (real SSH is the IP on port 22).
 """
@@ -497,8 +499,7 @@ def build_app(world: World) -> Starlette:
             return _detail(409, "invalid_state", "Instance is already stopped")
         if instance.powered_on_at is None and instance.phase(now) == "booting":
             return _detail(409, "invalid_state", "Instance is still being provisioned")
-        instance.stopped = True
-        world.save()
+        await world.power_off(PROVIDER, instance.id)
         return json_response(_action(instance, "shutdown", "Instance shut down"))
 
     @route("power_on")
@@ -510,8 +511,7 @@ def build_app(world: World) -> Starlette:
             return instance
         if not instance.stopped:
             return _detail(409, "invalid_state", "Instance is already running")
-        instance.power_on(world.now())
-        world.save()
+        world.power_on(PROVIDER, instance.id, held=world.faults.node(PROVIDER).start_no_capacity)
         return json_response(_action(instance, "power-on", "Instance powered on"))
 
     app = Starlette(

@@ -2,7 +2,8 @@
 
 HTTP faults are matched per provider and endpoint name (or "*") and consumed in order; node and
 lifecycle faults (destroys that do nothing, wrong GPUs, refused SSH, workloads that never load,
-die or expect another token) are per provider and read by the provider servers and the SSH nodes.
+die or expect another token, starts that never complete or find no GPU, stopped instances that
+vanish) are per provider and read by the provider servers and the SSH nodes.
 """
 
 from __future__ import annotations
@@ -72,6 +73,18 @@ class NodeFaults:
     becomes `failed: the server exited` and their port is closed."""
     workload_wrong_token: bool = False
     """vLLM workloads launched from now on expect another token: every authed request is 401."""
+    start_never_completes: bool = False
+    """Starts asked for from now on are accepted but never complete: the instance stays booting
+    (Vast: `scheduling`; TensorDock: `starting`; Blue Lobster: booting, SSH never answers)
+    until it is stopped or destroyed. Read at each start call."""
+    start_no_capacity: bool = False
+    """Starts asked for from now on find no GPU. TensorDock: the stopped instance's GPU is gone
+    (it reads `StoppedDisassociated`) and the start is refused with a capacity error; Vast: the
+    start waits for GPUs (`scheduling`) until stopped; Blue Lobster: as `start_never_completes`.
+    Read at each start call."""
+    stopped_vanishes_after_s: float | None = None
+    """Instances stopped from now on are reclaimed by the provider (gone, 404) this long (world
+    clock) after the stop was asked for, unless started before. Read at each stop call."""
 
 
 @dataclass

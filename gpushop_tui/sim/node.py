@@ -3,7 +3,8 @@
 Each node reads its `SimInstance` live: while the instance is not running, a TCP connection is
 dropped before the SSH handshake (like a port that is not open yet); public-key auth accepts
 exactly `ssh_user` with a key in `authorized_keys` (read at each attempt, so a key attached
-through an API works at once) and only after `ssh_refuse_until`. Exec requests are answered by
+through an API works at once) and only after `ssh_refuse_until`. A stop ends the workload and
+drops connections but keeps the node's files and host key. Exec requests are answered by
 a tiny interpreter that knows what a GPU box is asked (`echo ok`, `nvidia-smi`, the dpkg lock
 check, `df`, `who`, ...); a shell request gets the same interpreter one line at a time, so the
 ssh command the demo prints logs in. SFTP is served from a per-instance scratch directory.
@@ -270,7 +271,7 @@ class SshNodes:
         return node.acceptor.get_port()
 
     async def detach(self, instance: SimInstance) -> None:
-        """Stop listening for `instance` and drop its open connections."""
+        """Stop listening for `instance`, drop its open connections and end its workload."""
         node = self._nodes.pop((instance.provider, instance.id), None)
         if node is None:
             return
@@ -278,16 +279,30 @@ class SshNodes:
             node.acceptor.close()
         for server in node.published:
             server.close()
+        node.published.clear()
+        await self._halt(node)
+        if node.acceptor is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(node.acceptor.wait_closed(), 5)
+
+    async def power_off(self, instance: SimInstance) -> None:
+        """The node of `instance` is powered off: its connections drop and its workload ends;
+        it keeps listening (refusing while the instance is not running), its files (`root`)
+        and its host key, so a start brings the same machine back."""
+        node = self._nodes.get((instance.provider, instance.id))
+        if node is not None:
+            await self._halt(node)
+
+    @staticmethod
+    async def _halt(node: _Node) -> None:
+        """Drop every open connection of `node` (SSH and through published ports) and end its
+        workload's process."""
         for writer in list(node.passing):
             writer.transport.abort()
-        node.published.clear()
         for conn in list(node.conns):
             conn.abort()
         node.conns.clear()
         node.sessions.clear()
-        if node.acceptor is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(node.acceptor.wait_closed(), 5)
         if node.workload is not None:
             await node.workload.stop()
             node.workload = None

@@ -14,6 +14,12 @@
   (`app.state.list_shape = "wrapped"`) or the flat shape seen live (`"bare"`); the default
   `"alternate"` starts with wrapped and switches on every call.
 - `DELETE /instances/{id}`: the instance reads "deleting" for `DELETE_LINGER_S`, then 404.
+- `POST /instances/{id}/stop`: "stopping" for the world's `stop_s`, then "stopped" (disk kept,
+  SSH refused, workload ended); `release_s` later the GPU goes back to the location
+  ("StoppedDisassociated") and counts as free capacity again. `POST /instances/{id}/start`:
+  "starting" for `boot_s`, then "running" with the same disk. A start whose GPU is gone and not
+  to be had again (taken by others, or the `start_no_capacity` fault) is refused with
+  `NO_GPU_TO_START` in an HTTP-200 error body; a power action in the wrong state is a 400.
 """
 
 from __future__ import annotations
@@ -85,6 +91,9 @@ STALE = {("Chubbuck", "h100-sxm5-80gb"), ("Winnipeg", "geforcertx3090-pcie-24gb"
 IGNORES_PORT_FORWARDS = {"Winnipeg"}
 """Cities where `port_forwards` are silently ignored (BUG-008)."""
 PRICING = {"per_vcpu_hr": 0.003, "per_gb_ram_hr": 0.002, "per_gb_storage_hr": 0.00005}
+NO_GPU_TO_START = "Not enough GPUs available on the hostnode to start this instance"
+"""[INFER] words: TensorDock's errors come as `{"status": 400, "error": "…"}`, capacity ones with
+HTTP 200 (as "No available nodes found" does at create); the real text is not documented."""
 
 
 @dataclass(frozen=True)
@@ -135,7 +144,11 @@ def _auth(world: World, request: Request, *, optional: bool = False) -> Response
 
 
 def _used(world: World, offer_id: str) -> int:
-    return sum(i.gpu_count for i in world.live(PROVIDER) if i.offer_id == offer_id)
+    """GPUs of `offer_id` held by instances: a stopped one holds its GPU until it is released."""
+    now = world.now()
+    return sum(
+        i.gpu_count for i in world.live(PROVIDER) if i.offer_id == offer_id and not i.released(now)
+    )
 
 
 def _gpu_entry(world: World, site: Site, name: str) -> dict[str, Any]:
@@ -289,8 +302,28 @@ def _status(instance: SimInstance, now: float) -> str:
         return "deleting"
     phase = instance.phase(now)
     if phase == "booting":
-        return "creating" if now < instance.created_at + instance.boot_s / 2 else "starting"
-    return "running" if phase == "running" else "stopped"
+        first_half = now < instance.created_at + instance.boot_s / 2
+        return "creating" if instance.powered_on_at is None and first_half else "starting"
+    if phase == "running":
+        return "running"
+    if instance.stopping(now):
+        return "stopping"
+    return "StoppedDisassociated" if instance.released(now) else "stopped"
+
+
+def _gpu_free_for(world: World, instance: SimInstance) -> bool:
+    """Whether the location still has the GPUs of a stopped instance that released them."""
+    site = next((s for s in sites(world) if s.id == instance.extra.get("location_id")), None)
+    gpu = instance.extra.get("gpu")
+    if site is None or gpu not in site.gpus or (site.city, gpu) in STALE:
+        return False
+    return instance.gpu_count <= site.gpus[gpu] - _used(world, instance.offer_id)
+
+
+def _power_answer(instance: SimInstance, status: str) -> Response:
+    """The SPEC's answer to a start or stop."""
+    data = {"type": "instance", "id": instance.id, "attributes": {"status": status}}
+    return json_response({"data": data})
 
 
 def _reachable(instance: SimInstance, now: float) -> bool:
@@ -480,6 +513,48 @@ def build_app(world: World) -> Starlette:
         message = {"message": "Instance deleted successfully"}
         return json_response({"data": {"type": "success", "attributes": message}})
 
+    def power_target(request: Request) -> SimInstance | Response:
+        """The instance a start or stop names, or its 404 (unknown, deleted or being deleted)."""
+        instance = world.get(PROVIDER, request.path_params["id"])
+        if (
+            instance is None
+            or instance.destroyed_at is not None
+            or instance.phase(world.now()) == "destroyed"
+        ):
+            return _error(404, "Instance not found")
+        return instance
+
+    @route("stop")
+    async def stop(request: Request) -> Response:
+        if (denied := _auth(world, request)) is not None:
+            return denied
+        instance = power_target(request)
+        if isinstance(instance, Response):
+            return instance
+        if instance.stopped:
+            return _error(400, "Instance is already stopped")  # [INFER] words
+        await world.power_off(PROVIDER, instance.id)
+        return _power_answer(instance, "stopping")
+
+    @route("start")
+    async def start(request: Request) -> Response:
+        if (denied := _auth(world, request)) is not None:
+            return denied
+        instance = power_target(request)
+        if isinstance(instance, Response):
+            return instance
+        now = world.now()
+        if not instance.stopped or instance.stopping(now):
+            return _error(400, "Instance must be stopped to start it")  # [INFER] words
+        if world.faults.node(PROVIDER).start_no_capacity:
+            instance.released_at = min(now, instance.released_at or now)
+            world.save()
+            return _soft_error(NO_GPU_TO_START)
+        if instance.released(now) and not _gpu_free_for(world, instance):
+            return _soft_error(NO_GPU_TO_START)
+        world.power_on(PROVIDER, instance.id)
+        return _power_answer(instance, "starting")
+
     app = Starlette(
         routes=[
             Route("/api/v2/locations", locations, methods=["GET"]),
@@ -487,6 +562,8 @@ def build_app(world: World) -> Starlette:
             Route("/api/v2/instances", list_instances, methods=["GET"]),
             Route("/api/v2/instances/{id}", get, methods=["GET"]),
             Route("/api/v2/instances/{id}", destroy, methods=["DELETE"]),
+            Route("/api/v2/instances/{id}/stop", stop, methods=["POST"]),
+            Route("/api/v2/instances/{id}/start", start, methods=["POST"]),
         ]
     )
     app.state.list_shape = "alternate"

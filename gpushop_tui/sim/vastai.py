@@ -3,7 +3,10 @@
 Shapes, status words, error bodies and quirks follow the reference (provider-apis.md §1): offer
 search by JSON query (POST body or `GET ?q=`), renting an ask, per-instance SSH keys, instance
 rows whose `actual_status` walks null → "loading" → "running" with the world clock, keyset-paged
-v1 listing, label/stop/start and destroy (`{"instances": null}` with 200 once gone).
+v1 listing, label/stop/start and destroy (`{"instances": null}` with 200 once gone). A stop is
+at once `stopped` (disk kept); a start boots again ("loading" → "running"), or, when the host's
+GPUs are rented out, waits with `intended_status` running and `actual_status` stopped (the
+console's "Scheduling") until a stop cancels it.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ SPECIAL_KEYS = {"order", "type", "limit", "allocated_storage", "disable_bundling
 INSTANCE_ID_BASE = 31_000_000
 LOADING_FRACTION = 0.3
 """The first part of the boot reports `actual_status: null`, the rest "loading"."""
+SCHEDULING_MSG = "Waiting for the host's GPUs to become available before starting the container."
+"""The `status_msg` of a start waiting for its GPUs (the console's "Scheduling"; [INFER] text):
+`intended_status` running, `actual_status` still stopped, no GPU billed."""
 
 
 @dataclass(frozen=True)
@@ -494,6 +500,8 @@ def instance_row(instance: SimInstance, now: float) -> dict[str, Any]:
     runtype = x.get("runtype", "ssh_proxy")
     elapsed = now - instance.created_at
     actual: str | None
+    intended = "stopped" if instance.stopped else "running"
+    contract = intended
     if phase == "running":
         actual = "running"
         status_msg = f"success, running {image.replace(':', '_')}/ssh"
@@ -503,12 +511,15 @@ def instance_row(instance: SimInstance, now: float) -> dict[str, Any]:
     elif phase == "destroyed":
         actual = "offline"
         status_msg = "Instance destroyed."
+    elif instance.start_held:
+        actual, contract, status_msg = "stopped", "stopped", SCHEDULING_MSG
+    elif instance.powered_on_at is not None:
+        actual, status_msg = "loading", "Starting container..."
     elif elapsed < instance.boot_s * LOADING_FRACTION:
         actual, status_msg = None, None
     else:
         actual = "loading"
         status_msg = f"Pulling image {image}..."
-    intended = "stopped" if instance.stopped else "running"
     running = phase == "running"
     storage = x.get("storage_total_cost", 0.0)
     breakdown = {
@@ -530,7 +541,7 @@ def instance_row(instance: SimInstance, now: float) -> dict[str, Any]:
         "template_name": None,
         "actual_status": actual,
         "intended_status": intended,
-        "cur_state": intended,
+        "cur_state": contract,
         "next_state": intended,
         "status_msg": status_msg,
         "image_uuid": image,
@@ -654,6 +665,16 @@ def build_app(world: World) -> Starlette:
         if instance is None or instance.phase(world.now()) == "destroyed":
             return None
         return instance
+
+    async def set_state(instance: SimInstance, state: str) -> None:
+        """Stop (the disk is kept; a start still waiting for GPUs is cancelled) or start (a boot
+        of `boot_s`; with `start_no_capacity` the host's GPUs are rented out and the start waits
+        as `scheduling`). Asking for the state it is already headed to changes nothing."""
+        if state == "stopped":
+            await world.power_off(PROVIDER, instance.id)
+        else:
+            held = world.faults.node(PROVIDER).start_no_capacity
+            world.power_on(PROVIDER, instance.id, held=held)
 
     def not_found(raw_id: str) -> Response:
         return _err(404, "no_such_instance", f"Instance {raw_id} not found.")
@@ -960,7 +981,7 @@ def build_app(world: World) -> Starlette:
         if "state" in body:
             if body["state"] not in ("stopped", "running"):
                 return _err(400, "invalid_args", f"error 400: invalid state {body['state']!r}")
-            instance.stopped = body["state"] == "stopped"
+            await set_state(instance, body["state"])
         if "label" in body:
             label = "" if body["label"] is None else str(body["label"])
             if len(label) > 1024:
@@ -983,7 +1004,7 @@ def build_app(world: World) -> Starlette:
             return _err(400, "invalid_args", f"error 400: Invalid args: {err}")
         for raw_id in ids:
             if (instance := live_instance(raw_id)) is not None:
-                instance.stopped = state == "stopped"
+                await set_state(instance, state)
         world.save()
         return json_response({"success": True})
 

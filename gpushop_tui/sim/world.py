@@ -2,9 +2,11 @@
 
 Instance state is derived from the world clock at read time (no background tasks): an instance
 boots for `boot_s` after its create call (or after a `power_on`), then runs until stopped or
-destroyed. Provider servers map this common life onto their own status words; SSH nodes read the
-same objects live, so a key attached through an API is accepted by the node at once. With a state
-dir, every change is saved, so a standalone simulator killed and restarted keeps its instances.
+destroyed. A stop (`World.power_off`) keeps the node's disk and host key but ends its workload and
+connections; a start (`World.power_on`) boots it again. Provider servers map this common life onto
+their own status words; SSH nodes read the same objects live, so a key attached through an API is
+accepted by the node at once. With a state dir, every change is saved, so a standalone simulator
+killed and restarted keeps its instances.
 """
 
 from __future__ import annotations
@@ -26,21 +28,28 @@ Phase = Literal["booting", "running", "stopped", "destroyed"]
 
 @dataclass(frozen=True)
 class Timing:
-    """How long an instance takes to boot, and how long its dpkg lock stays held after boot."""
+    """How long an instance of one provider takes to change state."""
 
     boot_s: float
+    """From a create (or a start) to running."""
     dpkg_lock_s: float
+    """How long the dpkg lock stays held after the first boot."""
+    stop_s: float = 0.0
+    """How long a stop reads as under way (TensorDock's `stopping`) before it reads stopped."""
+    release_s: float | None = None
+    """How long a stopped instance keeps its GPU before the provider releases it (TensorDock's
+    `StoppedDisassociated`, [INFER] delay); None: it keeps it for as long as it is stopped."""
 
 
 TIMINGS: dict[str, dict[str, Timing]] = {
     "fast": {
         "vastai": Timing(boot_s=3, dpkg_lock_s=0),
-        "tensordock": Timing(boot_s=4, dpkg_lock_s=2),
+        "tensordock": Timing(boot_s=4, dpkg_lock_s=2, stop_s=2, release_s=60),
         "bluelobster": Timing(boot_s=5, dpkg_lock_s=3),
     },
     "real": {
         "vastai": Timing(boot_s=240, dpkg_lock_s=0),
-        "tensordock": Timing(boot_s=90, dpkg_lock_s=150),
+        "tensordock": Timing(boot_s=90, dpkg_lock_s=150, stop_s=20, release_s=300),
         "bluelobster": Timing(boot_s=60, dpkg_lock_s=900),
     },
 }
@@ -105,19 +114,58 @@ class SimInstance:
     ssh_port: int | None = None
     powered_on_at: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    stop_s: float = 0.0
+    """The provider's `Timing.stop_s`, fixed at create."""
+    release_s: float | None = None
+    """The provider's `Timing.release_s`, fixed at create."""
+    stopped_at: float | None = None
+    """When the last stop was asked for (None: never, or set `stopped` by hand)."""
+    released_at: float | None = None
+    """While stopped: when the provider releases (or released) the instance's GPU."""
+    vanishes_at: float | None = None
+    """While stopped: when the provider reclaims the instance (`stopped_vanishes_after_s`)."""
+    start_held: bool = False
+    """A start was accepted but does not complete (no GPU for it, or a fault): the instance
+    stays booting until it is stopped or destroyed."""
 
     def phase(self, now: float) -> Phase:
         if self.destroyed_at is not None and now >= self.destroyed_at:
             return "destroyed"
+        if self.stopped and self.vanishes_at is not None and now >= self.vanishes_at:
+            return "destroyed"
         if self.stopped:
             return "stopped"
+        if self.start_held:
+            return "booting"
         boot_from = self.created_at if self.powered_on_at is None else self.powered_on_at
         return "running" if now >= boot_from + self.boot_s else "booting"
 
-    def power_on(self, now: float) -> None:
-        """Start a stopped instance again, as a VM does: it boots for `boot_s` from `now`."""
+    def stopping(self, now: float) -> bool:
+        """Whether a stop is still under way (`stop_s` after it was asked for)."""
+        return self.stopped and self.stopped_at is not None and now < self.stopped_at + self.stop_s
+
+    def released(self, now: float) -> bool:
+        """Whether the instance is stopped and its GPU has gone back to the provider."""
+        return self.stopped and self.released_at is not None and now >= self.released_at
+
+    def power_off(self, now: float, *, vanish_after_s: float | None = None) -> None:
+        """Stop the instance, keeping its disk; a start still held is cancelled. Its GPU is
+        released `release_s` after the stop completes; it vanishes `vanish_after_s` after the
+        stop was asked for, if set."""
+        self.stopped = True
+        self.start_held = False
+        self.stopped_at = now
+        done = now + self.stop_s
+        self.released_at = None if self.release_s is None else done + self.release_s
+        self.vanishes_at = None if vanish_after_s is None else now + vanish_after_s
+
+    def power_on(self, now: float, *, held: bool = False) -> None:
+        """Start a stopped instance again, as a VM does: it boots for `boot_s` from `now`, or
+        stays booting for ever when `held` (the start is accepted but never completes)."""
         self.stopped = False
         self.powered_on_at = now
+        self.start_held = held
+        self.stopped_at = self.released_at = self.vanishes_at = None
 
     def dpkg_locked(self, now: float) -> bool:
         return now < self.created_at + self.boot_s + self.dpkg_lock_s
@@ -131,7 +179,12 @@ class NodeHost(Protocol):
         ...
 
     async def detach(self, instance: SimInstance) -> None:
-        """Stop the node of `instance`."""
+        """Stop the node of `instance` for good (the instance is destroyed)."""
+        ...
+
+    async def power_off(self, instance: SimInstance) -> None:
+        """Power the node of `instance` off: end its workload and open connections, keep its
+        files and host key (it refuses connections while the instance is not running)."""
         ...
 
 
@@ -221,6 +274,8 @@ class World:
             node_cuda=faults.old_cuda or cuda,
             ssh_refuse_until=now + timing.boot_s + faults.ssh_refuse_s,
             extra=dict(extra or {}),
+            stop_s=timing.stop_s,
+            release_s=timing.release_s,
         )
         self.instances[provider][instance_id] = instance
         self.taken[provider].add(offer_id)
@@ -256,6 +311,41 @@ class World:
         self.taken[provider].discard(instance.offer_id)
         if self.nodes is not None:
             await self.nodes.detach(instance)
+        self.save()
+        return True
+
+    async def power_off(self, provider: str, instance_id: str) -> bool:
+        """Stop a live instance, keeping its disk: its node's workload ends, its connections
+        drop, its files stay. False if unknown or destroyed; a stopped one is left as it is.
+
+        A `stopped_vanishes_after_s` fault, read now, makes the provider reclaim the instance
+        that long after this stop.
+        """
+        now = self.now()
+        instance = self.get(provider, instance_id)
+        if instance is None or instance.phase(now) == "destroyed":
+            return False
+        if instance.stopped:
+            return True
+        instance.power_off(now, vanish_after_s=self.faults.node(provider).stopped_vanishes_after_s)
+        if self.nodes is not None:
+            await self.nodes.power_off(instance)
+        self.save()
+        return True
+
+    def power_on(self, provider: str, instance_id: str, *, held: bool = False) -> bool:
+        """Start a stopped instance: it boots for `boot_s`, then its node answers again with
+        the same files and host key (its workload runs only once launched again). False if it
+        is unknown, destroyed or not stopped.
+
+        `held` (the provider has no GPU for it), or a `start_never_completes` fault read now,
+        accepts the start but never completes it.
+        """
+        now = self.now()
+        instance = self.get(provider, instance_id)
+        if instance is None or instance.phase(now) == "destroyed" or not instance.stopped:
+            return False
+        instance.power_on(now, held=held or self.faults.node(provider).start_never_completes)
         self.save()
         return True
 

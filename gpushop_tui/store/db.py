@@ -57,7 +57,14 @@ def _to_db(value: Any) -> Any:
         return value.model_dump_json()
     if isinstance(value, dict):
         return json.dumps(value, sort_keys=True)
+    if isinstance(value, list):
+        return json.dumps([_json_of(item) for item in value], sort_keys=True)
     return value
+
+
+def _json_of(value: Any) -> Any:
+    """A list item as JSON-ready data (a model as its JSON form)."""
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
 
 
 _INSERT_BENCHMARK = (
@@ -219,15 +226,29 @@ class Store:
             )
         if current == latest:
             return
-        async with self.transaction() as db:
-            async with db.execute("PRAGMA user_version") as cursor:
-                row = await cursor.fetchone()
-            current = int(row[0]) if row else 0
-            for number, script in scripts:
-                if number > current:
-                    for statement in _statements(script):
-                        await db.execute(statement)
-            await db.execute(f"PRAGMA user_version = {latest}")
+        # A migration may rebuild a table (SQLite cannot change a CHECK in place): foreign keys
+        # are off meanwhile, as SQLite prescribes, and checked before the migration commits.
+        await self._conn.execute("PRAGMA foreign_keys = OFF")
+        try:
+            async with self.transaction() as db:
+                async with db.execute("PRAGMA user_version") as cursor:
+                    row = await cursor.fetchone()
+                current = int(row[0]) if row else 0
+                for number, script in scripts:
+                    if number > current:
+                        for statement in _statements(script):
+                            await db.execute(statement)
+                async with db.execute("PRAGMA foreign_key_check") as cursor:
+                    broken = list(await cursor.fetchall())
+                if broken:
+                    raise DataDirError(
+                        f"database {self.path}: migrating to schema {latest} would break "
+                        f"{len(broken)} reference(s), first in table {broken[0][0]}; nothing "
+                        "was changed"
+                    )
+                await db.execute(f"PRAGMA user_version = {latest}")
+        finally:
+            await self._conn.execute("PRAGMA foreign_keys = ON")
 
     async def _ensure_install_id(self) -> str:
         async with self.transaction() as db:
@@ -291,7 +312,7 @@ class Store:
         if open_only:
             where.append("NOT (status IN (?, ?) AND instance IN (?, ?))")
             params += [
-                SessionStatus.STOPPED.value,
+                SessionStatus.ENDED.value,
                 SessionStatus.FAILED.value,
                 InstanceState.NONE.value,
                 InstanceState.GONE.value,
@@ -367,6 +388,7 @@ class Store:
         data["offer"] = json.loads(row["offer_json"])
         if data["workload_spec"] is not None:
             data["workload_spec"] = json.loads(data["workload_spec"])
+        data["cycles"] = json.loads(data["cycles"])
         return Session.model_validate(data)
 
     # -- audit ------------------------------------------------------------------------------

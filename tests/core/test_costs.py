@@ -112,7 +112,7 @@ def test_a_session_across_midnight_and_a_month_end_lands_in_both_buckets() -> No
     session = make_session(
         start,
         price_per_hour=1.2,
-        status=SessionStatus.STOPPED,
+        status=SessionStatus.ENDED,
         instance=InstanceState.GONE,
         instance_created_at=start,
         instance_gone_at=start + timedelta(hours=1),

@@ -130,6 +130,9 @@ async def test_bad_rentals_are_one_clear_sentence_and_rent_nothing(
 
 async def test_keep_is_refused_where_the_provider_cannot_stop(market: Market) -> None:
     offer = await market.offer("tensordock")
+    adapter = market.shopper._providers["tensordock"]
+    assert adapter is not None
+    adapter.can_stop = False  # type: ignore[misc]
     with pytest.raises(UserError, match="cannot stop"):
         await market.provision(offer, storage=StoragePolicy.KEEP)
 
@@ -269,7 +272,7 @@ async def test_done_destroys_and_waits_for_the_provider_to_confirm(market: Marke
     again = await market.shopper.done(running.id)  # a second call is harmless
     assert again.status == SessionStatus.STOPPING
     finished = await market.until(running.id, closed)
-    assert finished.status == SessionStatus.STOPPED and finished.instance == InstanceState.GONE
+    assert finished.status == SessionStatus.ENDED and finished.instance == InstanceState.GONE
     assert finished.instance_gone_at is not None
     assert market.instance(finished).destroyed_at is not None
     kinds = [e.message for e in await market.audit(running.id)]
@@ -306,16 +309,25 @@ async def test_a_destroy_that_keeps_failing_escalates_and_is_never_dropped(
     assert finished.instance == InstanceState.GONE
 
 
-async def test_keep_stops_the_instance_and_the_hard_max_destroys_it(market: Market) -> None:
+async def test_keep_stops_the_instance_and_its_keep_time_not_the_hard_max_destroys_it(
+    market: Market,
+) -> None:
     running = await market.running(storage=StoragePolicy.KEEP)
     await market.shopper.done(running.id)
     stopped = await market.until(running.id, lambda s: s.status == "stopped")
     assert stopped.instance == InstanceState.LIVE and not stopped.closed
     assert market.instance(stopped).stopped
+    assert stopped.keep_until == stopped.stopped_at + timedelta(days=7)  # the setting's default
     await market.clock.advance((stopped.hard_max_at - market.clock.now()).total_seconds() + 1)
     await market.tick()
+    kept = await market.shopper.session(running.id)
+    assert kept.status == SessionStatus.STOPPED and not market.instance(kept).destroyed_at
+    assert stopped.keep_until is not None
+    await market.clock.advance((stopped.keep_until - market.clock.now()).total_seconds() + 1)
+    await market.tick()
     gone = await market.until(running.id, closed)
-    assert gone.instance == InstanceState.GONE and market.instance(gone).destroyed_at is not None
+    assert gone.status == SessionStatus.ENDED and gone.instance == InstanceState.GONE
+    assert market.instance(gone).destroyed_at is not None
 
 
 async def test_delete_destroys_a_kept_disk_at_once(market: Market) -> None:
@@ -324,7 +336,7 @@ async def test_delete_destroys_a_kept_disk_at_once(market: Market) -> None:
     await market.until(running.id, lambda s: s.status == "stopped")
     await market.shopper.delete(running.id)
     gone = await market.until(running.id, closed)
-    assert gone.status == SessionStatus.STOPPED and gone.instance == InstanceState.GONE
+    assert gone.status == SessionStatus.ENDED and gone.instance == InstanceState.GONE
     assert (await market.shopper.delete(running.id)).closed  # harmless on a closed session
 
 
@@ -356,7 +368,7 @@ async def test_an_expired_reservation_is_ended_after_a_warning(market: Market) -
     await market.clock.advance(601)
     await market.tick()
     finished = await market.until(running.id, closed)
-    assert finished.status == SessionStatus.STOPPED and finished.instance == InstanceState.GONE
+    assert finished.status == SessionStatus.ENDED and finished.instance == InstanceState.GONE
 
 
 async def test_a_twelve_hour_run_with_no_budget_hits_the_hard_max(market: Market) -> None:
@@ -384,7 +396,7 @@ async def test_idle_sessions_are_ended_and_busy_ones_say_why(market: Market) -> 
         await market.clock.advance(60)
         await market.tick()
     ended = await market.until(idle.id, closed)
-    assert ended.status == SessionStatus.STOPPED
+    assert ended.status == SessionStatus.ENDED
     assert any("idle for" in e.message for e in await market.audit(idle.id))
     kept = await market.shopper.session(busy.id)
     assert kept.status == SessionStatus.RUNNING and kept.idle_reason == "busy: GPU 85%"

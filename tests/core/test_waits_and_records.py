@@ -146,7 +146,7 @@ async def test_a_logged_in_ssh_user_holds_off_the_idle_stop(market: Market) -> N
         await market.clock.advance(60)
         await market.tick()
     ended = await market.until(running.id, lambda s: s.closed)
-    assert ended.status == SessionStatus.STOPPED
+    assert ended.status == SessionStatus.ENDED
 
 
 async def _ss_fails(self: _Shell, args: list[str], stdin: str) -> tuple[str, str, int]:

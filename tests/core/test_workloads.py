@@ -219,7 +219,7 @@ async def test_model_requests_keep_a_session_and_none_let_it_stop_when_idle(
         await market.clock.advance(60)
         await market.tick()
     stopped = await market.until(quiet.id, closed)
-    assert stopped.status == SessionStatus.STOPPED
+    assert stopped.status == SessionStatus.ENDED
     kept = await market.shopper.session(asked.id)
     assert kept.status == SessionStatus.RUNNING
     assert kept.idle_reason == "busy: the model server served requests since the last look"
@@ -309,7 +309,7 @@ async def test_a_model_server_that_dies_after_the_session_runs_is_said_and_idles
         await market.clock.advance(60)
         await market.tick()
     ended = await market.until(running.id, closed)
-    assert ended.status == SessionStatus.STOPPED  # not kept "busy" by an unreadable counter
+    assert ended.status == SessionStatus.ENDED  # not kept "busy" by an unreadable counter
     assert ended.workload_phase == "failed: the server exited"
     alerts = [e for e in await market.audit(running.id) if e.kind == "alert"]
     assert [e.message for e in alerts if "model server" in e.message] == [
@@ -336,4 +336,4 @@ async def test_a_done_during_the_benchmark_is_carried_out_at_once(
     await market.until(session.id, lambda s: s.workload_phase == "benchmarking")
     await market.run(market.shopper.done(session.id))
     ended = await market.until(session.id, closed, limit_s=600)  # no supervisor tick here
-    assert ended.status == SessionStatus.STOPPED and ended.instance == InstanceState.GONE
+    assert ended.status == SessionStatus.ENDED and ended.instance == InstanceState.GONE

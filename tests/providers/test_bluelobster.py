@@ -242,7 +242,9 @@ def test_null_power_status_with_an_ip_is_running_but_not_once_deleting() -> None
     booting = parse_instance({**null_power, "ip_address": None})
     assert not booting.running and booting.state == "provisioning" and booting.ssh_port is None
     stopped = parse_instance({**INSTANCE, "power_status": "stopped"})
-    assert not stopped.running and stopped.state == "stopped"
+    assert not stopped.running and stopped.state == "stopped" and stopped.stopped
+    assert not parse_instance(null_power).stopped and not booting.stopped
+    assert not parse_instance({**INSTANCE, "power_status": "stopped"}, deleting=True).stopped
     deleting = parse_instance(null_power, deleting=True)
     assert deleting.state == "deleting" and not deleting.running
     assert deleting.ssh_host is None and deleting.ssh_port is None

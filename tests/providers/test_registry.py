@@ -69,8 +69,7 @@ def test_descriptors_state_the_known_facts() -> None:
     vast, tensordock, bluelobster = PROVIDER_INFOS
     assert vast.capabilities.instance_scoped_key
     assert not tensordock.capabilities.instance_scoped_key
-    assert (vast.capabilities.can_stop, tensordock.capabilities.can_stop) == (True, False)
-    assert bluelobster.capabilities.can_stop
+    assert all(info.capabilities.can_stop for info in (vast, tensordock, bluelobster))
     assert not any(info.capabilities.provider_ttl for info in PROVIDER_INFOS)
     assert [info.provision_budget_s for info in PROVIDER_INFOS] == [900, 900, 2400]
 

@@ -8,6 +8,7 @@ advances it).
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -259,9 +260,19 @@ def test_instance_shapes_states_and_ports() -> None:
     assert booting is not None and not booting.running
     assert booting.ssh_host is None and booting.ssh_port is None
     stopped = parse_instance({**GET_INSTANCE, "status": "StoppedDisassociated"})
-    assert stopped is not None and stopped.state == "stoppeddisassociated" and not stopped.running
+    assert stopped is not None and stopped.state == "StoppedDisassociated" and not stopped.running
+    assert stopped.stopped
+    for word, down in (
+        ("starting", False),
+        ("stopping", False),
+        ("stopped", True),
+        ("Stopped", True),
+    ):
+        status = parse_instance({**GET_INSTANCE, "status": word})
+        assert status is not None and status.state == word and not status.running
+        assert status.stopped is down
     upper = parse_instance({**GET_INSTANCE, "status": "Running"})
-    assert upper is not None and upper.running
+    assert upper is not None and upper.running and upper.state == "Running" and not upper.stopped
     deleting = parse_instance({**GET_INSTANCE, "status": "deleting"})
     assert deleting is not None and not deleting.running
     for gone in ("deleted", "Terminated"):
@@ -723,12 +734,60 @@ async def test_bad_instance_ids_never_reach_another_path(td: Td) -> None:
             await td.adapter.destroy(bad)
 
 
-async def test_stop_and_start_are_not_offered(td: Td) -> None:
-    # The reference documents them, but the simulator has no such routes: the base default.
-    with pytest.raises(ProviderError, match="not supported"):
-        await td.adapter.stop("x1")
-    with pytest.raises(ProviderError, match="not supported"):
-        await td.adapter.start("x1")
+async def test_stop_and_start_keep_the_instance(td: Td) -> None:
+    assert TensorDock.can_stop and TensorDock.INFO.capabilities.can_stop
+    instance_id = await _rent(td, await td.offer("Chubbuck"))
+    instance = td.world.get("tensordock", instance_id)
+    assert instance is not None
+    await td.clock.advance(instance.boot_s)
+    await td.adapter.stop(instance_id)
+    stopping = await td.adapter.get(instance_id)
+    assert stopping is not None and (stopping.state, stopping.running) == ("stopping", False)
+    await td.clock.advance(instance.stop_s)
+    stopped = await td.adapter.get(instance_id)
+    assert stopped is not None and (stopped.state, stopped.running) == ("stopped", False)
+    await td.adapter.start(instance_id)
+    await td.clock.advance(instance.boot_s)
+    running = await td.adapter.get(instance_id)
+    assert running is not None and running.running
+    with pytest.raises(NotFound):
+        await td.adapter.stop("00000000-0000-4000-8000-000000000000")
+    with pytest.raises(ProviderError, match="not a TensorDock instance id"):
+        await td.adapter.start("../locations")
+
+
+@pytest.mark.parametrize(
+    ("body", "capacity"),
+    [
+        ({"status": 400, "error": sim.NO_GPU_TO_START}, True),
+        ({"status": 400, "error": "No available nodes found"}, True),
+        ({"status": 400, "error": "Insufficient capacity on available nodes"}, True),
+        ({"status": 400, "error": "Instance must be stopped to start it"}, False),
+        ({"status": 400, "error": "Insufficient balance: a minimum balance of $1"}, False),
+    ],
+)
+async def test_a_start_that_finds_no_gpu_is_a_capacity_error(
+    td: Td, body: dict[str, Any], capacity: bool
+) -> None:
+    instance_id = await _rent(td, await td.offer("Chubbuck"))
+    td.fault("start", status=200, body=json.dumps(body), media_type="application/json", times=1)
+    with pytest.raises(ProviderError) as caught:
+        await td.adapter.start(instance_id)
+    assert isinstance(caught.value, CapacityError) is capacity
+    if capacity:
+        assert caught.value.message.startswith(f"no capacity to start instance {instance_id}")
+
+
+async def test_a_stopped_vm_bills_its_storage() -> None:
+    offer = _reference_offers()[0]
+    assert offer.disk_gb == 100
+    adapter = TensorDock.connect("http://td.test/api/v2", "k", INSTALL)
+    try:
+        assert adapter.stopped_price_per_hour(offer) == pytest.approx(100 * 0.00005)
+        bare = offer.model_copy(update={"raw": {}})
+        assert adapter.stopped_price_per_hour(bare) == offer.price_per_hour  # does not say
+    finally:
+        await adapter.aclose()
 
 
 async def test_rate_limit_parks_the_sixth_call_and_serves_status_first(td: Td) -> None:

@@ -412,6 +412,17 @@ def test_instance_without_mapped_ports_uses_the_proxy() -> None:
     assert (fresh.ssh_host, fresh.ssh_port) == (None, None)
     stopped = parse_instance(instance_row(actual_status="stopped", start_date=None))
     assert (stopped.running, stopped.started_at) == (False, None)
+    scheduling = parse_instance(
+        instance_row(actual_status="stopped", intended_status="running", cur_state="stopped")
+    )  # a start waiting for the host's GPUs: the console's "Scheduling"
+    assert (scheduling.state, scheduling.running, scheduling.stopped) == (
+        "scheduling",
+        False,
+        False,
+    )
+    by_user = parse_instance(instance_row(actual_status="stopped", intended_status="stopped"))
+    assert (by_user.state, by_user.running, by_user.stopped) == ("stopped", False, True)
+    assert not parse_instance(instance_row()).stopped and not loading.stopped
 
 
 def test_published_ports_and_the_public_address_are_read_from_the_docker_style_map() -> None:
@@ -1010,6 +1021,9 @@ async def test_stop_and_start(sim: Sim) -> None:
     stopped = await sim.vast.get(instance_id)
     assert stopped is not None and (stopped.state, stopped.running) == ("stopped", False)
     await sim.vast.start(instance_id)
+    booting = await sim.vast.get(instance_id)
+    assert booting is not None and (booting.state, booting.running) == ("loading", False)
+    await sim.clock.advance(sim.instance(instance_id).boot_s)
     started = await sim.vast.get(instance_id)
     assert started is not None and started.running
     with pytest.raises(NotFound):

@@ -365,6 +365,10 @@ async def test_stop_start_and_label(vast: Vast) -> None:
     assert row["ports"] is None
     r = await vast.http.put(f"{V0}/instances/{contract}", json={"state": "running"})
     assert r.status_code == 200
+    booting = await vast.show(contract)  # a start boots the container again
+    assert (booting["actual_status"], booting["intended_status"]) == ("loading", "running")
+    assert booting["ssh_port"] is None
+    await vast.clock.advance(vast.world.timing["vastai"].boot_s)
     assert (await vast.show(contract))["actual_status"] == "running"
 
     r = await vast.http.put(f"{V0}/instances/{contract}/", json={"label": "new"})

@@ -99,6 +99,38 @@ async def test_state_dir_keeps_the_world(tmp_path: Path) -> None:
     assert World(seed=6).keys != world.keys
 
 
+async def test_power_off_and_on_follow_the_world_clock_and_survive_a_restart(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    world = World(seed=5, clock=clock, state_dir=tmp_path)
+    instance = await _create(world, "t1", provider="tensordock")
+    await clock.advance(instance.boot_s)
+    world.faults.node("tensordock").stopped_vanishes_after_s = 900
+    assert await world.power_off("tensordock", "t1")
+    assert instance.phase(world.now()) == "stopped" and instance.stopping(world.now())
+    assert await world.power_off("tensordock", "t1")  # already stopped: left as it is
+    assert not world.power_on("vastai", "t1") and not await world.power_off("vastai", "t1")
+    again = World(seed=5, clock=clock, state_dir=tmp_path)
+    loaded = again.get("tensordock", "t1")
+    assert loaded == instance
+    assert loaded is not None and loaded.vanishes_at == world.now() + 900
+    timing = world.timing["tensordock"]
+    assert timing.release_s is not None
+    await clock.advance(timing.stop_s + timing.release_s)
+    assert loaded.released(again.now()) and not loaded.stopping(again.now())
+    assert again.power_on("tensordock", "t1")
+    assert not again.power_on("tensordock", "t1")  # not stopped
+    assert loaded.phase(again.now()) == "booting" and not loaded.released(again.now())
+    await clock.advance(3600)  # started in time: it no longer vanishes
+    assert loaded.phase(again.now()) == "running"
+    again.faults.node("tensordock").stopped_vanishes_after_s = 900  # faults are not saved
+    assert await again.power_off("tensordock", "t1")
+    await clock.advance(900)
+    assert loaded.phase(again.now()) == "destroyed" and again.live("tensordock") == []
+    assert not again.power_on("tensordock", "t1")
+
+
 def test_fault_plan_consumes_limited_faults_in_order() -> None:
     plan = FaultPlan()
     plan.add(HttpFault(provider="vastai", endpoint="search", status=429, times=2))
