@@ -85,3 +85,12 @@ def test_the_briefs_costs_form_is_honoured(sim: dict[str, Any]) -> None:
     report = as_json(gpushop(sim, "costs", "--consumer=atlas", "--period=month", "-o", "json"))
     assert report["rows"] and {r["consumer"] for r in report["rows"]} == {"atlas"}
     assert all(len(r["period"]) == len("2026-11") for r in report["rows"])
+
+
+def test_a_disk_budget_limits_what_kept_disks_bill_a_day(sim: dict[str, Any]) -> None:
+    made = as_json(gpushop(sim, "budgets", "set", "--global", "--kind", "disk", "--limit", "4",
+                           "--action", "stop", "-o", "json"))  # fmt: skip
+    assert (made["kind"], made["limit"], made["action"]) == ("disk_per_day", 4.0, "stop")
+    listed = gpushop(sim, "budgets", "list").stdout.splitlines()
+    assert listed[1].split()[:3] == [str(made["id"]), "(global)", "disk_per_day"]
+    assert gpushop(sim, "budgets", "delete", str(made["id"])).returncode == 0

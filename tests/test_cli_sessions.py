@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from gpushop_tui.cli.rent import STATUSES, WORKLOADS
+from gpushop_tui.cli.rent import IDLE_ACTIONS, STATUSES, WORKLOADS
 from gpushop_tui.config import load_settings
-from gpushop_tui.models import AuditEvent, SessionStatus, Workload
+from gpushop_tui.models import AuditEvent, IdleAction, SessionStatus, Workload
 from gpushop_tui.store import Store
 from tests.conftest import run_gpushop, sim_env
 
@@ -67,7 +67,8 @@ def rent(sim: dict[str, Any], *args: str, query: str = CHEAP_4090) -> dict[str, 
 def delete(sim: dict[str, Any], session_id: str) -> dict[str, Any]:
     """`sessions delete`, waiting until the simulator says the instance is gone."""
     ended = as_json(gpushop(sim, "sessions", "delete", session_id, "-o", "json"))
-    assert (ended["status"], ended["instance"]) == ("stopped", "gone")
+    assert (ended["status"], ended["instance"]) == ("ended", "gone")
+    assert ended["status_words"] == "ended (destroyed)"
     return typing.cast(dict[str, Any], ended)
 
 
@@ -135,7 +136,7 @@ def test_newcomer_rents_runs_nvidia_smi_over_the_printed_ssh_and_ends_it(
 
     done = gpushop(sim, "sessions", "done", session_id)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == f"session {session_id}: stopped"
+    assert done.stdout.strip() == f"session {session_id}: ended (destroyed)"
     assert "is gone (destroyed)" in done.stderr
     assert vast_instance(sim, details["instance_id"]) is None
     assert not Path(details["key_path"]).exists(), "a closed session keeps no key"
@@ -218,17 +219,22 @@ def test_provision_with_no_credentials_says_no_provider_is_configured(
 
 
 def test_help_documents_the_exit_codes() -> None:
-    for command in (["provision"], ["sessions", "done"], ["sessions", "delete"], ["shutdown"]):
+    commands = (["provision"], ["sessions", "done"], ["sessions", "delete"], ["shutdown"],
+                ["sessions", "stop"], ["sessions", "start"])  # fmt: skip
+    for command in commands:
         result = run_gpushop(*command, "--help")
         assert result.returncode == 0
         assert "exit codes:" in result.stdout
         assert "  3  " in result.stdout and "  2  usage" in result.stdout
     assert "  1  the rental failed" in run_gpushop("provision", "--help").stdout
+    assert "  1  the start did not succeed" in run_gpushop("sessions", "start", "--help").stdout
+    assert "  0  stopped: " in run_gpushop("sessions", "stop", "--help").stdout
 
 
 def test_the_cli_choices_match_the_models() -> None:
     assert typing.get_args(Workload) == WORKLOADS
     assert tuple(s.value for s in SessionStatus) == STATUSES
+    assert tuple(a.value for a in IdleAction) == IDLE_ACTIONS
 
 
 @pytest.mark.parametrize(
@@ -241,6 +247,15 @@ def test_the_cli_choices_match_the_models() -> None:
         (["provision", "-c", "x", "-g", "4090", "-t", "two"], "'two' is not a number"),
         (["provision", "-c", "x", "-g", "4090", "--idle-timeout", "-1"], "give 0 to 10000 minutes"),
         (["provision", "-c", "x", "-g", "4090", "--storage", "maybe"], "invalid choice"),
+        (["provision", "-c", "x", "-g", "4090", "--idle-action", "sleep"], "invalid choice"),
+        (
+            ["provision", "-c", "x", "-g", "4090", "--keep-days", "0"],
+            "out of range; give more than 0 up to 90 days",
+        ),
+        (["sessions", "stop", "nosuch"], "no session 'nosuch'"),
+        (["sessions", "start", "nosuch"], "no session 'nosuch'"),
+        (["sessions", "stop", "nosuch", "--keep-days", "91"], "give more than 0 up to 90 days"),
+        (["sessions", "start", "nosuch", "-t", "13"], "out of range; give 0.25 to 12 hours"),
         (["provision", "-c", "no spaces!", "-g", "4090"], "--consumer: must be 1-64 letters"),
         (["provision", "-c", "x", "-g", "4090", "--request-id", "a b"], "--request-id:"),
         (["provision", "-c", "x", "-i", "nonsense"], "should look like 'vastai:12345'"),
@@ -322,7 +337,7 @@ def test_done_and_delete_answer_at_once_with_no_wait_then_drive_the_teardown(
     assert accepted["status"] == "stopping"
     finished = gpushop(sim, "shutdown", first["id"], "--force")
     assert finished.returncode == 0, finished.stderr
-    assert finished.stdout.strip() == f"session {first['id']}: stopped"
+    assert finished.stdout.strip() == f"session {first['id']}: ended (destroyed)"
     assert vast_instance(sim, first["instance_id"]) is None
 
     accepted = as_json(gpushop(sim, "shutdown", second["id"], "--no-wait", "-o", "json"))
@@ -332,7 +347,7 @@ def test_done_and_delete_answer_at_once_with_no_wait_then_drive_the_teardown(
     )
     assert vast_instance(sim, second["instance_id"]) is None
     again = gpushop(sim, "sessions", "delete", second["id"])
-    assert again.returncode == 0 and "stopped" in again.stdout, "a closed session: nothing to do"
+    assert again.returncode == 0 and "ended" in again.stdout, "a closed session: nothing to do"
 
 
 def test_a_one_shot_done_finishes_the_records_it_started(sim: dict[str, Any]) -> None:
@@ -342,7 +357,7 @@ def test_a_one_shot_done_finishes_the_records_it_started(sim: dict[str, Any]) ->
     keys = load_settings().paths.keys_dir
     assert list(keys.glob(f"{mine['id']}*")), "the rental made its key files"
     ended = as_json(run_gpushop("sessions", "done", mine["id"], "-o", "json", env=env))
-    assert (ended["status"], ended["instance"]) == ("stopped", "gone")
+    assert (ended["status"], ended["instance"]) == ("ended", "gone")
     assert list(keys.glob(f"{mine['id']}*")) == [], "the key files went with the instance"
     assert any(
         e.message.startswith(f"instance {mine['instance_id']} is gone") for e in audit(mine["id"])
@@ -475,7 +490,7 @@ def test_cleanup_orphans_dry_run_then_execute_then_all(sim: dict[str, Any]) -> N
     ]
     assert vast_instance(sim, live["instance_id"]) is None
     after = as_json(gpushop(sim, "sessions", "get", live["id"], "-o", "json"))
-    assert (after["status"], after["instance"]) == ("stopped", "gone")
+    assert (after["status"], after["instance"]) == ("ended", "gone")
     assert gpushop(sim, "cleanup-orphans").stdout.splitlines() == [
         "no instance carries our label",
         "dry run: 0 would be destroyed; add --execute to destroy them",

@@ -84,7 +84,7 @@ def test_a_session_is_named_by_a_unique_prefix_of_its_id(sim: dict[str, Any]) ->
     assert re.search(rf"^session\s+{full}$", got.stdout, re.MULTILINE), got.stdout
     ended = run_gpushop("sessions", "delete", full[:7], env=env)
     assert ended.returncode == 0, ended.stderr
-    assert ended.stdout.startswith(f"session {full}: stopped")
+    assert ended.stdout.startswith(f"session {full}: ended (destroyed)")
     # progress reads as sentences, not as status/instance pairs
     assert not re.search(r"\b[a-z]+/(none|creating|live|destroying|gone|unknown)\b", ended.stderr)
 

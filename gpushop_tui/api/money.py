@@ -113,6 +113,12 @@ class MonthSummaryOut(CostSummaryOut):
 
     today_cost: float
     burn_usd_per_hour: float = Field(description="USD/h of every instance billing now.")
+    gpu_usd_per_hour: float = Field(
+        description="The part of the burn rate that bills GPU time (running, or on the way)."
+    )
+    disk_usd_per_hour: float = Field(
+        description="The part of the burn rate that bills only stopped sessions' kept disks."
+    )
 
     @classmethod
     def of(cls, report: CostReport) -> MonthSummaryOut:
@@ -120,6 +126,8 @@ class MonthSummaryOut(CostSummaryOut):
             **CostSummaryOut.of(report).model_dump(),
             today_cost=_round(report.today_total),
             burn_usd_per_hour=_round(report.burn_usd_per_hour),
+            gpu_usd_per_hour=_round(sum(b.usd_per_hour for b in report.gpu_billing)),
+            disk_usd_per_hour=_round(sum(b.usd_per_hour for b in report.disk_billing)),
         )
 
 
@@ -187,7 +195,9 @@ class BudgetIn(BaseModel):
         default=None, pattern=CONSUMER_PATTERN, description="None: a global budget."
     )
     kind: BudgetKind
-    limit: float = Field(ge=0.01, le=1e9, description="USD/month, sessions, or USD/h, by kind.")
+    limit: float = Field(
+        ge=0.01, le=1e9, description="USD/month, sessions, USD/h, or USD/day of kept disks."
+    )
     action: BudgetAction = BudgetAction.WARN
 
 
@@ -211,7 +221,9 @@ class BudgetOut(BaseModel):
 
 
 class BudgetUsageOut(BudgetOut):
-    used: float = Field(description="This month's USD, sessions open, or USD/h now.")
+    used: float = Field(
+        description="This month's USD, sessions open, USD/h now, or USD/day of kept disks now."
+    )
     fraction: float = Field(description="used / limit.")
     over: bool
     thresholds_passed: list[int] = Field(description="Of 50, 80, 100 (%), those reached.")

@@ -14,7 +14,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from gpushop_tui.core import GpuRow, ProviderBest, ProviderHealth, ProviderReport
-from gpushop_tui.models import InstanceState, Offer, SessionStatus, StoragePolicy
+from gpushop_tui.models import (
+    CostKind,
+    IdleAction,
+    InstanceState,
+    Offer,
+    SessionStatus,
+    StoragePolicy,
+)
 
 
 class ErrorDetail(BaseModel):
@@ -238,6 +245,18 @@ class ComparisonOut(BaseModel):
     providers: list[ProviderStatusOut]
 
 
+class CycleOut(BaseModel):
+    """One stretch of a session's power cycles: running (`compute`, the GPU rate) or stopped
+    with its disk kept (`storage`, the disk rate)."""
+
+    kind: CostKind
+    started_at: datetime
+    ended_at: datetime | None = Field(description="null while it is still billing.")
+    rate_per_hour: float = Field(description="USD/h.")
+    hours: float
+    cost: float = Field(description="USD, so far while it is still billing.")
+
+
 class SessionOut(BaseModel):
     """One session: the earlier API's keys plus ours; never the private key."""
 
@@ -247,7 +266,14 @@ class SessionOut(BaseModel):
     offer_id: str
     gpu_type: str
     gpu_count: int
-    status: SessionStatus
+    status: SessionStatus = Field(
+        description="stopped: the instance is off and its disk kept (billing the disk only); "
+        "ended: destroyed and confirmed gone, or nothing was rented."
+    )
+    status_words: str = Field(
+        description="The status as every face says it, e.g. 'stopped (disk kept, $2.88/day)', "
+        "'ended (destroyed)'."
+    )
     instance_id: str | None
     instance_state: InstanceState
     error: str | None
@@ -276,8 +302,19 @@ class SessionOut(BaseModel):
     idle_reason: str | None
     last_busy_at: datetime | None
     storage_policy: StoragePolicy
+    idle_action: IdleAction = Field(description="What an idle stop does: destroy, or stop.")
+    keep_days: float | None = Field(
+        description="Days a stopped disk is kept before it is destroyed (null: the setting)."
+    )
+    keep_until: datetime | None = Field(
+        description="While stopped: when the kept disk is destroyed unless started again."
+    )
+    disk_usd_per_day: float | None = Field(description="While stopped: what the kept disk bills.")
     price_per_hour: float | None
     cost_usd: float = Field(description="Billed so far (all of it once the instance is gone).")
+    cycles: list[CycleOut] = Field(
+        description="Each running and each stopped stretch it billed (or bills), oldest first."
+    )
     created_at: datetime
     expires_at: datetime
     hard_max_at: datetime

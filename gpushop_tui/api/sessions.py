@@ -1,4 +1,4 @@
-"""API routes: sessions (rent, list, read, key, done, extend, delete, activity).
+"""API routes: sessions (rent, list, read, key, stop, start, done, extend, delete, activity).
 
 A scoped token sees and acts on its own consumer's sessions only: another consumer's session
 answers 404 as if absent, and renting for another consumer is 403.
@@ -10,7 +10,7 @@ import asyncio
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import FastAPI, Path, Query, Response
+from fastapi import Body, FastAPI, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from gpushop_tui.api.deps import (
@@ -27,6 +27,7 @@ from gpushop_tui.api.deps import (
 from gpushop_tui.api.schemas import (
     ActivityOut,
     CreatedSessionOut,
+    CycleOut,
     ExtendedOut,
     SessionActionOut,
     SessionEndpointOut,
@@ -36,12 +37,15 @@ from gpushop_tui.api.schemas import (
     error_responses,
     offer_id,
 )
+from gpushop_tui.api.tokens import Principal
 from gpushop_tui.core import SessionView, Shopper
 from gpushop_tui.errors import UserError
 from gpushop_tui.models import (
     ConsumerId,
     ExtendRequest,
+    IdleAction,
     IdleMinutes,
+    KeepDays,
     ProvisionRequest,
     RequestId,
     ReservationHours,
@@ -118,6 +122,13 @@ class CreateSessionIn(BaseModel):
     reservation_hours: ReservationHours | None = None
     idle_threshold_minutes: IdleMinutes | None = None
     storage_policy: Literal["destroy", "keep", "preserve"] = "destroy"
+    idle_action: IdleAction = Field(
+        default=IdleAction.DESTROY,
+        description="What an idle stop does: destroy the instance, or stop it and keep its disk.",
+    )
+    keep_days: KeepDays | None = Field(
+        default=None, description="Days a stopped disk is kept (default: the keep_days setting)."
+    )
     request_id: RequestId | None = None
     return_private_key: bool = False
     disk_gb: float | None = None
@@ -125,6 +136,32 @@ class CreateSessionIn(BaseModel):
 
 class ExtendIn(BaseModel):
     additional_hours: ReservationHours
+
+
+class StopIn(BaseModel):
+    """A stop that keeps the disk; unknown keys are refused (422)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    keep_days: KeepDays | None = Field(
+        default=None,
+        description="Days the disk is kept before it is destroyed (default: as it was).",
+    )
+
+
+class StartIn(BaseModel):
+    """A start of a stopped session; unknown keys are refused (422)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hours: ReservationHours | None = Field(
+        default=None, description="The new reservation (default: the session's own length)."
+    )
+
+
+def asked_by(caller: Principal) -> str:
+    """Who asks, as the audit log says it: the token's consumer, or the operator."""
+    return "operator (api)" if caller.consumer is None else f"consumer {caller.consumer}"
 
 
 def session_out(view: SessionView, now: datetime) -> SessionOut:
@@ -138,6 +175,7 @@ def session_out(view: SessionView, now: datetime) -> SessionOut:
         gpu_type=session.offer.gpu_name,
         gpu_count=session.offer.gpu_count,
         status=session.status,
+        status_words=view.status_words,
         instance_id=session.instance_id,
         instance_state=session.instance,
         error=session.error,
@@ -155,8 +193,25 @@ def session_out(view: SessionView, now: datetime) -> SessionOut:
         idle_reason=session.idle_reason,
         last_busy_at=session.last_busy_at,
         storage_policy=session.storage_policy,
+        idle_action=session.idle_action,
+        keep_days=session.keep_days,
+        keep_until=view.keep_until,
+        disk_usd_per_day=(
+            round(view.disk_usd_per_day, 6) if view.disk_usd_per_day is not None else None
+        ),
         price_per_hour=session.price_per_hour,
         cost_usd=round(view.cost_at(now), 6),
+        cycles=[
+            CycleOut(
+                kind=stretch.kind,
+                started_at=stretch.started_at,
+                ended_at=stretch.ended_at,
+                rate_per_hour=stretch.rate_per_hour,
+                hours=round(stretch.hours, 6),
+                cost=round(stretch.cost, 6),
+            )
+            for stretch in view.cycles(now)
+        ],
         created_at=session.created_at,
         expires_at=session.expires_at,
         hard_max_at=session.hard_max_at,
@@ -194,6 +249,8 @@ def _provision_request(body: CreateSessionIn, consumer: str, shopper: Shopper) -
             "benchmark": body.benchmark,
         },
         idle_timeout_min=body.idle_threshold_minutes,
+        idle_action=body.idle_action,
+        keep_days=body.keep_days,
         storage=STORAGE[body.storage_policy],
         request_id=body.request_id,
         disk_gb=body.disk_gb,
@@ -298,6 +355,46 @@ async def session_endpoint(
 
 
 @router.post(
+    "/sessions/{session_id}/stop",
+    status_code=202,
+    responses=error_responses(400, 404, 409, 422),
+)
+async def stop_session(
+    shopper: ShopperDep,
+    caller: CallerDep,
+    session_id: SessionId,
+    body: Annotated[StopIn | None, Body()] = None,
+) -> SessionOut:
+    """Power a running session off, keeping its disk: its GPU stops billing, its disk bills
+    until it is started again, ended, or its keep days run out. Answers once the stop is under
+    way (status `stopping`); 400 (hint `cannot_stop`) where the provider cannot stop."""
+    session = await visible_session(shopper, caller, session_id)
+    asked = body or StopIn()
+    stopping = await shopper.stop(session.id, by=asked_by(caller), keep_days=asked.keep_days)
+    return session_out(await shopper.view_of(stopping), shopper.now())
+
+
+@router.post(
+    "/sessions/{session_id}/start",
+    status_code=202,
+    responses=error_responses(400, 404, 409, 422),
+)
+async def start_session(
+    shopper: ShopperDep,
+    caller: CallerDep,
+    session_id: SessionId,
+    body: Annotated[StartIn | None, Body()] = None,
+) -> SessionOut:
+    """Power a stopped session on again on its kept disk, for a new reservation and a hard max
+    counted from now. Answers at once (status `starting`); poll until `running`, or until
+    `stopped` again with `error` saying why the start did not succeed."""
+    session = await visible_session(shopper, caller, session_id)
+    asked = body or StartIn()
+    starting = await shopper.start(session.id, by=asked_by(caller), hours=asked.hours)
+    return session_out(await shopper.view_of(starting), shopper.now())
+
+
+@router.post(
     "/sessions/{session_id}/done",
     status_code=202,
     responses=error_responses(404, 409),
@@ -305,7 +402,8 @@ async def session_endpoint(
 async def session_done(
     shopper: ShopperDep, caller: CallerDep, session_id: SessionId
 ) -> SessionActionOut:
-    """End gracefully (destroy, or stop and keep the disk); the teardown goes on after."""
+    """End gracefully (destroy, or stop and keep the disk where the storage policy is keep; a
+    stopped session's kept disk is destroyed); the teardown goes on after."""
     before = await visible_session(shopper, caller, session_id)
     if before.status.terminal or before.status == SessionStatus.STOPPING:
         raise ApiError(409, "conflict", f"session {session_id} is already {before.status}")

@@ -57,16 +57,21 @@ class Bounded:
 
     unit: str
     bounds: Callable[[], tuple[float, float]]
+    above_low: bool = False
+    """The low bound itself is out of range (a value must be more than it)."""
 
     def __call__(self, text: str) -> float:
         value = number(text)
         low, high = self.bounds()
-        if not low <= value <= high:
+        inside = low < value if self.above_low else low <= value
+        if not inside or value > high:
             raise argparse.ArgumentTypeError(f"{text} {self.unit} is out of range; give {self}")
         return value
 
     def __str__(self) -> str:
         low, high = self.bounds()
+        if self.above_low:
+            return f"more than {low:g} up to {high:g} {self.unit}"
         return f"{low:g} to {high:g} {self.unit}"
 
 

@@ -53,6 +53,7 @@ COMMANDS: tuple[Command, ...] = (
 WAYS_OUT = {
     Hint.NEEDS_OVERRIDE: ": pass --override-hard-max REASON",
     Hint.STORAGE_NOT_KEEPABLE: "; use --storage destroy",
+    Hint.CANNOT_STOP: " (end it with 'gpushop sessions done')",
     Hint.NOT_CONFIGURED: " (see 'gpushop keys set')",
     Hint.UNKNOWN_SESSION: " (see 'gpushop sessions list')",
     Hint.UNKNOWN_OFFER: " (see 'gpushop inventory')",
@@ -63,6 +64,9 @@ WAYS_OUT = {
 The core ends a needs-override message with what it needs ("...; it needs an override
 reason"), so that way out follows a colon and says only which flag gives it.
 """
+FIELD_WAYS_OUT = {(Hint.CANNOT_STOP, "idle_action"): "; use --idle-action destroy"}
+"""Ways out that depend on the input at fault as well as the hint (a rental's idle action
+that cannot stop is fixed by a flag; a session that cannot stop, by ending it)."""
 
 
 CREDENTIAL_WORDS = {"vastai": "vastai", "vast": "vastai", "tensordock": "tensordock",
@@ -241,7 +245,8 @@ def _report(exc: Exception) -> int:
     from gpushop_tui.core import redact
 
     if isinstance(exc, UserError):
-        way_out = WAYS_OUT.get(exc.hint or "", "")
+        hint = exc.hint or ""
+        way_out = FIELD_WAYS_OUT.get((hint, exc.field or ""), WAYS_OUT.get(hint, ""))
         print(f"{PROG}: error: {redact(exc.message)}{way_out}", file=sys.stderr)
         return exc.exit_code
     log_file = _log_unexpected()

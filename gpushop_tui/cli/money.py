@@ -11,6 +11,7 @@ BUDGET_KINDS = {
     "monthly": "monthly_spend",
     "concurrent": "concurrent_sessions",
     "burn": "burn_rate",
+    "disk": "disk_per_day",
 }
 """--kind words and the models.BudgetKind each stands for."""
 
@@ -36,7 +37,7 @@ def _configure_costs(parser: argparse.ArgumentParser) -> None:
     summary = actions.add_parser(
         "summary",
         help="the range (this month unless given) and today, by consumer, provider and GPU, "
-        "and what bills now",
+        "and what bills now (GPU time apart from kept disks)",
     )
     add_output(summary)
     parser.add_argument("-c", "--consumer", help="only this consumer")
@@ -64,7 +65,8 @@ def _configure_costs(parser: argparse.ArgumentParser) -> None:
 def _configure_budgets(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Limits that act: 'warn' alerts, 'block' refuses new rentals that would cross the limit, "
-        "'stop' also ends the scope's sessions, most expensive first, until it holds. "
+        "'stop' also ends the scope's sessions, most expensive first, until it holds (a disk "
+        "budget's 'stop' destroys the dearest kept disks). "
         "Thresholds at 50/80/100% alert once a month."
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -78,9 +80,12 @@ def _configure_budgets(parser: argparse.ArgumentParser) -> None:
         "--kind",
         choices=tuple(BUDGET_KINDS),
         required=True,
-        help="monthly: USD this month; concurrent: sessions at once; burn: USD/h now",
+        help="monthly: USD this month; concurrent: sessions at once; burn: USD/h now; disk: "
+        "USD/day billed by stopped sessions' kept disks",
     )
-    setting.add_argument("--limit", type=positive, required=True, help="USD, sessions, or USD/h")
+    setting.add_argument(
+        "--limit", type=positive, required=True, help="USD, sessions, USD/h, or USD/day"
+    )
     setting.add_argument(
         "--action",
         dest="then",
@@ -101,7 +106,7 @@ COSTS = Command(
 )
 BUDGETS = Command(
     "budgets",
-    "spend, concurrency and burn-rate limits that warn, block or stop",
+    "spend, concurrency, burn-rate and kept-disk limits that warn, block or stop",
     _configure_budgets,
     f"{HANDLERS}:run_budgets",
 )

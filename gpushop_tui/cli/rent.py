@@ -14,8 +14,12 @@ WORKLOADS = ("interactive", "llm", "vllm", "custom")
 """The workload types (models.Workload; a test keeps the two in step)."""
 
 
-STATUSES = ("pending", "provisioning", "running", "stopping", "stopped", "failed")
+STATUSES = (
+    "pending", "provisioning", "running", "stopping", "stopped", "starting", "ended", "failed",
+)  # fmt: skip
 """The session statuses (models.SessionStatus; a test keeps the two in step)."""
+IDLE_ACTIONS = ("destroy", "stop")
+"""--idle-action words (models.IdleAction; a test keeps the two in step)."""
 STORAGE = {"destroy": "destroy", "keep": "keep", "preserve": "keep"}
 """--storage words; 'preserve' is the earlier CLI's word for keep."""
 TEARDOWN_WAIT_S = 300.0
@@ -29,9 +33,25 @@ exit codes:
   3  not settled when the wait ended: the supervisor carries on with it"""
 TEARDOWN_EXITS = """\
 exit codes:
-  0  stopped: the instance is gone (or stopped with its disk kept); with --no-wait: accepted
+  0  ended: the instance is gone (or, with the keep storage policy, stopped with its disk
+     kept); with --no-wait: accepted
   2  usage or user error (unknown session id)
   3  the teardown is still under way when the wait ended: the supervisor carries on"""
+STOP_EXITS = """\
+exit codes:
+  0  stopped: the instance is powered off, its disk kept (with --no-wait: the stop was accepted)
+  1  the stop did not succeed: the session failed or ended (its instance is gone)
+  2  usage or user error (unknown session, a session that is not running, a provider that
+     cannot stop an instance and keep its disk)
+  3  still stopping when the wait ended: the supervisor carries on"""
+START_EXITS = """\
+exit codes:
+  0  the session is running again (with --no-wait: the start was accepted)
+  1  the start did not succeed: the session is stopped again with its disk kept (the reason
+     is shown), or it failed or ended
+  2  usage or user error (unknown session, a session that is not stopped, a provider that
+     cannot stop and start)
+  3  not running yet when the wait ended: the supervisor carries on"""
 
 HANDLERS = "gpushop_tui.cli.handlers.rent"
 
@@ -48,10 +68,28 @@ def _idle_bounds() -> tuple[float, float]:
     return 0.0, MAX_IDLE_MINUTES
 
 
+def _keep_bounds() -> tuple[float, float]:
+    from gpushop_tui.models import MAX_KEEP_DAYS
+
+    return 0.0, MAX_KEEP_DAYS
+
+
 HOURS = Bounded("hours", _reservation_bounds)
 """`-t/--hours` of both provision and sessions extend: a reservation's length."""
 IDLE_MINUTES = Bounded("minutes", _idle_bounds)
 """`--idle-timeout`: idle minutes before the idle stop."""
+KEEP_DAYS = Bounded("days", _keep_bounds, above_low=True)
+"""`--keep-days` of provision and sessions stop: how long a stopped session's disk is kept."""
+
+
+def _add_keep_days(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--keep-days",
+        type=KEEP_DAYS,
+        metavar="D",
+        help="keep a stopped disk D days (%(type)s), then destroy it unless the session was "
+        "started again (default: the keep_days setting)",
+    )
 
 
 def _configure_provision(parser: argparse.ArgumentParser) -> None:
@@ -108,14 +146,22 @@ def _configure_provision(parser: argparse.ArgumentParser) -> None:
         "--idle-timeout",
         type=IDLE_MINUTES,
         metavar="MIN",
-        help="stop after MIN idle minutes (%(type)s; 0 disables; default: the setting)",
+        help="end the session after MIN idle minutes (%(type)s; 0 disables; default: the setting)",
+    )
+    parser.add_argument(
+        "--idle-action",
+        choices=IDLE_ACTIONS,
+        default="destroy",
+        help="what an idle session's end does: destroy the instance, or stop it and keep its "
+        "disk to start it again later (default: destroy)",
     )
     parser.add_argument(
         "--storage",
         choices=tuple(STORAGE),
         default="destroy",
-        help="what 'done' does: destroy the instance, or stop it and keep its disk",
+        help="what 'sessions done' does: destroy the instance, or stop it and keep its disk",
     )
+    _add_keep_days(parser)
     parser.add_argument(
         "--save-key", type=Path, metavar="PATH", help="also copy the private key here (0600)"
     )
@@ -140,9 +186,9 @@ def _configure_sessions(parser: argparse.ArgumentParser) -> None:
         (
             "done",
             "end a session: destroy it, or stop it and keep its disk if its storage policy "
-            "is keep (set when it was rented)",
+            "is keep (set when it was rented); a stopped session's kept disk is destroyed",
         ),
-        ("delete", "destroy a session's instance whatever its storage policy"),
+        ("delete", "destroy a session's instance (and disk) whatever its storage policy"),
     ):
         endp = actions.add_parser(
             name,
@@ -154,6 +200,35 @@ def _configure_sessions(parser: argparse.ArgumentParser) -> None:
         endp.add_argument("id")
         add_wait(endp, TEARDOWN_WAIT_S, "the teardown")
         add_output(endp)
+    stopp = actions.add_parser(
+        "stop",
+        help="power a running session off now, keeping its disk (it bills the disk only)",
+        description="Power a running session off, keeping its disk: its GPU stops billing, its "
+        "disk bills on until 'sessions start', 'sessions done', or the end of its keep days.",
+        epilog=STOP_EXITS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    stopp.add_argument("id")
+    _add_keep_days(stopp)
+    add_wait(stopp, TEARDOWN_WAIT_S, "the stop")
+    add_output(stopp)
+    startp = actions.add_parser(
+        "start",
+        help="power a stopped session on again, waiting until it is ready as for a rental",
+        description="Power a stopped session on again, on its kept disk, for a new reservation "
+        "(and a new hard max counted from now); waits until it is ready, as provision does.",
+        epilog=START_EXITS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    startp.add_argument("id")
+    startp.add_argument(
+        "-t",
+        "--hours",
+        type=HOURS,
+        help="the new reservation, %(type)s (default: the session's own length)",
+    )
+    add_wait(startp, None, "readiness")
+    add_output(startp)
     extendp = actions.add_parser("extend", help="push a session's reservation out")
     extendp.add_argument("id")
     extendp.add_argument("-t", "--hours", type=HOURS, required=True, help="add %(type)s")
@@ -229,7 +304,7 @@ PROVISION = Command(
 )
 SESSIONS = Command(
     "sessions",
-    "list, inspect, end, extend and reach rentals",
+    "list, inspect, stop, start, end, extend and reach rentals",
     _configure_sessions,
     f"{HANDLERS}:run_sessions",
 )

@@ -108,8 +108,8 @@ def test_the_earlier_clis_flow_works_unchanged_and_sigterm_destroys_nothing(
 
     status, answer = curl(base, token, "POST", f"/api/v1/sessions/{session_id}/done")
     assert status == 202, answer
-    gone = poll(base, token, session_id, {"stopped"})
-    assert gone["status"] == "stopped"
+    gone = poll(base, token, session_id, {"ended"})
+    assert gone["status"] == "ended" and gone["status_words"] == "ended (destroyed)"
     world = httpx.get(f"{standalone_sim['control']}/state").json()["instances"]["vastai"]
     [ended] = [i for i in world if (i["label"] or "").endswith(session_id)]
     assert ended["phase"] == "destroyed"

@@ -20,7 +20,8 @@ PRIOR_KEYS = {
 }  # fmt: skip
 OUR_KEYS = {
     "offer_id", "instance_id", "instance_state", "hard_max_at", "stopped_at", "idle_reason",
-    "cost_usd", "ssh_command",
+    "cost_usd", "ssh_command", "status_words", "idle_action", "keep_days", "keep_until",
+    "disk_usd_per_day", "cycles",
 }  # fmt: skip
 
 
@@ -115,7 +116,7 @@ async def test_a_session_goes_running_then_activity_extend_done_and_its_key_is_g
         assert late.status_code == 409 and late.json()["error"]["type"] == "conflict"
         assert (await ride.client.post(f"/api/v1/sessions/{sid}/activity")).status_code == 409
         deleted = await ride.client.delete(f"/api/v1/sessions/{sid}")
-        assert deleted.status_code == 202 and deleted.json()["status"] == "stopped"
+        assert deleted.status_code == 202 and deleted.json()["status"] == "ended"
         closed = (await ride.client.get(f"/api/v1/sessions/{sid}")).json()
         assert closed["ssh_command"] is None and closed["cost_usd"] > 0
 
@@ -130,7 +131,8 @@ async def test_delete_destroys_a_kept_session(
         deleted = await ride.client.delete(f"/api/v1/sessions/{session['id']}")
         assert deleted.status_code == 202
         stored = await ride.market.until(session["id"], lambda s: s.closed, step_s=2)
-        assert stored.storage_policy == "destroy" and stored.instance == "gone"
+        assert (stored.status, stored.instance) == ("ended", "gone")
+        assert not ride.market.live_instances("vastai")
 
 
 async def test_scoped_tokens_see_and_act_on_their_own_consumer_only(
@@ -162,6 +164,8 @@ async def test_scoped_tokens_see_and_act_on_their_own_consumer_only(
             ("GET", f"/api/v1/sessions/{sid}/key", None),
             ("POST", f"/api/v1/sessions/{sid}/activity", None),
             ("POST", f"/api/v1/sessions/{sid}/extend", {"additional_hours": 1}),
+            ("POST", f"/api/v1/sessions/{sid}/stop", None),
+            ("POST", f"/api/v1/sessions/{sid}/start", {"hours": 1}),
             ("POST", f"/api/v1/sessions/{sid}/done", None),
             ("DELETE", f"/api/v1/sessions/{sid}", None),
         ):
@@ -186,8 +190,8 @@ async def test_listing_filters_newest_first(
         assert [s["id"] for s in everyone["sessions"]] == ids[::-1]
         alices = (await ride.client.get("/api/v1/sessions", params={"consumer_id": "alice"})).json()
         assert [s["id"] for s in alices["sessions"]] == [ids[1], ids[0]]
-        stopped = (await ride.client.get("/api/v1/sessions", params={"status": "stopped"})).json()
-        assert [s["id"] for s in stopped["sessions"]] == [ids[0]]
+        ended = (await ride.client.get("/api/v1/sessions", params={"status": "ended"})).json()
+        assert [s["id"] for s in ended["sessions"]] == [ids[0]]
         one = (await ride.client.get("/api/v1/sessions", params={"limit": 1})).json()
         assert one["count"] == 1 and one["sessions"][0]["id"] == ids[2]
         other = await ride.client.get("/api/v1/sessions", params={"provider": "tensordock"})

@@ -13,10 +13,10 @@ from gpushop_tui.cli.money import BUDGET_KINDS
 from gpushop_tui.cli.output import print_json, print_table, when
 from gpushop_tui.core import describe_budget, limit_text
 from gpushop_tui.errors import UserError
-from gpushop_tui.models import Budget, BudgetAction, BudgetKind
+from gpushop_tui.models import Budget, BudgetAction, BudgetKind, CostKind
 
 if TYPE_CHECKING:
-    from gpushop_tui.core import CostReport, CostRow, Shopper
+    from gpushop_tui.core import Billing, CostReport, CostRow, Shopper
 
 COST_COLUMNS = ("period", "session", "consumer", "provider", "gpu", "usd")
 """The columns of `costs` (table, csv, and the keys of each json row)."""
@@ -86,6 +86,8 @@ async def _costs_summary(shopper: Shopper, args: argparse.Namespace) -> int:
         "month_usd": round(report.total, 6),
         "today_usd": round(report.today_total, 6),
         "burn_usd_per_hour": round(report.burn_usd_per_hour, 6),
+        "gpu_usd_per_hour": _rate(report.gpu_billing),
+        "disk_usd_per_hour": _rate(report.disk_billing),
         "by_consumer": report.by("consumer"),
         "by_provider": report.by("provider"),
         "by_gpu": report.by("gpu"),
@@ -93,6 +95,7 @@ async def _costs_summary(shopper: Shopper, args: argparse.Namespace) -> int:
             {
                 "session": b.session.id,
                 "consumer": b.session.consumer,
+                "kind": b.kind.value,
                 "usd_so_far": round(b.cost_usd, 6),
                 "usd_per_hour": b.usd_per_hour,
             }
@@ -104,8 +107,11 @@ async def _costs_summary(shopper: Shopper, args: argparse.Namespace) -> int:
         return 0
     asked = args.since is not None or args.until is not None
     days = f"{report.first_day} to {report.last_day}" if asked else "this month"
+    gpu, disk = len(report.gpu_billing), len(report.disk_billing)
     print(f"{days} ${summary['month_usd']:.4f}   today ${summary['today_usd']:.4f}   "
-          f"burning ${summary['burn_usd_per_hour']:.4f}/h now")  # fmt: skip
+          f"burning ${summary['burn_usd_per_hour']:.4f}/h now: "
+          f"GPU ${summary['gpu_usd_per_hour']:.4f}/h ({gpu} sessions), "
+          f"disk ${summary['disk_usd_per_hour']:.4f}/h ({disk} stopped)")  # fmt: skip
     for what in ("consumer", "provider", "gpu"):
         group = summary[f"by_{what}"]
         if group:
@@ -116,15 +122,21 @@ async def _costs_summary(shopper: Shopper, args: argparse.Namespace) -> int:
                 (
                     b.session.id,
                     b.session.consumer,
-                    b.session.status.value,
+                    (await shopper.view_of(b.session)).status_words,
+                    "GPU" if b.kind == CostKind.COMPUTE else "disk",
                     f"${b.cost_usd:.4f}",
                     f"${b.usd_per_hour:.4f}/h",
                 )
                 for b in report.billing
             ],
-            ("SESSION", "CONSUMER", "STATUS", "SO FAR", "RATE"),
+            ("SESSION", "CONSUMER", "STATUS", "BILLS", "SO FAR", "RATE"),
         )
     return 0
+
+
+def _rate(billing: tuple[Billing, ...]) -> float:
+    """What these sessions bill an hour now, together."""
+    return round(sum(b.usd_per_hour for b in billing), 6)
 
 
 def run_budgets(args: argparse.Namespace) -> int:

@@ -14,17 +14,23 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import TypeAdapter
+
 from gpushop_tui.cli.handlers import require_provider, with_shopper
-from gpushop_tui.cli.output import note, print_json, print_pairs, print_table, when
+from gpushop_tui.cli.output import note, print_json, print_pairs, print_table, rounded, when
 from gpushop_tui.cli.rent import STORAGE
 from gpushop_tui.config import load_settings
 from gpushop_tui.core import Alert, SessionChanged, SessionProgress
 from gpushop_tui.errors import UserError
 from gpushop_tui.models import (
+    CostKind,
     ExtendRequest,
+    IdleAction,
     InstanceState,
     ProvisionRequest,
     SessionStatus,
+    StartRequest,
+    StopRequest,
     StoragePolicy,
     checked,
     parse_env,
@@ -32,13 +38,15 @@ from gpushop_tui.models import (
 
 if TYPE_CHECKING:
     from gpushop_tui.config import Settings
-    from gpushop_tui.core import Shopper, Subscription
+    from gpushop_tui.core import PowerStretch, SessionView, Shopper, Subscription
     from gpushop_tui.models import Session
 
 EXIT_FAILED = 1
 EXIT_NOT_SETTLED = 3
 HEARTBEAT_S = 5.0
 """After this many seconds without news a waiting command says what it waits for, and until."""
+BY = "operator (cli)"
+"""Who asks for a stop or a start from the command line, as the audit log says it."""
 
 _S, _I = SessionStatus, InstanceState
 STAGES: dict[tuple[SessionStatus, InstanceState], str] = {
@@ -53,17 +61,33 @@ STAGES: dict[tuple[SessionStatus, InstanceState], str] = {
     (_S.STOPPING, _I.CREATING): "ending the session; the provider is still creating the instance",
     (_S.STOPPING, _I.DESTROYING): "ending the session; the provider is destroying the instance",
     (_S.STOPPING, _I.UNKNOWN): "ending the session; asking the provider where the instance is",
-    (_S.STOPPED, _I.LIVE): "the session is stopped; the instance and its disk are kept",
-    (_S.STOPPED, _I.GONE): "the session has ended; the instance is destroyed",
-    (_S.STOPPED, _I.NONE): "the session has ended; no instance was created",
+    (_S.STOPPED, _I.LIVE): "the session is stopped; the instance is off and its disk kept",
+    (_S.STOPPED, _I.UNKNOWN): "the session is stopped; asking the provider where the instance is",
+    (_S.STARTING, _I.NONE): "starting the session; it has no instance to start",
+    (_S.STARTING, _I.CREATING): "starting the session; the provider is still creating the instance",
+    (_S.STARTING, _I.LIVE): "starting the instance on its kept disk; waiting for it to run and "
+    "answer over SSH",
+    (_S.STARTING, _I.DESTROYING): "starting the session; the provider is destroying the instance",
+    (_S.STARTING, _I.GONE): "starting the session; the instance is gone",
+    (_S.STARTING, _I.UNKNOWN): "starting the session; asking the provider where the instance is",
+    (_S.ENDED, _I.GONE): "the session has ended; the instance is destroyed",
+    (_S.ENDED, _I.NONE): "the session has ended; no instance was created",
     (_S.FAILED, _I.GONE): "the rental failed; the instance is destroyed",
     (_S.FAILED, _I.NONE): "the rental failed; no instance was created",
 }
 """Where a session stands, as the words of a progress line."""
+KEEPING: dict[InstanceState, str] = {
+    _I.LIVE: "stopping the instance, keeping its disk",
+    _I.UNKNOWN: "stopping the instance, keeping its disk; asking the provider where it is",
+}
+"""Where a stop that keeps the disk stands (`stopping` with `Session.keep_disk`), in words."""
 
 
-def stage(status: SessionStatus, instance: InstanceState) -> str:
-    """Where a session with this status and instance state stands, in words."""
+def stage(status: SessionStatus, instance: InstanceState, *, keep_disk: bool = False) -> str:
+    """Where a session with this status and instance state stands, in words; `keep_disk`:
+    a stopping session keeps its disk."""
+    if status == SessionStatus.STOPPING and keep_disk and instance in KEEPING:
+        return KEEPING[instance]
     return STAGES.get((status, instance), f"the session is {status}; its instance is {instance}")
 
 
@@ -88,11 +112,14 @@ FLAGS = {
     "workload.ports": "--port",
     "workload.benchmark": "--no-benchmark",
     "idle_timeout_min": "--idle-timeout",
+    "idle_action": "--idle-action",
     "storage": "--storage",
+    "keep_days": "--keep-days",
     "request_id": "--request-id",
     "override_reason": "--override-hard-max",
 }
-"""The flag that sets each field of a `ProvisionRequest` or `ExtendRequest`."""
+"""The flag that sets each field of a `ProvisionRequest`, `ExtendRequest`, `StopRequest` or
+`StartRequest`."""
 
 
 def _env(pairs: list[str]) -> dict[str, str]:
@@ -121,7 +148,9 @@ def _provision_request(args: argparse.Namespace, settings: Settings) -> Provisio
                 "benchmark": not args.no_benchmark,
             },
             "idle_timeout_min": args.idle_timeout,
+            "idle_action": IdleAction(args.idle_action),
             "storage": StoragePolicy(STORAGE[args.storage]),
+            "keep_days": args.keep_days,
             "request_id": args.request_id,
         },
         FLAGS,
@@ -187,7 +216,8 @@ async def _warn_unsupervised(shopper: Shopper, session: Session) -> None:
         return
     note(
         f"warning: no supervisor is running; once this command exits nothing watches session "
-        f"{session.id} (expiry, idle stop, hard max). Keep 'gpushop --serve' running, or run "
+        f"{session.id} (expiry, idle stop, hard max, the end of a kept disk). Keep 'gpushop "
+        "--serve' running, or run "
         "'gpushop reconcile' from cron every few minutes."
     )
 
@@ -215,8 +245,9 @@ async def _show_progress(
             event = await asyncio.wait_for(events.get(), HEARTBEAT_S)
         except TimeoutError:
             session = await shopper.session(session_id)
+            where = stage(session.status, session.instance, keep_disk=session.keep_disk)
             note(
-                f"still waiting: {stage(session.status, session.instance)}; last news: {last}; "
+                f"still waiting: {where}; last news: {last}; "
                 f"this command waits until {deadline:%H:%M:%S %Z}"
             )
             continue
@@ -224,26 +255,57 @@ async def _show_progress(
             continue
         last = event.message
         if isinstance(event, SessionChanged):
-            note(f"{event.message} ({stage(event.status, event.instance)})")
+            keep = event.status == SessionStatus.STOPPING and (
+                (await shopper.session(session_id)).keep_disk
+            )
+            note(f"{event.message} ({stage(event.status, event.instance, keep_disk=keep)})")
         elif isinstance(event, SessionProgress | Alert):
             note(last)
 
 
-def _session_json(session: Session) -> dict[str, Any]:
-    data: dict[str, Any] = session.model_dump(mode="json", exclude={"offer": {"raw"}})
+_TIME = TypeAdapter(datetime | None)
+"""Times in JSON output, written as every stored time is (ISO 8601, UTC)."""
+
+
+def _stretch_json(stretch: PowerStretch) -> dict[str, Any]:
+    """One power cycle: running (compute) or stopped with its disk kept (storage)."""
+    return {
+        "kind": stretch.kind.value,
+        "started_at": _TIME.dump_python(stretch.started_at, mode="json"),
+        "ended_at": _TIME.dump_python(stretch.ended_at, mode="json"),
+        "rate_per_hour": stretch.rate_per_hour,
+        "hours": rounded(stretch.hours),
+        "cost": rounded(stretch.cost),
+    }
+
+
+def _session_json(view: SessionView, now: datetime) -> dict[str, Any]:
+    """A session as JSON: the stored row (`status` its raw word), plus how every face says the
+    status, what a kept disk bills and until when, and each power cycle as of `now`."""
+    data: dict[str, Any] = view.session.model_dump(mode="json", exclude={"offer": {"raw"}})
+    data["status_words"] = view.status_words
+    data["keep_until"] = _TIME.dump_python(view.keep_until, mode="json")
+    data["disk_usd_per_day"] = rounded(view.disk_usd_per_day)
+    data["cycles"] = [_stretch_json(stretch) for stretch in view.cycles(now)]
     return data
+
+
+async def _print_json_of(shopper: Shopper, session: Session) -> None:
+    print_json(_session_json(await shopper.view_of(session), shopper.now()))
 
 
 async def _print_outcome(shopper: Shopper, session: Session, output: str) -> None:
     if output == "json":
-        print_json(_session_json(session))
+        await _print_json_of(shopper, session)
         return
     view = await shopper.view_of(session)
     pairs = [
         ("session", session.id),
-        ("status", f"{session.status} (instance {session.instance})"),
+        ("status", f"{view.status_words} (instance {session.instance})"),
         ("ssh", view.ssh_command or "-"),
     ]
+    if view.keep_until is not None:
+        pairs.append(("disk kept until", when(view.keep_until)))
     if session.endpoint:
         where = f"{session.endpoint} on the node: gpushop sessions tunnel {session.id}"
         pairs.append(("endpoint", where))
@@ -256,10 +318,17 @@ async def _print_outcome(shopper: Shopper, session: Session, output: str) -> Non
 
 
 def run_sessions(args: argparse.Namespace) -> int:
-    """`sessions ACTION`: list, get, done, delete, extend, ssh, key, endpoint or tunnel."""
+    """`sessions ACTION`: list, get, stop, start, done, delete, extend, ssh, key, endpoint or
+    tunnel."""
     action: str = args.sessions_action
     if action in ("done", "delete"):
         return _run_end(args, force=action == "delete")
+    if action in ("stop", "start"):
+        return int(
+            asyncio.run(
+                with_shopper(lambda shopper: _power(shopper, args, start=action == "start"))
+            )
+        )
     if action == "ssh":
         return _run_ssh(args)
     if action == "tunnel":
@@ -276,68 +345,92 @@ def run_sessions(args: argparse.Namespace) -> int:
 
 
 async def _sessions_list(shopper: Shopper, args: argparse.Namespace) -> int:
-    sessions = await shopper.sessions(
+    views = await shopper.session_views(
         consumer=args.consumer,
         status=SessionStatus(args.status) if args.status else None,
         open_only=args.open,
     )
     if args.output == "json":
-        print_json([_session_json(s) for s in sessions])
+        now = shopper.now()
+        print_json([_session_json(view, now) for view in views])
         return 0
-    if not sessions:
+    if not views:
         print("no sessions")
         return 0
     print_table(
-        [
-            (
-                s.id,
-                s.consumer,
-                s.provider,
-                f"{s.offer.gpu_count}x {s.offer.gpu_name}",
-                s.status.value,
-                s.instance.value,
-                f"{s.price_per_hour:.3f}" if s.price_per_hour is not None else "-",
-                when(s.created_at),
-                "-" if s.closed else when(s.expires_at),
-            )
-            for s in sessions
-        ],
+        [_list_row(view) for view in views],
         ("SESSION", "CONSUMER", "PROVIDER", "GPU", "STATUS", "INSTANCE", "$/H", "CREATED",
          "EXPIRES"),
     )  # fmt: skip
     return 0
 
 
+def _list_row(view: SessionView) -> tuple[str, ...]:
+    """A session's row in `sessions list`; a stopped one expires when its kept disk is
+    destroyed, a closed one never."""
+    s = view.session
+    expires = s.expires_at if s.status != SessionStatus.STOPPED else view.keep_until
+    return (
+        s.id,
+        s.consumer,
+        s.provider,
+        f"{s.offer.gpu_count}x {s.offer.gpu_name}",
+        view.status_words,
+        s.instance.value,
+        f"{s.price_per_hour:.3f}" if s.price_per_hour is not None else "-",
+        when(s.created_at),
+        "-" if s.closed else when(expires),
+    )
+
+
 async def _sessions_get(shopper: Shopper, args: argparse.Namespace) -> int:
     view = await shopper.session_view(args.id)
     s = view.session
+    now = shopper.now()
     if args.output == "json":
-        print_json(_session_json(s))
+        print_json(_session_json(view, now))
         return 0
     hard_max = when(s.hard_max_at) + (
         f" (overridden: {s.hard_max_override})" if s.hard_max_override else ""
     )
-    print_pairs(
-        [
-            ("session", s.id),
-            ("consumer", s.consumer),
-            ("offer", f"{s.offer_id}: {s.offer.gpu_count}x {s.offer.gpu_name}"),
-            ("status", f"{s.status} (instance {s.instance})"),
-            ("instance", f"{s.provider} {s.instance_id or '-'} ({s.label})"),
-            ("price", f"${s.price_per_hour:.3f}/h" if s.price_per_hour is not None else "-"),
-            ("cost", f"${view.cost_at(shopper.now()):.4f}" + ("" if s.closed else " so far")),
-            ("created", when(s.created_at)),
-            ("expires", when(s.expires_at)),
-            ("hard max", hard_max),
-            ("idle", f"after {s.idle_timeout_min:g} min" if s.idle_timeout_min else "never"),
-            ("idle reason", s.idle_reason or "-"),
-            ("storage", s.storage_policy.value),
-            ("ssh", view.ssh_command or "-"),
-            ("key", s.key_path if s.key_path and not s.closed else "-"),
-            ("error", s.error or "-"),
-        ]
-    )
+    keep_days = s.keep_days if s.keep_days is not None else shopper.settings.keep_days
+    idle = f"{s.idle_action} after {s.idle_timeout_min:g} min" if s.idle_timeout_min else "never"
+    pairs = [
+        ("session", s.id),
+        ("consumer", s.consumer),
+        ("offer", f"{s.offer_id}: {s.offer.gpu_count}x {s.offer.gpu_name}"),
+        ("status", f"{view.status_words} (instance {s.instance})"),
+        ("instance", f"{s.provider} {s.instance_id or '-'} ({s.label})"),
+        ("price", f"${s.price_per_hour:.3f}/h" if s.price_per_hour is not None else "-"),
+        ("cost", f"${view.cost_at(now):.4f}" + ("" if s.closed else " so far")),
+        ("created", when(s.created_at)),
+        ("expires", when(s.expires_at)),
+        ("hard max", hard_max),
+        ("idle", idle),
+        ("idle reason", s.idle_reason or "-"),
+        ("storage", s.storage_policy.value),
+        ("keep disk", f"{keep_days:g} days once stopped"),
+        ("disk kept until", when(view.keep_until)),
+        ("ssh", view.ssh_command or "-"),
+        ("key", s.key_path if s.key_path and not s.closed else "-"),
+        ("error", s.error or "-"),
+    ]
+    pairs += [
+        (f"cycle {number}", _stretch_words(stretch))
+        for number, stretch in enumerate(view.cycles(now), start=1)
+    ]
+    print_pairs(pairs)
     return 0
+
+
+def _stretch_words(stretch: PowerStretch) -> str:
+    """One power cycle in words: what billed, from when to when, and what it cost."""
+    what = "running" if stretch.kind == CostKind.COMPUTE else "stopped, disk kept"
+    until = when(stretch.ended_at) if stretch.ended_at is not None else "now"
+    return (
+        f"{what} {when(stretch.started_at)} to {until}: {stretch.hours:.2f} h at "
+        f"${stretch.rate_per_hour:.3f}/h = ${stretch.cost:.4f}"
+    )
 
 
 async def _sessions_extend(shopper: Shopper, args: argparse.Namespace) -> int:
@@ -346,7 +439,7 @@ async def _sessions_extend(shopper: Shopper, args: argparse.Namespace) -> int:
     )
     session = await shopper.extend(args.id, request.hours, request.override_reason)
     if args.output == "json":
-        print_json(_session_json(session))
+        await _print_json_of(shopper, session)
     else:
         print(
             f"session {session.id} now expires {when(session.expires_at)} "
@@ -404,16 +497,54 @@ async def _end(shopper: Shopper, args: argparse.Namespace, *, force: bool) -> in
         session = await (shopper.delete(args.id) if force else shopper.done(args.id))
         if not args.no_wait:
             session = await _wait_showing(shopper, events, session.id, args.wait_timeout)
-    if args.output == "json":
-        print_json(_session_json(session))
-    else:
-        kept = "" if session.instance.absent else f" (instance {session.instance})"
-        print(f"session {session.id}: {session.status}{kept}")
-    if args.no_wait or session.status == "stopped" or session.closed:
+    await _print_end(shopper, session, args.output)
+    if args.no_wait or session.status == SessionStatus.STOPPED or session.closed:
         return 0
     note(
         f"the teardown of session {session.id} is still under way; the supervisor carries on "
         "('gpushop --serve', or 'gpushop reconcile' from cron)"
+    )
+    return EXIT_NOT_SETTLED
+
+
+async def _print_end(shopper: Shopper, session: Session, output: str) -> None:
+    """The one line (or the JSON) that says where an ended or stopped session stands."""
+    if output == "json":
+        await _print_json_of(shopper, session)
+        return
+    words = (await shopper.view_of(session)).status_words
+    settled = session.instance.absent or session.status == SessionStatus.STOPPED
+    print(f"session {session.id}: {words}" + ("" if settled else f" (instance {session.instance})"))
+
+
+async def _power(shopper: Shopper, args: argparse.Namespace, *, start: bool) -> int:
+    """`sessions stop|start`: ask for it, then (unless --no-wait) show progress until the
+    session is stopped (its disk kept) or running again; exit codes as `provision`'s."""
+    verb = "start" if start else "stop"
+    with shopper.subscribe() as events:
+        if start:
+            asked = checked(StartRequest, {"hours": args.hours}, FLAGS)
+            session = await shopper.start(args.id, by=BY, hours=asked.hours)
+            budget = shopper.provision_budget(session.provider).total_seconds()
+            timeout = args.wait_timeout or budget + 60
+        else:
+            kept = checked(StopRequest, {"keep_days": args.keep_days}, FLAGS)
+            session = await shopper.stop(args.id, by=BY, keep_days=kept.keep_days)
+            timeout = args.wait_timeout
+        await _warn_unsupervised(shopper, session)
+        if not args.no_wait:
+            session = await _wait_showing(shopper, events, session.id, timeout)
+    await _print_outcome(shopper, session, args.output)
+    goal = SessionStatus.RUNNING if start else SessionStatus.STOPPED
+    if session.status == goal or (args.no_wait and not session.status.terminal):
+        return 0
+    if session.status.terminal or session.status == SessionStatus.STOPPED:
+        reason = (session.error or str(session.status)).removeprefix(f"{verb} failed: ")
+        note(f"the {verb} did not succeed: {reason}")
+        return EXIT_FAILED
+    note(
+        f"session {session.id} is still {session.status}; it goes on without this command: "
+        f"see 'gpushop sessions get {session.id}'"
     )
     return EXIT_NOT_SETTLED
 
