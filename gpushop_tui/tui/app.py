@@ -40,7 +40,7 @@ from gpushop_tui.core import (
     WebhookFailed,
 )
 from gpushop_tui.errors import UserError
-from gpushop_tui.models import Severity
+from gpushop_tui.models import CostKind, Severity
 from gpushop_tui.tui import fmt
 from gpushop_tui.tui.benchmarks import BenchmarksPane
 from gpushop_tui.tui.costs import CostsPane
@@ -330,7 +330,7 @@ class GpushopApp(App[None]):
     async def refresh_burn(self) -> None:
         assert self.shopper is not None
         billing = await self.shopper.billing_now()
-        stopped = sum(1 for billed in billing if billed.session.stopped_at is not None)
+        stopped = sum(1 for billed in billing if billed.kind == CostKind.STORAGE)
         burn = sum(billed.usd_per_hour for billed in billing)
         self.post_message(self.Burn(len(billing), stopped, burn))
 
@@ -367,7 +367,7 @@ class GpushopApp(App[None]):
     def show_status(self) -> None:
         parts = [f"{self.running} running"]
         if self.stopped:
-            parts.append(f"{self.stopped} stopped")
+            parts.append(f"{self.stopped} stopped (disk)")
         parts.append(f"burn {fmt.usd(self.burn_usd_per_hour)}/h")
         if self.acting is False:
             parts.append(f"viewer — supervised by {self.supervisor_holder or 'another process'}")

@@ -12,6 +12,8 @@ from gpushop_tui.errors import Hint, UserError
 WAYS_OUT = {
     Hint.NEEDS_OVERRIDE: "; extend by fewer hours (the cockpit cannot override the hard max)",
     Hint.STORAGE_NOT_KEEPABLE: "; choose 'destroy the instance' under When done in the rent dialog",
+    Hint.CANNOT_STOP: "; only destroying works there: d or x on the Sessions pane, 'destroy the "
+    "instance' in the rent dialog",
     Hint.NOT_CONFIGURED: ": there is no credential for it",
     Hint.UNKNOWN_OFFER: "; refresh the menu (r on the Inventory pane) and pick again",
 }

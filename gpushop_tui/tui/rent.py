@@ -28,6 +28,7 @@ from textual.widgets import Button, Input, Label, Select, Static
 
 from gpushop_tui.core import BudgetCheck, Shopper, describe_budget
 from gpushop_tui.models import (
+    IdleAction,
     Offer,
     ProvisionRequest,
     ReservationHours,
@@ -49,6 +50,7 @@ LABELS = {
     "workload.env": "Env",
     "workload.ports": "Ports",
     "idle_timeout_min": "Idle stop",
+    "idle_action": "When idle",
     "storage": "When done",
 }
 """The dialog's words for the `ProvisionRequest` fields it fills in."""
@@ -184,6 +186,18 @@ class RentScreen(ModalScreen[None]):
                         type="number",
                         compact=True,
                     )
+                    yield Label(LABELS["idle_action"])
+                    yield Select(
+                        [
+                            ("destroy the instance", IdleAction.DESTROY),
+                            ("stop it, keep its disk", IdleAction.STOP),
+                        ],
+                        value=IdleAction.DESTROY,
+                        allow_blank=False,
+                        disabled=not self.can_stop,
+                        id="rent-idle-action",
+                        compact=True,
+                    )
                     yield Label(LABELS["storage"])
                     yield Select(
                         [
@@ -215,7 +229,7 @@ class RentScreen(ModalScreen[None]):
         if not self.can_stop:
             notes.append(
                 f"{self.offer.provider} cannot stop an instance and keep its disk, so 'done' "
-                "destroys it."
+                "and an idle stop destroy it."
             )
         self.query_one("#rent-notes", Static).update(Content(" ".join(notes)))
         self.query_one("#rent-hours" if self.consumer else "#rent-consumer", Input).focus()
@@ -281,6 +295,7 @@ class RentScreen(ModalScreen[None]):
                     "hours": self.value("hours"),
                     "workload": workload,
                     "idle_timeout_min": self.value("idle"),
+                    "idle_action": self.query_one("#rent-idle-action", Select).value,
                     "storage": self.query_one("#rent-storage", Select).value,
                 }
             )

@@ -7,8 +7,10 @@ countdown and cost cells whose text changed, computed from the stored absolute d
 view's `cost_at`, so a skipped tick never drifts; the open sessions' table
 (`SessionTable`) writes only those cells. Below the table, the detail panel (`SessionDetail`)
 follows the cursor: the ssh command, cost so far and per hour, the deadlines with what each
-one does to the session and who enforces it, the node's readings and the last events. Every
-core call runs in a worker that posts a typed message back; handlers only touch widgets.
+one does to the session and who enforces it, the node's readings and the last events. `p`
+stops a running session and keeps its disk, `P` starts a stopped one again, each after a
+confirmation and only where the provider can. Every core call runs in a worker that posts a
+typed message back; handlers only touch widgets.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from gpushop_tui.core import (
     HARD_MAX_WARNING,
     Event,
     NodeSample,
+    PowerStretch,
     SessionChanged,
     SessionView,
     Shopper,
@@ -46,7 +49,9 @@ from gpushop_tui.errors import UserError
 from gpushop_tui.models import (
     MAX_RESERVATION_HOURS,
     AuditEvent,
+    CostKind,
     ExtendRequest,
+    IdleAction,
     InstanceState,
     Session,
     StoragePolicy,
@@ -83,8 +88,11 @@ STATUS_TONE = {
     Status.RUNNING: "ok",
     Status.STOPPING: "warning",
     Status.STOPPED: "muted",
+    Status.ENDED: "muted",
     Status.FAILED: "danger",
 }
+BY = "operator (tui)"
+"""Who asked, in the audit log, for a stop or a start from this pane."""
 
 
 def gpu_text(session: Session) -> str:
@@ -101,11 +109,16 @@ def deadline_cell(deadline: datetime, now: datetime, warn: timedelta) -> Cell:
     return text, tone
 
 
-def expiry_cell(session: Session, now: datetime) -> Cell:
-    """Only an active session expires (a stopping one is already ending)."""
-    if session.status not in ACTIVE:
-        return NONE
-    return deadline_cell(session.expires_at, now, EXPIRY_WARNING)
+def expiry_cell(view: SessionView, now: datetime) -> Cell:
+    """An active session's reservation, or when a stopped one's kept disk is destroyed (a
+    stopping one is already ending)."""
+    session = view.session
+    if session.status in ACTIVE:
+        return deadline_cell(session.expires_at, now, EXPIRY_WARNING)
+    deadline = view.next_deadline
+    if deadline is not None and deadline.what == "disk kept until":
+        return deadline_cell(deadline.at, now, deadline.warn_before)
+    return NONE
 
 
 def hard_max_cell(session: Session, now: datetime) -> Cell:
@@ -151,12 +164,13 @@ def idle_cell(session: Session) -> Cell:
     return reason, "warning" if reason.startswith("idle") else ""
 
 
-def static_cells(session: Session) -> dict[str, Cell]:
+def static_cells(view: SessionView) -> dict[str, Cell]:
     """The cells that change only when the stored session does."""
+    session = view.session
     return {
         "id": (session.id, ""),
         "gpu": (gpu_text(session), ""),
-        "status": (session.status.value, STATUS_TONE.get(session.status, "")),
+        "status": (view.status_words, STATUS_TONE.get(session.status, "")),
         "consumer": (session.consumer, ""),
         "provider": (session.provider, ""),
         "idle": idle_cell(session),
@@ -164,7 +178,7 @@ def static_cells(session: Session) -> dict[str, Cell]:
 
 
 def ticking_cells(view: SessionView, now: datetime) -> dict[str, Cell]:
-    return {"expires": expiry_cell(view.session, now), "cost": cost_cell(view, now)}
+    return {"expires": expiry_cell(view, now), "cost": cost_cell(view, now)}
 
 
 def instance_cell(session: Session) -> Cell:
@@ -200,29 +214,33 @@ def workload_lines(session: Session, tunnels: dict[str, str]) -> list[tuple[str,
 
 def done_outcome(session: Session) -> str:
     """What `done` (the user's, the expiry's or the idle stop's) does to this session."""
+    if session.status == Status.STOPPED:
+        return "destroy its instance and the kept disk, with everything on it"
     if session.storage_policy == StoragePolicy.KEEP:
         return "stop its instance and keep the disk (the disk still bills)"
     return "destroy its instance and everything on its disk"
+
+
+def idle_outcome(session: Session) -> str:
+    """What the idle stop does to this session: stop it and keep the disk, or `done`."""
+    if session.idle_action == IdleAction.STOP:
+        return "stop it and keep the disk (the disk still bills)"
+    return "done, as at expiry"
 
 
 def ended_at(session: Session) -> datetime:
     return session.instance_gone_at or session.state_entered_at
 
 
-def how_it_ended(session: Session) -> str:
-    """Failed, destroyed (its instance is gone) or what its status says, with the reason."""
-    if session.status == Status.FAILED:
-        word = "failed"
-    elif session.instance == InstanceState.GONE:
-        word = "destroyed"
-    else:
-        word = session.status.value
-    return word + (f": {session.error}" if session.error else "")
+def how_it_ended(view: SessionView) -> str:
+    """A closed session's status words (`ended (destroyed)`, `failed`) with the reason."""
+    error = view.session.error
+    return view.status_words + (f": {error}" if error else "")
 
 
 def history_cells(view: SessionView, now: datetime) -> dict[str, Cell]:
     session = view.session
-    ended = how_it_ended(session)
+    ended = how_it_ended(view)
     return {
         "id": (session.id, ""),
         "gpu": (gpu_text(session), ""),
@@ -254,9 +272,32 @@ def supervisor_words(acting: bool | None, holder: str | None) -> str:
     return "the gpushop that supervises ('gpushop --serve', the cockpit, 'gpushop reconcile')"
 
 
+def stretch_line(stretch: PowerStretch, now: datetime) -> str:
+    """`running 09:00:00 to 11:00:00 · 2h 00m · $0.350/h · $0.7000`: one power cycle's stretch."""
+    word = "running" if stretch.kind == CostKind.COMPUTE else "stopped"
+    end = "now" if stretch.ended_at is None else fmt.local_time(stretch.ended_at, now)
+    return (
+        f"{word:<7} {fmt.local_time(stretch.started_at, now)} to {end} · "
+        f"{fmt.span(stretch.hours * 3600)} · {fmt.rate(stretch.rate_per_hour)} · "
+        f"{fmt.spent(stretch.cost)}"
+    )
+
+
 def money_text(view: SessionView, now: datetime) -> Text:
+    """Its status in words, its cost so far and now, and (once it was stopped) each running
+    and stopped stretch."""
     spent, rate = fmt.spent(view.cost_at(now)), fmt.rate(view.burn_usd_per_hour)
-    return labelled([("cost", f"{spent} so far · {rate} now")])
+    lines: list[tuple[str, Text | str]] = [
+        ("status", view.status_words),
+        ("cost", f"{spent} so far · {rate} now"),
+    ]
+    stretches = view.cycles(now)
+    if len(stretches) > 1:
+        lines += [
+            ("cycles" if n == 0 else "", stretch_line(stretch, now))
+            for n, stretch in enumerate(stretches)
+        ]
+    return labelled(lines)
 
 
 def deadlines_text(
@@ -266,17 +307,22 @@ def deadlines_text(
     session = view.session
     done = f"done: {done_outcome(session)}"
     lines: list[tuple[str, Text | str]] = []
-    if session.status in (Status.PROVISIONING, Status.RUNNING):
-        expiry = cell_text(expiry_cell(session, now), variables)
+    if session.status in (Status.PROVISIONING, Status.STARTING, Status.RUNNING):
+        expiry = cell_text(expiry_cell(view, now), variables)
         at = fmt.local_time(session.expires_at, now)
         lines.append(("expiry", expiry.append(f" (at {at}) · then {done}")))
-    if session.status == Status.RUNNING and session.idle_timeout_min > 0:
+    if session.status == Status.STOPPED and view.keep_until is not None:
+        kept = cell_text(expiry_cell(view, now), variables)
+        at = fmt.local_time(view.keep_until, now)
+        then = f" (until {at}) · then its disk is destroyed, unless started again (P)"
+        lines.append(("disk kept", kept.append(then)))
+    elif session.status == Status.RUNNING and session.idle_timeout_min > 0:
         verdict = session.idle_reason or "not sampled yet"
-        idle = f"after {session.idle_timeout_min:g} min idle · then done, as at expiry · now: "
+        idle = f"after {session.idle_timeout_min:g} min idle · then {idle_outcome(session)} · now: "
         lines.append(("idle stop", idle + verdict))
     elif session.idle_timeout_min == 0:
         lines.append(("idle stop", Text("off", style="dim")))
-    if not session.instance.absent:
+    if not session.instance.absent and session.status != Status.STOPPED:
         hard_max = cell_text(hard_max_cell(session, now), variables)
         at = fmt.local_time(session.hard_max_at, now)
         then = f" (at {at}) · then force delete, whatever the storage policy"
@@ -352,16 +398,20 @@ class SessionsPane(CorePane):
     """Open sessions (live countdowns, cost, node readings) and a history of closed ones."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("s", "ssh", "SSH command"),
+        Binding("s", "ssh", "SSH", tooltip="Show the ssh command and copy it"),
         Binding("d", "done", "Done"),
         Binding("e", "extend", "Extend"),
         Binding("x", "delete", "Force delete"),
+        Binding("p", "stop", "Stop", tooltip="Power off and keep the disk (it still bills)"),
+        Binding("P", "start", "Start", tooltip="Power a stopped session on again"),
         Binding("t", "timeline", "Timeline", key_display="t/enter"),
         Binding("i", "toggle_detail", "Details"),
         Binding("o", "tunnel", "Tunnel"),
     ]
     ROW_ACTIONS: ClassVar[tuple[str, ...]] = ("ssh", "done", "extend", "delete")
     """Actions on an open session (not offered while the history is focused)."""
+    POWER: ClassVar[dict[str, Status]] = {"stop": Status.RUNNING, "start": Status.STOPPED}
+    """Stop and start, and the status each is offered in (where the provider can stop)."""
 
     @dataclass
     class Loaded(Message):
@@ -553,13 +603,13 @@ class SessionsPane(CorePane):
         self.sessions[session.id] = view
         sample = self.shopper.node_sample(session.id) if self.shopper else None
         self._sample_at[session.id] = sample[0] if sample else None
-        self.table.add_session(session.id, {**static_cells(session), **ticking_cells(view, now)})
+        self.table.add_session(session.id, {**static_cells(view), **ticking_cells(view, now)})
 
     def _update_open(self, view: SessionView) -> None:
         assert self.shopper is not None
         session = view.session
         self.sessions[session.id] = view
-        for column, cell in static_cells(session).items():
+        for column, cell in static_cells(view).items():
             self.table.show_cell(session.id, column, cell, fit=True)
         now = self.shopper.clock.now()
         for column, cell in ticking_cells(view, now).items():
@@ -604,6 +654,7 @@ class SessionsPane(CorePane):
     def cursor_moved(self, event: DataTable.RowHighlighted) -> None:
         event.stop()
         self._follow_cursor()
+        self.refresh_bindings()  # stop and start depend on the session under the cursor
 
     def _follow_cursor(self) -> None:
         """Point the detail panel at the open session under the table's cursor."""
@@ -687,6 +738,9 @@ class SessionsPane(CorePane):
         return self.sessions.get(selected[0])
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "extend":
+            view = self._selected_open()
+            return True if view is not None and view.session.status in ACTIVE else None
         if action in self.ROW_ACTIONS:
             return True if self._selected_open() is not None else None
         if action == "timeline":
@@ -694,7 +748,19 @@ class SessionsPane(CorePane):
         if action == "tunnel":
             view = self._selected_open()
             return True if view is not None and view.session.endpoint is not None else None
+        if action in self.POWER:
+            # hidden, not dimmed, where it does not apply: the footer has room for one of them
+            view = self._selected_open()
+            return view is not None and self._can_power(view, action)
         return True
+
+    def _can_power(self, view: SessionView, action: str) -> bool:
+        """Whether `action` (stop or start) applies to the session: its status, and a provider
+        that stops an instance and keeps its disk."""
+        session = view.session
+        if session.status != self.POWER[action] or self.shopper is None:
+            return False
+        return self.shopper.provider_info(session.provider).capabilities.can_stop
 
     def action_ssh(self) -> None:
         if view := self._selected_open():
@@ -749,6 +815,51 @@ class SessionsPane(CorePane):
     def _delete(self, session_id: str, yes: bool | None) -> None:
         if yes:
             self.end(session_id, force=True)
+
+    def action_stop(self) -> None:
+        """Ask, then power the session off and keep its disk (`p`)."""
+        view = self._selected_open()
+        if view is None or self.shopper is None or not self._can_power(view, "stop"):
+            return
+        session = view.session
+        days = (
+            session.keep_days if session.keep_days is not None else self.shopper.settings.keep_days
+        )
+        now = self.shopper.clock.now()
+        until = fmt.local_time(now + timedelta(days=days), now)
+        body = (
+            f"{gpu_text(session)} on {session.provider}, for {escape(session.consumer)}. "
+            f"Its GPU stops billing; its disk stays, billing the provider's disk rate, for "
+            f"{days:g} days (until {until}) unless you start it again (P). Then the disk is "
+            "destroyed with everything on it."
+        )
+        self.app.push_screen(
+            ConfirmScreen(f"Stop session {session.id}?", body, yes="Stop"),
+            partial(self._power, session.id, "stop"),
+        )
+
+    def action_start(self) -> None:
+        """Ask, then power a stopped session on again for a new reservation (`P`)."""
+        view = self._selected_open()
+        if view is None or not self._can_power(view, "start"):
+            return
+        session = view.session
+        health = "the workload to be healthy" if session.workload_spec else "the GPUs to check out"
+        body = (
+            f"{gpu_text(session)} on {session.provider}, for {escape(session.consumer)}. "
+            f"Its GPU bills again at {fmt.rate(session.price_per_hour)} for a new reservation "
+            f"of {session.reservation_hours:g} h, with its hard max, counted from now. gpushop "
+            f"waits for the instance to run, SSH to answer and {health}; if the GPU cannot be "
+            "had back, the session stays stopped and keeps its disk."
+        )
+        self.app.push_screen(
+            ConfirmScreen(f"Start session {session.id}?", body, yes="Start"),
+            partial(self._power, session.id, "start"),
+        )
+
+    def _power(self, session_id: str, action: str, yes: bool | None) -> None:
+        if yes:
+            self.power(session_id, action)
 
     def action_timeline(self) -> None:
         if selected := self._selected():
@@ -818,9 +929,22 @@ class SessionsPane(CorePane):
         except UserError as err:
             self.post_message(self.Failed(fmt.problem(err)))
             return
+        view = await self.shopper.view_of(session)
         kept = "" if session.instance.absent else f" (instance {session.instance})"
-        note = f"session {session.id}: {session.status}{kept}"
-        self.post_message(self.Acted(note, await self.shopper.view_of(session)))
+        self.post_message(self.Acted(f"session {session.id}: {view.status_words}{kept}", view))
+
+    @work(group="sessions-act")
+    async def power(self, session_id: str, action: str) -> None:
+        """Stop (keep the disk) or start; the row follows through `SessionChanged`."""
+        assert self.shopper is not None
+        call = self.shopper.stop if action == "stop" else self.shopper.start
+        try:
+            session = await call(session_id, by=BY)
+        except UserError as err:
+            self.post_message(self.Failed(fmt.problem(err)))
+            return
+        view = await self.shopper.view_of(session)
+        self.post_message(self.Acted(f"session {session.id}: {view.status_words}", view))
 
     @work(group="sessions-act")
     async def extend(self, session_id: str, request: ExtendRequest) -> None:

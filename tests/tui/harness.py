@@ -10,6 +10,7 @@ app's own event loop, for snapshot tests (which run the app themselves) and scre
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -30,6 +31,7 @@ from gpushop_tui.config import Settings
 from gpushop_tui.core.shopper import Shopper
 from gpushop_tui.demo import demo_marketplace
 from gpushop_tui.providers.base import RateLimiter
+from gpushop_tui.providers.registry import ADAPTERS
 from gpushop_tui.tui.app import GpushopApp, wait_ready
 from gpushop_tui.tui.inventory import InventoryPane
 from gpushop_tui.tui.widgets.offer_table import OfferTable
@@ -119,6 +121,17 @@ class Cockpit:
     def toasts(self) -> list[str]:
         """Every notification shown so far (and not yet expired), oldest first."""
         return [n.message for n in self.app._notifications]
+
+
+def cannot_stop(monkeypatch: pytest.MonkeyPatch, provider: str, *, descriptor: bool = True) -> None:
+    """Make `provider` unable to stop an instance and keep its disk: its adapter (the core
+    refuses) and, unless `descriptor` is False, its descriptor (the faces stop offering it)."""
+    [adapter] = [a for a in ADAPTERS if a.INFO.name == provider]
+    monkeypatch.setattr(adapter, "can_stop", False)
+    if descriptor:
+        info = adapter.INFO
+        capabilities = dataclasses.replace(info.capabilities, can_stop=False)
+        monkeypatch.setattr(adapter, "INFO", dataclasses.replace(info, capabilities=capabilities))
 
 
 @asynccontextmanager

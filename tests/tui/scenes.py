@@ -53,10 +53,14 @@ async def compare(ride: Cockpit) -> None:
 
 
 async def sessions(ride: Cockpit) -> None:
-    """The table alone: the detail panel (`i` hides it) shows the node's SSH port and the
-    key's path, which differ on every run (the panel is tested in test_sessions.py)."""
+    """The table alone, alice's running session stopped with `p` (its disk kept): the detail
+    panel (`i` hides it) shows the node's SSH port and the key's path, which differ on every
+    run (the panel is tested in test_sessions.py and test_power.py)."""
     await rentals(ride)
-    await ride.press("2", "i")
+    await ride.press("2", "p", "y")
+    await ride.advance(60, step_s=10)
+    ride.app.clear_notifications()  # the toast's timeout runs on the wall clock
+    await ride.press("i")
 
 
 async def costs(ride: Cockpit) -> None:

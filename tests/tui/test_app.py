@@ -194,7 +194,7 @@ async def test_the_header_does_not_count_a_stopped_session_as_running(
         await ride.shopper.done(session.id)
         await ride.market.until(session.id, lambda s: s.status == SessionStatus.STOPPED)
         await ride.settle()
-        assert ride.app.sub_title.startswith("1 running · 1 stopped · burn $")
+        assert ride.app.sub_title.startswith("1 running · 1 stopped (disk) · burn $")
         await ride.press("q")
         body = str(ride.one(".dialog-body", Static).render())
         assert "1 session(s) are running (1 stopped, keeping their disk)" in body

@@ -13,13 +13,14 @@ from gpushop_tui.models import (
     Budget,
     BudgetAction,
     BudgetKind,
+    IdleAction,
     OfferQuery,
     ProvisionRequest,
     Session,
     StoragePolicy,
 )
 from gpushop_tui.tui.rent import RentScreen
-from tests.tui.harness import Cockpit, cockpit
+from tests.tui.harness import Cockpit, cannot_stop, cockpit
 
 
 async def open_dialog(ride: Cockpit, query: str = "") -> RentScreen:
@@ -155,11 +156,13 @@ async def test_a_refusal_after_the_dialog_was_closed_is_a_toast(
 async def test_keeping_the_disk_is_offered_only_where_the_provider_can_stop(
     isolated_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    cannot_stop(monkeypatch, "tensordock")
     async with cockpit(monkeypatch, isolated_env) as ride:
         tensordock = await open_dialog(ride, "provider=tensordock")
         assert tensordock.query_one("#rent-storage", Select).disabled
-        assert "tensordock cannot stop an instance and keep its disk" in shown(
-            tensordock, "#rent-notes"
+        assert tensordock.query_one("#rent-idle-action", Select).disabled
+        assert "tensordock cannot stop an instance and keep its disk, so 'done' and an idle " in (
+            shown(tensordock, "#rent-notes")
         )
         await ride.press("escape")
         await ride.press("slash", "ctrl+u", *"provider=vastai", "enter")
@@ -167,10 +170,14 @@ async def test_keeping_the_disk_is_offered_only_where_the_provider_can_stop(
         storage = vastai.query_one("#rent-storage", Select)
         assert not storage.disabled
         storage.value = StoragePolicy.KEEP
+        idle = vastai.query_one("#rent-idle-action", Select)
+        assert not idle.disabled and idle.value == IdleAction.DESTROY
+        idle.value = IdleAction.STOP
         await ride.press(*"bob")
         await ride.press("ctrl+r")
         [session] = await ride.shopper.sessions()
         assert session.storage_policy == StoragePolicy.KEEP
+        assert session.idle_action == IdleAction.STOP
         cheapest = (await ride.shopper.offers(OfferQuery(providers=("vastai",)))).offers
         assert session.offer_id in {o.id for o in cheapest}
 

@@ -194,12 +194,12 @@ async def test_done_closes_the_session_into_the_history(
         await ride.press("d", "y")
         assert any(f"session {session.id}: stopping" in t for t in ride.toasts())
         gone = await until(ride, session.id, lambda s: s.closed)
-        assert gone.status == "stopped"
+        assert gone.status == "ended"
         await ride.advance(0)
         assert session.id not in pane.table.rows
         assert session.id in pane.history_table.rows
         ended = pane.history_table.get_cell(session.id, "ended").plain
-        assert ended == "destroyed"  # its instance is gone, not merely stopped
+        assert ended == "ended (destroyed)"  # its instance is gone, not merely stopped
         final = pane.history_table.get_cell(session.id, "cost").plain
         assert final == fmt.spent(cost_of(gone, ride.shopper.clock.now()))
         assert pane.history.collapsed

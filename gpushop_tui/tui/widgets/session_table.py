@@ -32,7 +32,9 @@ OPEN_COLUMNS: tuple[tuple[str, str, int | None], ...] = (
     ("provider", "provider", None),
     ("idle", "idle", None),
 )
-"""Key, header and width (None: fit the content). The first five fit in 80 columns; whose
+"""Key, header and width (None: fit the content; a number: that, or the widest text shown now,
+e.g. a stopped session's status words). The first five fit in 80 columns (with no status
+wider than its column); whose
 session it is, where, and the idle verdict fit in 120 without a horizontal scrollbar. The hard
 max, the instance, the node readings and the events are in the detail panel below."""
 FILL = "idle"
@@ -123,19 +125,27 @@ class SessionTable(TickingTable):
         self._write_pending()
 
     def _fill(self) -> None:
-        """Widen `FILL` to what the other columns leave of the table's width, so the row ends at
-        the table's edge (room kept for a vertical scrollbar): no horizontal scrolling while
-        the other columns fit."""
+        """Widen a fixed-width column to its widest text shown now (a stopped session's status
+        words), back to its own width once none is wider; then widen `FILL` to what the other
+        columns leave of the table's width, so the row ends at the table's edge (room kept for
+        a vertical scrollbar): no horizontal scrolling while the other columns fit."""
+        used: dict[str, int] = {}
+        for key, label, width in OPEN_COLUMNS:
+            if key == FILL:
+                continue
+            shown = [cell_len(cells[key][0]) for cells in self._shown.values()]
+            if width is None:
+                # a fitted column never narrows (DataTable keeps its widest cell ever)
+                widest = self.columns[ColumnKey(key)].content_width
+                used[key] = max([cell_len(label), widest, *shown])
+            else:
+                used[key] = max([width, *shown])
+                self.set_column_width(key, used[key])
         room = self.size.width - self.styles.scrollbar_size_vertical
         if room <= 0:
             return
         padding = 2 * self.cell_padding
-        for key, label, width in OPEN_COLUMNS:
-            if key != FILL:
-                # a fitted column never narrows (DataTable keeps its widest cell ever)
-                widest = self.columns[ColumnKey(key)].content_width
-                shown = (cell_len(cells[key][0]) for cells in self._shown.values())
-                room -= (width or max([cell_len(label), widest, *shown])) + padding
+        room -= sum(width + padding for width in used.values())
         self.set_column_width(FILL, max(FILL_LEAST, room - padding))
 
     def remove_session(self, session_id: str) -> None:
@@ -143,6 +153,7 @@ class SessionTable(TickingTable):
         self._shown.pop(session_id, None)
         self._pending.pop(session_id, None)
         self._in_view = None
+        self._fill()
         self._write_pending()  # the rows below moved up, maybe into view
 
     def _repaint(self, theme: Theme) -> None:
