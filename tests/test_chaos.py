@@ -6,7 +6,8 @@ of a session from an earlier trial) and SIGKILLs it, then runs one `gpushop reco
 restart) and checks the simulator's world file against the database: every instance ever created
 carries the label of a stored session, and every instance still alive belongs to a session that
 is not closed. The first trials kill the child right after it wrote each state of a rental (so
-every state is hit, and the test asserts it); the rest kill it after a seeded random delay.
+every state is hit, and the test asserts it), powering sessions off and on among them (a stop
+that keeps the disk, a start); the rest kill it after a seeded random delay.
 """
 
 from __future__ import annotations
@@ -37,12 +38,32 @@ from tests.support.kill_at import STATES, state_of
 SEED = 20261123
 TRIALS = 24
 """Random-delay trials, after the planned ones."""
-PLANNED = ("pending", "provisioning", "running", "running", "stopping", "destroy queue")
-"""The planned kill points, in order: two running rentals for the two endings that follow."""
+PLANNED = (
+    ("pending", "provision"),
+    ("provisioning", "provision"),
+    ("running", "provision"),
+    ("running", "provision"),
+    ("running", "provision"),
+    ("stopping", "done"),
+    ("destroy queue", "delete"),
+    ("stopping", "stop"),
+    ("starting", "start"),
+    ("stopped", "stop"),
+)
+"""The planned kill points and the command killed there, in order: three running rentals for
+the three endings that follow (done, delete, a stop that keeps the disk), the stopped one is
+started, and the last running one is stopped (killed once it is stopped)."""
 KILL_AFTER_S = (0.0, 3.0)
 """The random delay before the kill: a child needs about 1 s to reach its first provider call,
 a Vast rental about 8 s to be ready, an ending about 1 s."""
-ACTIONS = ("provision", "done", "delete")
+ACTIONS = ("provision", "done", "delete", "stop", "start")
+TARGETS = {
+    "done": lambda s: not s.closed,
+    "delete": lambda s: not s.closed,
+    "stop": lambda s: s.status == SessionStatus.RUNNING,
+    "start": lambda s: s.status == SessionStatus.STOPPED,
+}
+"""Which sessions each ending or power command may be given."""
 DESTROY_FAILS = {"provider": "vastai", "endpoint": "destroy", "status": 500}
 
 
@@ -146,14 +167,15 @@ def test_kill_9_at_every_state_and_at_random_points_then_one_reconcile_leaves_no
     killed: Counter[str] = Counter()
     orphans: set[str] = set()
     hit = []
-    for trial, state in enumerate(PLANNED):
+    for trial, (state, action) in enumerate(PLANNED):
         before = sessions()
-        running = sorted(sid for sid, s in before.items() if s.status == SessionStatus.RUNNING)
-        if state in ("stopping", "destroy queue"):
-            assert running, f"no running rental left to end at {state}"
-            args = ["sessions", "done" if state == "stopping" else "delete", running[0]]
-        else:
+        if action == "provision":
             args = ["provision", "-c", f"planned{trial}", "-g", "gpu=4090 provider=vastai"]
+        else:
+            wanted = SessionStatus.STOPPED if action == "start" else SessionStatus.RUNNING
+            ready = sorted(sid for sid, s in before.items() if s.status == wanted)
+            assert ready, f"no session to {action} at {state}"
+            args = ["sessions", action, ready[0]]
         if state == "destroy queue":  # the destroy call fails, so the teardown is queued
             httpx.post(f"{info['control']}/faults", json=DESTROY_FAILS).raise_for_status()
         killed_at(env, state, args)
@@ -169,13 +191,17 @@ def test_kill_9_at_every_state_and_at_random_points_then_one_reconcile_leaves_no
         lost, found = audit(world_file, sessions())
         assert not lost, f"planned kill at {state}: instances without a session: {lost}"
         orphans |= found
-    assert hit == list(PLANNED)
+    assert hit == [state for state, _ in PLANNED]
     assert set(hit) == set(STATES)
 
     for trial in range(TRIALS):
         before = sessions()
-        targets = sorted(s.id for s in before.values() if not s.closed)
-        action = rng.choice(ACTIONS) if targets else "provision"
+        action = rng.choice(ACTIONS)
+        targets = sorted(
+            s.id for s in before.values() if action != "provision" and TARGETS[action](s)
+        )
+        if not targets:
+            action = "provision"
         if action == "provision":
             args = ["provision", "-c", f"chaos{trial}", "-g", "gpu=4090 provider=vastai"]
             target = None

@@ -346,7 +346,8 @@ class Teardown:
                 session.id,
                 "teardown_failing",
                 f"session {session.id}: {session.provider} instance {session.instance_id} is "
-                f"not gone after {attempts} attempts ({why}); still retrying",
+                f"not {'stopped' if session.keep_disk else 'gone'} after {attempts} attempts "
+                f"({why}); still retrying",
                 severity,
             )
         return Step(wait, f"teardown attempt {attempts}: {why}; next in {wait:g} s")

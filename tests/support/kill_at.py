@@ -16,7 +16,7 @@ from gpushop_tui.cli import main
 from gpushop_tui.models import Session
 from gpushop_tui.store import Store
 
-STATES = ("pending", "provisioning", "running", "stopping", "destroy queue")
+STATES = ("pending", "provisioning", "running", "stopping", "destroy queue", "starting", "stopped")
 """Every state of a rental that a crash can leave behind (closed ones excepted)."""
 
 
