@@ -190,9 +190,14 @@ class Budgets:
         """Every budget a rental of `offer` for `hours` by `consumer` counts against (the global
         ones and the consumer's), with what it would do. Reads only: no alert is published and
         no provider is called, so a dialog may ask as often as its fields change. `replacing`
-        names a session this rental stands in for (a query rental moving to its next match),
-        which is then not counted twice."""
-        budgets = [b for b in await self.store.list_budgets() if b.consumer in (None, consumer)]
+        names a session this rental stands in for (a query rental moving to its next match, or
+        a stopped session started again), which is then not counted twice. A disk budget is not
+        asked: a rental adds no kept disk (it is enforced on the disks kept, by `enforce`)."""
+        budgets = [
+            b
+            for b in await self.store.list_budgets()
+            if b.consumer in (None, consumer) and b.kind != BudgetKind.DISK_PER_DAY
+        ]
         if not budgets:
             return []
         books = await self._books(self.clock.now(), replacing)
@@ -200,7 +205,6 @@ class Budgets:
             BudgetKind.MONTHLY_SPEND: offer.price_per_hour * hours,
             BudgetKind.CONCURRENT_SESSIONS: 1.0,
             BudgetKind.BURN_RATE: offer.price_per_hour,
-            BudgetKind.DISK_PER_DAY: 0.0,
         }
         checks = []
         for budget in budgets:
@@ -325,7 +329,9 @@ def used_text(budget: Budget, used: float) -> str:
     """`$18.50 of $50.00/month`, `2 of 3 sessions`: where a budget stands, as alerts say it."""
     if budget.kind == BudgetKind.CONCURRENT_SESSIONS:
         return f"{used:g} of {budget.limit:g} sessions"
-    unit = "/month" if budget.kind == BudgetKind.MONTHLY_SPEND else "/h"
+    unit = {BudgetKind.MONTHLY_SPEND: "/month", BudgetKind.DISK_PER_DAY: "/day"}.get(
+        budget.kind, "/h"
+    )
     return f"${used:.2f} of ${budget.limit:.2f}{unit}"
 
 

@@ -37,6 +37,16 @@ def entries(session: Session) -> list[CostEntry]:
         "provider": session.provider,
         "gpu_name": session.offer.gpu_name,
     }
+    closed = list(session.cycles)
+    if session.stopped_at is not None and not closed:  # stopped before cycles were kept
+        closed.append(
+            BilledStretch(
+                kind=CostKind.COMPUTE,
+                rate_per_hour=rate,
+                started_at=start,
+                ended_at=max(session.stopped_at, start),
+            )
+        )
     billed = [
         CostEntry(
             **base,
@@ -45,7 +55,7 @@ def entries(session: Session) -> list[CostEntry]:
             started_at=stretch.started_at,
             ended_at=stretch.ended_at,
         )
-        for stretch in session.cycles
+        for stretch in closed
     ]
     if session.stopped_at is not None:
         kind, rate, start = (
@@ -55,7 +65,7 @@ def entries(session: Session) -> list[CostEntry]:
         )
     else:
         kind = CostKind.COMPUTE
-        start = session.cycles[-1].ended_at if session.cycles else start
+        start = closed[-1].ended_at if closed else start
     billed.append(
         CostEntry(
             **base,
@@ -74,15 +84,14 @@ def closing_stretch(session: Session, at: datetime) -> list[BilledStretch]:
     billed = entries(session)
     if not billed:
         return list(session.cycles)
-    current = billed[-1]
     return [
-        *session.cycles,
         BilledStretch(
-            kind=current.kind,
-            rate_per_hour=current.rate_per_hour,
-            started_at=current.started_at,
-            ended_at=max(utc(at), current.started_at),
-        ),
+            kind=entry.kind,
+            rate_per_hour=entry.rate_per_hour,
+            started_at=entry.started_at,
+            ended_at=entry.ended_at or max(utc(at), entry.started_at),
+        )
+        for entry in billed
     ]
 
 

@@ -1,9 +1,11 @@
 """Power off, power on: a running session stopped with its disk kept, and started again.
 
 A stop is a teardown that keeps the disk (`Teardown.stop`, confirmed by the destroy queue's stop
-step). A start commits `starting` first (the intent survives a kill), then asks the provider to
-start the instance once, and hands a running instance to readiness, which checks it like a new
-rental (SSH, the hardware, the workload's health). A start that cannot complete (no capacity,
+step). A start is admitted by the budgets like a rental, commits `starting` first (the intent
+survives a kill), then asks the provider to start the instance once, and hands a running
+instance to readiness, which checks it like a new rental (SSH, the hardware, the workload's
+health). The disk bills until the provider says running; the GPU from then on, and the new
+reservation counts from when the session runs. A start that cannot complete (no capacity,
 never running within the provider's budget, the wrong hardware) goes back to stopped with the
 reason, its disk kept until the user decides; it never fails the session.
 """
@@ -16,9 +18,11 @@ from typing import Any
 
 from gpushop_tui.config import Settings
 from gpushop_tui.core import costs
+from gpushop_tui.core.provisioning import Admission
 from gpushop_tui.core.readiness import Readiness
 from gpushop_tui.core.rows import (
     Decision,
+    NotConfigured,
     SessionConflict,
     SessionNotFound,
     SessionPower,
@@ -56,7 +60,9 @@ class Power:
 
     def _can_stop(self, session: Session) -> None:
         adapter = self.providers.get(session.provider)
-        if adapter is not None and not adapter.can_stop:
+        if adapter is None:
+            raise NotConfigured.for_provider(session.provider)
+        if not adapter.can_stop:
             raise UserError(
                 f"{adapter.INFO.display_name} cannot stop an instance and keep its disk; "
                 f"session {session.id} can only be ended",
@@ -72,10 +78,19 @@ class Power:
         await self.audit(session, "stop", by)
         return session
 
-    async def start(self, session_id: str, *, by: str, hours: float | None) -> Session:
+    async def start(
+        self, session_id: str, *, by: str, hours: float | None, admit: Admission | None
+    ) -> Session:
         """Power a stopped session on for a new reservation (`hours`, or its own length) and a
-        hard max counted from now; answers once `starting` is committed."""
-        self._can_stop(await self.rows.get(session_id))
+        hard max counted from now; answers once `starting` is committed. `admit` (the
+        budgets) may refuse it first, as it would a rental of the same GPU."""
+        current = await self.rows.get(session_id)
+        self._can_stop(current)
+        if admit is not None and current.status == SessionStatus.STOPPED:
+            rate = current.price_per_hour or current.offer.price_per_hour
+            offer = current.offer.model_copy(update={"price_per_hour": rate})
+            length = hours if hours is not None else current.reservation_hours
+            await admit(current.consumer, offer, length, current.id)
         now = self.rows.clock.now()
         hard_max = timedelta(hours=self.settings.hard_max_hours)
 
@@ -87,9 +102,6 @@ class Power:
             length = timedelta(hours=hours if hours is not None else s.reservation_hours)
             changes: dict[str, Any] = {
                 "status": SessionStatus.STARTING,
-                "cycles": costs.closing_stretch(s, now),
-                "stopped_at": None,
-                "stopped_price_per_hour": None,
                 "keep_until": None,
                 "expires_at": now + min(length, hard_max),
                 "hard_max_at": now + hard_max,
@@ -116,6 +128,26 @@ class Power:
         self._ensure_driven(session_id)
         return session
 
+    async def _gpu_bills(self, session_id: str) -> Session | None:
+        """The provider says the started instance runs: its disk stretch ends and its GPU
+        bills from now."""
+        now = self.rows.clock.now()
+        return await self.rows.change(
+            session_id,
+            lambda s: (
+                (
+                    {
+                        "cycles": costs.closing_stretch(s, now),
+                        "stopped_at": None,
+                        "stopped_price_per_hour": None,
+                    },
+                    "the instance runs again: its GPU bills from now",
+                )
+                if s.status == SessionStatus.STARTING and s.stopped_at is not None
+                else None
+            ),
+        )
+
     async def audit(self, session: Session, action: str, by: str) -> None:
         """Record who asked for a stop or a start of `session` (the audit log's `by`)."""
         words = {"stop": "stop (disk kept)", "start": "start"}[action]
@@ -134,7 +166,8 @@ class Power:
         adapter = self.providers.get(session.provider)
         if adapter is None:
             return Step(60.0, f"{session.provider} has no credential; cannot start the instance")
-        assert session.instance_id is not None
+        instance_id = session.instance_id
+        assert instance_id is not None
         budget = self.readiness.budget(session.provider)
         waited = self.rows.clock.now() - session.state_entered_at
         if session.workload_started_at is None and waited > budget:
@@ -144,17 +177,19 @@ class Power:
             )
             return Step()
         try:
-            status = await adapter.get(session.instance_id)
+            status = await adapter.get(instance_id)
         except ProviderError as err:
             return Step(START_POLL_S, f"status call failed: {err.message}")
         if status is None:
             await self.teardown.instance_gone(session.id, "vanished while starting")
             return Step()
-        if status.running:
-            return await self.readiness.step(session)
+        if status.running and session.stopped_at is not None:
+            session = await self._gpu_bills(session.id) or session
+        if status.running or session.workload_started_at is not None:
+            return await self.readiness.step(session)  # it keeps the workload's own budget
         if session.power_requested_at is None:
             try:
-                await adapter.start(session.instance_id)
+                await adapter.start(instance_id)
             except CapacityError as err:
                 await self.teardown.fail(session.id, f"no capacity to start: {err.message}")
                 return Step()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from gpushop_tui.config import Settings
 from gpushop_tui.core.benchmarks import Benchmarks
-from gpushop_tui.core.rows import SETTING_UP, SessionRows, Step
+from gpushop_tui.core.rows import SETTING_UP, SessionRows, Step, ready_changes
 from gpushop_tui.core.teardown import Teardown
 from gpushop_tui.core.workloads import Workloads
 from gpushop_tui.errors import UserError
@@ -196,12 +196,7 @@ class Readiness:
             session.id,
             lambda s: (
                 (
-                    {
-                        "status": SessionStatus.RUNNING,
-                        "last_busy_at": self.rows.clock.now(),
-                        "idle_reason": None,
-                        "error": None,
-                    },
+                    ready_changes(s, self.rows.clock.now()),
                     f"ready: {len(spec.gpus)}x {spec.gpus[0].name} at "
                     f"{s.ssh_user}@{s.ssh_host}:{s.ssh_port}",
                 )

@@ -13,7 +13,7 @@ import contextvars
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from gpushop_tui.clock import Clock
@@ -108,6 +108,21 @@ class SessionExtended(Event):
     hours: float
     granted: bool
     expires_at: datetime | None = None
+
+
+def ready_changes(session: Session, now: datetime) -> dict[str, Any]:
+    """What a session set up by readiness changes when it runs: busy from now, no error, and
+    a started one's reservation counted from now (its wait for the GPU is not its time)."""
+    changes: dict[str, Any] = {
+        "status": SessionStatus.RUNNING,
+        "last_busy_at": now,
+        "idle_reason": None,
+        "error": None,
+    }
+    if session.status == SessionStatus.STARTING:
+        length = timedelta(hours=session.reservation_hours)
+        changes["expires_at"] = min(now + length, session.hard_max_at)
+    return changes
 
 
 class SessionPower(Event):

@@ -286,7 +286,7 @@ class Lifecycle:
 
     async def start(self, session_id: str, *, by: str, hours: float | None = None) -> Session:
         """Power a stopped session on again (see `core/power.py`)."""
-        return await self.power.start(session_id, by=by, hours=hours)
+        return await self.power.start(session_id, by=by, hours=hours, admit=self.admit)
 
     async def delete(self, session_id: str, reason: str = "forced by the user") -> Session:
         """Destroy whatever exists, whatever the storage policy; harmless on a closed session."""

@@ -397,10 +397,20 @@ class Shopper:
     async def view_of(self, session: Session) -> SessionView:
         """The view of a session already read."""
         reading = self._supervisor.samples.get(session.id)
+        adapter = self._providers.get(session.provider)
+        stopped_rate = (
+            adapter.stopped_price_per_hour(session.offer)
+            if adapter is not None and adapter.can_stop
+            else None
+        )
         return SessionView(
             session=session,
             ssh_command=self._ssh_command(session),
             node=NodeReading(*reading) if reading is not None else None,
+            keep_days=session.keep_days
+            if session.keep_days is not None
+            else self.settings.keep_days,
+            stopped_usd_per_day=None if stopped_rate is None else stopped_rate * 24,
         )
 
     def _ssh_command(self, session: Session) -> str | None:
@@ -624,6 +634,7 @@ class Shopper:
                 live = session is not None and (
                     session.status in ACTIVE
                     or (session.status == SessionStatus.STOPPED and not session.instance.absent)
+                    or (session.status == SessionStatus.STOPPING and session.keep_disk)
                 )
                 action = "none"
                 if execute and (include_live or not live):

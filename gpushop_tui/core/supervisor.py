@@ -214,10 +214,7 @@ class Supervisor:
             )
             return
         if not s.instance.absent and now >= s.hard_max_at and s.status in ACTIVE:
-            adapter = lifecycle.adapter(s.provider)
-            keep = (
-                s.storage_policy == StoragePolicy.KEEP and adapter is not None and adapter.can_stop
-            )
+            keep = self._keeps_disk(s)
             await lifecycle.alert(
                 s.id,
                 "hard_max",
@@ -228,9 +225,12 @@ class Supervisor:
                 Severity.WARNING,
             )
             if keep:
-                await lifecycle.done(s.id, reason="hard max reached")
+                await self._stop_kept(s, "hard max reached")
             else:
                 await lifecycle.delete(s.id, reason="hard max reached")
+            return
+        if s.status == SessionStatus.STOPPED and s.keep_until is None:
+            await self._set_keep_until(s)
             return
         if s.status == SessionStatus.STOPPED and s.keep_until is not None:
             if now >= s.keep_until:
@@ -245,9 +245,13 @@ class Supervisor:
                 return
             await self._warn(s, "disk_expiry", s.keep_until, DISK_WARNING, "its kept disk ends")
             return
-        if s.status in (SessionStatus.PROVISIONING, SessionStatus.RUNNING, SessionStatus.STARTING):
+        if s.status in (SessionStatus.PROVISIONING, SessionStatus.RUNNING):
+            # a starting session's reservation counts from when it runs (`ready_changes`)
             if now >= s.expires_at:
-                await lifecycle.done(s.id, reason="reservation expired")
+                if self._keeps_disk(s):
+                    await self._stop_kept(s, "reservation expired")
+                else:
+                    await lifecycle.done(s.id, reason="reservation expired")
                 return
             await self._warn(s, "expiry", s.expires_at, EXPIRY_WARNING, "its reservation ends")
             await self._warn(s, "hard_max", s.hard_max_at, HARD_MAX_WARNING, "its hard max")
@@ -261,6 +265,36 @@ class Supervisor:
                 await lifecycle.fail(
                     s.id, f"stuck in {s.status} for {minutes:.0f} min", record_offer=True
                 )
+
+    def _keeps_disk(self, s: Session) -> bool:
+        """Whether the session's end by a deadline stops it and keeps its disk: its storage
+        policy says keep, or it is powered off when idle (and so was meant to come back)."""
+        adapter = self.lifecycle.adapter(s.provider)
+        wants = s.storage_policy == StoragePolicy.KEEP or s.idle_action == IdleAction.STOP
+        return wants and adapter is not None and adapter.can_stop
+
+    async def _stop_kept(self, s: Session, reason: str) -> None:
+        """End a session at a deadline by stopping it, its disk kept; one not yet running is
+        ended as `done` would (its policy decides)."""
+        if s.status == SessionStatus.RUNNING:
+            with contextlib.suppress(SessionConflict):  # it stopped running meanwhile
+                await self.lifecycle.stop(s.id, by=reason)
+                return
+        await self.lifecycle.done(s.id, reason=reason)
+
+    async def _set_keep_until(self, s: Session) -> None:
+        """A session stopped before keep times were stored: its disk is kept for its keep
+        days from when it stopped (or from now, if that is not known either)."""
+        days = s.keep_days if s.keep_days is not None else self.settings.keep_days
+        until = (s.stopped_at or self.clock.now()) + timedelta(days=days)
+        await self.lifecycle.change(
+            s.id,
+            lambda c: (
+                ({"keep_until": until}, f"disk kept until {until:%Y-%m-%d %H:%M} UTC")
+                if c.status == SessionStatus.STOPPED and c.keep_until is None
+                else None
+            ),
+        )
 
     async def _warn(
         self, s: Session, what: str, deadline: datetime, ahead: timedelta, words: str
@@ -510,6 +544,9 @@ class Supervisor:
                 await self.lifecycle.record_instance(s.id, instance.instance_id, s.state_entered_at)
                 report.adopted.append(instance.instance_id)
                 return
+            if s.status == SessionStatus.STOPPED and not instance.stopped:
+                await self._stopped_but_up(s, instance)
+                return
             recently_gone = (
                 s.instance == InstanceState.GONE
                 and s.instance_gone_at is not None
@@ -551,6 +588,30 @@ class Supervisor:
             f"destroyed{problem}",
             Severity.ERROR,
         )
+
+    async def _stopped_but_up(self, s: Session, instance: InstanceStatus) -> None:
+        """A stopped session whose instance the provider lists as not stopped (started from
+        its console, restarted by the provider, or a start still pending there): it may bill
+        its GPU, so it is stopped again."""
+        await self.lifecycle.change(
+            s.id,
+            lambda c: (
+                (
+                    {"status": SessionStatus.STOPPING, "keep_disk": True, "destroy_attempts": 0},
+                    f"the provider lists it {instance.state}: stopping it again",
+                )
+                if c.status == SessionStatus.STOPPED
+                else None
+            ),
+        )
+        await self.lifecycle.alert(
+            s.id,
+            "stopped_instance_up",
+            f"session {s.id} is stopped, but {instance.provider} lists instance "
+            f"{instance.instance_id} as {instance.state}: stopping it again",
+            Severity.WARNING,
+        )
+        self.lifecycle.ensure_driven(s.id)
 
 
 def _needs_work(s: Session) -> bool:

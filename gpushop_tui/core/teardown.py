@@ -76,7 +76,9 @@ class Teardown:
                     "keep_disk": keep,
                     "next_destroy_at": None,
                 }, f"{'stopping, keeping the disk' if keep else 'stopping'}: {reason}"
-            if s.status == SessionStatus.STOPPED:
+            if s.status == SessionStatus.STOPPED or (
+                s.status == SessionStatus.STOPPING and s.keep_disk
+            ):
                 return {"status": SessionStatus.STOPPING, "keep_disk": False}, (
                     f"destroying the kept disk: {reason}"
                 )
@@ -170,9 +172,9 @@ class Teardown:
                 "destroy_attempts": 0,
                 "next_destroy_at": None,
             }
-            if s.status == SessionStatus.STOPPING:
+            if s.status == SessionStatus.STOPPING and not s.keep_disk:
                 changes["status"] = SessionStatus.ENDED
-            elif s.status in (*ACTIVE, SessionStatus.STOPPED):
+            elif s.status in (*ACTIVE, SessionStatus.STOPPED, SessionStatus.STOPPING):
                 changes["status"] = SessionStatus.FAILED
                 changes["error"] = f"the provider reports the instance gone ({why})"
             return changes, f"instance {s.instance_id} is gone ({why})"
@@ -181,8 +183,11 @@ class Teardown:
 
         def unexpected(s: Session) -> Decision:
             decision = decide(s)
-            nobody_ended = (*ACTIVE, SessionStatus.STOPPED)
-            lost[:] = [s] if decision is not None and s.status in nobody_ended else []
+            kept = s.status == SessionStatus.STOPPED or (
+                s.status == SessionStatus.STOPPING and s.keep_disk
+            )
+            nobody_ended = kept or s.status in ACTIVE
+            lost[:] = [s] if decision is not None and nobody_ended else []
             return decision
 
         updated = await self.rows.change(
@@ -238,6 +243,26 @@ class Teardown:
         )
         if keep:
             return await self._stop_step(session, adapter)
+        if session.keep_disk:
+            why = (
+                f"{adapter.INFO.display_name} cannot stop an instance"
+                if not adapter.can_stop
+                else f"the stop did not complete by the hard max (+{KEEP_STOP_GRACE})"
+            )
+            await self.rows.change(
+                session.id,
+                lambda s: (
+                    ({"keep_disk": False}, "")
+                    if s.keep_disk and s.status == SessionStatus.STOPPING
+                    else None
+                ),
+            )
+            await self.rows.alert(
+                session.id,
+                "keep_stop_failed",
+                f"session {session.id}: {why}; destroying the instance instead, disk included",
+                Severity.WARNING,
+            )
         return await self._destroy_step(session, adapter)
 
     async def _destroy_step(self, session: Session, adapter: Provider) -> Step | None:
@@ -282,13 +307,21 @@ class Teardown:
         if status is None:
             await self.instance_gone(session.id, "gone while stopping")
             return Step()
-        if not status.stopped:
-            # running, on its way down, or a start we asked for still pending there (Vast's
-            # "scheduling" starts the instance once GPUs free up): ask for the stop (again)
+        if not status.stopped or session.power_requested_at is not None:
+            # running, on its way down, or a start we asked for may still be pending there
+            # (Vast's "scheduling" starts it once GPUs free up; a "stopped" read just after an
+            # accepted start may be stale): ask for the stop, and read it again after
             try:
                 await adapter.stop(instance_id)
             except ProviderError as err:
-                return await self._retry(session, f"stop call failed: {err.message}")
+                if not status.stopped:
+                    return await self._retry(session, f"stop call failed: {err.message}")
+            await self.rows.change(
+                session.id,
+                lambda s: (
+                    ({"power_requested_at": None}, "") if s.power_requested_at is not None else None
+                ),
+            )
             return await self._retry(session, f"stop asked for; it is {status.state}")
         await self._stopped(session.id, status.state, adapter.stopped_price_per_hour(session.offer))
         return Step()

@@ -91,6 +91,11 @@ class SessionView:
     ssh_command: str | None
     """The OpenSSH command line, while the session has an address and is not closed."""
     node: NodeReading | None = None
+    keep_days: float | None = None
+    """Days a stop keeps the disk: the session's own, else the setting."""
+    stopped_usd_per_day: float | None = None
+    """What the disk bills a day once stopped (the provider's stopped rate), for a face to
+    name before a stop; None where the provider cannot stop."""
 
     @property
     def status_words(self) -> str:

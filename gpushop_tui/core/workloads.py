@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from gpushop_tui.core.benchmarks import MEASURED_SOURCE, Benchmarks
-from gpushop_tui.core.rows import SETTING_UP, SessionRows, Step
+from gpushop_tui.core.rows import SETTING_UP, SessionRows, Step, ready_changes
 from gpushop_tui.core.teardown import Teardown
 from gpushop_tui.models import (
     SERVES_MODEL,
@@ -254,15 +254,9 @@ class Workloads:
             session.id,
             lambda s: (
                 (
-                    {
-                        "status": SessionStatus.RUNNING,
-                        "workload_phase": "healthy",
-                        "endpoint": endpoint,
-                        "endpoint_public": public,
-                        "last_busy_at": self.rows.clock.now(),
-                        "idle_reason": None,
-                        "error": None,
-                    },
+                    ready_changes(s, self.rows.clock.now())
+                    | {"workload_phase": "healthy", "endpoint": endpoint}
+                    | {"endpoint_public": public},
                     f"ready: the {spec.kind} workload answers"
                     + (f" ({spec.model})" if spec.model else "")
                     + (f", public at {public}" if public else ""),

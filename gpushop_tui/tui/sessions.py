@@ -822,14 +822,17 @@ class SessionsPane(CorePane):
         if view is None or self.shopper is None or not self._can_power(view, "stop"):
             return
         session = view.session
-        days = (
-            session.keep_days if session.keep_days is not None else self.shopper.settings.keep_days
-        )
+        days = view.keep_days or 0.0
         now = self.shopper.clock.now()
         until = fmt.local_time(now + timedelta(days=days), now)
+        disk = (
+            f"about ${view.stopped_usd_per_day:.2f}/day"
+            if view.stopped_usd_per_day is not None
+            else "the provider's disk rate"
+        )
         body = (
             f"{gpu_text(session)} on {session.provider}, for {escape(session.consumer)}. "
-            f"Its GPU stops billing; its disk stays, billing the provider's disk rate, for "
+            f"Its GPU stops billing; its disk stays, billing {disk}, for "
             f"{days:g} days (until {until}) unless you start it again (P). Then the disk is "
             "destroyed with everything on it."
         )

@@ -72,16 +72,18 @@ async def test_stop_then_start_runs_again_on_the_same_disk(market: Market, provi
     assert again.status == SessionStatus.RUNNING, again.error
     assert again.instance_id == running.instance_id  # the same instance, not a new rental
     assert again.hard_max_at == started_at + timedelta(hours=market.shopper.settings.hard_max_hours)
-    assert again.expires_at == started_at + timedelta(hours=running.reservation_hours)
+    # the new reservation counts from when it runs again, not from the wait for it
+    assert again.expires_at == again.state_entered_at + timedelta(hours=running.reservation_hours)
     back = market.home / "back.txt"
     await market.run(market.shopper.transfer(again.id, "download", back, "marker.txt"))
     assert back.read_text() == "kept across the power cycle\n"
 
     kinds = [(e.kind, e.ended_at is None) for e in costs.entries(again)]
     assert kinds == [(CostKind.COMPUTE, False), (CostKind.STORAGE, False), (CostKind.COMPUTE, True)]
-    compute, storage, _ = costs.entries(again)
+    compute, storage, gpu_again = costs.entries(again)
     assert compute.ended_at == stopped.stopped_at
-    assert storage.started_at == stopped.stopped_at and storage.ended_at == started_at
+    assert storage.started_at == stopped.stopped_at and storage.ended_at == gpu_again.started_at
+    assert started_at < gpu_again.started_at <= again.state_entered_at  # the disk bills the boot
     assert storage.rate_per_hour == stopped.stopped_price_per_hour
     three_hours_of_disk = 3 * storage.rate_per_hour
     assert storage.amount(market.clock.now()) == pytest.approx(three_hours_of_disk, rel=0.01)
@@ -272,3 +274,111 @@ async def test_idle_stop_is_refused_at_rental_where_the_provider_cannot_stop(
     with pytest.raises(UserError) as refused:
         await market.provision(idle_action=IdleAction.STOP)
     assert refused.value.field == "idle_action" and refused.value.hint == Hint.CANNOT_STOP
+
+
+async def test_a_stopped_instance_started_behind_our_back_is_stopped_again(
+    market: Market,
+) -> None:
+    stopped = await stop(market, await market.running(await market.offer("bluelobster")))
+    assert stopped.instance_id is not None
+    market.world.power_on("bluelobster", stopped.instance_id)  # from the provider's console
+    await market.advance(30)
+    await market.tick(reconcile=True)
+    again = await market.until(stopped.id, lambda s: s.status == SessionStatus.STOPPED)
+    assert market.instance(again).stopped
+    alerts = [e.data.get("alert") for e in await market.audit(stopped.id)]
+    assert "stopped_instance_up" in alerts
+
+
+async def test_a_start_is_admitted_by_the_budgets_like_a_rental(market: Market) -> None:
+    stopped = await stop(market, await market.running(await market.offer("vastai")))
+    rate = stopped.price_per_hour or 0
+    await market.shopper.set_budget(
+        Budget(kind=BudgetKind.BURN_RATE, limit=rate / 2, action=BudgetAction.BLOCK)
+    )
+    with pytest.raises(UserError, match="refused by the global burn rate budget"):
+        await market.shopper.start(stopped.id, by="operator (test)")
+    assert (await market.shopper.session(stopped.id)).status == SessionStatus.STOPPED
+
+
+async def test_a_start_bills_the_disk_until_the_gpu_runs_and_its_reservation_counts_from_then(
+    market: Market,
+) -> None:
+    stopped = await stop(market, await market.running(await market.offer("vastai")))
+    market.world.faults.node("vastai").start_no_capacity = True  # waits for GPUs: no GPU bill
+    failed = await start(market, stopped)
+    assert failed.status == SessionStatus.STOPPED
+    assert [e.kind for e in costs.entries(failed)] == [
+        CostKind.COMPUTE,
+        CostKind.STORAGE,
+        CostKind.STORAGE,
+    ]
+    market.world.faults.node("vastai").start_no_capacity = False
+    await market.shopper.start(failed.id, by="operator (test)", hours=1)
+    running = await market.until(failed.id, settled, step_s=2)
+    assert running.status == SessionStatus.RUNNING
+    compute = costs.entries(running)[-1]
+    assert compute.kind == CostKind.COMPUTE and compute.ended_at is None
+    assert running.expires_at >= compute.started_at + timedelta(hours=1)
+
+
+async def test_a_reservation_does_not_end_a_start_that_waits_for_its_gpu(market: Market) -> None:
+    stopped = await stop(market, await market.running(await market.offer("bluelobster")))
+    market.world.faults.node("bluelobster").start_never_completes = True
+    await market.shopper.start(stopped.id, by="operator (test)", hours=0.25)
+    for _ in range(60):  # the supervisor enforces deadlines every minute, past the 15 min
+        await market.advance(60, step_s=30)
+        await market.tick()
+    back = await market.until(stopped.id, settled, step_s=30)
+    assert back.status == SessionStatus.STOPPED and back.instance == InstanceState.LIVE
+    assert market.instance(back).destroyed_at is None
+
+
+async def test_an_idle_stop_session_is_stopped_not_destroyed_when_its_reservation_ends(
+    market: Market,
+) -> None:
+    running = await market.running(await market.offer("vastai"), idle_action="stop")
+    await market.clock.advance((running.expires_at - market.clock.now()).total_seconds() + 1)
+    await market.tick()
+    ended = await market.until(running.id, lambda s: s.status != SessionStatus.STOPPING)
+    assert ended.status == SessionStatus.STOPPED and ended.instance == InstanceState.LIVE
+
+
+async def test_done_while_stopping_to_keep_the_disk_destroys_it(market: Market) -> None:
+    running = await market.running(await market.offer("tensordock"))
+    await market.shopper.stop(running.id, by="operator (test)")
+    ending = await market.shopper.done(running.id)
+    assert ending.status == SessionStatus.STOPPING and not ending.keep_disk
+    gone = await market.until(running.id, closed)
+    assert gone.status == SessionStatus.ENDED and market.instance(gone).destroyed_at is not None
+
+
+async def test_a_disk_that_vanishes_while_being_kept_is_a_failure_not_an_end(
+    market: Market,
+) -> None:
+    running = await market.running(await market.offer("tensordock"))
+    await market.shopper.stop(running.id, by="operator (test)")
+    assert running.instance_id is not None
+    await market.world.vanish("tensordock", running.instance_id)
+    gone = await market.until(running.id, closed)
+    assert gone.status == SessionStatus.FAILED
+    alerts = [e.data.get("alert") for e in await market.audit(running.id)]
+    assert "instance_vanished" in alerts
+
+
+async def test_a_session_stopped_before_power_cycles_were_kept_bills_and_ends_in_full(
+    market: Market,
+) -> None:
+    """A row as migration 0006 leaves a kept disk of schema 5: no keep time, no cycles."""
+    stopped = await stop(market, await market.running(await market.offer("vastai")))
+    legacy = await market.shopper._store.update_session(
+        stopped.id, {"version": stopped.version}, keep_until=None, cycles=[]
+    )
+    assert legacy is not None and legacy.stopped_at is not None
+    assert [e.kind for e in costs.entries(legacy)] == [CostKind.COMPUTE, CostKind.STORAGE]
+    assert costs.entries(legacy)[0].ended_at == legacy.stopped_at
+    await market.tick()
+    kept = await market.shopper.session(stopped.id)
+    assert kept.keep_until == legacy.stopped_at + timedelta(days=7)
+    again = await start(market, kept)
+    assert [e.kind for e in costs.entries(again)][:2] == [CostKind.COMPUTE, CostKind.STORAGE]

@@ -53,6 +53,8 @@ async def test_p_stops_a_session_keeping_its_disk_and_shift_p_starts_it_again(
         body = dialog_body(ride)
         assert "Its GPU stops billing; its disk stays" in body
         assert "for 7 days (until " in body and "unless you start it again (P)" in body
+        disk_rate = ride.shopper._providers[provider].stopped_price_per_hour(session.offer)  # type: ignore[union-attr]
+        assert f"billing about ${disk_rate * 24:.2f}/day" in body
         await ride.press("n")
         assert (await ride.shopper.session(session.id)).status == SessionStatus.RUNNING
 
