@@ -197,6 +197,27 @@ class Settings(BaseModel):
         "Minutes of every signal idle before a session is stopped; 0 disables idle stops.",
         ge=0,
     )
+    reconcile_bound_s: float = _knob(
+        45.0,
+        "GPUSHOP_RECONCILE_BOUND_S",
+        "The longest a one-shot `gpushop reconcile` runs, seconds, even when every provider "
+        "hangs (a provider not checked in time is named, and the exit is non-zero).",
+        gt=0,
+    )
+    node_watchdog: bool = _knob(
+        True,
+        "GPUSHOP_NODE_WATCHDOG",
+        "Arm each node's own deadline watchdog (a kill path that needs no gpushop process); off "
+        "only for a node that must not end itself.",
+    )
+    watchdog_grace_min: float = _knob(
+        10.0,
+        "GPUSHOP_WATCHDOG_GRACE_MIN",
+        "Minutes past a reservation's end at which the node's own watchdog destroys the instance "
+        "(or powers the VM off) if no gpushop ended it; never past the hard max.",
+        ge=0,
+        le=720,
+    )
     keep_days: float = _knob(
         7.0,
         "GPUSHOP_KEEP_DAYS",

@@ -308,6 +308,14 @@ class Session(_Model):
     power_requested_at: UtcDatetime | None = Field(
         default=None, description="When the provider last accepted a start call for it."
     )
+    watchdog_deadline: UtcDatetime | None = Field(
+        default=None,
+        description="When the watchdog armed on the node ends the instance by itself (None: "
+        "not armed in this power cycle).",
+    )
+    watchdog_error: str | None = Field(
+        default=None, description="Why the node's watchdog could not be armed or moved."
+    )
     cycles: list[BilledStretch] = Field(
         default_factory=list,
         description="Closed stretches of running (compute) and stopped (storage) billing, in "

@@ -96,10 +96,15 @@ def run_gpushop(
 
 
 @contextmanager
-def running_sim(state: Path, seed: int) -> Iterator[dict[str, Any]]:
-    """The simulator as its own process, keeping its world in `state`: its JSON line."""
+def running_sim(state: Path, seed: int, *extra: str) -> Iterator[dict[str, Any]]:
+    """The simulator as its own process, keeping its world in `state` (`extra`: more of its
+    arguments, e.g. `--clock fake`): its JSON line."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "gpushop_tui.sim", "--state", str(state), "--seed", str(seed)],
+        [
+            sys.executable,
+            *("-m", "gpushop_tui.sim", "--state", str(state), "--seed", str(seed)),
+            *extra,
+        ],
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gpushop_tui.config import load_settings
+from gpushop_tui.config import Settings, load_settings
 from gpushop_tui.models import Session, SessionStatus
 from gpushop_tui.providers.base import parse_label
 from gpushop_tui.store import Store
@@ -65,6 +65,8 @@ TARGETS = {
 }
 """Which sessions each ending or power command may be given."""
 DESTROY_FAILS = {"provider": "vastai", "endpoint": "destroy", "status": 500}
+STATES_BY_PROVIDER = ("vastai", "tensordock", "bluelobster")
+"""The providers the operator-gone trial rents on, one session each."""
 
 
 @pytest.fixture
@@ -103,11 +105,17 @@ def killed_at(env: dict[str, str], state: str, args: list[str]) -> None:
     assert child.returncode == -signal.SIGKILL, f"{args} was not killed at {state}: {child}"
 
 
-def sessions() -> dict[str, Session]:
+def sessions_at(env: dict[str, str]) -> list[Session]:
+    """Every stored session of the data dir `env` names, oldest first."""
+    found = sessions(load_settings(env))
+    return sorted(found.values(), key=lambda s: s.created_at)
+
+
+def sessions(settings: Settings | None = None) -> dict[str, Session]:
     """Every stored session, read straight from this test's database."""
 
     async def read() -> dict[str, Session]:
-        paths = load_settings().paths
+        paths = (settings or load_settings()).paths
         paths.prepare()
         store = await Store.open(paths.db_file)
         try:
@@ -252,3 +260,76 @@ def test_kill_9_at_every_state_and_at_random_points_then_one_reconcile_leaves_no
     ]
     assert alive == [], f"still alive after the clean-up: {alive}"
     assert all(s.closed or s.instance_id is None for s in stored.values())
+
+
+def advance(info: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """Move the fake-clock simulator's time on (its due watchdogs act before it answers)."""
+    answer = httpx.post(f"{info['control']}/clock/advance", json={"seconds": seconds}, timeout=60)
+    answer.raise_for_status()
+    return dict(answer.json())
+
+
+def gpu_bill(world_file: Path, until: float) -> float:
+    """USD of GPU time the simulated providers billed up to `until`: each instance from its
+    create until it stopped or was destroyed (or until `until`)."""
+    world = json.loads(world_file.read_text())
+    total = 0.0
+    for instances in world["instances"].values():
+        for i in instances:
+            ends = [t for t in (i["destroyed_at"], i.get("stopped_at"), until) if t is not None]
+            total += max(0.0, min(ends) - i["created_at"]) * i["price_per_hour"] / 3600
+    return total
+
+
+@pytest.mark.timeout(300)
+def test_operator_machine_gone_the_nodes_end_their_own_instances(tmp_path: Path) -> None:
+    """Rent on each provider, SIGKILL gpushop right after the session runs, never run gpushop
+    again, and skip a day on the simulator's fake clock: Vast's node destroyed its instance with
+    its own key, the VMs powered themselves off; the GPU bill stops at the deadline."""
+    state = tmp_path / "sim-state"
+    with running_sim(state, SEED, "--clock", "fake") as info:
+        env = os.environ | sim_env(info, *STATES_BY_PROVIDER) | {"PYTHONPATH": str(ROOT)}
+        for provider in STATES_BY_PROVIDER:
+            args = ["provision", "-c", "gone", "-t", "1", "-g", f"provider={provider}"]
+            child = subprocess.Popen(
+                [sys.executable, "-m", "tests.support.kill_at", "running", *args],
+                env=env,
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            deadline = time.monotonic() + 120
+            while child.poll() is None:  # the world's boot time passes only when moved
+                assert time.monotonic() < deadline, f"{provider}: the rental never ran"
+                advance(info, 2)
+                time.sleep(0.05)
+            assert child.returncode == -signal.SIGKILL, child.stderr.read() if child.stderr else ""
+        stored = sessions_at(env)
+        assert len(stored) == 3 and all(s.status == SessionStatus.RUNNING for s in stored)
+        assert all(s.watchdog_deadline is not None for s in stored), [
+            s.watchdog_error for s in stored
+        ]
+        rented_at = advance(info, 0)["now"]
+        rate = sum(s.price_per_hour or 0 for s in stored)
+        without_a_kill_path = gpu_bill(state / "world.json", rented_at) + rate * 24
+        after = advance(info, 24 * 3600)
+        phases = {p: [i["phase"] for i in rows] for p, rows in after["instances"].items()}
+        assert phases == {
+            "vastai": ["destroyed"],
+            "tensordock": ["stopped"],
+            "bluelobster": ["stopped"],
+        }
+        billed = gpu_bill(state / "world.json", after["now"])
+        expected = sum(
+            (s.watchdog_deadline - s.instance_created_at).total_seconds()
+            / 3600
+            * (s.price_per_hour or 0)  # type: ignore[operator]
+            for s in stored
+        )
+        print(
+            f"\noperator gone for a day after three 1 h rentals (${rate:.3f}/h together): "
+            f"GPU bill ${billed:.3f} with the node watchdogs, ${without_a_kill_path:.3f} without"
+        )
+        assert billed == pytest.approx(expected, rel=0.05)
+        assert billed < without_a_kill_path / 10

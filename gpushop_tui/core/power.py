@@ -103,6 +103,8 @@ class Power:
             changes: dict[str, Any] = {
                 "status": SessionStatus.STARTING,
                 "keep_until": None,
+                "watchdog_deadline": None,
+                "watchdog_error": None,
                 "expires_at": now + min(length, hard_max),
                 "hard_max_at": now + hard_max,
                 "hard_max_override": None,
@@ -186,7 +188,12 @@ class Power:
         if status.running and session.stopped_at is not None:
             session = await self._gpu_bills(session.id) or session
         if status.running or session.workload_started_at is not None:
-            return await self.readiness.step(session)  # it keeps the workload's own budget
+            step = await self.readiness.step(session)  # it keeps the workload's own budget
+            if step is None:  # it runs: its reservation, so its node's deadline, counts from now
+                ran = await self.rows.get(session.id)
+                if self.readiness.watchdogs.out_of_date(ran):
+                    await self.readiness.watchdogs.move(ran)
+            return step
         if session.power_requested_at is None:
             try:
                 await adapter.start(instance_id)

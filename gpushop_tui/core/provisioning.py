@@ -70,9 +70,14 @@ MATCH_TRIES = 3
 """A rental by query tries at most this many of its matches, each taken by another rental."""
 
 
+def instance_key_path(private_path: Path) -> Path:
+    """Where a session's instance-scoped API key is kept, beside its SSH key (0600)."""
+    return private_path.with_suffix(".instance_key")
+
+
 def remove_key_files(private_path: Path) -> None:
-    """Delete a session's key pair (either half may already be gone)."""
-    for path in (private_path, private_path.with_suffix(".pub")):
+    """Delete a session's key pair and instance key (any of them may already be gone)."""
+    for path in (private_path, private_path.with_suffix(".pub"), instance_key_path(private_path)):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
 
@@ -385,6 +390,9 @@ class Provisioning:
                 return
             if ref is not None:
                 await self.record_instance(session.id, ref.instance_id, began)
+                if ref.instance_key is not None and session.key_path is not None:
+                    where = instance_key_path(Path(session.key_path))
+                    await asyncio.to_thread(node_keys.write_secret, where, ref.instance_key)
             return
 
     def _instance_sink(

@@ -1,7 +1,8 @@
 """Readiness: from a provider's running instance to a node we can use (DESIGN.md §3).
 
 A session is ready when its node answers over SSH with the host key pinned on first contact,
-and reports the hardware the offer promised; a session with a workload, once that workload
+and reports the hardware the offer promised, with the node's own deadline watchdog armed (or
+its failure said loudly, core/watchdogs.py); a session with a workload, once that workload
 answers too (core/workloads.py). Each check is one step; a node that is not ready
 within the provider's budget, or is not what was promised, fails the session.
 """
@@ -19,6 +20,7 @@ from gpushop_tui.config import Settings
 from gpushop_tui.core.benchmarks import Benchmarks
 from gpushop_tui.core.rows import SETTING_UP, SessionRows, Step, ready_changes
 from gpushop_tui.core.teardown import Teardown
+from gpushop_tui.core.watchdogs import Watchdogs
 from gpushop_tui.core.workloads import Workloads
 from gpushop_tui.errors import UserError
 from gpushop_tui.models import Offer, Session, SessionStatus
@@ -82,6 +84,9 @@ class Readiness:
         self.keys_dir = keys_dir
         self.teardown = teardown
         """Fails the session, or records its instance gone, when readiness finds that."""
+        self.watchdogs = Watchdogs(
+            rows=rows, providers=providers, settings=settings, address=self.address
+        )
         self.workloads = Workloads(
             rows=rows,
             teardown=teardown,
@@ -190,6 +195,8 @@ class Readiness:
         if mismatch is not None:
             await self.teardown.fail(session.id, f"wrong hardware: {mismatch}", record_offer=True)
             return Step()
+        if session.watchdog_deadline is None and session.watchdog_error is None:
+            session = await self.watchdogs.arm(session)  # before the user gets the node
         if session.workload_spec is not None:
             return await self.workloads.launch(session, adapter.INFO.capabilities.runs_images)
         await self.rows.change(

@@ -350,6 +350,8 @@ class Lifecycle:
             raise
         if session is None:
             raise SessionNotFound.for_id(session_id)
+        if self.readiness.watchdogs.out_of_date(session):
+            session = await self.readiness.watchdogs.move(session)
         await self.events.publish(
             SessionExtended(
                 message=granted[0],

@@ -397,6 +397,7 @@ class Shopper:
     async def view_of(self, session: Session) -> SessionView:
         """The view of a session already read."""
         reading = self._supervisor.samples.get(session.id)
+        lease = None if session.closed else await self._supervisor.lease()
         adapter = self._providers.get(session.provider)
         stopped_rate = (
             adapter.stopped_price_per_hour(session.offer)
@@ -411,6 +412,7 @@ class Shopper:
             if session.keep_days is not None
             else self.settings.keep_days,
             stopped_usd_per_day=None if stopped_rate is None else stopped_rate * 24,
+            supervisor=None if lease is None else lease.holder,
         )
 
     def _ssh_command(self, session: Session) -> str | None:

@@ -105,6 +105,10 @@ class Supervisor:
         self.served: dict[str, float] = {}
         """Each model server's request counter at the last idle check."""
         self._warned: set[tuple[str, str, datetime]] = set()
+        self._pass_ends: float | None = None
+        """When a one-shot pass must be over (monotonic), while one runs."""
+        self._checked: list[ProviderReconcile] = []
+        """The providers a one-shot pass has reconciled so far."""
         self.decided = asyncio.Event()
         """Set once `run` has tried the lease: from then on `holding` says acting or viewing."""
         self.recovered = asyncio.Event()
@@ -153,18 +157,43 @@ class Supervisor:
                 await asyncio.shield(self.release())
 
     async def run_once(self) -> PassReport | None:
-        """One full pass with reconciliation (for cron); None if another process supervises."""
+        """One full pass with reconciliation (for cron), within `reconcile_bound_s` even when
+        every provider hangs; None if another process supervises (the lease is the lock that
+        keeps overlapping cron runs from stacking)."""
         if not await self.acquire():
             return None
+        bound = self.settings.reconcile_bound_s
+        self._pass_ends = self.clock.monotonic() + bound
+        self._checked = []
         try:
-            return await self.tick(drive=False, reconcile=True)
+            async with asyncio.timeout(bound):
+                return await self.tick(drive=False, reconcile=True)
+        except TimeoutError:
+            done = {r.provider for r in self._checked}
+            late = [
+                ProviderReconcile(name, ok=False, error=f"not checked within {bound:g} s")
+                for name, adapter in self.lifecycle.providers.items()
+                if adapter is not None and name not in done
+            ]
+            sessions = len(await self.store.list_sessions(open_only=True))
+            return PassReport(sessions=sessions, reconciled=[*self._checked, *late])
         finally:
+            self._pass_ends = None
             await self.release()
+
+    def _left(self, seconds: float) -> float:
+        """`seconds`, or less where a one-shot pass must end sooner."""
+        if self._pass_ends is None:
+            return seconds
+        return max(0.0, min(seconds, self._pass_ends - self.clock.monotonic()))
 
     async def tick(self, *, drive: bool, reconcile: bool | None = None) -> PassReport:
         """Enforce every rule once. `drive`: keep working on sessions in the background."""
+        watchdogs = self.lifecycle.readiness.watchdogs
         for session in await self.store.list_sessions(open_only=True):
             await self._deadlines(session)
+            if watchdogs.out_of_date(session):
+                await watchdogs.move(session)  # an extend that could not reach the node
         if self.budgets is not None:
             await self.budgets.enforce()
         reconciled: list[ProviderReconcile] = []
@@ -178,7 +207,7 @@ class Supervisor:
                 self.lifecycle.ensure_driven(session_id)
         elif work:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(ONE_SHOT_BUDGET_S):
+                async with asyncio.timeout(self._left(ONE_SHOT_BUDGET_S)):
                     await asyncio.gather(*(self.lifecycle.drive(sid) for sid in work))
         return PassReport(sessions=len(sessions), reconciled=reconciled)
 
@@ -470,8 +499,12 @@ class Supervisor:
         self, name: str, adapter: Provider, mine: list[Session]
     ) -> ProviderReconcile:
         try:
-            async with asyncio.timeout(self.settings.http_timeout_s * RECONCILE_BUDGETS):
-                return await self._reconcile_provider(name, adapter, mine)
+            async with asyncio.timeout(
+                self._left(self.settings.http_timeout_s * RECONCILE_BUDGETS)
+            ):
+                checked = await self._reconcile_provider(name, adapter, mine)
+                self._checked.append(checked)
+                return checked
         except TimeoutError:
             await self.lifecycle.alert(
                 None,
@@ -486,7 +519,7 @@ class Supervisor:
         self, name: str, adapter: Provider, mine: list[Session]
     ) -> ProviderReconcile:
         try:
-            async with asyncio.timeout(self.settings.http_timeout_s * 4):
+            async with asyncio.timeout(self._left(self.settings.http_timeout_s * 4)):
                 listed = await adapter.list_ours()
         except (ProviderError, TimeoutError) as err:
             reason = getattr(err, "message", None) or "no answer in time"

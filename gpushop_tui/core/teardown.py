@@ -346,6 +346,7 @@ class Teardown:
                 "stopped_price_per_hour": disk_rate,
                 "keep_until": keep_until,
                 "power_requested_at": None,
+                "watchdog_deadline": None,  # it died with the node's power
             }, (
                 f"stopped ({state}); disk kept, ${disk_rate * 24:.2f}/day, until "
                 f"{keep_until:%Y-%m-%d %H:%M} UTC"

@@ -96,6 +96,30 @@ class SessionView:
     stopped_usd_per_day: float | None = None
     """What the disk bills a day once stopped (the provider's stopped rate), for a face to
     name before a stop; None where the provider cannot stop."""
+    supervisor: str | None = None
+    """Who holds the supervisor lease now (None: no supervisor runs)."""
+
+    @property
+    def kill_paths(self) -> list[str]:
+        """What ends the instance if nobody does, in words: the supervisor (while one runs;
+        cron's reconcile is one too) and the node's own watchdog, armed or why not."""
+        s = self.session
+        if s.closed:
+            return []
+        paths = [
+            f"supervisor: {self.supervisor} enforces the deadlines"
+            if self.supervisor is not None
+            else "supervisor: none runs now (the next gpushop or cron reconcile acts)"
+        ]
+        if s.watchdog_deadline is not None:
+            paths.append(
+                f"node watchdog: ends the instance at {s.watchdog_deadline:%Y-%m-%d %H:%M} UTC"
+            )
+        if s.watchdog_error is not None:
+            paths.append(f"node watchdog: not as it should be ({s.watchdog_error})")
+        elif s.watchdog_deadline is None and s.status == SessionStatus.RUNNING:
+            paths.append("node watchdog: not armed")
+        return paths
 
     @property
     def status_words(self) -> str:

@@ -67,6 +67,11 @@ def write_known_hosts(path: Path, host: str, port: int, host_key: str) -> None:
     _write_atomically(path, known_hosts_line(host, port, host_key) + "\n", 0o600)
 
 
+def write_secret(path: Path, text: str) -> None:
+    """Replace `path` with `text`, readable by this user only (0600), atomically."""
+    _write_atomically(path, text, 0o600)
+
+
 def _write_atomically(path: Path, text: str, mode: int) -> None:
     """Write `text` to a temp file beside `path`, then rename it over `path`."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -172,11 +172,15 @@ class CreateSpec:
 
 @dataclass(frozen=True)
 class InstanceRef:
-    """What a successful create returns: the provider's id for the new instance."""
+    """What a successful create returns: the provider's id for the new instance, and the
+    instance-scoped API key where the provider makes one (`Capabilities.instance_scoped_key`)."""
 
     provider: ProviderName
     instance_id: str
     label: str
+    instance_key: str | None = field(default=None, repr=False)
+    """Good for this one instance only: the node's watchdog destroys it with this key, so the
+    account key never goes to the node. A secret: never logged, never in the database."""
 
 
 @dataclass(frozen=True)

@@ -643,7 +643,9 @@ class VastAi(Provider):
                 instance_id=instance_id,
             )
         await self._attach_key(instance_id, spec.ssh_public_key)
-        return InstanceRef(self.name, instance_id, spec.label)
+        key = answer.get("instance_api_key")
+        scoped = key if isinstance(key, str) and key.strip() else None
+        return InstanceRef(self.name, instance_id, spec.label, instance_key=scoped)
 
     def _create_failed(self, response: httpx.Response, ask: str) -> NoReturn:
         """Raise what a refused rent means: the offer is gone, the key is bad, or else."""

@@ -1,7 +1,10 @@
-"""`python -m gpushop_tui.sim [--state DIR] [--seed N] [--timing fast|real]`.
+"""`python -m gpushop_tui.sim [--state DIR] [--seed N] [--timing fast|real] [--clock real|fake]`.
 
 Prints one JSON line with the base URLs, the control URL and the accepted credentials, then
 serves until SIGTERM or SIGINT, and exits cleanly. With --state, the world survives a crash.
+With `--clock fake` the world's time starts at the real time and stands still until
+`POST {control}/clock/advance {"seconds": N}` moves it (due node watchdogs act then), so a check
+can skip hours; with the real clock that route answers 409.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ import asyncio
 import json
 import signal
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
+from gpushop_tui.clock import FakeClock
 from gpushop_tui.sim.runner import run_simulator
 
 
@@ -21,7 +26,10 @@ async def _main(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    async with run_simulator(seed=args.seed, timing=args.timing, state_dir=args.state) as sim:
+    clock = FakeClock(datetime.now(UTC)) if args.clock == "fake" else None
+    async with run_simulator(
+        seed=args.seed, clock=clock, timing=args.timing, state_dir=args.state
+    ) as sim:
         print(json.dumps(sim.describe()), flush=True)
         await stop.wait()
 
@@ -37,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=("fast", "real"),
         default="fast",
         help="boot times: seconds (fast) or the providers' real minutes",
+    )
+    parser.add_argument(
+        "--clock",
+        choices=("real", "fake"),
+        default="real",
+        help="world time: the real clock, or a fake one that only POST /clock/advance moves",
     )
     args = parser.parse_args(argv)
     try:

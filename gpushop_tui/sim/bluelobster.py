@@ -38,7 +38,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gpushop_tui.sim.http import endpoint, json_body, json_response
+from gpushop_tui.sim.http import endpoint, json_body, json_response, sim_app
 from gpushop_tui.sim.world import SimInstance, World
 
 PROVIDER = "bluelobster"
@@ -514,8 +514,9 @@ def build_app(world: World) -> Starlette:
         world.power_on(PROVIDER, instance.id, held=world.faults.node(PROVIDER).start_no_capacity)
         return json_response(_action(instance, "power-on", "Instance powered on"))
 
-    app = Starlette(
-        routes=[
+    app = sim_app(
+        world,
+        [
             Route("/api/v1/instances/available", available, methods=["GET"]),
             Route("/api/v1/instances/templates", templates, methods=["GET"]),
             Route("/api/v1/instances/launch-instance", launch, methods=["POST"]),
@@ -525,7 +526,7 @@ def build_app(world: World) -> Starlette:
             Route("/api/v1/instances/{uuid}", destroy, methods=["DELETE"]),
             Route("/api/v1/instances/{uuid}/shutdown", shutdown, methods=["POST"]),
             Route("/api/v1/instances/{uuid}/power-on", power_on, methods=["POST"]),
-        ]
+        ],
     )
     app.state.fail_launches = 0
     return app

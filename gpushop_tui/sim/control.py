@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from gpushop_tui.clock import FakeClock
 from gpushop_tui.sim.faults import HttpFault, NodeFaults
-from gpushop_tui.sim.http import json_response
+from gpushop_tui.sim.http import json_response, sim_app
 from gpushop_tui.sim.world import PROVIDERS, World
 
 
@@ -34,30 +34,39 @@ def _pick(cls: type, body: Any) -> dict[str, Any]:
     return body
 
 
+def _instances(world: World) -> dict[str, list[dict[str, Any]]]:
+    """Every instance ever created, per provider: its phase now and its node's watchdog (action
+    and deadline, without its key), if one runs."""
+    now = world.now()
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for provider in PROVIDERS:
+        rows[provider] = []
+        for i in world.instances[provider].values():
+            dog = world.watchdogs.get((provider, i.id))
+            rows[provider].append(
+                {
+                    "id": i.id,
+                    "label": i.label,
+                    "phase": i.phase(now),
+                    "ssh_port": i.ssh_port,
+                    "gpu_util": i.gpu_util,
+                    "watchdog": None
+                    if dog is None
+                    else {"action": dog.action, "deadline": dog.deadline},
+                }
+            )
+    return rows
+
+
 def build_control_app(world: World) -> Starlette:
-    """Routes: GET /state; POST|DELETE /faults; PUT /faults/nodes/{provider};
-    POST /instances/{provider}/{id}/vanish; PUT /instances/{provider}/{id}/gpu_util;
-    POST /clock/advance (only when the world runs on a FakeClock)."""
+    """Routes: GET /state (world time and every instance's phase); POST|DELETE /faults;
+    PUT /faults/nodes/{provider}; POST /instances/{provider}/{id}/vanish;
+    PUT /instances/{provider}/{id}/gpu_util; POST /clock/advance (only when the world runs on a
+    FakeClock; due watchdogs act before it answers with the time and the instances)."""
 
     async def state(request: Request) -> Response:
-        now = world.now()
         return json_response(
-            {
-                "faults": world.faults.to_json(),
-                "instances": {
-                    p: [
-                        {
-                            "id": i.id,
-                            "label": i.label,
-                            "phase": i.phase(now),
-                            "ssh_port": i.ssh_port,
-                            "gpu_util": i.gpu_util,
-                        }
-                        for i in world.instances[p].values()
-                    ]
-                    for p in PROVIDERS
-                },
-            }
+            {"now": world.now(), "faults": world.faults.to_json(), "instances": _instances(world)}
         )
 
     async def add_fault(request: Request) -> Response:
@@ -108,11 +117,12 @@ def build_control_app(world: World) -> Starlette:
         seconds = body.get("seconds") if isinstance(body, dict) else None
         if not isinstance(seconds, int | float) or seconds < 0:
             return _error(400, "seconds must be a non-negative number")
-        await world.clock.advance(float(seconds))
-        return json_response({"now": world.now()})
+        await world.advance_clock(float(seconds))
+        return json_response({"now": world.now(), "instances": _instances(world)})
 
-    return Starlette(
-        routes=[
+    return sim_app(
+        world,
+        [
             Route("/state", state, methods=["GET"]),
             Route("/faults", add_fault, methods=["POST"]),
             Route("/faults", clear_faults, methods=["DELETE"]),
@@ -120,5 +130,5 @@ def build_control_app(world: World) -> Starlette:
             Route("/instances/{provider}/{id}/vanish", vanish, methods=["POST"]),
             Route("/instances/{provider}/{id}/gpu_util", gpu_util, methods=["PUT"]),
             Route("/clock/advance", advance, methods=["POST"]),
-        ]
+        ],
     )

@@ -1,4 +1,5 @@
-"""HTTP plumbing shared by the simulated providers: JSON answers, fault injection, serving."""
+"""HTTP plumbing shared by the simulated providers: JSON answers, fault injection, the watchdog
+middleware, serving."""
 
 from __future__ import annotations
 
@@ -7,17 +8,20 @@ import contextlib
 import json
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gpushop_tui.sim.faults import HttpFault
-from gpushop_tui.sim.world import World
+from gpushop_tui.sim.world import WATCHDOG_AGENT, World
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -70,6 +74,28 @@ def endpoint(world: World, provider: str, name: str) -> Callable[[Handler], Hand
         return guarded
 
     return wrap
+
+
+class FiresWatchdogs:
+    """ASGI middleware: before each HTTP request, the world's due node watchdogs act
+    (`World.fire_watchdogs`), so the world is lazily up to date for every answer. A watchdog's
+    own API call (its User-Agent) passes straight through: the firing waits for its answer."""
+
+    def __init__(self, app: ASGIApp, world: World) -> None:
+        self.app = app
+        self.world = world
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            agent = dict(scope["headers"]).get(b"user-agent", b"")
+            if agent != WATCHDOG_AGENT.encode():
+                await self.world.fire_watchdogs()
+        await self.app(scope, receive, send)
+
+
+def sim_app(world: World, routes: Sequence[BaseRoute]) -> Starlette:
+    """A simulator app on `routes` whose requests first fire the world's due watchdogs."""
+    return Starlette(routes=routes, middleware=[Middleware(FiresWatchdogs, world=world)])
 
 
 class _Server(uvicorn.Server):

@@ -11,6 +11,10 @@ ssh command the demo prints logs in. SFTP is served from a per-instance scratch 
 
 `sh .gpushop/launch.sh` starts the workload described in that directory (see `sim/llm.py`);
 direct-tcpip channels are allowed only to 127.0.0.1 on the workload's port, once it serves.
+`sh .gpushop/watchdog.sh start` registers the node's deadline watchdog in the world, from the
+`watchdog.env`, `deadline` and `instance_key` files gpushop wrote there (see
+`World.fire_watchdogs`); a Vast node uses its container's instance key first, as the script
+uses `$CONTAINER_API_KEY`.
 
 An instance whose `extra["publish"]` lists node ports (a provider API records the ports a create
 asked to publish) gets one loopback listener per port, its real port kept in
@@ -38,7 +42,7 @@ from typing import Any, ClassVar, cast
 import asyncssh
 
 from gpushop_tui.sim.llm import STATE_DIR, Workload, launch
-from gpushop_tui.sim.world import SimInstance, World
+from gpushop_tui.sim.world import INSTANCE_KEY, SimInstance, SimWatchdog, WatchdogAction, World
 
 DPKG_LOCKS = ("/var/lib/dpkg/lock-frontend", "/var/lib/dpkg/lock", "/var/lib/apt/lists/lock")
 DPKG_PID = 2417
@@ -140,6 +144,42 @@ class _Gate:
             if not self.port:
                 raise
             return await loop.create_server(factory, listen_host, 0, reuse_address=True)
+
+
+def read_watchdog(instance: SimInstance, root: Path) -> SimWatchdog:
+    """The watchdog `watchdog.sh start` would run on the node whose home is `root`, from the
+    files gpushop wrote under `.gpushop/`; ValueError names what is missing or invalid."""
+    folder = root / STATE_DIR
+    try:
+        lines = (folder / "watchdog.env").read_text().splitlines()
+    except OSError as exc:
+        raise ValueError(f"cannot read {STATE_DIR}/watchdog.env") from exc
+    env = dict(line.split("=", 1) for line in lines if "=" in line)
+    action = env.get("GPUSHOP_ACTION")
+    if not env.get("GPUSHOP_SESSION"):
+        raise ValueError("GPUSHOP_SESSION is not set")
+    if action not in ("destroy", "stop", "poweroff"):
+        raise ValueError(f"GPUSHOP_ACTION must be destroy, stop or poweroff, not {action!r}")
+    if action != "poweroff" and not (env.get("GPUSHOP_API") and env.get("GPUSHOP_INSTANCE")):
+        raise ValueError(f"{action} needs GPUSHOP_API and GPUSHOP_INSTANCE")
+    try:
+        deadline = int((folder / "deadline").read_text().strip())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"no readable deadline in {STATE_DIR}/deadline") from exc
+    key: str | None = instance.extra.get(INSTANCE_KEY)
+    if key is None:
+        with contextlib.suppress(OSError):
+            key = (folder / "instance_key").read_text().strip() or None
+    return SimWatchdog(
+        provider=instance.provider,
+        instance_id=instance.id,
+        root=root,
+        action=cast(WatchdogAction, action),
+        deadline=float(deadline),
+        api=env.get("GPUSHOP_API"),
+        target=env.get("GPUSHOP_INSTANCE"),
+        key=key,
+    )
 
 
 class _Exit(Exception):
@@ -953,7 +993,8 @@ class _Shell:
     # workloads -------------------------------------------------------------------------------
 
     async def _sh(self, args: list[str], stdin: str) -> Result:
-        """`sh -c CMD`, and `sh .gpushop/launch.sh`: the one script file a sim node runs.
+        """`sh -c CMD`, and the two script files a sim node runs: `sh .gpushop/launch.sh` and
+        `sh .gpushop/watchdog.sh start`.
 
         The launcher is idempotent: while the workload's process lives (and has not failed) a
         second launch changes nothing. A missing or invalid `workload.json` fails with rc 1.
@@ -964,10 +1005,20 @@ class _Shell:
             return "", "sh: the simulated node runs only `sh -c` and `sh FILE`\n", 2
         script = args[0]
         path = self._path(script.removeprefix("~/"))
-        if path != self._path(f"{STATE_DIR}/launch.sh"):
-            return "", f"sh: {script}: the simulated node runs only {STATE_DIR}/launch.sh\n", 2
+        scripts = (self._path(f"{STATE_DIR}/launch.sh"), self._path(f"{STATE_DIR}/watchdog.sh"))
+        if path not in scripts:
+            return (
+                "",
+                (
+                    f"sh: {script}: the simulated node runs only {STATE_DIR}/launch.sh and "
+                    f"{STATE_DIR}/watchdog.sh\n"
+                ),
+                2,
+            )
         if not path.is_file():
             return "", f"sh: 0: cannot open {script}: No such file\n", 2
+        if path == scripts[1]:
+            return self._watchdog(args[1:])
         world = self.nodes.world
         async with self.node.launching:
             current = self.node.live_workload(self._now())
@@ -986,6 +1037,20 @@ class _Shell:
                 )
             except ValueError as exc:
                 return "", f"launch.sh: {exc}\n", 1
+        return "", "", 0
+
+    def _watchdog(self, args: list[str]) -> Result:
+        """`watchdog.sh start`: registers the node's watchdog once (a second start while it
+        runs changes nothing), prints nothing; invalid files fail with rc 1."""
+        if args != ["start"]:
+            return "", "usage: watchdog.sh start\n", 2
+        if (self.i.provider, self.i.id) in self.nodes.world.watchdogs:
+            return "", "", 0
+        try:
+            watchdog = read_watchdog(self.i, self.node.root)
+        except ValueError as exc:
+            return "", f"watchdog.sh: {exc}\n", 1
+        self.nodes.world.watch(watchdog)
         return "", "", 0
 
     # filters ---------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gpushop_tui.sim.http import endpoint, json_body, json_response
+from gpushop_tui.sim.http import endpoint, json_body, json_response, sim_app
 from gpushop_tui.sim.world import SimInstance, World
 
 PROVIDER = "tensordock"
@@ -555,8 +555,9 @@ def build_app(world: World) -> Starlette:
         world.power_on(PROVIDER, instance.id)
         return _power_answer(instance, "starting")
 
-    app = Starlette(
-        routes=[
+    app = sim_app(
+        world,
+        [
             Route("/api/v2/locations", locations, methods=["GET"]),
             Route("/api/v2/instances", create, methods=["POST"]),
             Route("/api/v2/instances", list_instances, methods=["GET"]),
@@ -564,7 +565,7 @@ def build_app(world: World) -> Starlette:
             Route("/api/v2/instances/{id}", destroy, methods=["DELETE"]),
             Route("/api/v2/instances/{id}/stop", stop, methods=["POST"]),
             Route("/api/v2/instances/{id}/start", start, methods=["POST"]),
-        ]
+        ],
     )
     app.state.list_shape = "alternate"
     app.state.list_calls = 0

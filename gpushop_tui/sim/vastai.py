@@ -25,8 +25,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gpushop_tui.sim.http import Handler, endpoint, json_response
-from gpushop_tui.sim.world import SimInstance, World
+from gpushop_tui.sim.http import Handler, endpoint, json_response, sim_app
+from gpushop_tui.sim.world import INSTANCE_KEY, SimInstance, World
 
 PROVIDER = "vastai"
 DEFAULT_LIMIT = 64
@@ -641,14 +641,25 @@ def build_app(world: World) -> Starlette:
     gpu_names = sorted({c.name for c in CARDS})
     user_id = 100_000 + world.rng(PROVIDER, "user").randrange(800_000)
 
-    def authorized(request: Request) -> Response | None:
+    def authorized(request: Request, instance_id: str | None = None) -> Response | None:
+        """None when the request's key may do this: the account key anything, an instance's
+        own key (the create answer's `instance_api_key`) only calls on that instance, passed
+        as `instance_id`; otherwise the error answer."""
         header = request.headers.get("authorization", "")
         key = header[7:].strip() if header.lower().startswith("bearer ") else ""
         key = key or request.query_params.get("api_key", "")
         if not key:
             return _err(401, "auth_error", "Authentication credentials were not provided.")
-        if key != world.keys[PROVIDER]:
+        if key == world.keys[PROVIDER]:
+            return None
+        owner = next(
+            (i for i in world.instances[PROVIDER].values() if i.extra.get(INSTANCE_KEY) == key),
+            None,
+        )
+        if owner is None:
             return _err(403, "auth_error", "Invalid user key")
+        if owner.id != instance_id:
+            return _err(403, "forbidden", f"this API key is limited to instance {owner.id}")
         return None
 
     async def body_json(request: Request) -> Any:
@@ -842,6 +853,7 @@ def build_app(world: World) -> Starlette:
             template_hash_id=body.get("template_hash_id"),
             jupyter_token=secrets.token_hex(32),
         )
+        extra[INSTANCE_KEY] = secrets.token_hex(32)
         instance = await world.create_instance(
             PROVIDER,
             instance_id=str(contract),
@@ -857,7 +869,7 @@ def build_app(world: World) -> Starlette:
         instance.driver = offer["driver_version"]
         world.save()
         return json_response(
-            {"success": True, "new_contract": contract, "instance_api_key": secrets.token_hex(32)}
+            {"success": True, "new_contract": contract, INSTANCE_KEY: extra[INSTANCE_KEY]}
         )
 
     async def attach_ssh(request: Request) -> Response:
@@ -881,7 +893,7 @@ def build_app(world: World) -> Starlette:
         return json_response({"success": True, "msg": "SSH key attached successfully"})
 
     async def get_one(request: Request) -> Response:
-        if (denied := authorized(request)) is not None:
+        if (denied := authorized(request, request.path_params["instance_id"])) is not None:
             return denied
         instance = live_instance(request.path_params["instance_id"])
         if instance is None:
@@ -965,7 +977,7 @@ def build_app(world: World) -> Starlette:
         )
 
     async def update(request: Request) -> Response:
-        if (denied := authorized(request)) is not None:
+        if (denied := authorized(request, request.path_params["instance_id"])) is not None:
             return denied
         raw_id = request.path_params["instance_id"]
         try:
@@ -1009,7 +1021,7 @@ def build_app(world: World) -> Starlette:
         return json_response({"success": True})
 
     async def destroy(request: Request) -> Response:
-        if (denied := authorized(request)) is not None:
+        if (denied := authorized(request, request.path_params["instance_id"])) is not None:
             return denied
         raw_id = request.path_params["instance_id"]
         if not await world.destroy(PROVIDER, raw_id):
@@ -1038,4 +1050,4 @@ def build_app(world: World) -> Starlette:
         *routes(f"{v0}/instances/{{instance_id}}/", "destroy", destroy, ["DELETE"]),
         *routes("/api/v1/instances/", "list_v1", list_v1, ["GET"]),
     ]
-    return Starlette(routes=table)
+    return sim_app(world, table)

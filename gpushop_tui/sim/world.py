@@ -7,23 +7,33 @@ connections; a start (`World.power_on`) boots it again. Provider servers map thi
 their own status words; SSH nodes read the same objects live, so a key attached through an API is
 accepted by the node at once. With a state dir, every change is saved, so a standalone simulator
 killed and restarted keeps its instances.
+
+A node's deadline watchdog (`sh .gpushop/watchdog.sh start`, see `sim/node.py`) is registered
+here and acts lazily too: `fire_watchdogs`, awaited at the start of every sim HTTP request, does
+what the script's loop would have done by now. Watchdogs are not saved: they are processes on the
+nodes, whose files do not survive a restart of the simulator either.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from gpushop_tui.clock import Clock, SystemClock
+import httpx
+
+from gpushop_tui.clock import Clock, FakeClock, SystemClock
 from gpushop_tui.sim.faults import FaultPlan
 
 PROVIDERS = ("vastai", "tensordock", "bluelobster")
 SSH_USERS = {"vastai": "root", "tensordock": "user", "bluelobster": "ubuntu"}
 Phase = Literal["booting", "running", "stopped", "destroyed"]
+WatchdogAction = Literal["destroy", "stop", "poweroff"]
 
 
 @dataclass(frozen=True)
@@ -171,6 +181,100 @@ class SimInstance:
         return now < self.created_at + self.boot_s + self.dpkg_lock_s
 
 
+WATCHDOG_AGENT = "gpushop-sim-watchdog/1"
+"""The User-Agent of a watchdog's own API call: the request middleware lets it pass without
+firing watchdogs again (firing is under way and waits for this very answer)."""
+WATCHDOG_RETRY_S = 60.0
+"""How long a watchdog waits before it tries a failed action again (as the script does)."""
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+INSTANCE_KEY = "instance_api_key"
+"""The `SimInstance.extra` entry of a Vast instance's own API key (create's `instance_api_key`,
+its container's `CONTAINER_API_KEY`)."""
+
+
+def _stamp(now: float) -> str:
+    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class SimWatchdog:
+    """A node's deadline watchdog, as the world runs it: what `watchdog.env` said at start, and
+    the node's home (`root`), whose `.gpushop/deadline` is read again each time it is checked."""
+
+    provider: str
+    instance_id: str
+    root: Path
+    action: WatchdogAction
+    deadline: float
+    """The last deadline read (epoch seconds)."""
+    api: str | None = None
+    """Destroy: the Vast API base URL (`GPUSHOP_API`)."""
+    target: str | None = None
+    """Destroy: the instance id to delete (`GPUSHOP_INSTANCE`)."""
+    key: str | None = field(default=None, repr=False)
+    """Destroy: the instance-scoped API key (never logged)."""
+    unreadable: bool = False
+    """Whether the last read of the deadline file failed (logged once per failure run)."""
+    next_try: float = 0.0
+    """After a failed action: not before this world time."""
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / ".gpushop" / "watchdog.log"
+
+    def log(self, now: float, text: str) -> None:
+        """Append one line to the node's `watchdog.log`, as the script does."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("a") as out:
+            out.write(f"{_stamp(now)} {text}\n")
+
+    def read_deadline(self, now: float) -> float:
+        """The deadline in the node's file now; an unreadable one keeps the last (logged)."""
+        try:
+            value = int((self.root / ".gpushop" / "deadline").read_text().strip())
+        except (OSError, ValueError):
+            if not self.unreadable:
+                self.log(now, f"deadline unreadable; keeping {_stamp(self.deadline)}")
+            self.unreadable = True
+            return self.deadline
+        if self.unreadable or value != self.deadline:
+            self.log(now, f"deadline {_stamp(value)}")
+        self.unreadable = False
+        self.deadline = float(value)
+        return self.deadline
+
+    async def call_api(self, now: float) -> bool:
+        """The script's API call with the instance key, logged: `DELETE {api}/instances/
+        {target}/` (destroy) or `PUT` `{"state": "stopped"}` (stop); whether it got a 2xx.
+        Only loopback APIs are called: the simulator never reaches a real provider."""
+        method, body = (
+            ("PUT", b'{"state":"stopped"}') if self.action == "stop" else ("DELETE", b"{}")
+        )
+        action = self.action
+        url = f"{(self.api or '').rstrip('/')}/instances/{self.target}/"
+        try:
+            host = httpx.URL(url).host
+        except httpx.InvalidURL:
+            host = ""
+        if host not in LOOPBACK:
+            self.log(now, f"{action}: {method} {url} failed: not a loopback address")
+            return False
+        headers = {
+            "Authorization": f"Bearer {self.key or ''}",
+            "Content-Type": "application/json",
+            "User-Agent": WATCHDOG_AGENT,
+        }
+        try:
+            async with httpx.AsyncClient(timeout=30.0) as client:
+                answer = await client.request(method, url, headers=headers, content=body)
+        except httpx.HTTPError as exc:
+            self.log(now, f"{action}: {method} {url} failed: {type(exc).__name__}")
+            return False
+        shown = " ".join(answer.text.split())[:200]
+        self.log(now, f"{action}: {method} {url} -> {answer.status_code} {shown}")
+        return answer.is_success
+
+
 class NodeHost(Protocol):
     """Runs the SSH endpoints of instances (see `sim/node.py`)."""
 
@@ -218,6 +322,9 @@ class World:
         self.taken: dict[str, set[str]] = {p: set() for p in PROVIDERS}
         self.counters: dict[str, int] = dict.fromkeys(PROVIDERS, 0)
         self.nodes: NodeHost | None = None
+        self.watchdogs: dict[tuple[str, str], SimWatchdog] = {}
+        """The node watchdogs running now, by (provider, instance id)."""
+        self._firing = asyncio.Lock()
         if state_dir is not None:
             self._load()
 
@@ -308,6 +415,7 @@ class World:
             return True
         if instance.destroyed_at is None:
             instance.destroyed_at = self.now() + linger_s
+        self.watchdogs.pop((provider, instance_id), None)
         self.taken[provider].discard(instance.offer_id)
         if self.nodes is not None:
             await self.nodes.detach(instance)
@@ -328,6 +436,7 @@ class World:
         if instance.stopped:
             return True
         instance.power_off(now, vanish_after_s=self.faults.node(provider).stopped_vanishes_after_s)
+        self.watchdogs.pop((provider, instance_id), None)
         if self.nodes is not None:
             await self.nodes.power_off(instance)
         self.save()
@@ -355,10 +464,64 @@ class World:
         if instance is None or instance.destroyed_at is not None:
             return False
         instance.destroyed_at = self.now()
+        self.watchdogs.pop((provider, instance_id), None)
         if self.nodes is not None:
             await self.nodes.detach(instance)
         self.save()
         return True
+
+    def watch(self, watchdog: SimWatchdog) -> bool:
+        """Register a node's watchdog; False (nothing changes) while that instance has one."""
+        ident = (watchdog.provider, watchdog.instance_id)
+        if ident in self.watchdogs:
+            return False
+        self.watchdogs[ident] = watchdog
+        watchdog.log(self.now(), f"started: {watchdog.action} at {_stamp(watchdog.deadline)}")
+        return True
+
+    async def fire_watchdogs(self) -> None:
+        """Do what every node's watchdog loop would have done by now: each whose deadline (read
+        again from its node) has passed destroys its instance through the Vast API with the
+        instance key, or powers its VM off. A failed destroy stays armed and is tried again
+        `WATCHDOG_RETRY_S` later; a watchdog whose machine is stopped or gone is dropped.
+
+        One firing at a time; the watchdog's own API call passes the request middleware without
+        waiting (see `WATCHDOG_AGENT`).
+        """
+        if not self.watchdogs:
+            return
+        async with self._firing:
+            for ident, dog in list(self.watchdogs.items()):
+                now = self.now()
+                instance = self.get(*ident)
+                if instance is None or instance.phase(now) in ("stopped", "destroyed"):
+                    self.watchdogs.pop(ident, None)
+                    continue
+                if dog.read_deadline(now) > now or now < dog.next_try:
+                    continue
+                if dog.action == "poweroff":
+                    dog.log(now, "deadline passed: poweroff")
+                    await self.power_off(*ident)
+                elif await dog.call_api(now):
+                    self.watchdogs.pop(ident, None)
+                else:
+                    dog.next_try = now + WATCHDOG_RETRY_S
+
+    async def advance_clock(self, seconds: float) -> None:
+        """Move a fake world clock on by `seconds`, stopping at every watchdog deadline on the
+        way so that each acts at its own time (as the script on a real node does), not when
+        the world is next looked at."""
+        clock = self.clock
+        assert isinstance(clock, FakeClock)
+        end = self.now() + seconds
+        while True:
+            now = self.now()
+            due = [d for d in (w.read_deadline(now) for w in self.watchdogs.values()) if d > now]
+            step_to = min([end, *due])
+            await clock.advance(step_to - now)
+            await self.fire_watchdogs()
+            if step_to >= end:
+                return
 
     async def restore_nodes(self) -> None:
         """After a restart from the state dir: bring back the nodes of live instances."""

@@ -106,6 +106,9 @@ async def rig(real_sshd: RealSshd, settings: Settings, store: Store) -> AsyncIte
     provider = NodeAtSshd(real_sshd, clock)
     providers: dict[str, Provider | None] = {"vastai": provider}
     events = EventBus(store, clock)
+    # The node is this very machine: its own watchdog must never be armed here, since its
+    # deadline (on the fake clock, long past) would power the machine running the tests off.
+    settings = settings.model_copy(update={"node_watchdog": False})
     lifecycle = Lifecycle(
         settings=settings,
         store=store,

@@ -1,0 +1,172 @@
+"""The node's own deadline watchdog: a kill path that works when no gpushop process is left.
+
+Readiness arms it on every node before the session runs (and again after each start): at the
+session's deadline (its reservation's end plus a grace period, never past the hard max) the node
+destroys its own instance with the instance-scoped API key where the provider makes one (Vast),
+or powers the VM off (the bill drops to its disk until a supervisor destroys it). The account
+key never leaves this machine. An extend moves the deadline on the node; a move that fails is
+alerted and retried by the supervisor. A node that cannot be armed is said so loudly, and stays
+usable: the other kill paths (the supervisor, cron's reconcile) still hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from gpushop_tui.config import Settings
+from gpushop_tui.core.provisioning import instance_key_path
+from gpushop_tui.core.rows import SessionRows
+from gpushop_tui.models import IdleAction, Session, SessionStatus, Severity, StoragePolicy
+from gpushop_tui.node import watchdog as node_watchdog
+from gpushop_tui.node.ssh import NodeAddress, NodeError, connect
+from gpushop_tui.providers.base import Provider
+
+ARM_TIMEOUT_S = 60.0
+"""How long arming or moving a watchdog may take (SSH, SFTP, one exec)."""
+
+
+class Watchdogs:
+    """Arms and moves the deadline watchdog on sessions' nodes."""
+
+    def __init__(
+        self,
+        *,
+        rows: SessionRows,
+        providers: Mapping[str, Provider | None],
+        settings: Settings,
+        address: Callable[[Session], NodeAddress],
+    ) -> None:
+        self.rows = rows
+        self.providers = providers
+        self.settings = settings
+        self.address = address
+
+    def deadline(self, session: Session) -> datetime:
+        """When the node ends the instance by itself: the reservation's end plus the grace
+        period, never past the hard max (whole seconds, as the node's clock counts)."""
+        grace = timedelta(minutes=self.settings.watchdog_grace_min)
+        at = min(session.expires_at + grace, session.hard_max_at)
+        return at.replace(microsecond=0)
+
+    def out_of_date(self, session: Session) -> bool:
+        """An armed watchdog whose deadline is not the session's (an extend it missed)."""
+        armed = session.watchdog_deadline
+        return (
+            armed is not None
+            and session.status in (SessionStatus.RUNNING, SessionStatus.STARTING)
+            and armed != self.deadline(session)
+        )
+
+    def _plan(self, session: Session, adapter: Provider) -> node_watchdog.WatchdogPlan:
+        """Destroy through the API with the instance key where the provider makes one (stop,
+        keeping the disk, for a session meant to keep it); else power the VM off."""
+        if adapter.INFO.capabilities.instance_scoped_key:
+            keeps = session.storage_policy == StoragePolicy.KEEP or (
+                session.idle_action == IdleAction.STOP
+            )
+            return node_watchdog.WatchdogPlan(
+                session_id=session.id,
+                action="stop" if keeps and adapter.can_stop else "destroy",
+                deadline=self.deadline(session),
+                api_base=adapter.http.base_url,
+                instance_id=session.instance_id,
+            )
+        return node_watchdog.WatchdogPlan(
+            session_id=session.id, action="poweroff", deadline=self.deadline(session)
+        )
+
+    async def arm(self, session: Session) -> Session:
+        """Install and start the watchdog on the session's checked node; a failure is
+        recorded on the session and alerted, and the session goes on without it."""
+        adapter = self.providers.get(session.provider)
+        if adapter is None or session.key_path is None or not self.settings.node_watchdog:
+            return session
+        try:
+            plan = self._plan(session, adapter)
+        except ValueError as err:  # an id or URL the node's shell must not see
+            return await self._failed(session, f"cannot arm it: {err}")
+        key: str | None = None
+        if plan.action != "poweroff":
+            key = await asyncio.to_thread(_read_key, instance_key_path(Path(session.key_path)))
+            if key is None:
+                return await self._failed(
+                    session, "no instance-scoped API key was kept from the create call"
+                )
+        try:
+            async with asyncio.timeout(ARM_TIMEOUT_S):
+                conn = await connect(
+                    self.address(session), timeout_s=self.settings.ssh_connect_timeout_s
+                )
+                async with conn:
+                    await node_watchdog.arm(conn, plan, key)
+        except (NodeError, TimeoutError, OSError, ValueError) as err:
+            return await self._failed(session, f"arming failed: {err or 'timed out'}")
+        what = {
+            "destroy": "destroys the instance",
+            "stop": "stops the instance, its disk kept",
+            "poweroff": "powers the VM off",
+        }[plan.action]
+        return await self._armed(
+            session.id, plan.deadline, f"node watchdog armed: {what} at {plan.deadline:%H:%M} UTC"
+        )
+
+    async def move(self, session: Session) -> Session:
+        """Move an armed watchdog to the session's deadline now (after an extend)."""
+        deadline = self.deadline(session)
+        try:
+            async with asyncio.timeout(ARM_TIMEOUT_S):
+                conn = await connect(
+                    self.address(session), timeout_s=self.settings.ssh_connect_timeout_s
+                )
+                async with conn:
+                    await node_watchdog.move(conn, deadline)
+        except (NodeError, TimeoutError, OSError) as err:
+            return await self._failed(
+                session,
+                f"moving it to {deadline:%Y-%m-%d %H:%M} UTC failed ({err or 'timed out'}); it "
+                f"still acts at {session.watchdog_deadline:%Y-%m-%d %H:%M} UTC",
+            )
+        return await self._armed(
+            session.id, deadline, f"node watchdog moved to {deadline:%Y-%m-%d %H:%M} UTC"
+        )
+
+    async def _armed(self, session_id: str, deadline: datetime, message: str) -> Session:
+        updated = await self.rows.change(
+            session_id,
+            lambda s: ({"watchdog_deadline": deadline, "watchdog_error": None}, message),
+        )
+        assert updated is not None
+        return updated
+
+    async def _failed(self, session: Session, why: str) -> Session:
+        """Record why the watchdog is not as it should be; alert once per reason (the
+        supervisor retries a move every tick)."""
+        updated = await self.rows.change(
+            session.id,
+            lambda s: (
+                ({"watchdog_error": why}, f"node watchdog: {why}")
+                if s.watchdog_error != why
+                else None
+            ),
+        )
+        if session.watchdog_error == why:
+            return updated or session
+        await self.rows.alert(
+            session.id,
+            "watchdog_not_armed",
+            f"session {session.id}: the node's own watchdog is not armed as it should be "
+            f"({why}); only a running gpushop supervisor or cron reconcile ends it now",
+            Severity.ERROR,
+        )
+        return updated or session
+
+
+def _read_key(path: Path) -> str | None:
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    return key or None
