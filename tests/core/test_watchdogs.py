@@ -5,6 +5,7 @@ instance's own key."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -13,6 +14,7 @@ import httpx
 import pytest
 
 from gpushop_tui.core.provisioning import instance_key_path
+from gpushop_tui.logs import configure_logging
 from gpushop_tui.models import InstanceState, Session, SessionStatus, StoragePolicy
 from tests.core.market import Market, open_market
 
@@ -138,3 +140,23 @@ async def test_a_started_session_is_armed_again_and_a_stopped_one_is_not(market:
 async def test_the_deadline_is_never_past_the_hard_max(market: Market) -> None:
     running = await market.running(await market.offer("vastai"), hours=12)
     assert running.watchdog_deadline == running.hard_max_at.replace(microsecond=0)
+
+
+async def test_the_instance_key_reaches_the_node_but_never_the_database_or_the_log(
+    market: Market,
+) -> None:
+    handler = configure_logging(market.shopper.settings)
+    try:
+        running = await market.running(await market.offer("vastai"))
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    instance = market.instance(running)
+    key = instance.extra["instance_api_key"]
+    node_copy = market.world.nodes._root(instance) / ".gpushop" / "instance_key"
+    assert node_copy.read_text().strip() == key and node_copy.stat().st_mode & 0o777 == 0o600
+    paths = market.shopper.settings.paths
+    stored = b"".join(p.read_bytes() for p in paths.db_file.parent.glob(paths.db_file.name + "*"))
+    assert key.encode() not in stored
+    assert key not in paths.log_file.read_text()
+    assert key not in repr(await market.shopper.session(running.id))
