@@ -36,7 +36,7 @@ from tests.conftest import ROOT, running_sim, sim_env
 from tests.support.kill_at import STATES, state_of
 
 SEED = 20261123
-TRIALS = 20
+TRIALS = 14
 """Random-delay trials, after the planned ones."""
 PLANNED = (
     ("pending", "provision"),

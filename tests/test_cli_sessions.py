@@ -8,6 +8,7 @@ import json
 import re
 import shlex
 import subprocess
+import time
 import typing
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -451,6 +452,24 @@ def test_reconcile_exits_1_when_a_provider_cannot_be_listed(sim: dict[str, Any])
     result = gpushop(sim, "reconcile")
     assert result.returncode == 1
     assert result.stdout.startswith("vastai: cannot list instances:")
+
+
+def test_reconcile_ends_within_its_bound_when_every_provider_hangs(sim: dict[str, Any]) -> None:
+    for provider in ("vastai", "tensordock", "bluelobster"):
+        hang = {"provider": provider, "endpoint": "*", "kind": "timeout", "delay_s": 9}
+        httpx.post(f"{sim['control']}/faults", json=hang).raise_for_status()
+    env = sim_env(sim, "vastai", "tensordock", "bluelobster") | {"GPUSHOP_RECONCILE_BOUND_S": "3"}
+    started = time.monotonic()
+    result = run_gpushop("reconcile", env=env, timeout=60)
+    took = time.monotonic() - started
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert took < 3 + 12, f"reconcile took {took:.1f} s with a 3 s bound"
+    unchecked = [line for line in result.stdout.splitlines() if "not checked within 3 s" in line]
+    assert sorted(line.split(":")[0] for line in unchecked) == [
+        "bluelobster",
+        "tensordock",
+        "vastai",
+    ]
 
 
 def test_reconcile_leaves_the_work_to_a_live_supervisor_politely(sim: dict[str, Any]) -> None:

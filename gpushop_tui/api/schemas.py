@@ -319,6 +319,19 @@ class SessionOut(BaseModel):
     expires_at: datetime
     hard_max_at: datetime
     stopped_at: datetime | None
+    kill_paths: list[str] = Field(
+        description="What ends the instance if nobody does, in words, one per path: the "
+        "supervisor (while one runs) and the node's own watchdog, armed or why not; empty "
+        "once the session is closed."
+    )
+    watchdog_deadline: datetime | None = Field(
+        description="When the watchdog armed on the node ends the instance by itself (null: "
+        "none armed)."
+    )
+    watchdog_error: str | None = Field(
+        description="Why the node's watchdog could not be armed or moved (null: it is as it "
+        "should be)."
+    )
 
 
 class SessionListOut(BaseModel):

@@ -216,6 +216,9 @@ def session_out(view: SessionView, now: datetime) -> SessionOut:
         expires_at=session.expires_at,
         hard_max_at=session.hard_max_at,
         stopped_at=session.stopped_at,
+        kill_paths=view.kill_paths,
+        watchdog_deadline=session.watchdog_deadline,
+        watchdog_error=session.watchdog_error,
     )
 
 

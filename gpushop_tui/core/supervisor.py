@@ -28,6 +28,7 @@ from gpushop_tui.core.sessions import (
     wants_teardown,
 )
 from gpushop_tui.core.views import DISK_WARNING, EXPIRY_WARNING, HARD_MAX_WARNING
+from gpushop_tui.core.watchdogs import ARM_TIMEOUT_S
 from gpushop_tui.core.workloads import healthy_within, launch_of
 from gpushop_tui.models import (
     SERVES_MODEL,
@@ -60,6 +61,8 @@ IDLE_SAMPLE_S = 60.0
 SAMPLE_TIMEOUT_S = 30.0
 RECONCILE_BUDGETS = 8
 """HTTP timeouts one provider's reconciliation may take in all (its list alone gets 4)."""
+WATCHDOG_RETRY_S = 300.0
+"""How often a tick tries again to move a node watchdog that missed an extend."""
 ONE_SHOT_BUDGET_S = 120.0
 """How long a one-shot pass (cron) keeps driving sessions before it leaves them to the next."""
 
@@ -109,6 +112,8 @@ class Supervisor:
         """When a one-shot pass must be over (monotonic), while one runs."""
         self._checked: list[ProviderReconcile] = []
         """The providers a one-shot pass has reconciled so far."""
+        self._moved: dict[str, float] = {}
+        """When each session's node watchdog was last moved by a tick (monotonic)."""
         self.decided = asyncio.Event()
         """Set once `run` has tried the lease: from then on `holding` says acting or viewing."""
         self.recovered = asyncio.Event()
@@ -189,17 +194,15 @@ class Supervisor:
 
     async def tick(self, *, drive: bool, reconcile: bool | None = None) -> PassReport:
         """Enforce every rule once. `drive`: keep working on sessions in the background."""
-        watchdogs = self.lifecycle.readiness.watchdogs
         for session in await self.store.list_sessions(open_only=True):
             await self._deadlines(session)
-            if watchdogs.out_of_date(session):
-                await watchdogs.move(session)  # an extend that could not reach the node
         if self.budgets is not None:
             await self.budgets.enforce()
         reconciled: list[ProviderReconcile] = []
         if reconcile or (reconcile is None and self._reconcile_due()):
             reconciled = await self.reconcile()
         sessions = await self.store.list_sessions(open_only=True)
+        await self._move_watchdogs(sessions)
         await self._check_idle(sessions)
         work = [s.id for s in sessions if _needs_work(s)]
         if drive:
@@ -210,6 +213,27 @@ class Supervisor:
                 async with asyncio.timeout(self._left(ONE_SHOT_BUDGET_S)):
                     await asyncio.gather(*(self.lifecycle.drive(sid) for sid in work))
         return PassReport(sessions=len(sessions), reconciled=reconciled)
+
+    async def _move_watchdogs(self, sessions: list[Session]) -> None:
+        """Move node watchdogs whose deadline is not their session's (an extend that could
+        not reach the node, a start that now runs): together, bounded, each at most every
+        `WATCHDOG_RETRY_S`, so an unreachable node holds up nothing else."""
+        watchdogs = self.lifecycle.readiness.watchdogs
+        mono = self.clock.monotonic()
+        for gone in set(self._moved) - {s.id for s in sessions}:
+            del self._moved[gone]
+        due = [
+            s
+            for s in sessions
+            if watchdogs.out_of_date(s)
+            and mono - self._moved.get(s.id, -WATCHDOG_RETRY_S) >= WATCHDOG_RETRY_S
+        ]
+        for s in due:
+            self._moved[s.id] = mono
+        if due:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._left(ARM_TIMEOUT_S)):
+                    await asyncio.gather(*(watchdogs.move(s) for s in due))
 
     def _reconcile_due(self) -> bool:
         now = self.clock.monotonic()
@@ -503,7 +527,8 @@ class Supervisor:
                 self._left(self.settings.http_timeout_s * RECONCILE_BUDGETS)
             ):
                 checked = await self._reconcile_provider(name, adapter, mine)
-                self._checked.append(checked)
+                if self._pass_ends is not None:
+                    self._checked.append(checked)
                 return checked
         except TimeoutError:
             await self.lifecycle.alert(

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from gpushop_tui.config import Settings
 from gpushop_tui.core.provisioning import instance_key_path
-from gpushop_tui.core.rows import SessionRows
+from gpushop_tui.core.rows import ACTIVE, SessionRows
 from gpushop_tui.models import IdleAction, Session, SessionStatus, Severity, StoragePolicy
 from gpushop_tui.node import watchdog as node_watchdog
 from gpushop_tui.node.ssh import NodeAddress, NodeError, connect
@@ -26,6 +26,9 @@ from gpushop_tui.providers.base import Provider
 
 ARM_TIMEOUT_S = 60.0
 """How long arming or moving a watchdog may take (SSH, SFTP, one exec)."""
+STARTING_SLACK = timedelta(minutes=5)
+"""A starting session's node deadline is moved on once it is this close to what a session
+running from now would get (its reservation counts from when it runs)."""
 
 
 class Watchdogs:
@@ -46,19 +49,24 @@ class Watchdogs:
 
     def deadline(self, session: Session) -> datetime:
         """When the node ends the instance by itself: the reservation's end plus the grace
-        period, never past the hard max (whole seconds, as the node's clock counts)."""
+        period, never past the hard max (whole seconds, as the node's clock counts). A
+        starting session's reservation counts from when it runs: as if that were now."""
         grace = timedelta(minutes=self.settings.watchdog_grace_min)
-        at = min(session.expires_at + grace, session.hard_max_at)
-        return at.replace(microsecond=0)
+        ends = session.expires_at
+        if session.status == SessionStatus.STARTING:
+            now = self.rows.clock.now()
+            ends = max(ends, now + timedelta(hours=session.reservation_hours))
+        return min(ends + grace, session.hard_max_at).replace(microsecond=0)
 
     def out_of_date(self, session: Session) -> bool:
-        """An armed watchdog whose deadline is not the session's (an extend it missed)."""
+        """A watchdog (armed, or perhaps armed by a try that failed late) whose deadline is
+        not the session's: an extend it missed, or a start still waiting to run."""
         armed = session.watchdog_deadline
-        return (
-            armed is not None
-            and session.status in (SessionStatus.RUNNING, SessionStatus.STARTING)
-            and armed != self.deadline(session)
-        )
+        if armed is None or session.status not in ACTIVE:
+            return False
+        if session.status == SessionStatus.STARTING:
+            return armed + STARTING_SLACK < self.deadline(session)
+        return armed != self.deadline(session)
 
     def _plan(self, session: Session, adapter: Provider) -> node_watchdog.WatchdogPlan:
         """Destroy through the API with the instance key where the provider makes one (stop,
@@ -89,12 +97,8 @@ class Watchdogs:
         except ValueError as err:  # an id or URL the node's shell must not see
             return await self._failed(session, f"cannot arm it: {err}")
         key: str | None = None
-        if plan.action != "poweroff":
+        if plan.action != "poweroff":  # none kept: the node's own CONTAINER_API_KEY may do
             key = await asyncio.to_thread(_read_key, instance_key_path(Path(session.key_path)))
-            if key is None:
-                return await self._failed(
-                    session, "no instance-scoped API key was kept from the create call"
-                )
         try:
             async with asyncio.timeout(ARM_TIMEOUT_S):
                 conn = await connect(
@@ -103,7 +107,10 @@ class Watchdogs:
                 async with conn:
                     await node_watchdog.arm(conn, plan, key)
         except (NodeError, TimeoutError, OSError, ValueError) as err:
-            return await self._failed(session, f"arming failed: {err or 'timed out'}")
+            # the script may have started before the failure: later extends must move it too
+            return await self._failed(
+                session, f"arming failed: {err or 'timed out'}", maybe_armed=plan.deadline
+            )
         what = {
             "destroy": "destroys the instance",
             "stop": "stops the instance, its disk kept",
@@ -141,16 +148,17 @@ class Watchdogs:
         assert updated is not None
         return updated
 
-    async def _failed(self, session: Session, why: str) -> Session:
-        """Record why the watchdog is not as it should be; alert once per reason (the
-        supervisor retries a move every tick)."""
+    async def _failed(
+        self, session: Session, why: str, *, maybe_armed: datetime | None = None
+    ) -> Session:
+        """Record why the watchdog is not as it should be (and the deadline it may hold all the
+        same); alert once per reason (the supervisor retries a move every few minutes)."""
+        changes: dict[str, object] = {"watchdog_error": why}
+        if maybe_armed is not None:
+            changes["watchdog_deadline"] = maybe_armed
         updated = await self.rows.change(
             session.id,
-            lambda s: (
-                ({"watchdog_error": why}, f"node watchdog: {why}")
-                if s.watchdog_error != why
-                else None
-            ),
+            lambda s: (changes, f"node watchdog: {why}") if s.watchdog_error != why else None,
         )
         if session.watchdog_error == why:
             return updated or session

@@ -138,6 +138,11 @@ async def arm(
     """
     for path, (text, mode) in watchdog_files(plan, instance_key).items():
         await conn.write_file(path, text, mode)
+    await _start(conn, timeout_s)
+
+
+async def _start(conn: WatchdogNode, timeout_s: float) -> None:
+    """`sh .gpushop/watchdog.sh start`; NodeError with its stderr when it exits non-zero."""
     result = await conn.run(START_COMMAND, timeout_s=timeout_s)
     if result.exit_status != 0:
         said = result.stderr.strip() or result.stdout.strip() or "no output"
@@ -146,9 +151,11 @@ async def arm(
         )
 
 
-async def move(conn: WatchdogNode, deadline: datetime) -> None:
-    """Move the armed watchdog's deadline (it reads the file at its next check)."""
+async def move(conn: WatchdogNode, deadline: datetime, *, timeout_s: float = 30.0) -> None:
+    """Move the armed watchdog's deadline (it reads the file at its next check), and start its
+    loop again should the node have lost it (a reboot): `start` does nothing while it runs."""
     await conn.write_file(DEADLINE_FILE, deadline_text(deadline), 0o600)
+    await _start(conn, timeout_s)
 
 
 def script() -> str:
@@ -171,6 +178,8 @@ _SCRIPT = """\
 #                                   disk kept (a session meant to keep its disk), then exit;
 #                                   poweroff = `sudo -n poweroff`, else `poweroff`. A failure is
 #                                   retried every GPUSHOP_RETRY_S (60) seconds, for ever.
+#   `start` refuses (exit 1, a line on stderr) a watchdog that could not act: no curl or no key
+#   for the API, or for poweroff neither root (GPUSHOP_UID, else `id -u`) nor passwordless sudo.
 # Each event is one line in .gpushop/watchdog.log, UTC timestamps first; the key never is.
 cd "$(dirname "$0")/.." || exit 1
 session='' action='' api='' instance='' deadline='' bad_deadline=''
@@ -238,10 +247,13 @@ call_api() {  # call_api METHOD BODY DONE DOING: one API call on this instance w
     say "cannot $4 instance $instance: no CONTAINER_API_KEY and no .gpushop/instance_key"
     return 1
   fi
-  if answer=$(curl -fsS -m 30 -X "$1" -H "Authorization: Bearer $key" \\
-      -H 'Content-Type: application/json' -d "$2" "$api/instances/$instance/" 2>&1); then
-    say "$3 instance $instance: $(one_line "$answer" "$key")"
-    return 0
+  # the key goes to curl on its stdin (printf is a builtin): never on a command line in `ps`
+  if answer=$(printf 'header = "Authorization: Bearer %s"\n' "$key" | curl -fsS -m 30 -K - \\
+      -X "$1" -H 'Content-Type: application/json' -d "$2" "$api/instances/$instance/" 2>&1); then
+    case "$answer" in
+      *'"success": false'*|*'"success":false'*) ;;  # Vast's refusals often come with HTTP 200
+      *) say "$3 instance $instance: $(one_line "$answer" "$key")"; return 0 ;;
+    esac
   fi
   say "$4 instance $instance failed, retrying in ${retry_s}s: $(one_line "$answer" "$key")"
   return 1
@@ -290,8 +302,18 @@ start() {
     exit 0
   fi
   load_env || { echo "gpushop watchdog: .gpushop/watchdog.env is missing" >&2; exit 1; }
-  case "$action" in
-    destroy|stop|poweroff) ;;
+  case "$action" in  # refuse to start what could not act at the deadline: said, not armed
+    destroy|stop)
+      command -v curl >/dev/null 2>&1 || { echo "gpushop watchdog: curl is missing" >&2; exit 1; }
+      if [ -z "${CONTAINER_API_KEY:-}" ] && [ ! -s .gpushop/instance_key ]; then
+        echo "gpushop watchdog: no instance key (CONTAINER_API_KEY or .gpushop/instance_key)" >&2
+        exit 1
+      fi ;;
+    poweroff)
+      if [ "${GPUSHOP_UID:-$(id -u)}" != 0 ] && ! sudo -n true >/dev/null 2>&1; then
+        echo "gpushop watchdog: cannot power off: not root and no passwordless sudo" >&2
+        exit 1
+      fi ;;
     *) echo "gpushop watchdog: unknown action '$action' in .gpushop/watchdog.env" >&2; exit 1 ;;
   esac
   if command -v setsid >/dev/null 2>&1; then

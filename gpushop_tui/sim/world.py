@@ -272,6 +272,9 @@ class SimWatchdog:
             return False
         shown = " ".join(answer.text.split())[:200]
         self.log(now, f"{action}: {method} {url} -> {answer.status_code} {shown}")
+        refused = '"success": false' in answer.text or '"success":false' in answer.text
+        if refused:  # as the script reads Vast's refusals that come with HTTP 200
+            return False
         return answer.is_success
 
 

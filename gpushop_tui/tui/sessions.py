@@ -91,6 +91,11 @@ STATUS_TONE = {
     Status.ENDED: "muted",
     Status.FAILED: "danger",
 }
+NODE_WATCHDOG = "node watchdog: "
+"""How the core's kill paths name the node's own watchdog (the supervisor's path the panel says
+from the app's live lease instead)."""
+NOT_ARMED = f"{NODE_WATCHDOG}not "
+"""A node watchdog kill path that says the watchdog is not armed as it should be."""
 BY = "operator (tui)"
 """Who asked, in the audit log, for a stop or a start from this pane."""
 
@@ -303,7 +308,8 @@ def money_text(view: SessionView, now: datetime) -> Text:
 def deadlines_text(
     view: SessionView, now: datetime, variables: dict[str, str], supervisor: str
 ) -> Text:
-    """Each deadline the supervisor enforces on this session, when, and what it does then."""
+    """Each deadline the supervisor enforces on this session, when, and what it does then; and
+    what ends the instance if nobody does."""
     session = view.session
     done = f"done: {done_outcome(session)}"
     lines: list[tuple[str, Text | str]] = []
@@ -327,8 +333,23 @@ def deadlines_text(
         at = fmt.local_time(session.hard_max_at, now)
         then = f" (at {at}) · then force delete, whatever the storage policy"
         lines.append(("hard max", hard_max.append(then)))
-    lines.append(("enforcer", supervisor))
+    lines += kill_path_lines(view, supervisor, variables)
     return labelled(lines)
+
+
+def kill_path_lines(
+    view: SessionView, supervisor: str, variables: dict[str, str]
+) -> list[tuple[str, Text | str]]:
+    """What ends the instance if nobody does, one line each: who supervises (as this app knows
+    it now, fresher than the view's lease), then the node's own watchdog in the core's words, a
+    watchdog not armed as it should be in the warning colour."""
+    node = [path for path in view.kill_paths if path.startswith(NODE_WATCHDOG)]
+    lines: list[Text | str] = [supervisor]
+    lines += [
+        cell_text((path, "warning"), variables) if path.startswith(NOT_ARMED) else path
+        for path in node
+    ]
+    return [("kill path" if n == 0 else "", line) for n, line in enumerate(lines)]
 
 
 def node_text(

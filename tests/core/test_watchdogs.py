@@ -15,7 +15,9 @@ import pytest
 
 from gpushop_tui.core.provisioning import instance_key_path
 from gpushop_tui.logs import configure_logging
-from gpushop_tui.models import InstanceState, Session, SessionStatus, StoragePolicy
+from gpushop_tui.models import InstanceState, Session, SessionStatus, StoragePolicy, WorkloadSpec
+from gpushop_tui.node import watchdog as node_watchdog
+from gpushop_tui.node.ssh import NodeError
 from tests.core.market import Market, open_market
 
 GRACE = timedelta(minutes=10)
@@ -111,18 +113,74 @@ async def test_a_session_meant_to_keep_its_disk_is_stopped_by_its_node_not_destr
 
 
 async def test_a_node_that_cannot_be_armed_says_so_loudly_and_stays_usable(
-    market: Market,
+    market: Market, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    async def refused(*args: object, **kwargs: object) -> None:
+        raise NodeError("command", "starting the node watchdog exited with 1: curl is missing")
+
+    monkeypatch.setattr(node_watchdog, "arm", refused)
     session = await market.provision(await market.offer("vastai"))
-    assert session.key_path is not None
-    instance_key_path(Path(session.key_path)).unlink()  # the create's key was not kept
     running = await market.until(session.id, lambda s: s.status == SessionStatus.RUNNING)
-    assert running.watchdog_deadline is None and running.watchdog_error is not None
-    assert "no instance-scoped API key" in running.watchdog_error
+    assert running.watchdog_error is not None and "curl is missing" in running.watchdog_error
+    # the loop may have started before the failure: the deadline it would hold is kept, so
+    # that an extend moves it all the same
+    assert running.watchdog_deadline == (running.expires_at + GRACE).replace(microsecond=0)
     alerts = [e.data.get("alert") for e in await market.audit(session.id) if e.kind == "alert"]
-    assert "watchdog_not_armed" in alerts
+    assert alerts.count("watchdog_not_armed") == 1
     view = await market.shopper.view_of(running)
     assert any("node watchdog: not as it should be" in path for path in view.kill_paths)
+
+
+async def test_an_extend_while_the_workload_loads_moves_the_nodes_deadline(
+    market: Market,
+) -> None:
+    spec = WorkloadSpec(kind="llm", model="llama3.2:1b", benchmark=False)
+    session = await market.provision(await market.offer("vastai"), workload=spec)
+    loading = await market.until(session.id, lambda s: s.workload_started_at is not None)
+    assert loading.status == SessionStatus.PROVISIONING and loading.watchdog_deadline is not None
+    extended = await market.run(market.shopper.extend(session.id, 1))
+    assert extended.watchdog_deadline == (extended.expires_at + GRACE).replace(microsecond=0)
+    assert market.world.watchdogs[("vastai", extended.instance_id)].read_deadline(0) == (
+        extended.watchdog_deadline.timestamp()  # type: ignore[union-attr]
+    )
+
+
+async def test_a_move_that_failed_is_retried_by_the_supervisor(
+    market: Market, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running = await market.running(await market.offer("vastai"))
+    real_move = node_watchdog.move
+
+    async def unreachable(*args: object, **kwargs: object) -> None:
+        raise NodeError("connect", "the node did not answer")
+
+    monkeypatch.setattr(node_watchdog, "move", unreachable)
+    extended = await market.run(market.shopper.extend(running.id, 1))
+    assert extended.watchdog_deadline == running.watchdog_deadline  # still the old one
+    assert extended.watchdog_error is not None and "still acts at" in extended.watchdog_error
+    monkeypatch.setattr(node_watchdog, "move", real_move)
+    await market.tick()
+    moved = await market.shopper.session(running.id)
+    assert moved.watchdog_deadline == (moved.expires_at + GRACE).replace(microsecond=0)
+    assert moved.watchdog_error is None
+
+
+async def test_a_starting_session_is_armed_for_a_reservation_counted_from_when_it_runs(
+    market: Market,
+) -> None:
+    spec = WorkloadSpec(kind="llm", model="llama3.2:1b", benchmark=False)
+    running = await market.running(await market.offer("vastai"), hours=0.25, workload=spec)
+    await market.shopper.stop(running.id, by="operator (test)")
+    await market.until(running.id, lambda s: s.status == SessionStatus.STOPPED)
+    await market.advance(3600, step_s=600)
+    await market.shopper.start(running.id, by="operator (test)")
+    loading = await market.until(running.id, lambda s: s.workload_started_at is not None)
+    assert loading.status == SessionStatus.STARTING and loading.watchdog_deadline is not None
+    # armed while the workload loads: not from when the start was asked, but as if it ran now
+    at_least = market.clock.now() + timedelta(minutes=15) + GRACE - timedelta(seconds=1)
+    assert loading.watchdog_deadline >= at_least.replace(microsecond=0)
+    again = await market.until(running.id, lambda s: s.status == SessionStatus.RUNNING)
+    assert again.watchdog_deadline == (again.expires_at + GRACE).replace(microsecond=0)
 
 
 async def test_a_started_session_is_armed_again_and_a_stopped_one_is_not(market: Market) -> None:

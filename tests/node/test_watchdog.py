@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import shlex
+import shutil
 import signal
 import stat
 import subprocess
@@ -147,7 +148,7 @@ async def test_arm_writes_then_starts_and_a_failed_start_raises_with_its_stderr(
     assert node.commands == [START_COMMAND]
     await move(node, PAST)
     assert node.written == [*armed, (DEADLINE_FILE, 0o600)]  # a move only rewrites the deadline
-    assert node.commands == [START_COMMAND]
+    assert node.commands == [START_COMMAND, START_COMMAND]  # and restarts a loop a reboot lost
 
     failing = _Recording(rc=2)
     with pytest.raises(NodeError) as caught:
@@ -166,6 +167,12 @@ _RECORDER = """\
 {{ echo '[{tool}]'; for arg in "$@"; do printf '%s\\n' "$arg"; done; }} >>{calls}
 """
 _CURL = """\
+case "$*" in *"-K -"*) sed 's/^/stdin: /' >>{calls} ;; esac
+if [ -s {refuses} ]; then
+  rm -f {refuses}
+  echo '{{"success": false, "error": "rate_limit_exceeded"}}'
+  exit 0
+fi
 n=$(cat {fails} 2>/dev/null || echo 0)
 if [ "$n" -gt 0 ]; then
   echo $((n - 1)) >{fails}
@@ -256,7 +263,14 @@ async def node(real_sshd: RealSshd, tmp_path: Path) -> AsyncIterator[_Node]:
     stubs.mkdir()
     calls = shlex.quote(str(stubs / "calls"))
     for tool, extra in [
-        ("curl", _CURL.format(fails=shlex.quote(str(stubs / "curl.fails")))),
+        (
+            "curl",
+            _CURL.format(
+                fails=shlex.quote(str(stubs / "curl.fails")),
+                refuses=shlex.quote(str(stubs / "curl.refuses")),
+                calls=calls,
+            ),
+        ),
         ("sudo", _SUDO.format(rc=shlex.quote(str(stubs / "sudo.rc")))),
         ("poweroff", ""),
     ]:
@@ -291,20 +305,20 @@ async def test_a_passed_deadline_destroys_with_the_key_file_retrying_a_failure(
         "-fsS",
         "-m",
         "30",
+        "-K",
+        "-",
         "-X",
         "DELETE",
-        "-H",
-        f"Authorization: Bearer {KEY}",
         "-H",
         "Content-Type: application/json",
         "-d",
         "{}",
         f"{API}/instances/{INSTANCE}/",
+        f'stdin: header = "Authorization: Bearer {KEY}"',  # never on a command line (ps)
     ]
     assert node.calls() == [("curl", request), ("curl", request)]
     log = node.log()
     assert KEY not in log
-    assert "Bearer [key]" in log  # the stand-in echoes its arguments: the log redacts the key
     assert "destroying instance 4242 failed, retrying in 1s: curl: (22)" in log
     assert "watching session s-1" in log
     assert all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ", line) for line in log.splitlines())
@@ -327,16 +341,53 @@ async def test_a_stop_plan_asks_the_api_to_stop_the_instance_keeping_its_disk(
     await node.until(lambda: "stopped instance" in node.log(), "the stop")
     await node.until(lambda: not _loops(node.root), "the loop exiting after the stop")
     ((tool, args),) = node.calls()
-    assert tool == "curl" and args[3:5] == ["-X", "PUT"]
-    assert args[-3:] == ["-d", '{"state":"stopped"}', f"{API}/instances/{INSTANCE}/"]
-    assert f"Authorization: Bearer {KEY}" in args and KEY not in node.log()
+    assert tool == "curl" and args[5:7] == ["-X", "PUT"]
+    assert args[-4:-1] == ["-d", '{"state":"stopped"}', f"{API}/instances/{INSTANCE}/"]
+    assert args[-1] == f'stdin: header = "Authorization: Bearer {KEY}"' and KEY not in node.log()
+
+
+async def test_a_refusal_with_http_200_is_retried_not_taken_for_done(node: _Node) -> None:
+    (node.stubs / "curl.refuses").write_text("1", encoding="utf-8")
+    await arm(node, _destroy(), KEY)
+    await node.until(lambda: "destroyed instance" in node.log(), "the destroy after a refusal")
+    assert [tool for tool, _ in node.calls()] == ["curl", "curl"]
+    assert "destroying instance 4242 failed" in node.log()
+
+
+@pytest.mark.parametrize(
+    ("plan", "missing", "said"),
+    [
+        ("destroy", "curl", "curl is missing"),
+        ("destroy", "key", "no instance key"),
+        ("poweroff", "sudo", "not root and no passwordless sudo"),
+    ],
+)
+async def test_a_watchdog_that_could_not_act_refuses_to_start(
+    node: _Node, plan: str, missing: str, said: str
+) -> None:
+    if missing == "curl":  # a PATH with the shell's tools but no curl at all
+        bare = node.stubs / "bare"
+        bare.mkdir()
+        tools = ("sh", "cat", "grep", "id", "kill", "flock", "setsid", "nohup", "date", "dirname")
+        for tool in tools:
+            found = shutil.which(tool)
+            if found is not None:
+                (bare / tool).symlink_to(found)
+        node.env["PATH"] = str(bare)
+    if missing == "sudo":
+        (node.stubs / "sudo.rc").write_text("1", encoding="utf-8")
+        node.env["GPUSHOP_UID"] = "1000"
+    chosen = _destroy() if plan == "destroy" else WatchdogPlan("s-1", "poweroff", PAST)
+    with pytest.raises(NodeError, match=said):
+        await arm(node, chosen, None if missing == "key" else KEY)
+    assert not _loops(node.root)
 
 
 async def test_the_container_key_wins_over_the_key_file(node: _Node) -> None:
     node.env["CONTAINER_API_KEY"] = "k-from-the-container"
     await arm(node, _destroy(), KEY)
     await node.until(lambda: "destroyed instance" in node.log(), "the destroy")
-    assert node.calls()[0][1][6] == "Authorization: Bearer k-from-the-container"
+    assert node.calls()[0][1][-1] == 'stdin: header = "Authorization: Bearer k-from-the-container"'
     assert "k-from-the-container" not in node.log()
 
 

@@ -466,7 +466,7 @@ async def test_the_detail_panel_follows_the_cursor_and_ticks(
         hard_max = detail_line(pane, "hard max")
         assert hard_max.startswith(fmt.countdown(first.hard_max_at, now))
         assert "then force delete, whatever the storage policy" in hard_max
-        assert detail_line(pane, "enforcer").startswith("this gpushop supervises")
+        assert detail_line(pane, "kill path").startswith("this gpushop supervises")
         events = await ride.shopper.audit_log(first.id, limit=3)
         lines = pane.detail.text.splitlines()
         assert [line[10:] for line in lines[-3:]] == [

@@ -281,12 +281,14 @@ def _stretch_json(stretch: PowerStretch) -> dict[str, Any]:
 
 def _session_json(view: SessionView, now: datetime) -> dict[str, Any]:
     """A session as JSON: the stored row (`status` its raw word), plus how every face says the
-    status, what a kept disk bills and until when, and each power cycle as of `now`."""
+    status, what a kept disk bills and until when, each power cycle as of `now`, and what
+    ends the instance if nobody does (its kill paths)."""
     data: dict[str, Any] = view.session.model_dump(mode="json", exclude={"offer": {"raw"}})
     data["status_words"] = view.status_words
     data["keep_until"] = _TIME.dump_python(view.keep_until, mode="json")
     data["disk_usd_per_day"] = rounded(view.disk_usd_per_day)
     data["cycles"] = [_stretch_json(stretch) for stretch in view.cycles(now)]
+    data["kill_paths"] = view.kill_paths
     return data
 
 
@@ -312,6 +314,8 @@ async def _print_outcome(shopper: Shopper, session: Session, output: str) -> Non
     if session.endpoint_public:
         token = f"the token: gpushop sessions endpoint {session.id} --token"
         pairs.append(("public", f"{session.endpoint_public} ({token})"))
+    if session.watchdog_error:
+        pairs.append(("node watchdog", f"not armed as it should be: {session.watchdog_error}"))
     if session.error:
         pairs.append(("error", session.error))
     print_pairs(pairs)
@@ -419,8 +423,16 @@ async def _sessions_get(shopper: Shopper, args: argparse.Namespace) -> int:
         (f"cycle {number}", _stretch_words(stretch))
         for number, stretch in enumerate(view.cycles(now), start=1)
     ]
+    pairs += _kill_path_pairs(view.kill_paths)
     print_pairs(pairs)
     return 0
+
+
+def _kill_path_pairs(paths: list[str]) -> list[tuple[str, str]]:
+    """The "kill paths" block of `sessions get`: one line per path, the name on the first."""
+    if not paths:
+        return [("kill paths", "-")]
+    return [("kill paths" if number == 0 else "", path) for number, path in enumerate(paths)]
 
 
 def _stretch_words(stretch: PowerStretch) -> str:
