@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -21,11 +22,13 @@ from gpushop_tui.core.provisioning import instance_key_path
 from gpushop_tui.core.rows import ACTIVE, SessionRows
 from gpushop_tui.models import IdleAction, Session, SessionStatus, Severity, StoragePolicy
 from gpushop_tui.node import watchdog as node_watchdog
-from gpushop_tui.node.ssh import NodeAddress, NodeError, connect
+from gpushop_tui.node.ssh import NodeAddress, NodeConnection, NodeError, connect
 from gpushop_tui.providers.base import Provider
 
 ARM_TIMEOUT_S = 60.0
 """How long arming or moving a watchdog may take (SSH, SFTP, one exec)."""
+SKEW_TOLERANCE_S = 30
+"""A node clock off by more than this gets its deadline written in its own time."""
 STARTING_SLACK = timedelta(minutes=5)
 """A starting session's node deadline is moved on once it is this close to what a session
 running from now would get (its reservation counts from when it runs)."""
@@ -105,7 +108,9 @@ class Watchdogs:
                     self.address(session), timeout_s=self.settings.ssh_connect_timeout_s
                 )
                 async with conn:
-                    await node_watchdog.arm(conn, plan, key)
+                    skew = await _skew(conn, self.rows.clock.now())
+                    node_plan = replace(plan, deadline=plan.deadline + timedelta(seconds=skew))
+                    await node_watchdog.arm(conn, node_plan, key)
         except (NodeError, TimeoutError, OSError, ValueError) as err:
             # the script may have started before the failure: later extends must move it too
             return await self._failed(
@@ -117,7 +122,9 @@ class Watchdogs:
             "poweroff": "powers the VM off",
         }[plan.action]
         return await self._armed(
-            session.id, plan.deadline, f"node watchdog armed: {what} at {plan.deadline:%H:%M} UTC"
+            session.id,
+            plan.deadline,
+            f"node watchdog armed: {what} at {plan.deadline:%H:%M} UTC{_skew_words(skew)}",
         )
 
     async def move(self, session: Session) -> Session:
@@ -129,7 +136,8 @@ class Watchdogs:
                     self.address(session), timeout_s=self.settings.ssh_connect_timeout_s
                 )
                 async with conn:
-                    await node_watchdog.move(conn, deadline)
+                    skew = await _skew(conn, self.rows.clock.now())
+                    await node_watchdog.move(conn, deadline + timedelta(seconds=skew))
         except (NodeError, TimeoutError, OSError) as err:
             return await self._failed(
                 session,
@@ -137,7 +145,9 @@ class Watchdogs:
                 f"still acts at {session.watchdog_deadline:%Y-%m-%d %H:%M} UTC",
             )
         return await self._armed(
-            session.id, deadline, f"node watchdog moved to {deadline:%Y-%m-%d %H:%M} UTC"
+            session.id,
+            deadline,
+            f"node watchdog moved to {deadline:%Y-%m-%d %H:%M} UTC{_skew_words(skew)}",
         )
 
     async def _armed(self, session_id: str, deadline: datetime, message: str) -> Session:
@@ -146,6 +156,7 @@ class Watchdogs:
             lambda s: ({"watchdog_deadline": deadline, "watchdog_error": None}, message),
         )
         assert updated is not None
+        await self.rows.progress(updated, message)  # in the session's timeline
         return updated
 
     async def _failed(
@@ -170,6 +181,20 @@ class Watchdogs:
             Severity.ERROR,
         )
         return updated or session
+
+
+async def _skew(conn: NodeConnection, now: datetime) -> int:
+    """How far the node's clock is ahead of ours (behind: negative), in whole seconds; 0
+    within `SKEW_TOLERANCE_S` (the SSH round trip and NTP's own error)."""
+    skew = await node_watchdog.node_clock(conn) - round(now.timestamp())
+    return skew if abs(skew) > SKEW_TOLERANCE_S else 0
+
+
+def _skew_words(skew: int) -> str:
+    if not skew:
+        return ""
+    side = "ahead of" if skew > 0 else "behind"
+    return f" (the node's clock is {abs(skew)} s {side} ours: written in its own time)"
 
 
 def _read_key(path: Path) -> str | None:

@@ -31,6 +31,8 @@ LOG_FILE = f"{WORKLOAD_DIR}/watchdog.log"
 PID_FILE = f"{WORKLOAD_DIR}/watchdog.pid"
 START_COMMAND = f"sh {SCRIPT_FILE} start"
 """The one exec request that starts the watchdog (rc 0 = started or already running)."""
+CLOCK_COMMAND = "date +%s"
+"""The one exec that reads the node's clock."""
 
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _API_BASE = re.compile(
@@ -149,6 +151,16 @@ async def _start(conn: WatchdogNode, timeout_s: float) -> None:
         raise NodeError(
             "command", f"starting the node watchdog exited with {result.exit_status}: {said[-300:]}"
         )
+
+
+async def node_clock(conn: WatchdogNode, *, timeout_s: float = 30.0) -> int:
+    """The node's own clock, epoch seconds (`date +%s`): the watchdog compares its deadline
+    with it, so a node whose clock is off gets its deadline in its own time."""
+    result = await conn.run(CLOCK_COMMAND, timeout_s=timeout_s)
+    text = result.stdout.strip()
+    if result.exit_status != 0 or not text.isdigit():
+        raise NodeError("command", f"reading the node's clock failed: {text or result.stderr}")
+    return int(text)
 
 
 async def move(conn: WatchdogNode, deadline: datetime, *, timeout_s: float = 30.0) -> None:

@@ -71,6 +71,9 @@ class NodeFaults:
     workload_dies_after_s: float | None = None
     """Workloads launched from now on exit after serving this long (world clock): their phase
     becomes `failed: the server exited` and their port is closed."""
+    clock_skew_s: float = 0.0
+    """Nodes' clocks run this many seconds ahead of the world's (behind, if negative): what
+    `date +%s` answers and what their watchdogs compare their deadline with."""
     workload_wrong_token: bool = False
     """vLLM workloads launched from now on expect another token: every authed request is 401."""
     start_never_completes: bool = False

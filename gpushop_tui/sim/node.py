@@ -529,6 +529,7 @@ class _Shell:
             "w": self._who,
             "ss": self._ss,
             "hostname": self._hostname,
+            "date": self._date,
             "uname": self._uname,
             "whoami": self._whoami,
             "nproc": self._simple("32\n"),
@@ -688,6 +689,13 @@ class _Shell:
         if args and args[0] == "-n":
             newline, args = "", args[1:]
         return " ".join(args) + newline, "", 0
+
+    async def _date(self, args: list[str], stdin: str) -> Result:
+        """`date +%s` (the node's clock: the world's, plus any `clock_skew_s` fault)."""
+        if args != ["+%s"]:
+            return "", "date: the simulated node answers only `date +%s`\n", 1
+        skew = self.nodes.world.faults.node(self.i.provider).clock_skew_s
+        return f"{int(self._now() + skew)}\n", "", 0
 
     async def _whoami(self, args: list[str], stdin: str) -> Result:
         return self.i.ssh_user + "\n", "", 0

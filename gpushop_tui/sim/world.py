@@ -500,7 +500,8 @@ class World:
                 if instance is None or instance.phase(now) in ("stopped", "destroyed"):
                     self.watchdogs.pop(ident, None)
                     continue
-                if dog.read_deadline(now) > now or now < dog.next_try:
+                on_node = now + self.faults.node(ident[0]).clock_skew_s  # the node's own clock
+                if dog.read_deadline(now) > on_node or now < dog.next_try:
                     continue
                 if dog.action == "poweroff":
                     dog.log(now, "deadline passed: poweroff")
@@ -519,7 +520,11 @@ class World:
         end = self.now() + seconds
         while True:
             now = self.now()
-            due = [d for d in (w.read_deadline(now) for w in self.watchdogs.values()) if d > now]
+            due = [
+                d
+                for (provider, _), w in self.watchdogs.items()
+                if (d := w.read_deadline(now) - self.faults.node(provider).clock_skew_s) > now
+            ]
             step_to = min([end, *due])
             await clock.advance(step_to - now)
             await self.fire_watchdogs()

@@ -218,3 +218,24 @@ async def test_the_instance_key_reaches_the_node_but_never_the_database_or_the_l
     assert key.encode() not in stored
     assert key not in paths.log_file.read_text()
     assert key not in repr(await market.shopper.session(running.id))
+
+
+async def test_a_node_whose_clock_runs_ahead_still_ends_its_instance_at_our_deadline(
+    market: Market,
+) -> None:
+    market.world.faults.node("vastai").clock_skew_s = 900  # 15 min ahead: more than the grace
+    running = await market.running(await market.offer("vastai"), hours=1)
+    assert running.watchdog_deadline is not None
+    node_file = market.world.nodes._root(market.instance(running)) / ".gpushop" / "deadline"
+    assert int(node_file.read_text()) == running.watchdog_deadline.timestamp() + 900
+    said = [e.message for e in await market.audit(running.id)]
+    assert any("the node's clock is 900 s ahead of ours" in m for m in said)
+    await operator_gone(market)
+    await market.clock.advance(
+        (running.watchdog_deadline - market.clock.now()).total_seconds() - 60
+    )
+    await provider_request(market)
+    assert market.instance(running).phase(market.world.now()) == "running"  # not 15 min early
+    await market.clock.advance(61)
+    await provider_request(market)
+    assert market.instance(running).phase(market.world.now()) == "destroyed"
