@@ -104,6 +104,8 @@ class Lifecycle:
             settings=settings,
             inventory=inventory,
             ensure_driven=self.ensure_driven,
+            creating=self.creating,
+            adopt=self.record_instance,
         )
         self.readiness = Readiness(
             rows=self.rows,

@@ -6,8 +6,8 @@ queue keeps trying, backing off and escalating alerts, but never gives up.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from datetime import timedelta
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from gpushop_tui.config import Settings
@@ -52,6 +52,8 @@ class Teardown:
         settings: Settings,
         inventory: Inventory,
         ensure_driven: Callable[[str], None],
+        creating: Callable[[str], bool],
+        adopt: Callable[[str, str, datetime], Awaitable[None]],
     ) -> None:
         self.rows = rows
         self.providers = providers
@@ -59,6 +61,10 @@ class Teardown:
         self.inventory = inventory
         self._ensure_driven = ensure_driven
         """Starts this process's drive loop for a session that now wants teardown."""
+        self._creating = creating
+        """Whether this process has the session's create call in flight."""
+        self._adopt = adopt
+        """Commits an instance id found for a session (`Provisioning.record_instance`)."""
 
     # ------------------------------------------------------------------ ending a session
 
@@ -231,7 +237,7 @@ class Teardown:
             )
             return Step(60.0, f"{session.provider} has no credential")
         if session.instance_id is None:
-            return Step(30.0, "waiting to learn the instance id (create call or reconciliation)")
+            return await self._look_up(session, adapter)
         now = self.rows.clock.now()
         if session.next_destroy_at is not None and now < session.next_destroy_at:
             return Step((session.next_destroy_at - now).total_seconds(), None)
@@ -264,6 +270,23 @@ class Teardown:
                 Severity.WARNING,
             )
         return await self._destroy_step(session, adapter)
+
+    async def _look_up(self, session: Session, adapter: Provider) -> Step:
+        """A session to end whose instance id is not known here: wait for this process's own
+        create call, else find the instance by its label in the provider's list (a one-shot
+        that rented it exited before the provider named it), so the end does not wait for a
+        reconciliation."""
+        if self._creating(session.id):
+            return Step(1.0, "waiting for the provider's create call to name the instance")
+        try:
+            listed = await adapter.list_ours()
+        except ProviderError as err:
+            return Step(30.0, f"waiting to learn the instance id (its list failed: {err.message})")
+        found = [status for status in listed if status.label == session.label]
+        if not found:
+            return Step(30.0, "waiting to learn the instance id (not listed yet; still looking)")
+        await self._adopt(session.id, found[0].instance_id, session.state_entered_at)
+        return Step()
 
     async def _destroy_step(self, session: Session, adapter: Provider) -> Step | None:
         instance_id = session.instance_id

@@ -196,3 +196,25 @@ async def test_the_stuck_in_provisioning_backstop_fails_an_undriven_session(
     assert failed.status == SessionStatus.FAILED
     assert "stuck in provisioning" in (failed.error or "")
     assert market.instance(failed).destroyed_at is not None
+
+
+async def test_ending_a_session_whose_creator_left_before_its_id_finds_it_by_label(
+    market: Market,
+) -> None:
+    rented = await market.provision(await market.offer("bluelobster"))
+    await market.reopen()  # that one-shot exits before the provider named its instance:
+    stored = await market.shopper.session(rented.id)
+    await market.shopper._store.update_session(  # the row as such a crash leaves it
+        rented.id,
+        {"version": stored.version},
+        instance_id=None,
+        instance=InstanceState.CREATING,
+        state_entered_at=market.clock.now(),
+    )
+    session = await market.shopper.session(rented.id)
+    asked = market.clock.now()
+    await market.shopper.done(session.id)
+    gone = await market.until(session.id, lambda s: s.closed)
+    assert gone.instance_id is not None and market.instance(gone).destroyed_at is not None
+    destroying = [e for e in await market.audit(session.id) if e.message.startswith("destroying")]
+    assert (destroying[0].at - asked).total_seconds() < 5  # at once, not a reconciliation later
