@@ -324,6 +324,16 @@ class Session(_Model):
     version: int = Field(default=0, ge=0, description="Bumped by every stored change.")
 
     @property
+    def meant_to_keep_disk(self) -> bool:
+        """Whether its ends (`done`, a deadline, the idle policy) stop it and keep its disk:
+        rented with the keep storage policy, or to be stopped when idle."""
+        return self.storage_policy == StoragePolicy.KEEP or self.idle_action == IdleAction.STOP
+
+    def kept_days(self, default: float) -> float:
+        """Days a stop keeps its disk: its own, else `default` (the keep_days setting)."""
+        return self.keep_days if self.keep_days is not None else default
+
+    @property
     def closed(self) -> bool:
         """Closed only when terminal and nothing exists at the provider; else supervised."""
         return self.status.terminal and self.instance.absent

@@ -107,12 +107,6 @@ def _repeated(existing: Session, request: ProvisionRequest) -> Rental:
     return Rental(existing, created=False)
 
 
-def _keeps_disk(session: Session) -> bool:
-    """Whether the session may be stopped with its disk kept (by `done` or the idle policy),
-    which only a provider that can stop allows."""
-    return session.storage_policy == StoragePolicy.KEEP or session.idle_action == IdleAction.STOP
-
-
 class Provisioning:
     """Turns a `ProvisionRequest` into a session and its provider instance."""
 
@@ -468,7 +462,7 @@ class Provisioning:
         spec = session.workload_spec
         return (
             adapter is not None
-            and (adapter.can_stop or not _keeps_disk(session))
+            and (adapter.can_stop or not session.meant_to_keep_disk)
             and (spec is None or spec.image is None or adapter.INFO.capabilities.runs_images)
         )
 

@@ -392,12 +392,16 @@ class Shopper:
         found = await self.sessions(
             consumer=consumer, status=status, open_only=open_only, provider=provider, limit=limit
         )
-        return [await self.view_of(session) for session in found]
+        lease = await self._supervisor.lease()  # once for the list, not once a row
+        return [self._view(session, lease) for session in found]
 
     async def view_of(self, session: Session) -> SessionView:
         """The view of a session already read."""
+        return self._view(session, None if session.closed else await self._supervisor.lease())
+
+    def _view(self, session: Session, lease: Lease | None) -> SessionView:
+        """The view of `session`, with `lease` the supervisor lease as read for it."""
         reading = self._supervisor.samples.get(session.id)
-        lease = None if session.closed else await self._supervisor.lease()
         adapter = self._providers.get(session.provider)
         stopped_rate = (
             adapter.stopped_price_per_hour(session.offer)
@@ -408,11 +412,9 @@ class Shopper:
             session=session,
             ssh_command=self._ssh_command(session),
             node=NodeReading(*reading) if reading is not None else None,
-            keep_days=session.keep_days
-            if session.keep_days is not None
-            else self.settings.keep_days,
+            keep_days=session.kept_days(self.settings.keep_days),
             stopped_usd_per_day=None if stopped_rate is None else stopped_rate * 24,
-            supervisor=None if lease is None else lease.holder,
+            supervisor=None if lease is None or session.closed else lease.holder,
         )
 
     def _ssh_command(self, session: Session) -> str | None:

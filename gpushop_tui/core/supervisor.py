@@ -38,7 +38,6 @@ from gpushop_tui.models import (
     Session,
     SessionStatus,
     Severity,
-    StoragePolicy,
 )
 from gpushop_tui.node import probes
 from gpushop_tui.node import workloads as node_workloads
@@ -323,8 +322,7 @@ class Supervisor:
         """Whether the session's end by a deadline stops it and keeps its disk: its storage
         policy says keep, or it is powered off when idle (and so was meant to come back)."""
         adapter = self.lifecycle.adapter(s.provider)
-        wants = s.storage_policy == StoragePolicy.KEEP or s.idle_action == IdleAction.STOP
-        return wants and adapter is not None and adapter.can_stop
+        return s.meant_to_keep_disk and adapter is not None and adapter.can_stop
 
     async def _stop_kept(self, s: Session, reason: str) -> None:
         """End a session at a deadline by stopping it, its disk kept; one not yet running is
@@ -338,7 +336,7 @@ class Supervisor:
     async def _set_keep_until(self, s: Session) -> None:
         """A session stopped before keep times were stored: its disk is kept for its keep
         days from when it stopped (or from now, if that is not known either)."""
-        days = s.keep_days if s.keep_days is not None else self.settings.keep_days
+        days = s.kept_days(self.settings.keep_days)
         until = (s.stopped_at or self.clock.now()) + timedelta(days=days)
         await self.lifecycle.change(
             s.id,

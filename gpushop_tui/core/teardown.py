@@ -357,7 +357,7 @@ class Teardown:
         def decide(s: Session) -> Decision:
             if s.status != SessionStatus.STOPPING or not s.keep_disk:
                 return None
-            days = s.keep_days if s.keep_days is not None else self.settings.keep_days
+            days = s.kept_days(self.settings.keep_days)
             keep_until = now + timedelta(days=days)
             return {
                 "status": SessionStatus.STOPPED,

@@ -20,7 +20,7 @@ from pathlib import Path
 from gpushop_tui.config import Settings
 from gpushop_tui.core.provisioning import instance_key_path
 from gpushop_tui.core.rows import ACTIVE, SessionRows
-from gpushop_tui.models import IdleAction, Session, SessionStatus, Severity, StoragePolicy
+from gpushop_tui.models import Session, SessionStatus, Severity
 from gpushop_tui.node import watchdog as node_watchdog
 from gpushop_tui.node.ssh import NodeAddress, NodeConnection, NodeError, connect
 from gpushop_tui.providers.base import Provider
@@ -75,12 +75,9 @@ class Watchdogs:
         """Destroy through the API with the instance key where the provider makes one (stop,
         keeping the disk, for a session meant to keep it); else power the VM off."""
         if adapter.INFO.capabilities.instance_scoped_key:
-            keeps = session.storage_policy == StoragePolicy.KEEP or (
-                session.idle_action == IdleAction.STOP
-            )
             return node_watchdog.WatchdogPlan(
                 session_id=session.id,
-                action="stop" if keeps and adapter.can_stop else "destroy",
+                action="stop" if session.meant_to_keep_disk and adapter.can_stop else "destroy",
                 deadline=self.deadline(session),
                 api_base=adapter.http.base_url,
                 instance_id=session.instance_id,
