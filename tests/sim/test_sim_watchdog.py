@@ -8,12 +8,7 @@ Written against the contract's file formats, not against `node/watchdog.py`.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +22,7 @@ from gpushop_tui.clock import FakeClock
 from gpushop_tui.sim.faults import HttpFault
 from gpushop_tui.sim.runner import Simulator, run_simulator
 from gpushop_tui.sim.world import INSTANCE_KEY, SimInstance
-from tests.conftest import ROOT
+from tests.conftest import running_sim
 
 
 @dataclass
@@ -301,31 +296,14 @@ async def test_start_is_idempotent_and_a_stop_drops_the_watchdog(env: Env) -> No
 # --------------------------------------------------------------------------- standalone
 
 
-@contextmanager
-def _standalone(state: Path, *args: str) -> Iterator[dict[str, Any]]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gpushop_tui.sim", "--state", str(state), *args],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env=os.environ | {"PYTHONPATH": str(ROOT)},
-    )
-    assert process.stdout is not None
-    try:
-        yield json.loads(process.stdout.readline())
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
 def test_the_standalone_simulator_runs_on_a_fake_clock_when_asked(tmp_path: Path) -> None:
-    with _standalone(tmp_path / "fake", "--clock", "fake") as info:
+    with running_sim(tmp_path / "fake", 0, "--clock", "fake") as info:
         before = httpx.get(f"{info['control']}/state").json()["now"]
         moved = httpx.post(f"{info['control']}/clock/advance", json={"seconds": 7200})
         assert moved.status_code == 200
         assert moved.json()["now"] == before + 7200
         assert set(moved.json()["instances"]) == {"vastai", "tensordock", "bluelobster"}
         assert httpx.get(f"{info['control']}/state").json()["now"] == before + 7200
-    with _standalone(tmp_path / "real") as info:
+    with running_sim(tmp_path / "real", 0) as info:
         refused = httpx.post(f"{info['control']}/clock/advance", json={"seconds": 1})
         assert refused.status_code == 409
