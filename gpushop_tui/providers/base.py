@@ -14,13 +14,14 @@ import functools
 import heapq
 import itertools
 import logging
+import math
 import random
 import re
 import ssl
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Any, ClassVar, Self
 
@@ -168,6 +169,9 @@ class CreateSpec:
     ports: tuple[int, ...] = ()
     """Node TCP ports to publish on the instance's public address. Only a provider that runs
     images is asked (the core decides; `InstanceStatus.ports` says where each one answers)."""
+    terminate_at: datetime | None = None
+    """Where the provider can end the instance by itself (`Capabilities.provider_ttl`): when
+    it must, whatever becomes of us (the core passes the session's hard max)."""
 
 
 @dataclass(frozen=True)
@@ -213,6 +217,10 @@ class Capabilities:
     runs_images: bool = False
     """Instances are containers from an image the create names (Vast); otherwise a VM boots the
     provider's OS image, and a workload's image cannot be honoured."""
+    node_watchdog: bool = True
+    """A watchdog on the node can end the bill by itself: with the instance-scoped key, or by
+    powering the VM off (which stops it billing compute). False where neither holds (a
+    container cannot power off its host; a VM that bills until terminated)."""
 
 
 _PROVIDER_NAME = re.compile(r"^[a-z][a-z0-9]*$")
@@ -380,6 +388,16 @@ class Provider(ABC):
         """Start a stopped instance again, where the provider can."""
         raise ProviderError(self.name, "starting an instance is not supported here")
 
+    async def move_ttl(self, instance_id: str, at: datetime) -> None:
+        """Move the provider's own time limit (`CreateSpec.terminate_at`) of an instance."""
+        raise ProviderError(self.name, "a provider time limit is not supported here")
+
+    async def release(self, label: str) -> None:
+        """Remove what the adapter registered at the provider for the instance labelled
+        `label` (Lambda's per-session SSH key), once that instance is confirmed gone. Nothing
+        to do for most providers; an error is the caller's to log, never to block a close."""
+        return None
+
     async def balance(self) -> float | None:
         """The account's remaining credit in USD, where the provider reports it."""
         return None
@@ -397,6 +415,11 @@ class Priority(IntEnum):
     URGENT = 0  # status and destroy
     NORMAL = 1  # create, label, stop/start
     BACKGROUND = 2  # inventory
+
+
+TOKEN_EPSILON = 1e-9
+"""A token short of whole by less than this is whole: a refill computed in floating point can
+fall short by a rounding error, and the wait for the rest (~1e-17 s) would not move a clock."""
 
 
 class RateLimiter:
@@ -439,8 +462,8 @@ class RateLimiter:
                 heapq.heappop(self._waiters)
                 continue
             self._refill()
-            if self._tokens >= 1:
-                self._tokens -= 1
+            if self._tokens >= 1 - TOKEN_EPSILON:
+                self._tokens = max(0.0, self._tokens - 1)
                 heapq.heappop(self._waiters)[2].set_result(None)
                 continue
             await self._clock.sleep((1 - self._tokens) / self._rate)
@@ -579,6 +602,52 @@ def _retry_after(response: httpx.Response) -> float | None:
         return min(RETRY_AFTER_CAP_S, max(0.0, float(raw))) if raw is not None else None
     except ValueError:
         return None
+
+
+def type_and_region(offer_id: str, provider: str, display_name: str) -> tuple[str, str]:
+    """(instance type, region) from an offer id `<provider>:<instance type>:<region>`, the
+    shape of providers that sell instance types per region (Blue Lobster, Lambda Cloud)."""
+    prefix, _, rest = offer_id.partition(":")
+    itype, _, region = rest.rpartition(":")
+    if prefix != provider or not itype or not region:
+        raise ValueError(f"{offer_id!r} is not a {display_name} offer id")
+    return itype, region
+
+
+def json_or_none(response: httpx.Response) -> Any:
+    """The body as JSON, or None when it is not (an error body's reason is then unknown)."""
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def text_of(value: Any) -> str | None:
+    """A JSON string value stripped, or None when it is missing, blank or not a string."""
+    return value.strip() or None if isinstance(value, str) else None
+
+
+def number_of(value: Any) -> float | None:
+    """A finite number from a JSON value (a number or a numeric string), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def timestamp_of(value: Any) -> datetime | None:
+    """An ISO 8601 time from a JSON value, in UTC ('Z' and no zone read as UTC), else None."""
+    text = text_of(value)
+    if text is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed.astimezone(UTC) if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def json_of(provider: str, response: httpx.Response) -> Any:

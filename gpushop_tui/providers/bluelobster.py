@@ -20,7 +20,6 @@ from urllib.parse import quote
 
 import httpx
 
-from gpushop_tui.clock import utc
 from gpushop_tui.models import InstanceStatus, Offer, OfferQuery, ProviderName
 from gpushop_tui.providers.base import (
     AuthError,
@@ -41,7 +40,11 @@ from gpushop_tui.providers.base import (
     Readiness,
     TransientError,
     json_of,
+    json_or_none,
     parse_label,
+    text_of,
+    timestamp_of,
+    type_and_region,
 )
 from gpushop_tui.providers.gpus import lookup_gpu
 
@@ -105,7 +108,7 @@ def parse_error(body: Any) -> ErrorInfo:
         return ErrorInfo(None, None)
     detail = body.get("detail")
     inner = detail if isinstance(detail, dict) else body
-    message = _text(detail) or _text(inner.get("message"))
+    message = text_of(detail) or text_of(inner.get("message"))
     errors = body.get("errors") or (detail if isinstance(detail, list) else inner.get("errors"))
     fields: list[tuple[str, str]] = []
     for error in errors if isinstance(errors, list) else []:
@@ -114,9 +117,9 @@ def parse_error(body: Any) -> ErrorInfo:
         where = error.get("field") or error.get("loc")
         if isinstance(where, list):  # FastAPI: ["body", "ssh_key"]
             where = ".".join(str(p) for p in where if p != "body")
-        complaint = _text(error.get("message")) or _text(error.get("msg")) or "invalid"
+        complaint = text_of(error.get("message")) or text_of(error.get("msg")) or "invalid"
         fields.append((str(where or "request"), complaint))
-    return ErrorInfo(_text(inner.get("error")), message, tuple(fields))
+    return ErrorInfo(text_of(inner.get("error")), message, tuple(fields))
 
 
 def normalize_offers(record: dict[str, Any], fetched_at: datetime) -> list[Offer]:
@@ -164,11 +167,7 @@ def normalize_offers(record: dict[str, Any], fetched_at: datetime) -> list[Offer
 
 def parse_offer_id(offer_id: str) -> tuple[str, str]:
     """(instance type, region) from an offer id `bluelobster:<instance type>:<region>`."""
-    provider, _, rest = offer_id.partition(":")
-    itype, _, region = rest.rpartition(":")
-    if provider != PROVIDER or not itype or not region:
-        raise ValueError(f"{offer_id!r} is not a Blue Lobster offer id")
-    return itype, region
+    return type_and_region(offer_id, PROVIDER, "Blue Lobster")
 
 
 def parse_launch(body: Any) -> tuple[str | None, str | None]:
@@ -185,10 +184,10 @@ def parse_launch(body: Any) -> tuple[str | None, str | None]:
         if not isinstance(layer, dict):
             continue
         task = layer.get("task")
-        task_id = task_id or _text(layer.get("task_id"))
+        task_id = task_id or text_of(layer.get("task_id"))
         if isinstance(task, dict):
-            task_id = task_id or _text(task.get("id")) or _text(task.get("task_id"))
-        vm = vm or _text(layer.get("vm_uuid")) or _text(layer.get("instance_id"))
+            task_id = task_id or text_of(task.get("id")) or text_of(task.get("task_id"))
+        vm = vm or text_of(layer.get("vm_uuid")) or text_of(layer.get("instance_id"))
         vm = vm or _first(layer.get("vm_uuids")) or _first(layer.get("instance_ids"))
     return task_id, vm
 
@@ -196,14 +195,14 @@ def parse_launch(body: Any) -> tuple[str | None, str | None]:
 def parse_task(body: Any) -> tuple[str, str, str | None]:
     """(status in capitals, message, instance uuid if named) of a `/tasks/{id}` record."""
     record = _unwrap(body)
-    if record is None or not _text(record.get("status")):
+    if record is None or not text_of(record.get("status")):
         raise ValueError("a task record without a status")
     vm = None
     for where in ("params", "result"):
         part = record.get(where)
         if isinstance(part, dict):
-            vm = vm or _text(part.get("vm_uuid"))
-    return str(record["status"]).strip().upper(), _text(record.get("message")) or "", vm
+            vm = vm or text_of(part.get("vm_uuid"))
+    return str(record["status"]).strip().upper(), text_of(record.get("message")) or "", vm
 
 
 def task_failure(task_id: str, status: str, message: str, instance_id: str | None) -> ProviderError:
@@ -223,10 +222,10 @@ def parse_instance(record: Any, *, deleting: bool = False) -> InstanceStatus:
     "deleting", not running, with no SSH address.
     Raises ValueError on a record without a uuid.
     """
-    if not isinstance(record, dict) or not _text(record.get("uuid")):
+    if not isinstance(record, dict) or not text_of(record.get("uuid")):
         raise ValueError("an instance record without a uuid")
-    power = _text(record.get("power_status"))
-    ip = _text(record.get("ip_address"))
+    power = text_of(record.get("power_status"))
+    ip = text_of(record.get("ip_address"))
     if deleting:
         state, running = "deleting", False
     elif power:
@@ -241,21 +240,21 @@ def parse_instance(record: Any, *, deleting: bool = False) -> InstanceStatus:
     return InstanceStatus(
         provider=PROVIDER,
         instance_id=str(record["uuid"]),
-        label=_text(record.get("name")),
+        label=text_of(record.get("name")),
         state=state,
         running=running,
         stopped=state == "stopped",
         ssh_host=None if deleting else ip,
         ssh_port=None if deleting or not ip else (port if has_port else SSH_PORT),
         price_per_hour=cents / 100 if isinstance(cents, int | float) and cents >= 0 else None,
-        started_at=_timestamp(record.get("created_at")),
+        started_at=timestamp_of(record.get("created_at")),
         raw=record,
     )
 
 
 def ssh_user(record: dict[str, Any]) -> str:
     """The login user of an instance object: `vm_username`, else the provider default."""
-    return _text(record.get("vm_username")) or USERNAME
+    return text_of(record.get("vm_username")) or USERNAME
 
 
 def instance_records(body: Any) -> list[dict[str, Any]]:
@@ -267,12 +266,8 @@ def instance_records(body: Any) -> list[dict[str, Any]]:
     return items
 
 
-def _text(value: Any) -> str | None:
-    return value.strip() or None if isinstance(value, str) else None
-
-
 def _first(value: Any) -> str | None:
-    return _text(value[0]) if isinstance(value, list) and value else None
+    return text_of(value[0]) if isinstance(value, list) and value else None
 
 
 def _unwrap(body: Any) -> dict[str, Any] | None:
@@ -284,26 +279,16 @@ def _unwrap(body: Any) -> dict[str, Any] | None:
 
 def _region_text(region: dict[str, Any]) -> str:
     location = region.get("location") or {}
-    place = _text(region.get("description")) or _text(location.get("city")) or region["name"]
-    state = _text(location.get("state"))
+    place = text_of(region.get("description")) or text_of(location.get("city")) or region["name"]
+    state = text_of(location.get("state"))
     return f"{place}, {state}" if state and state not in place else place
 
 
 def _country(value: Any) -> str:
-    code = _text(value)
+    code = text_of(value)
     if code and len(code) == 2:
         return code.upper()
     return "US"  # the provider runs US sites only and spells it "USA"
-
-
-def _timestamp(value: Any) -> datetime | None:
-    text = _text(value)
-    if text is None:
-        return None
-    try:
-        return utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
-    except ValueError:
-        return None
 
 
 # --------------------------------------------------------------------------- the adapter
@@ -387,7 +372,7 @@ class BlueLobster(Provider):
             "POST", "/instances/launch-instance", json=body, idempotent=False
         )
         if response.status_code == 409:
-            info = parse_error(_json_or_none(response))
+            info = parse_error(json_or_none(response))
             if info.code == "no_capacity" or "capacity" in info.text.lower():
                 raise OfferGone(PROVIDER, f"no capacity left for {itype} in {region}: {info.text}")
         if not response.is_success:
@@ -478,7 +463,7 @@ class BlueLobster(Provider):
             records = instance_records(body)
         except ValueError as err:
             raise ProviderBug(PROVIDER, str(err)) from err
-        return [self._status(r) for r in records if parse_label(_text(r.get("name")))]
+        return [self._status(r) for r in records if parse_label(text_of(r.get("name")))]
 
     async def destroy(self, instance_id: str) -> None:
         """DELETE the instance; a 404 (already gone, or a delete already under way) is fine."""
@@ -523,17 +508,10 @@ class BlueLobster(Provider):
             raise ProviderBug(PROVIDER, str(err)) from err
 
 
-def _json_or_none(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
 def _error(response: httpx.Response, what: str) -> ProviderError:
     """The error for a non-2xx answer (429 and 5xx never get here: the HTTP layer owns them)."""
     status = response.status_code
-    info = parse_error(_json_or_none(response))
+    info = parse_error(json_or_none(response))
     message = f"{what} failed with HTTP {status}: {info.text}"
     if status in (401, 403):
         return AuthError(PROVIDER, message, status=status)

@@ -25,10 +25,8 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar
-
-import httpx
 
 from gpushop_tui.models import InstanceStatus, Offer, OfferQuery, ProviderName
 from gpushop_tui.providers.base import (
@@ -50,7 +48,10 @@ from gpushop_tui.providers.base import (
     Readiness,
     TransientError,
     json_of,
+    json_or_none,
+    number_of,
     parse_label,
+    timestamp_of,
 )
 from gpushop_tui.providers.gpus import lookup_gpu
 
@@ -135,20 +136,9 @@ class VmSize:
     storage_gb: int
 
 
-def _number(value: Any) -> float | None:
-    """A finite number from a JSON value (number or numeric string), else None."""
-    if isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _capped(want: int, limit: Any, step: int) -> int:
     """`want`, lowered to the location's limit rounded down to `step` (never below one step)."""
-    top = _number(limit)
+    top = number_of(limit)
     if top is None:
         return want
     return max(step, min(want, int(top) // step * step))
@@ -170,15 +160,15 @@ def size_vm(gpu_count: int, resources: Mapping[str, Any] | None, disk_gb: float 
 
 def vm_price(gpu: Mapping[str, Any], gpu_count: int, size: VmSize) -> float | None:
     """Total USD/h of a VM: GPUs plus vCPUs, RAM and storage at the location's unit prices."""
-    gpu_price = _number(gpu.get("price_per_hr"))
+    gpu_price = number_of(gpu.get("price_per_hr"))
     if gpu_price is None:
         return None
     pricing = gpu.get("pricing")
     if not isinstance(pricing, Mapping):
         pricing = {}
-    per_vcpu = _number(pricing.get("per_vcpu_hr")) or 0.0
-    per_ram = _number(pricing.get("per_gb_ram_hr")) or 0.0
-    per_storage = _number(pricing.get("per_gb_storage_hr")) or 0.0
+    per_vcpu = number_of(pricing.get("per_vcpu_hr")) or 0.0
+    per_ram = number_of(pricing.get("per_gb_ram_hr")) or 0.0
+    per_storage = number_of(pricing.get("per_gb_storage_hr")) or 0.0
     total = (
         gpu_count * gpu_price
         + size.vcpus * per_vcpu
@@ -242,7 +232,7 @@ def normalize_offer(
     price = vm_price(gpu, count, size)
     if price is None or model.vram_gb <= 0:
         return None
-    tier = _number(location.get("tier"))
+    tier = number_of(location.get("tier"))
     region = ", ".join(
         str(part).strip()
         for part in (location.get("city"), location.get("stateprovince"))
@@ -280,7 +270,7 @@ def normalize_location(location: Mapping[str, Any], fetched_at: datetime) -> lis
         network = gpu.get("network_features")
         if isinstance(network, Mapping) and network.get("dedicated_ip_available") is False:
             continue
-        most = _number(gpu.get("max_count"))
+        most = number_of(gpu.get("max_count"))
         for count in range(1, int(most or 0) + 1):
             offer = normalize_offer(location, gpu, count, fetched_at)
             if offer is None:
@@ -436,13 +426,6 @@ def classify_error(
     )
 
 
-def _json_or_none(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
 def _soft_error(body: Any) -> bool:
     """Whether an HTTP-200 body is really an error (`{"status": 400, "error": "…"}`)."""
     return isinstance(body, Mapping) and bool(body.get("error")) and "data" not in body
@@ -465,21 +448,11 @@ def _unwrap(obj: Mapping[str, Any]) -> dict[str, Any]:
 def _ssh_port(forwards: Any) -> int:
     """The external port forwarded to 22, else 22 itself (a dedicated IP has every port)."""
     for forward in forwards if isinstance(forwards, list) else []:
-        if isinstance(forward, Mapping) and _number(forward.get("internal_port")) == SSH_PORT:
-            port = _number(forward.get("external_port"))
+        if isinstance(forward, Mapping) and number_of(forward.get("internal_port")) == SSH_PORT:
+            port = number_of(forward.get("external_port"))
             if port is not None and 1 <= port <= 65535 and port == int(port):
                 return int(port)
     return SSH_PORT
-
-
-def _timestamp(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def parse_instance(obj: Any, fallback_id: str | None = None) -> InstanceStatus | None:
@@ -504,7 +477,7 @@ def parse_instance(obj: Any, fallback_id: str | None = None) -> InstanceStatus |
     ip = item.get("ipAddress") or item.get("ip_address")
     host = ip.strip() if isinstance(ip, str) and ip.strip() else None
     forwards = item.get("portForwards", item.get("port_forwards"))
-    price = _number(item.get("rateHourly", item.get("price_per_hour")))
+    price = number_of(item.get("rateHourly", item.get("price_per_hour")))
     name = item.get("name")
     return InstanceStatus(
         provider=PROVIDER,
@@ -516,7 +489,7 @@ def parse_instance(obj: Any, fallback_id: str | None = None) -> InstanceStatus |
         ssh_host=host,
         ssh_port=_ssh_port(forwards) if host is not None else None,
         price_per_hour=price if price is not None and price >= 0 else None,
-        started_at=_timestamp(item.get("created_at")),
+        started_at=timestamp_of(item.get("created_at")),
         raw=dict(obj),
     )
 
@@ -572,7 +545,7 @@ class TensorDock(Provider):
         """GET `path` and its JSON body; an error status or a 200-with-error body raises."""
         response = await self.http.request("GET", path, priority=priority)
         if response.status_code >= 400:
-            raise classify_error(response.status_code, _json_or_none(response), what)
+            raise classify_error(response.status_code, json_or_none(response), what)
         body = json_of(self.name, response)
         if _soft_error(body):
             raise classify_error(response.status_code, body, what)
@@ -621,7 +594,7 @@ class TensorDock(Provider):
         response = await self.http.request(
             "POST", "/instances", json=body, priority=Priority.NORMAL, idempotent=False
         )
-        payload = _json_or_none(response)
+        payload = json_or_none(response)
         instance_id = created_id(payload)
         if response.status_code >= 400 or _soft_error(payload):
             raise classify_error(response.status_code, payload, "create", instance_id=instance_id)
@@ -640,7 +613,7 @@ class TensorDock(Provider):
     async def get(self, instance_id: str) -> InstanceStatus | None:
         """The instance now; None on TensorDock's 404 or a deleted/terminated state."""
         response = await self.http.request("GET", self._path(instance_id), priority=Priority.URGENT)
-        body = _json_or_none(response)
+        body = json_or_none(response)
         if response.status_code == 404 or (_soft_error(body) and body.get("status") == 404):
             if not isinstance(body, Mapping):
                 raise ProviderBug(
@@ -673,7 +646,7 @@ class TensorDock(Provider):
         response = await self.http.request(
             "DELETE", self._path(instance_id), priority=Priority.URGENT
         )
-        body = _json_or_none(response)
+        body = json_or_none(response)
         if response.status_code == 404 or (_soft_error(body) and body.get("status") == 404):
             return
         if response.status_code >= 400 or _soft_error(body):
@@ -711,7 +684,7 @@ class TensorDock(Provider):
         response = await self.http.request(
             "POST", f"{self._path(instance_id)}/{action}", priority=Priority.NORMAL
         )
-        body = _json_or_none(response)
+        body = json_or_none(response)
         if response.status_code >= 400 or _soft_error(body):
             raise classify_error(response.status_code, body, f"{action} of instance {instance_id}")
 
@@ -721,7 +694,9 @@ class TensorDock(Provider):
         offer does not carry it, the full price (the conservative default)."""
         gpu = offer.raw.get("gpu")
         pricing = gpu.get("pricing") if isinstance(gpu, Mapping) else None
-        per_gb = _number(pricing.get("per_gb_storage_hr")) if isinstance(pricing, Mapping) else None
+        per_gb = (
+            number_of(pricing.get("per_gb_storage_hr")) if isinstance(pricing, Mapping) else None
+        )
         if per_gb is None or per_gb < 0 or not offer.disk_gb:
             return super().stopped_price_per_hour(offer)
         return round(per_gb * offer.disk_gb, 6)

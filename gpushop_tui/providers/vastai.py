@@ -59,6 +59,7 @@ from gpushop_tui.providers.base import (
     Readiness,
     TransientError,
     json_of,
+    number_of,
     parse_label,
 )
 from gpushop_tui.providers.gpus import lookup_gpu
@@ -208,16 +209,12 @@ def place_of(geolocation: str) -> tuple[str | None, str | None]:
     return region, _COUNTRY_NAMES.get(tail.lower())
 
 
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
 def _gpu_of(name: Any, ram_mb: Any) -> tuple[str, float]:
     """(canonical name, VRAM GB per card) from the catalogue, with `gpu_ram` (MB) as the hint.
     Vast abbreviates Quadro to "Q" ("Q RTX 8000"). No name at all gives an invalid blank."""
     if not isinstance(name, str) or not name.strip():
         return "", 0.0
-    hint = ram_mb / 1024 if _number(ram_mb) else None
+    hint = ram_mb / 1024 if number_of(ram_mb) else None
     spelling = name.strip()
     if spelling.startswith("Q "):
         spelling = "Quadro " + spelling[2:]
@@ -375,7 +372,7 @@ def _ssh_address(row: dict[str, Any]) -> tuple[str | None, int | None]:
         port = first.get("HostPort") if isinstance(first, dict) else None
         if port is not None and str(port).strip().isdigit():
             return ip.strip(), int(port)
-    host, port = row.get("ssh_host"), _number(row.get("ssh_port"))
+    host, port = row.get("ssh_host"), number_of(row.get("ssh_port"))
     if isinstance(host, str) and host.strip() and port:
         bump = 1 if "jupyter" in str(row.get("image_runtype") or "") else 0
         return host.strip(), int(port) + bump
@@ -418,7 +415,7 @@ def parse_instance(row: Any) -> InstanceStatus:
         raise ProviderBug(PROVIDER, "an instance came back without an id")
     status, state = row.get("actual_status"), _state_word(row)
     host, port = _ssh_address(row)
-    started = _number(row.get("start_date"))
+    started = number_of(row.get("start_date"))
     ip = row.get("public_ipaddr")
     try:
         return InstanceStatus(
@@ -430,7 +427,7 @@ def parse_instance(row: Any) -> InstanceStatus:
             stopped=state == "stopped",
             ssh_host=host,
             ssh_port=port,
-            price_per_hour=_number(row.get("dph_total")),
+            price_per_hour=number_of(row.get("dph_total")),
             started_at=datetime.fromtimestamp(started, UTC) if started else None,
             public_ip=(ip.strip() or None) if isinstance(ip, str) else None,
             ports=_published(row),
@@ -595,7 +592,7 @@ class VastAi(Provider):
         self, offer: Offer, spec: CreateSpec, on_instance: InstanceIdSink | None = None
     ) -> InstanceRef:
         ask = offer.provider_offer_id
-        direct = (_number(offer.raw.get("direct_port_count")) or 0) >= 1
+        direct = (number_of(offer.raw.get("direct_port_count")) or 0) >= 1
         body = {
             "client_id": "me",
             "image": spec.image or IMAGE,
@@ -663,10 +660,10 @@ class VastAi(Provider):
         """A stopped Vast instance bills its disk only (`storage_total_cost`, USD/h, or
         `storage_cost` USD/GB/month over the disk)."""
         raw = offer.raw
-        per_hour = _number(raw.get("storage_total_cost"))
+        per_hour = number_of(raw.get("storage_total_cost"))
         if per_hour is not None:
             return per_hour
-        per_gb_month, disk = _number(raw.get("storage_cost")), offer.disk_gb
+        per_gb_month, disk = number_of(raw.get("storage_cost")), offer.disk_gb
         if per_gb_month is not None and disk:
             return per_gb_month * disk / (30 * 24)
         return super().stopped_price_per_hour(offer)
@@ -789,9 +786,9 @@ class VastAi(Provider):
 
     async def balance(self) -> float | None:
         credit = (await self._user()).get("credit")
-        if credit is not None and _number(credit) is None:
+        if credit is not None and number_of(credit) is None:
             raise ProviderBug(self.name, f"the account's credit is not a number: {credit!r}")
-        return _number(credit)
+        return number_of(credit)
 
     async def check(self) -> None:
         await self._user()

@@ -196,3 +196,23 @@ async def test_unlimited_rate_never_waits() -> None:
     async with asyncio.timeout(1):
         for _ in range(1000):
             await limiter.acquire(Priority.BACKGROUND)
+
+
+async def test_a_rate_that_is_no_power_of_two_still_hands_out_every_token_on_time() -> None:
+    """A refill of 1/5 s on a fake clock can fall short of a whole token by a rounding error;
+    the wait for the rest must not be a sleep too small to move the clock (it hung for ever)."""
+    clock = FakeClock()
+    limiter = RateLimiter(clock, per_second=5.0, burst=5)
+    times: list[float] = []
+
+    async def call() -> None:
+        await limiter.acquire(Priority.NORMAL)
+        times.append(clock.monotonic())
+
+    tasks = [asyncio.create_task(call()) for _ in range(40)]
+    await asyncio.sleep(0)
+    async with asyncio.timeout(10):
+        while not all(task.done() for task in tasks):
+            await clock.advance(0.3)
+    assert times[:5] == [0.0] * 5
+    assert times[-1] == pytest.approx(7.0, abs=0.31)
