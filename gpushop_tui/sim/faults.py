@@ -58,6 +58,9 @@ class NodeFaults:
 
     destroy_noop: int = 0
     """The next N destroy calls are accepted (success answer) but change nothing."""
+    destroy_stuck: int = 0
+    """The next N destroy calls are accepted and the instance then reads as being destroyed
+    (Lambda `terminating`, RunPod still listed) for ever: its node is gone, it never is."""
     wrong_gpu: str | None = None
     """New nodes report this GPU name instead of the offer's."""
     old_cuda: float | None = None

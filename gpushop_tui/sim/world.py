@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import random
 from dataclasses import asdict, dataclass, field
@@ -30,8 +31,14 @@ import httpx
 from gpushop_tui.clock import Clock, FakeClock, SystemClock
 from gpushop_tui.sim.faults import FaultPlan
 
-PROVIDERS = ("vastai", "tensordock", "bluelobster")
-SSH_USERS = {"vastai": "root", "tensordock": "user", "bluelobster": "ubuntu"}
+PROVIDERS = ("vastai", "tensordock", "bluelobster", "runpod", "lambda")
+SSH_USERS = {
+    "vastai": "root",
+    "tensordock": "user",
+    "bluelobster": "ubuntu",
+    "runpod": "root",
+    "lambda": "ubuntu",
+}
 Phase = Literal["booting", "running", "stopped", "destroyed"]
 WatchdogAction = Literal["destroy", "stop", "poweroff"]
 
@@ -56,11 +63,15 @@ TIMINGS: dict[str, dict[str, Timing]] = {
         "vastai": Timing(boot_s=3, dpkg_lock_s=0),
         "tensordock": Timing(boot_s=4, dpkg_lock_s=2, stop_s=2, release_s=60),
         "bluelobster": Timing(boot_s=5, dpkg_lock_s=3),
+        "runpod": Timing(boot_s=3, dpkg_lock_s=0, stop_s=1, release_s=60),
+        "lambda": Timing(boot_s=5, dpkg_lock_s=2),
     },
     "real": {
         "vastai": Timing(boot_s=240, dpkg_lock_s=0),
         "tensordock": Timing(boot_s=90, dpkg_lock_s=150, stop_s=20, release_s=300),
         "bluelobster": Timing(boot_s=60, dpkg_lock_s=900),
+        "runpod": Timing(boot_s=90, dpkg_lock_s=0, stop_s=10, release_s=600),
+        "lambda": Timing(boot_s=300, dpkg_lock_s=120),
     },
 }
 
@@ -187,6 +198,9 @@ firing watchdogs again (firing is under way and waits for this very answer)."""
 WATCHDOG_RETRY_S = 60.0
 """How long a watchdog waits before it tries a failed action again (as the script does)."""
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+TERMINATE_AFTER = "terminate_after"
+"""The `SimInstance.extra` entry of a provider's own time limit on an instance (RunPod's
+`terminateAfter`), in epoch seconds: the world ends the instance then, running or stopped."""
 INSTANCE_KEY = "instance_api_key"
 """The `SimInstance.extra` entry of a Vast instance's own API key (create's `instance_api_key`,
 its container's `CONTAINER_API_KEY`)."""
@@ -325,6 +339,9 @@ class World:
         self.taken: dict[str, set[str]] = {p: set() for p in PROVIDERS}
         self.counters: dict[str, int] = dict.fromkeys(PROVIDERS, 0)
         self.nodes: NodeHost | None = None
+        self.rate_limited = True
+        """Whether the simulated APIs refuse calls over their provider's rate limit (429); core
+        tests whose adapters skip their own limiters turn it off."""
         self.watchdogs: dict[tuple[str, str], SimWatchdog] = {}
         """The node watchdogs running now, by (provider, instance id)."""
         self._firing = asyncio.Lock()
@@ -406,8 +423,11 @@ class World:
     async def destroy(self, provider: str, instance_id: str, *, linger_s: float = 0.0) -> bool:
         """Destroy an instance. False if unknown or already destroyed.
 
-        A `destroy_noop` fault makes the call report success while nothing happens.
-        `linger_s` keeps the instance visible (as "destroyed" only after that delay).
+        A `destroy_noop` fault makes the call report success while nothing happens; a
+        `destroy_stuck` one leaves the instance being destroyed for ever (`destroyed_at` is
+        infinite: set, never reached). `linger_s` keeps the instance visible (as "destroyed"
+        only after that delay); a provider shows an instance in that window as being destroyed
+        (`destroyed_at` set, phase not yet "destroyed").
         """
         instance = self.get(provider, instance_id)
         if instance is None or instance.phase(self.now()) == "destroyed":
@@ -416,6 +436,9 @@ class World:
         if faults.destroy_noop > 0:
             faults.destroy_noop -= 1
             return True
+        if faults.destroy_stuck > 0:
+            faults.destroy_stuck -= 1
+            linger_s = math.inf
         if instance.destroyed_at is None:
             instance.destroyed_at = self.now() + linger_s
         self.watchdogs.pop((provider, instance_id), None)
@@ -483,7 +506,8 @@ class World:
         return True
 
     async def fire_watchdogs(self) -> None:
-        """Do what every node's watchdog loop would have done by now: each whose deadline (read
+        """Do what every node's watchdog loop would have done by now (and what the providers'
+        own time limits did, `expire_limits`): each watchdog whose deadline (read
         again from its node) has passed destroys its instance through the Vast API with the
         instance key, or powers its VM off. A failed destroy stays armed and is tried again
         `WATCHDOG_RETRY_S` later; a watchdog whose machine is stopped or gone is dropped.
@@ -491,6 +515,7 @@ class World:
         One firing at a time; the watchdog's own API call passes the request middleware without
         waiting (see `WATCHDOG_AGENT`).
         """
+        await self.expire_limits()
         if not self.watchdogs:
             return
         async with self._firing:
@@ -510,6 +535,18 @@ class World:
                     self.watchdogs.pop(ident, None)
                 else:
                     dog.next_try = now + WATCHDOG_RETRY_S
+
+    async def expire_limits(self) -> None:
+        """End every instance whose provider time limit (`TERMINATE_AFTER`) has passed,
+        running or stopped, as of that very time (the provider acts on its own clock)."""
+        now = self.now()
+        for provider in PROVIDERS:
+            for instance in self.live(provider):
+                ttl = instance.extra.get(TERMINATE_AFTER)
+                if ttl is not None and ttl <= now and instance.destroyed_at is None:
+                    await self.vanish(provider, instance.id)
+                    instance.destroyed_at = ttl
+                    self.save()
 
     async def advance_clock(self, seconds: float) -> None:
         """Move a fake world clock on by `seconds`, stopping at every watchdog deadline on the
