@@ -185,6 +185,10 @@ class OfferQuery(_Model):
     )
     min_reliability: float | None = Field(default=None, ge=0, le=1)
     min_cuda: float | None = Field(default=None, ge=0)
+    spot: bool | None = Field(
+        default=None,
+        description="True: interruptible (spot) offers only; False: on-demand offers only.",
+    )
     strict: tuple[QueryBound, ...] = Field(default=(), description="Bounds that exclude equality.")
     sort: OfferSort = "price"
     descending: bool = False
@@ -315,6 +319,10 @@ class Session(_Model):
     )
     watchdog_error: str | None = Field(
         default=None, description="Why the node's watchdog could not be armed or moved."
+    )
+    provider_ttl_at: UtcDatetime | None = Field(
+        default=None,
+        description="When the provider's own time limit ends the instance (None: none set).",
     )
     cycles: list[BilledStretch] = Field(
         default_factory=list,
@@ -589,6 +597,11 @@ class InstanceStatus(_Model):
     ports: dict[int, int] = Field(
         default_factory=dict,
         description="Published TCP ports: the node's port -> the port on `public_ip`.",
+    )
+    terminate_at: UtcDatetime | None = Field(
+        default=None,
+        description="When the provider itself ends the instance (its own time limit), as it "
+        "reports it; None: it reports none.",
     )
     raw: dict[str, Any] = Field(default_factory=dict, repr=False)
 

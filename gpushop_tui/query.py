@@ -1,12 +1,13 @@
 """The offer query language, shared by the TUI filter bar, `gpushop inventory` and the API.
 
     gpu=4090 vram>=24 price<=0.5 n>=2 region=US provider=vastai rel>=0.98 cuda>=12.4 sort=price
-    model=llama3.1:8b sort=usd_per_mtok
+    model=llama3.1:8b sort=usd_per_mtok spot=false
 
 Terms are `key op value`, separated by spaces, all of which must hold; a value holding spaces is
 quoted (`gpu="RTX 4090"`). `gpu=` matches part of a name (`gpu=4090`); `gpu==` names whole GPU
 models (`gpu=="L40"` is not an L40S). `rel` is a fraction (0.98) or, above 1, a percent (`rel>=98`);
-`region` is a country code, part of a region's name, or a continent (`region=europe`).
+`region` is a country code, part of a region's name, or a continent (`region=europe`); `spot`
+is true (interruptible offers only) or false (on-demand only).
 Unknown keys, operators a key does not take and malformed values are errors that point at the bad
 token: a clause is never silently dropped (users of the Vast CLI rented the wrong GPU because it
 does that).
@@ -63,12 +64,14 @@ _KEYS: dict[str, _Key] = {
     "gpuprice": _Key(None, "max_gpu_price"),
     "rel": _Key("min_reliability"),
     "cuda": _Key("min_cuda"),
+    "spot": _Key(text_field="spot", kind=bool),
     "sort": _Key(text_field="sort", kind=str),
     "limit": _Key(text_field="limit", kind=int),
 }
 _ALIASES = {
     "gpus": "n", "num_gpus": "n", "count": "n", "reliability": "rel", "country": "region",
     "providers": "provider", "price_per_gpu": "gpuprice", "dph": "price",
+    "interruptible": "spot",
 }  # fmt: skip
 _SORTS: dict[str, OfferSort] = {
     "price": "price", "gpuprice": "gpu_price", "price_per_gpu": "gpu_price",
@@ -91,6 +94,8 @@ _NATURALLY_DESCENDING: frozenset[OfferSort] = frozenset({"vram", "reliability"})
 _TERM = re.compile(r"([A-Za-z_]+)\s*(>=|<=|!=|==|=|>|<|:)?\s*(.*)", re.DOTALL)
 _TOKEN = re.compile(r"""(?:"[^"]*(?:"|$)|'[^']*(?:'|$)|[^\s"'])+""")
 """One term: a run of non-spaces, spaces inside quotes included (an open quote runs to the end)."""
+_YES_NO = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+"""How `spot=` is answered: interruptible offers only, or on-demand ones only."""
 _QUOTED = re.compile(r""""([^"]*)"|'([^']*)'""")
 
 
@@ -257,6 +262,11 @@ def _text_value(text: str, key: str, value: str, span: tuple[int, int]) -> Any:
         return number
     if key == "model":
         return value.lower()
+    if key == "spot":
+        answer = _YES_NO.get(value.lower())
+        if answer is None:
+            raise QueryError(text, *span, f"spot is true or false, not {value!r}")
+        return answer
     return value
 
 
@@ -294,6 +304,8 @@ def format_query(query: OfferQuery) -> str:
         terms.append(f"provider={','.join(query.providers)}")
     if query.model:
         terms.append(f"model={query.model}")
+    if query.spot is not None:
+        terms.append(f"spot={'true' if query.spot else 'false'}")
     if query.sort != "price" or query.descending:
         flipped = (query.sort in _NATURALLY_DESCENDING) != query.descending
         terms.append(f"sort={'-' if flipped else ''}{_SORT_NAMES[query.sort]}")
@@ -388,6 +400,8 @@ def _filter(rows: list[tuple[Any, ...]], query: OfferQuery) -> list[tuple[Any, .
     if query.providers:
         wanted = set(query.providers)
         pool = [r for r in pool if r[_PROVIDER] in wanted]
+    if query.spot is not None:
+        pool = [r for r in pool if r[_OFFER].interruptible == query.spot]
     if query.gpu:
         matches = gpu_matcher(query.gpu, exact=query.gpu_exact)
         names = {name: matches(name) for name in {r[_GPU] for r in pool}}

@@ -46,6 +46,8 @@ def test_the_design_example_parses_to_every_bound() -> None:
         "model=llama3.1:8b sort=usd_per_mtok",
         "gpu=4090 model=mistral:7b sort=-usd_per_mtok limit=3",
         'gpu=="L40,RTX 3060" n=1',
+        "provider=runpod,lambda spot=false",
+        "gpu=4090 spot=true sort=gpuprice",
     ],
 )
 def test_format_is_the_inverse_of_parse(text: str) -> None:
@@ -244,3 +246,24 @@ def test_a_continent_selects_its_countries() -> None:
     north = select(offers, parse_query("region=north_america"))
     assert [o.id for o in north] == ["vastai:us"]
     assert len(select(offers, parse_query("region=europe,asia"))) == 3
+
+
+def test_spot_selects_interruptible_or_on_demand_offers_and_refuses_other_words() -> None:
+    offers = [
+        offer("a", provider="runpod", price_per_hour=0.69),
+        offer("b", provider="runpod", price_per_hour=0.35, interruptible=True),
+        offer("c", provider="lambda", price_per_hour=0.75),
+    ]
+    on_demand = select(offers, parse_query("spot=false"))
+    assert [o.id for o in on_demand] == ["runpod:a", "lambda:c"]
+    assert [o.id for o in select(offers, parse_query("spot=true"))] == ["runpod:b"]
+    assert [o.id for o in select(offers, parse_query("interruptible=no provider=runpod"))] == [
+        "runpod:a"
+    ]
+    assert [o.id for o in select(offers, parse_query("provider=lambda"))] == ["lambda:c"]
+    assert len(select(offers, parse_query(""))) == 3
+    with pytest.raises(QueryError) as caught:
+        parse_query("spot=perhaps")
+    assert caught.value.reason == "spot is true or false, not 'perhaps'"
+    with pytest.raises(QueryError, match="spot does not take '>='"):
+        parse_query("spot>=1")

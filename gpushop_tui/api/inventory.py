@@ -79,6 +79,10 @@ async def offer_query(
     min_gpu_count: Annotated[int | None, Query(ge=1, le=1024)] = None,
     min_reliability: Annotated[float | None, Query(ge=0, le=1)] = None,
     min_cuda: Annotated[float | None, Query(ge=0, le=1000)] = None,
+    spot: Annotated[
+        bool | None,
+        Query(description="true: interruptible (spot) offers only; false: on-demand only."),
+    ] = None,
     model: Annotated[
         str | None,
         Query(min_length=1, max_length=200, description="Price offers per million tokens."),
@@ -108,6 +112,7 @@ async def offer_query(
             "max_gpus": ("gpu_count", gpu_count),
             "min_reliability": ("min_reliability", min_reliability),
             "min_cuda": ("min_cuda", min_cuda),
+            "spot": ("spot", spot),
         },
         model,
     )

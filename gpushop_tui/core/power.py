@@ -195,6 +195,7 @@ class Power:
                     await self.readiness.watchdogs.move(ran)
             return step
         if session.power_requested_at is None:
+            session = await self.teardown.ttls.sync(session)  # to the new hard max
             try:
                 await adapter.start(instance_id)
             except CapacityError as err:

@@ -31,6 +31,7 @@ from gpushop_tui.core.rows import (
     Wake,
 )
 from gpushop_tui.core.teardown import wants_teardown
+from gpushop_tui.core.ttl import provider_ttl
 from gpushop_tui.core.workloads import image_for, public_ports
 from gpushop_tui.errors import Hint, UserError
 from gpushop_tui.models import (
@@ -239,6 +240,7 @@ class Provisioning:
             image=image_for(workload, runs_images),
             disk_gb=request.disk_gb or DEFAULT_DISK_GB,
             ports=public_ports(session.workload_spec, runs_images),
+            terminate_at=provider_ttl(adapter, session),
         )
         known = asyncio.Event()
         self._creating.add(session_id)
@@ -371,7 +373,11 @@ class Provisioning:
                 await self._remember_refused(session, err)
                 session, adapter = moved
                 runs_images = adapter.INFO.capabilities.runs_images
-                spec = replace(spec, ports=public_ports(session.workload_spec, runs_images))
+                spec = replace(
+                    spec,
+                    ports=public_ports(session.workload_spec, runs_images),
+                    terminate_at=provider_ttl(adapter, session),
+                )
                 continue
             except ProviderError as err:
                 await self._create_failed(session, err, began)

@@ -157,6 +157,8 @@ class Readiness:
             return Step()
         if status.price_per_hour is not None and status.price_per_hour != session.price_per_hour:
             session = await self._charged(session.id, status.price_per_hour) or session
+        if adapter.INFO.capabilities.provider_ttl:
+            session = await self.teardown.ttls.observed(session, status.terminate_at)
         if not status.running or not status.ssh_host or not status.ssh_port:
             return Step(self._poll_wait(session), f"instance is {status.state}")
         if (status.ssh_host, status.ssh_port) != (session.ssh_host, session.ssh_port):

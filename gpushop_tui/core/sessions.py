@@ -354,6 +354,7 @@ class Lifecycle:
             raise SessionNotFound.for_id(session_id)
         if self.readiness.watchdogs.out_of_date(session):
             session = await self.readiness.watchdogs.move(session)
+        session = await self.teardown.ttls.sync(session)  # a hard max moved by an override
         await self.events.publish(
             SessionExtended(
                 message=granted[0],

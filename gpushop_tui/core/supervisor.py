@@ -215,24 +215,29 @@ class Supervisor:
 
     async def _move_watchdogs(self, sessions: list[Session]) -> None:
         """Move node watchdogs whose deadline is not their session's (an extend that could
-        not reach the node, a start that now runs): together, bounded, each at most every
-        `WATCHDOG_RETRY_S`, so an unreachable node holds up nothing else."""
+        not reach the node, a start that now runs), and provider time limits not where their
+        session's deadlines put them (a move the provider refused): together, bounded, each
+        session at most every `WATCHDOG_RETRY_S`, so an unreachable node or provider holds up
+        nothing else."""
         watchdogs = self.lifecycle.readiness.watchdogs
+        ttls = self.lifecycle.teardown.ttls
         mono = self.clock.monotonic()
         for gone in set(self._moved) - {s.id for s in sessions}:
             del self._moved[gone]
         due = [
             s
             for s in sessions
-            if watchdogs.out_of_date(s)
+            if (watchdogs.out_of_date(s) or ttls.out_of_date(s))
             and mono - self._moved.get(s.id, -WATCHDOG_RETRY_S) >= WATCHDOG_RETRY_S
         ]
         for s in due:
             self._moved[s.id] = mono
-        if due:
+        moves = [watchdogs.move(s) for s in due if watchdogs.out_of_date(s)]
+        moves += [ttls.sync(s) for s in due if ttls.out_of_date(s)]
+        if moves:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._left(ARM_TIMEOUT_S)):
-                    await asyncio.gather(*(watchdogs.move(s) for s in due))
+                    await asyncio.gather(*moves)
 
     def _reconcile_due(self) -> bool:
         now = self.clock.monotonic()
@@ -582,6 +587,7 @@ class Supervisor:
                 and not self.lifecycle.creating(s.id)
             ):
                 await self.lifecycle.change(s.id, _nothing_created)
+                await self.lifecycle.teardown.release(s)  # a key registered for the create
                 report.gone.append(s.id)
         return report
 

@@ -6,6 +6,7 @@ queue keeps trying, backing off and escalating alerts, but never gives up.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,13 +22,12 @@ from gpushop_tui.core.rows import (
     SessionRows,
     Step,
 )
+from gpushop_tui.core.ttl import KEEP_STOP_GRACE, ProviderTtls
 from gpushop_tui.models import InstanceState, Session, SessionStatus, Severity, StoragePolicy
 from gpushop_tui.providers.base import NotFound, Provider, ProviderError
 
-KEEP_STOP_GRACE = timedelta(minutes=10)
-"""How long past its hard max a stop that keeps the disk may still try before the instance is
-destroyed instead: the hard max bounds running time, and a stop that cannot be confirmed may
-still be running."""
+log = logging.getLogger(__name__)
+
 DESTROY_BACKOFF_S = 5.0
 """First wait of the destroy queue; it doubles up to `destroy_backoff_max_s`, forever."""
 ESCALATION = {4: Severity.WARNING, 7: Severity.ERROR, 10: Severity.CRITICAL}
@@ -65,6 +65,7 @@ class Teardown:
         """Whether this process has the session's create call in flight."""
         self._adopt = adopt
         """Commits an instance id found for a session (`Provisioning.record_instance`)."""
+        self.ttls = ProviderTtls(rows=rows, providers=providers)
 
     # ------------------------------------------------------------------ ending a session
 
@@ -186,9 +187,11 @@ class Teardown:
             return changes, f"instance {s.instance_id} is gone ({why})"
 
         lost: list[Session] = []
+        recorded: list[Session] = []
 
         def unexpected(s: Session) -> Decision:
             decision = decide(s)
+            recorded[:] = [s] if decision is not None else []
             kept = s.status == SessionStatus.STOPPED or (
                 s.status == SessionStatus.STOPPING and s.keep_disk
             )
@@ -201,6 +204,8 @@ class Teardown:
             unexpected,
             severity=lambda s: Severity.WARNING if lost else Severity.INFO,
         )
+        if recorded:
+            await self.release(recorded[0])
         if updated is None or not lost:
             return
         await self.rows.alert(
@@ -212,6 +217,23 @@ class Teardown:
         )
         if "vanished" in why:
             await self.inventory.record_failure(updated.offer, why, session_id=session_id)
+
+    async def release(self, session: Session) -> None:
+        """Its instance is gone, or none was ever created: remove what the adapter registered
+        for it at the provider (Lambda's SSH key). A failure is logged, never in the way of
+        the close."""
+        adapter = self.providers.get(session.provider)
+        if adapter is None:
+            return
+        try:
+            await adapter.release(session.label)
+        except ProviderError as err:
+            log.warning(
+                "session %s: could not release its %s leftovers: %s",
+                session.id,
+                session.provider,
+                err.message,
+            )
 
     # ------------------------------------------------------------------ the destroy queue
 
@@ -347,6 +369,7 @@ class Teardown:
             )
             return await self._retry(session, f"stop asked for; it is {status.state}")
         await self._stopped(session.id, status.state, adapter.stopped_price_per_hour(session.offer))
+        await self.ttls.sync(await self.rows.get(session.id))  # the kept disk's keep time
         return Step()
 
     async def _stopped(self, session_id: str, state: str, disk_rate: float) -> None:

@@ -15,6 +15,7 @@ from typing import Literal
 from gpushop_tui.core import costs
 from gpushop_tui.models import CostEntry, CostKind, InstanceState, Session, SessionStatus
 from gpushop_tui.node.probes import NodeSample
+from gpushop_tui.providers.registry import PROVIDERS, provider_info
 
 EXPIRY_WARNING = timedelta(minutes=15)
 """How long before a reservation ends the supervisor warns, and faces turn the countdown amber."""
@@ -102,7 +103,8 @@ class SessionView:
     @property
     def kill_paths(self) -> list[str]:
         """What ends the instance if nobody does, in words: the supervisor (while one runs;
-        cron's reconcile is one too) and the node's own watchdog, armed or why not."""
+        cron's reconcile is one too), the provider's own time limit where one is set, and the
+        node's own watchdog, armed or why not (or none, where the provider's nodes cannot)."""
         s = self.session
         if s.closed:
             return []
@@ -111,6 +113,16 @@ class SessionView:
             if self.supervisor is not None
             else "supervisor: none runs now (the next gpushop or cron reconcile acts)"
         ]
+        info = provider_info(s.provider) if s.provider in PROVIDERS else None
+        name = info.display_name if info is not None else s.provider
+        if s.provider_ttl_at is not None:
+            paths.append(
+                f"provider time limit: {name} itself ends the instance at "
+                f"{s.provider_ttl_at:%Y-%m-%d %H:%M} UTC"
+            )
+        if info is not None and not info.capabilities.node_watchdog:
+            paths.append(f"node watchdog: none on {name} (nothing on the node can end its bill)")
+            return paths
         if s.watchdog_deadline is not None:
             paths.append(
                 f"node watchdog: ends the instance at {s.watchdog_deadline:%Y-%m-%d %H:%M} UTC"

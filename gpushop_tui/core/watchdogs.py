@@ -90,7 +90,12 @@ class Watchdogs:
         """Install and start the watchdog on the session's checked node; a failure is
         recorded on the session and alerted, and the session goes on without it."""
         adapter = self.providers.get(session.provider)
-        if adapter is None or session.key_path is None or not self.settings.node_watchdog:
+        if (
+            adapter is None
+            or session.key_path is None
+            or not self.settings.node_watchdog
+            or not adapter.INFO.capabilities.node_watchdog
+        ):
             return session
         try:
             plan = self._plan(session, adapter)

@@ -39,6 +39,7 @@ _CATALOGUE = (
     _Entry("GTX 1080 Ti", "gtx1080ti", 11, "Pascal"),
     _Entry("RTX 2080 Ti", "rtx2080ti", 11, "Turing"),
     _Entry("RTX 8000", "rtx8000", 48, "Turing"),
+    _Entry("RTX 6000", "rtx6000", 24, "Turing"),
     _Entry("Titan RTX", "titanrtx", 24, "Turing"),
     _Entry("T4", "t4", 16, "Turing"),
     _Entry("V100", "v100", 16, "Volta"),
@@ -95,7 +96,12 @@ for _entry in _CATALOGUE:
 _NOISE = re.compile(r"\b(?:nvidia|geforce|tesla|quadro|generation|gen|hbm\d*e?)\b|\bgpu\b")
 _MEMORY = re.compile(r"(?<![a-z0-9])(\d+)\s*gb\b")
 _FORM = re.compile(r"(sxm\d?|pcie|nvl|hgx)")
-_ALIASES = {"rtx6000adageneration": "rtx6000ada", "a100pcie": "a100", "rtxa6000ada": "rtx6000ada"}
+_ALIASES = {
+    "rtx6000adageneration": "rtx6000ada",
+    "a100pcie": "a100",
+    "rtxa6000ada": "rtx6000ada",
+    "a6000": "rtxa6000",  # Lambda's "A6000 (48 GB)"
+}
 _warned: set[str] = set()
 
 

@@ -22,9 +22,11 @@ from gpushop_tui.providers.base import (
     InstanceRef,
     Provider,
     ProviderHttp,
+    ProviderInfo,
     RateLimit,
     Readiness,
 )
+from gpushop_tui.providers.vastai import VastAi
 from gpushop_tui.store import Store
 from tests.support.factories import make_offer, make_session
 from tests.support.sshd import RealSshd
@@ -33,6 +35,7 @@ from tests.support.sshd import RealSshd
 class NodeAtSshd(Provider):
     """A provider whose one instance is running at the real sshd."""
 
+    INFO: ClassVar[ProviderInfo] = VastAi.INFO
     name: ClassVar[Any] = "vastai"
     rate = RateLimit(None)
     readiness: ClassVar[Readiness]

@@ -46,6 +46,11 @@ def _net(mbps: float | None) -> str:
     return f"{mbps / 1000:.1f} Gb" if mbps >= 1000 else f"{mbps:.0f} Mb"
 
 
+def _provider(offer: Offer) -> str:
+    """The provider, marked `spot` for an interruptible offer (its price is a minimum bid)."""
+    return f"{offer.provider} spot" if offer.interruptible else offer.provider
+
+
 @dataclass(frozen=True)
 class Column:
     """One column of the offer table: how it reads and how it sorts (None sorts last)."""
@@ -63,7 +68,7 @@ class Column:
 
 COLUMNS: tuple[Column, ...] = (
     Column("mark", "", 1, lambda o, m: "", lambda o, m: None, essential=True),
-    Column("provider", "Provider", 11, lambda o, m: o.provider, lambda o, m: o.provider,
+    Column("provider", "Provider", 11, lambda o, m: _provider(o), lambda o, m: o.provider,
            essential=True),
     Column("gpu", "GPU", 14, lambda o, m: o.gpu_name, lambda o, m: o.gpu_name, essential=True),
     Column("count", "N", 2, lambda o, m: str(o.gpu_count), lambda o, m: o.gpu_count, "right",
