@@ -31,6 +31,7 @@ import pytest
 from gpushop_tui.config import Settings, load_settings
 from gpushop_tui.models import Session, SessionStatus
 from gpushop_tui.providers.base import parse_label
+from gpushop_tui.providers.registry import PROVIDERS, provider_info
 from gpushop_tui.store import Store
 from tests.conftest import ROOT, running_sim, sim_env
 from tests.support.kill_at import STATES, state_of
@@ -60,13 +61,24 @@ ACTIONS = ("provision", "done", "delete", "stop", "start")
 TARGETS = {
     "done": lambda s: not s.closed,
     "delete": lambda s: not s.closed,
-    "stop": lambda s: s.status == SessionStatus.RUNNING,
+    "stop": lambda s: (
+        s.status == SessionStatus.RUNNING and provider_info(s.provider).capabilities.can_stop
+    ),
     "start": lambda s: s.status == SessionStatus.STOPPED,
 }
 """Which sessions each ending or power command may be given."""
 DESTROY_FAILS = {"provider": "vastai", "endpoint": "destroy", "status": 500}
-STATES_BY_PROVIDER = ("vastai", "tensordock", "bluelobster")
-"""The providers the operator-gone trial rents on, one session each."""
+GONE_ENDS_AS = {
+    "vastai": "destroyed",
+    "tensordock": "stopped",
+    "bluelobster": "stopped",
+    "runpod": "destroyed",
+    "lambda": "running",
+}
+"""Each provider the operator-gone trial rents on (one session each), and where its instance
+stands a day later with no gpushop: Vast's node destroyed it with its own key, the VMs powered
+themselves off, RunPod's own time limit ended the pod at the hard max, and a Lambda VM, which
+has no kill path but gpushop, runs on."""
 
 
 @pytest.fixture
@@ -78,7 +90,7 @@ def world(tmp_path: Path) -> Iterator[tuple[dict[str, Any], Path]]:
 
 
 def child_env(info: dict[str, Any]) -> dict[str, str]:
-    return os.environ | sim_env(info, "vastai") | {"PYTHONPATH": str(ROOT)}
+    return os.environ | sim_env(info, *PROVIDERS) | {"PYTHONPATH": str(ROOT)}
 
 
 def gpushop(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
@@ -211,7 +223,8 @@ def test_kill_9_at_every_state_and_at_random_points_then_one_reconcile_leaves_no
         if not targets:
             action = "provision"
         if action == "provision":
-            args = ["provision", "-c", f"chaos{trial}", "-g", "gpu=4090 provider=vastai"]
+            provider = PROVIDERS[trial % len(PROVIDERS)]  # every provider in turn
+            args = ["provision", "-c", f"chaos{trial}", "-g", f"provider={provider} spot=false"]
             target = None
         else:
             target = rng.choice(targets)
@@ -269,28 +282,31 @@ def advance(info: dict[str, Any], seconds: float) -> dict[str, Any]:
     return dict(answer.json())
 
 
-def gpu_bill(world_file: Path, until: float) -> float:
-    """USD of GPU time the simulated providers billed up to `until`: each instance from its
+def gpu_bills(world_file: Path, until: float) -> dict[str, float]:
+    """USD of GPU time each simulated provider billed up to `until`: each instance from its
     create until it stopped or was destroyed (or until `until`)."""
     world = json.loads(world_file.read_text())
-    total = 0.0
-    for instances in world["instances"].values():
+    bills: dict[str, float] = {}
+    for provider, instances in world["instances"].items():
+        total = 0.0
         for i in instances:
             ends = [t for t in (i["destroyed_at"], i.get("stopped_at"), until) if t is not None]
             total += max(0.0, min(ends) - i["created_at"]) * i["price_per_hour"] / 3600
-    return total
+        bills[provider] = total
+    return bills
 
 
 @pytest.mark.timeout(300)
 def test_operator_machine_gone_the_nodes_end_their_own_instances(tmp_path: Path) -> None:
     """Rent on each provider, SIGKILL gpushop right after the session runs, never run gpushop
     again, and skip a day on the simulator's fake clock: Vast's node destroyed its instance with
-    its own key, the VMs powered themselves off; the GPU bill stops at the deadline."""
+    its own key, the VMs powered themselves off, RunPod ended its pod at the hard max by itself;
+    each GPU bill stops at its kill path's time, and only Lambda's (it has none) runs on."""
     state = tmp_path / "sim-state"
     with running_sim(state, SEED, "--clock", "fake") as info:
-        env = os.environ | sim_env(info, *STATES_BY_PROVIDER) | {"PYTHONPATH": str(ROOT)}
-        for provider in STATES_BY_PROVIDER:
-            args = ["provision", "-c", "gone", "-t", "1", "-g", f"provider={provider}"]
+        env = os.environ | sim_env(info, *GONE_ENDS_AS) | {"PYTHONPATH": str(ROOT)}
+        for provider in GONE_ENDS_AS:
+            args = ["provision", "-c", "gone", "-t", "1", "-g", f"provider={provider} spot=false"]
             child = subprocess.Popen(
                 [sys.executable, "-m", "tests.support.kill_at", "running", *args],
                 env=env,
@@ -305,31 +321,34 @@ def test_operator_machine_gone_the_nodes_end_their_own_instances(tmp_path: Path)
                 advance(info, 2)
                 time.sleep(0.05)
             assert child.returncode == -signal.SIGKILL, child.stderr.read() if child.stderr else ""
-        stored = sessions_at(env)
-        assert len(stored) == 3 and all(s.status == SessionStatus.RUNNING for s in stored)
-        assert all(s.watchdog_deadline is not None for s in stored), [
-            s.watchdog_error for s in stored
+        stored = {s.provider: s for s in sessions_at(env)}
+        assert sorted(stored) == sorted(GONE_ENDS_AS)
+        assert all(s.status == SessionStatus.RUNNING for s in stored.values())
+        watched = [
+            s for s in stored.values() if provider_info(s.provider).capabilities.node_watchdog
         ]
-        rented_at = advance(info, 0)["now"]
-        rate = sum(s.price_per_hour or 0 for s in stored)
-        without_a_kill_path = gpu_bill(state / "world.json", rented_at) + rate * 24
+        assert [s.provider for s in watched] == ["vastai", "tensordock", "bluelobster"]
+        assert all(s.watchdog_deadline is not None for s in watched), [
+            s.watchdog_error for s in watched
+        ]
+        assert stored["runpod"].provider_ttl_at == stored["runpod"].hard_max_at.replace(
+            microsecond=0
+        )
+        assert stored["lambda"].provider_ttl_at is None
         after = advance(info, 24 * 3600)
         phases = {p: [i["phase"] for i in rows] for p, rows in after["instances"].items()}
-        assert phases == {
-            "vastai": ["destroyed"],
-            "tensordock": ["stopped"],
-            "bluelobster": ["stopped"],
-        }
-        billed = gpu_bill(state / "world.json", after["now"])
-        expected = sum(
-            (s.watchdog_deadline - s.instance_created_at).total_seconds()
-            / 3600
-            * (s.price_per_hour or 0)  # type: ignore[operator]
-            for s in stored
-        )
-        print(
-            f"\noperator gone for a day after three 1 h rentals (${rate:.3f}/h together): "
-            f"GPU bill ${billed:.3f} with the node watchdogs, ${without_a_kill_path:.3f} without"
-        )
-        assert billed == pytest.approx(expected, rel=0.05)
-        assert billed < without_a_kill_path / 10
+        assert phases == {p: [ends_as] for p, ends_as in GONE_ENDS_AS.items()}
+        billed = gpu_bills(state / "world.json", after["now"])
+        lines = []
+        for provider, session in stored.items():
+            rate = session.price_per_hour or 0
+            assert session.instance_created_at is not None
+            created = session.instance_created_at.timestamp()
+            kill = session.watchdog_deadline or session.provider_ttl_at  # Lambda: none
+            until = kill.timestamp() if kill is not None else after["now"]
+            assert billed[provider] == pytest.approx((until - created) / 3600 * rate, rel=0.05)
+            lines.append(
+                f"  {provider:12s} ${rate:.3f}/h: billed ${billed[provider]:.3f}, "
+                f"${(after['now'] - created) / 3600 * rate:.3f} without a kill path"
+            )
+        print("\noperator gone for a day after 1 h rentals on each provider:\n" + "\n".join(lines))

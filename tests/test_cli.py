@@ -183,6 +183,8 @@ def test_keys_set_list_delete_round_trip(tmp_path: Path) -> None:
         "vastai": "keyring",
         "tensordock": None,
         "bluelobster": None,
+        "runpod": None,
+        "lambda": None,
         "webhook": None,
     }
     assert secret not in listed.stdout
@@ -220,10 +222,10 @@ def test_keys_without_a_keyring_point_to_env_vars() -> None:
 
 
 def test_unknown_provider_is_a_clear_error() -> None:
-    result = run_gpushop("keys", "set", "runpod", stdin="x\n")
+    result = run_gpushop("keys", "set", "paperspace", stdin="x\n")
     assert result.returncode == 2
-    known = "vastai, tensordock, bluelobster, webhook"
-    assert f"unknown provider 'runpod' (known: {known})" in result.stderr
+    known = "vastai, tensordock, bluelobster, runpod, lambda, webhook"
+    assert f"unknown provider 'paperspace' (known: {known})" in result.stderr
 
 
 def test_host_and_port_only_go_with_serve(isolated_env: Path) -> None:

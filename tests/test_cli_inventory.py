@@ -15,7 +15,7 @@ from gpushop_tui.models import Benchmark
 from gpushop_tui.store import Store
 from tests.conftest import run_gpushop, sim_env
 
-ALL = ("vastai", "tensordock", "bluelobster")
+ALL = ("vastai", "tensordock", "bluelobster", "runpod", "lambda")
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def inventory(sim: dict[str, Any], *args: str, providers: tuple[str, ...] = ALL)
     return result
 
 
-def test_inventory_json_has_offers_from_all_three_with_status(sim: dict[str, Any]) -> None:
+def test_inventory_json_has_offers_from_all_five_with_status(sim: dict[str, Any]) -> None:
     result = inventory(sim, "-o", "json")
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
@@ -84,7 +84,7 @@ def test_one_failing_provider_does_not_hide_the_others(sim: dict[str, Any]) -> N
     reports = {r["provider"]: r for r in answer["providers"]}
     assert reports["tensordock"]["status"] in ("error", "stale")
     assert reports["tensordock"]["error"]
-    assert {o["provider"] for o in answer["offers"]} == {"vastai", "bluelobster"}
+    assert {o["provider"] for o in answer["offers"]} == set(ALL) - {"tensordock"}
 
 
 def test_no_configured_provider_is_one_clear_sentence(sim: dict[str, Any]) -> None:
@@ -173,7 +173,8 @@ def test_by_gpu_table_has_a_column_per_provider_and_limit_counts_rows(
     result = inventory(sim, "limit=3", "--by-gpu", "--refresh")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    header = ["GPU", "N", "VRAM", "VASTAI", "TENSORDOCK", "BLUELOBSTER", "OFFERS", "$/H", "RANGE"]
+    header = ["GPU", "N", "VRAM", "VASTAI", "TENSORDOCK", "BLUELOBSTER", "RUNPOD", "LAMBDA"]
+    header += ["OFFERS", "$/H", "RANGE"]
     assert lines[0].split() == header
     assert lines.index("") == 4, result.stdout
     assert all(len(line.split()) >= len(header) - 1 for line in lines[1:4])

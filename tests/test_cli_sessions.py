@@ -282,7 +282,7 @@ def test_the_cli_choices_match_the_models() -> None:
         (["transfer", "upload", "/no/such/file", "abc123:/x"], "/no/such/file is not a file"),
         (["transfer", "download", "nosuch:/x", "here"], "no session 'nosuch'"),
         (["sessions", "list", "--", "ls"], "'--' is only for a command to run on a node"),
-        (["cleanup-orphans", "-p", "lambda"], "unknown provider 'lambda'"),
+        (["cleanup-orphans", "-p", "paperspace"], "unknown provider 'paperspace'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(sim: dict[str, Any], args: list[str], says: str) -> None:

@@ -71,8 +71,8 @@ def test_provider_knobs_keep_their_env_vars(isolated_env: Path) -> None:
     assert settings.source("tensordock_api_url") == "env"
     assert settings.provider("bluelobster").provision_budget_s == 60
     assert settings.provider("vastai").provision_budget_s == 900
-    with pytest.raises(ConfigError, match="no settings for provider 'lambda'"):
-        settings.provider("lambda")
+    with pytest.raises(ConfigError, match="no settings for provider 'paperspace'"):
+        settings.provider("paperspace")
 
 
 def test_config_file_can_be_named_explicitly(tmp_path: Path) -> None:

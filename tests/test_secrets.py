@@ -32,6 +32,8 @@ def test_env_var_overrides_keyring() -> None:
         "vastai": "env",
         "tensordock": None,
         "bluelobster": None,
+        "runpod": None,
+        "lambda": None,
         "webhook": None,
     }
 
@@ -48,8 +50,8 @@ def test_keyring_set_list_delete() -> None:
 
 
 def test_empty_and_unknown_are_refused() -> None:
-    with pytest.raises(UnknownProvider, match="unknown provider 'lambda'"):
-        SecretStore({}).get("lambda")
+    with pytest.raises(UnknownProvider, match="unknown provider 'paperspace'"):
+        SecretStore({}).get("paperspace")
     with pytest.raises(Exception, match="cannot be empty"):
         SecretStore({}).set("vastai", " \n")
 

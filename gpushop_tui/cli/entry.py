@@ -70,7 +70,9 @@ that cannot stop is fixed by a flag; a session that cannot stop, by ending it)."
 
 
 CREDENTIAL_WORDS = {"vastai": "vastai", "vast": "vastai", "tensordock": "tensordock",
-                    "bluelobster": "bluelobster", "webhook": "webhook"}  # fmt: skip
+                    "bluelobster": "bluelobster", "runpod": "runpod", "lambda": "lambda",
+                    "lambdalabs": "lambda", "lambdacloud": "lambda",
+                    "webhook": "webhook"}  # fmt: skip
 """The provider part of an earlier tool's `config set NAME-key` and the `keys set` name it means."""
 
 

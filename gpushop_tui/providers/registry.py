@@ -14,10 +14,18 @@ from gpushop_tui.clock import Clock
 from gpushop_tui.config import Settings, declare_providers
 from gpushop_tui.providers.base import Provider, ProviderInfo
 from gpushop_tui.providers.bluelobster import BlueLobster
+from gpushop_tui.providers.lambdacloud import LambdaCloud
+from gpushop_tui.providers.runpod import RunPod
 from gpushop_tui.providers.tensordock import TensorDock
 from gpushop_tui.providers.vastai import VastAi
 
-ADAPTERS: tuple[type[Provider], ...] = (VastAi, TensorDock, BlueLobster)
+ADAPTERS: tuple[type[Provider], ...] = (
+    VastAi,
+    TensorDock,
+    BlueLobster,
+    RunPod,
+    LambdaCloud,
+)
 """Every provider, in the order menus and tables list them."""
 
 

@@ -1,4 +1,4 @@
-"""Run the whole simulated marketplace: three provider APIs, their SSH nodes, and the control
+"""Run the whole simulated marketplace: five provider APIs, their SSH nodes, and the control
 endpoint, in-process (an async context manager) or as its own process (`__main__`)."""
 
 from __future__ import annotations
@@ -13,14 +13,26 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gpushop_tui.clock import Clock
-from gpushop_tui.sim import bluelobster, tensordock, vastai
+from gpushop_tui.sim import bluelobster, lambdacloud, runpod, tensordock, vastai
 from gpushop_tui.sim.control import build_control_app
 from gpushop_tui.sim.http import Served, serve
 from gpushop_tui.sim.node import SshNodes
 from gpushop_tui.sim.world import World
 
-API_PREFIX = {"vastai": "/api/v0", "tensordock": "/api/v2", "bluelobster": "/api/v1"}
-_APPS = {"vastai": vastai, "tensordock": tensordock, "bluelobster": bluelobster}
+API_PREFIX = {
+    "vastai": "/api/v0",
+    "tensordock": "/api/v2",
+    "bluelobster": "/api/v1",
+    "runpod": "/v1",
+    "lambda": "/api/v1",
+}
+_APPS = {
+    "vastai": vastai,
+    "tensordock": tensordock,
+    "bluelobster": bluelobster,
+    "runpod": runpod,
+    "lambda": lambdacloud,
+}
 
 
 @dataclass
@@ -36,9 +48,20 @@ class Simulator:
         """The credential each simulated provider accepts."""
         return dict(self.world.keys)
 
+    @property
+    def runpod_graphql_base(self) -> str:
+        """Where the official RunPod client's `RUNPOD_API_BASE_URL` points (it posts to
+        `{base}/graphql`): the RunPod server's origin, whose REST API is under `/v1`."""
+        return self.urls["runpod"].removesuffix(API_PREFIX["runpod"])
+
     def describe(self) -> dict[str, Any]:
         """The one JSON line the standalone simulator prints."""
-        return {**self.urls, "control": self.control, "keys": self.keys}
+        return {
+            **self.urls,
+            "runpod_graphql_base": self.runpod_graphql_base,
+            "control": self.control,
+            "keys": self.keys,
+        }
 
 
 def _free(port: int) -> bool:

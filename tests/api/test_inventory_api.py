@@ -196,7 +196,7 @@ async def test_compare_groups_the_same_offers_by_gpu_with_each_providers_best(
         assert compared["count"] == compared["total"] == len(rows) > 1
         assert compared["matching_offers"] == len(offers) == sum(r["offers"] for r in rows)
         assert [p["provider"] for p in compared["providers"]] == [
-            "vastai", "tensordock", "bluelobster"
+            "vastai", "tensordock", "bluelobster", "runpod", "lambda"
         ]  # fmt: skip
         groups = {(o["gpu_type"], o["gpu_count"]) for o in offers}
         assert {(r["gpu_type"], r["gpu_count"]) for r in rows} == groups

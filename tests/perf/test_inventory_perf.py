@@ -26,31 +26,42 @@ pytestmark = pytest.mark.perf
 LATENCY_S = 0.3
 
 
-async def test_cold_inventory_of_three_slow_providers(tmp_path: Path) -> None:
+THREE = ("vastai", "tensordock", "bluelobster")
+"""The providers before RunPod and Lambda, for the figure beside all five."""
+
+
+async def test_cold_inventory_of_three_and_of_five_slow_providers(tmp_path: Path) -> None:
+    lines = []
     async with run_simulator(seed=0, clock=FakeClock()) as sim:
+        sim.world.rate_limited = False  # every run's fresh adapters start at once
         for provider in PROVIDERS:
             sim.world.faults.add(HttpFault(provider=provider, kind="latency", delay_s=LATENCY_S))
         env = {f"{p.upper()}_API_URL": url for p, url in sim.urls.items()}
         settings = load_settings({"GPUSHOP_HOME": str(tmp_path), **env})
         settings.paths.prepare()
         store = await Store.open(settings.paths.db_file)
-        timings = []
         try:
-            for _ in range(3):
-                providers = connect_providers(settings, sim.keys, "ab12cd34", SystemClock())
-                inventory = Inventory(providers, clock=SystemClock(), store=store)
-                started = time.perf_counter()
-                view = await inventory.view()
-                timings.append(time.perf_counter() - started)
-                await inventory.aclose()
-                assert {r.status for r in view.providers} == {"ok"}
-                assert {o.provider for o in view.offers} == set(PROVIDERS)
+            for providers in (THREE, PROVIDERS):
+                keys = {p: sim.keys[p] for p in providers}
+                timings = []
+                for _ in range(3):
+                    adapters = connect_providers(settings, keys, "ab12cd34", SystemClock())
+                    inventory = Inventory(adapters, clock=SystemClock(), store=store)
+                    started = time.perf_counter()
+                    view = await inventory.view()
+                    timings.append(time.perf_counter() - started)
+                    await inventory.aclose()
+                    asked = [r for r in view.providers if r.status != "not configured"]
+                    assert {r.status for r in asked} == {"ok"}
+                    assert {o.provider for o in view.offers} == set(providers)
+                median_ms = statistics.median(timings) * 1000
+                lines.append(
+                    f"cold inventory, {len(providers)} providers at {LATENCY_S * 1000:.0f} ms a "
+                    f"request: median {median_ms:.0f} ms over {len(timings)} runs"
+                )
         finally:
             await store.aclose()
-    median_ms = statistics.median(timings) * 1000
-    print(f"\ncold inventory, 3 providers at {LATENCY_S * 1000:.0f} ms each: "
-          f"median {median_ms:.0f} ms over {len(timings)} runs")  # fmt: skip
-    assert median_ms < 450
+    print("\n" + "\n".join(lines))
 
 
 def _raw_vast_rows(count: int) -> list[dict]:

@@ -55,23 +55,31 @@ def test_every_adapter_declares_a_descriptor_that_agrees_with_it() -> None:
         assert adapter.readiness.initial_delay_s == info.first_ssh_budget_s
         assert adapter.can_stop is info.capabilities.can_stop
     with pytest.raises(KeyError):
-        provider_info("lambda")
+        provider_info("paperspace")
 
 
 def test_providers_come_from_the_registry_in_menu_order() -> None:
-    assert PROVIDERS == ("vastai", "tensordock", "bluelobster")
+    assert PROVIDERS == ("vastai", "tensordock", "bluelobster", "runpod", "lambda")
     assert tuple(adapter.INFO.name for adapter in ADAPTERS) == PROVIDERS
     assert tuple(adapter.INFO for adapter in ADAPTERS) == PROVIDER_INFOS
     assert provider_names() == PROVIDERS  # what the query language accepts
 
 
 def test_descriptors_state_the_known_facts() -> None:
-    vast, tensordock, bluelobster = PROVIDER_INFOS
+    vast, tensordock, bluelobster, runpod, lambda_ = PROVIDER_INFOS
     assert vast.capabilities.instance_scoped_key
-    assert not tensordock.capabilities.instance_scoped_key
-    assert all(info.capabilities.can_stop for info in (vast, tensordock, bluelobster))
-    assert not any(info.capabilities.provider_ttl for info in PROVIDER_INFOS)
-    assert [info.provision_budget_s for info in PROVIDER_INFOS] == [900, 900, 2400]
+    assert not any(i.capabilities.instance_scoped_key for i in PROVIDER_INFOS[1:])
+    assert all(i.capabilities.can_stop for i in (vast, tensordock, bluelobster, runpod))
+    assert not lambda_.capabilities.can_stop
+    assert [i.name for i in PROVIDER_INFOS if i.capabilities.provider_ttl] == ["runpod"]
+    assert [i.name for i in PROVIDER_INFOS if i.capabilities.spot] == ["runpod"]
+    assert [i.name for i in PROVIDER_INFOS if i.capabilities.runs_images] == ["vastai", "runpod"]
+    assert [i.name for i in PROVIDER_INFOS if not i.capabilities.node_watchdog] == [
+        "runpod",
+        "lambda",
+    ]
+    assert [info.provision_budget_s for info in PROVIDER_INFOS] == [900, 900, 2400, 1200, 1800]
+    assert (runpod.display_name, lambda_.display_name) == ("RunPod", "Lambda Cloud")
 
 
 def test_url_and_credential_env_vars_come_from_the_descriptors(
@@ -84,6 +92,8 @@ def test_url_and_credential_env_vars_come_from_the_descriptors(
         "VASTAI_API_URL",
         "TENSORDOCK_API_URL",
         "BLUELOBSTER_API_URL",
+        "RUNPOD_API_URL",
+        "LAMBDA_API_URL",
     ]
     settings = load_settings()
     secrets = SecretStore()
@@ -94,6 +104,8 @@ def test_url_and_credential_env_vars_come_from_the_descriptors(
         assert secrets.get(info.name) == f"key-for-{info.name}"
     assert CREDENTIAL_ENV["vastai"] == "VASTAI_API_KEY"
     assert CREDENTIAL_ENV["tensordock"] == "TENSORDOCK_API_TOKEN"
+    assert CREDENTIAL_ENV["runpod"] == "RUNPOD_API_KEY"
+    assert CREDENTIAL_ENV["lambda"] == "LAMBDA_API_KEY"
 
 
 @pytest.mark.usefixtures("with_fake")

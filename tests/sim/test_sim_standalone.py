@@ -36,10 +36,20 @@ def test_standalone_simulator_keeps_its_world_across_a_crash(tmp_path: Path) -> 
     try:
         print(f"standalone simulator start: {startup_s * 1000:.0f} ms")
         assert startup_s < 2.0
-        assert set(info) == {"vastai", "tensordock", "bluelobster", "control", "keys"}
+        providers = {"vastai", "tensordock", "bluelobster", "runpod", "lambda"}
+        assert set(info) == providers | {"runpod_graphql_base", "control", "keys"}
+        assert set(info["keys"]) == providers
         assert info["vastai"].endswith("/api/v0")
         assert info["tensordock"].endswith("/api/v2")
         assert info["bluelobster"].endswith("/api/v1")
+        assert info["lambda"].endswith("/api/v1")
+        assert info["runpod"] == info["runpod_graphql_base"] + "/v1"
+        graphql = httpx.post(
+            f"{info['runpod_graphql_base']}/graphql",
+            headers={"Authorization": f"Bearer {info['keys']['runpod']}"},
+            json={"query": "query { gpuTypes { id } }"},
+        )
+        assert graphql.status_code == 200 and graphql.json()["data"]["gpuTypes"]
         auth = {"Authorization": f"Bearer {info['keys']['vastai']}"}
         offers = httpx.post(f"{info['vastai']}/bundles/", json={"limit": 3}).json()["offers"]
         offer_id = offers[0]["id"]

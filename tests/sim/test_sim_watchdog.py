@@ -21,7 +21,7 @@ import pytest
 from gpushop_tui.clock import FakeClock
 from gpushop_tui.sim.faults import HttpFault
 from gpushop_tui.sim.runner import Simulator, run_simulator
-from gpushop_tui.sim.world import INSTANCE_KEY, SimInstance
+from gpushop_tui.sim.world import INSTANCE_KEY, PROVIDERS, SimInstance
 from tests.conftest import running_sim
 
 
@@ -302,7 +302,7 @@ def test_the_standalone_simulator_runs_on_a_fake_clock_when_asked(tmp_path: Path
         moved = httpx.post(f"{info['control']}/clock/advance", json={"seconds": 7200})
         assert moved.status_code == 200
         assert moved.json()["now"] == before + 7200
-        assert set(moved.json()["instances"]) == {"vastai", "tensordock", "bluelobster"}
+        assert set(moved.json()["instances"]) == set(PROVIDERS)
         assert httpx.get(f"{info['control']}/state").json()["now"] == before + 7200
     with running_sim(tmp_path / "real", 0) as info:
         refused = httpx.post(f"{info['control']}/clock/advance", json={"seconds": 1})

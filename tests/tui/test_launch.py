@@ -49,5 +49,5 @@ def test_gpushop_and_gpushop_demo_open_the_cockpit(
     assert (plain["demo"], plain["title"], plain["providers"]) == (False, "gpushop", [])
     assert plain["home"] == isolated_env
     assert (demo["demo"], demo["title"]) == (True, "gpushop DEMO")
-    assert demo["providers"] == ["vastai", "tensordock", "bluelobster"]
+    assert demo["providers"] == ["vastai", "tensordock", "bluelobster", "runpod", "lambda"]
     assert demo["home"].name.startswith("gpushop-demo-") and not demo["home"].exists()
