@@ -237,3 +237,14 @@ def test_estimates_resting_on_gpushops_own_measurements_are_marked(sim: dict[str
     shipped_only = inventory(sim, "gpu=3090 model=llama3.1:8b", "--limit", "3").stdout
     assert shipped_only.splitlines()[1].split()[-1].replace(".", "").isdigit()
     assert "*" not in shipped_only
+
+
+def test_check_tries_runpod_and_lambda_keys_like_the_others(sim: dict[str, Any]) -> None:
+    env = sim_env(sim, "runpod") | {"LAMBDA_API_KEY": "not-the-lambda-key-7"}
+    result = run_gpushop("check", "-o", "json", env=env)
+    assert result.returncode == 0, result.stderr
+    checks = {c["provider"]: c for c in json.loads(result.stdout)}
+    assert checks["runpod"]["works"] and checks["runpod"]["key_valid"] is True
+    assert checks["lambda"]["key_valid"] is False and not checks["lambda"]["works"]
+    assert "not-the-lambda-key-7" not in result.stdout
+    assert not checks["vastai"]["configured"]

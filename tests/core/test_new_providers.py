@@ -45,6 +45,7 @@ async def test_a_lambda_rental_registers_its_own_key_and_removes_it_once_destroy
 ) -> None:
     running = await market.running(await market.offer("lambda"), hours=1)
     assert running.ssh_user == "ubuntu"
+    assert running.price_per_hour == market.instance(running).price_per_hour  # charged rate
     assert running.key_path is not None
     public_key = Path(running.key_path + ".pub").read_text().strip()
     keys = await lambda_keys(market)
@@ -94,6 +95,8 @@ async def test_a_runpod_rental_sets_runpods_own_limit_at_the_hard_max_and_record
     market: Market,
 ) -> None:
     running = await market.running(await on_demand_pod(market), hours=1)
+    assert (running.ssh_user, running.workload) == ("root", "interactive")
+    assert running.price_per_hour == market.instance(running).price_per_hour  # costPerHr
     assert running.provider_ttl_at == running.hard_max_at.replace(microsecond=0)
     assert pod_limit(market, running) == running.hard_max_at.replace(microsecond=0)
     assert running.watchdog_deadline is None and running.watchdog_error is None
