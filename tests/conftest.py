@@ -21,6 +21,7 @@ from gpushop_tui.providers.registry import PROVIDER_INFOS
 from gpushop_tui.secrets import CREDENTIAL_ENV
 from gpushop_tui.store import Store
 from tests.support.file_keyring import FileKeyring
+from tests.support.postgres import Postgres, PostgresMissing, running_postgres
 from tests.support.sshd import SSHD, RealSshd, running_sshd
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,6 +131,17 @@ def sim_env(info: dict[str, Any], *providers: str) -> dict[str, str]:
     urls = {i.base_url_env: info[i.name] for i in PROVIDER_INFOS}
     keys = {CREDENTIAL_ENV[p]: info["keys"][p] for p in providers}
     return urls | keys
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A throwaway PostgreSQL server on a loopback port for this test process (see
+    tests/support/postgres.py); `.ci/run` installs Debian's server."""
+    try:
+        with running_postgres() as server:
+            yield server
+    except PostgresMissing as missing:
+        pytest.skip(f"{missing} (`.ci/run` installs postgresql)")
 
 
 @pytest.fixture
