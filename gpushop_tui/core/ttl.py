@@ -13,10 +13,10 @@ still holds is what the session says.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
-from gpushop_tui.core.rows import SessionRows
+from gpushop_tui.core.rows import Decision, SessionRows
 from gpushop_tui.models import Session, SessionStatus, Severity
 from gpushop_tui.providers.base import Provider, ProviderError
 
@@ -71,15 +71,13 @@ class ProviderTtls:
         name = self._name(session)
         if reported is None:
             why = f"{name} reports no time limit of its own on instance {session.instance_id}"
-            if self._failed.get(session.id) != why:
-                self._failed[session.id] = why
-                await self.rows.alert(
-                    session.id,
-                    "provider_ttl_missing",
-                    f"session {session.id}: {why}; only a gpushop supervisor or cron reconcile "
-                    "ends it now",
-                    Severity.ERROR,
-                )
+            await self._alert_once(
+                session,
+                why,
+                "provider_ttl_missing",
+                f"session {session.id}: {why}; only a gpushop supervisor or cron reconcile "
+                "ends it now",
+            )
         if reported == session.provider_ttl_at:
             return session
         message = (
@@ -87,16 +85,14 @@ class ProviderTtls:
             if reported is not None
             else f"{name} holds no time limit on the instance"
         )
-        updated = await self.rows.change(
-            session.id,
+        return await self._record(
+            session,
+            reported,
+            message,
             lambda s: (
                 ({"provider_ttl_at": reported}, message) if s.provider_ttl_at != reported else None
             ),
         )
-        if updated is None:
-            return session
-        await self.rows.progress(updated, message)  # in the session's timeline
-        return updated
 
     def _name(self, session: Session) -> str:
         adapter = self.providers.get(session.provider)
@@ -118,23 +114,40 @@ class ProviderTtls:
             await adapter.move_ttl(session.instance_id, wanted)
         except ProviderError as err:
             why = f"{name}'s own time limit was not moved to {wanted:%Y-%m-%d %H:%M} UTC"
-            if self._failed.get(session.id) != err.message:
-                self._failed[session.id] = err.message
-                await self.rows.alert(
-                    session.id,
-                    "provider_ttl_not_moved",
-                    f"session {session.id}: {why} ({err.message}); it still ends the instance "
-                    f"at {session.provider_ttl_at:%Y-%m-%d %H:%M} UTC; retrying",
-                    Severity.ERROR,
-                )
+            await self._alert_once(
+                session,
+                err.message,
+                "provider_ttl_not_moved",
+                f"session {session.id}: {why} ({err.message}); it still ends the instance "
+                f"at {session.provider_ttl_at:%Y-%m-%d %H:%M} UTC; retrying",
+            )
             return session
         self._failed.pop(session.id, None)
         message = f"{name}'s own time limit moved to {wanted:%Y-%m-%d %H:%M} UTC"
-        updated = await self.rows.change(
-            session.id,
+        return await self._record(
+            session,
+            wanted,
+            message,
             lambda s: ({"provider_ttl_at": wanted}, message) if s.provider_ttl_at else None,
         )
-        if updated is None:
-            return session
-        await self.rows.progress(updated, message)  # in the session's timeline
+
+    async def _alert_once(self, session: Session, reason: str, alert: str, message: str) -> None:
+        """Alert `message` unless the last alert for this session had the same `reason`."""
+        if self._failed.get(session.id) == reason:
+            return
+        self._failed[session.id] = reason
+        await self.rows.alert(session.id, alert, message, Severity.ERROR)
+
+    async def _record(
+        self,
+        session: Session,
+        limit: datetime | None,
+        message: str,
+        decide: Callable[[Session], Decision],
+    ) -> Session:
+        """Store the limit as `decide` says, and say it in the session's timeline."""
+        updated = await self.rows.change(session.id, decide)
+        if updated is None or updated.provider_ttl_at != limit:
+            return updated or session
+        await self.rows.progress(updated, message)
         return updated

@@ -540,13 +540,19 @@ class World:
         """End every instance whose provider time limit (`TERMINATE_AFTER`) has passed,
         running or stopped, as of that very time (the provider acts on its own clock)."""
         now = self.now()
-        for provider in PROVIDERS:
-            for instance in self.live(provider):
-                ttl = instance.extra.get(TERMINATE_AFTER)
-                if ttl is not None and ttl <= now and instance.destroyed_at is None:
-                    await self.vanish(provider, instance.id)
-                    instance.destroyed_at = ttl
-                    self.save()
+        for provider, instances in self.instances.items():
+            due = [
+                i
+                for i in instances.values()
+                if (ttl := i.extra.get(TERMINATE_AFTER)) is not None
+                and ttl <= now
+                and i.destroyed_at is None
+                and i.phase(now) != "destroyed"  # the costly check last: this runs per request
+            ]
+            for instance in due:
+                await self.vanish(provider, instance.id)
+                instance.destroyed_at = instance.extra[TERMINATE_AFTER]
+                self.save()
 
     async def advance_clock(self, seconds: float) -> None:
         """Move a fake world clock on by `seconds`, stopping at every watchdog deadline on the
