@@ -109,6 +109,15 @@ def provider_names() -> tuple[str, ...]:
     return tuple(spec.name for spec in _declared_providers())
 
 
+def url_without_password(url: str) -> str:
+    """A URL as it may be shown or logged: any password in it replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
+
+
 def _knob(default: Any, env: str, meaning: str, *, in_file: bool = True, **constraints: Any) -> Any:
     """A setting: its default, the env var that overrides it, and one line saying what it does."""
     return Field(
@@ -135,6 +144,18 @@ class Settings(BaseModel):
         "GPUSHOP_CONFIG",
         "TOML config file; default is config.toml in GPUSHOP_HOME or the user config dir.",
         in_file=False,
+    )
+    database_url: str | None = _knob(
+        None,
+        "GPUSHOP_DATABASE_URL",
+        "PostgreSQL store (postgresql://user@host:port/db) for a team server; unset means the "
+        "SQLite file in the data dir.",
+    )
+    remote: str | None = _knob(
+        None,
+        "GPUSHOP_REMOTE",
+        "URL of a 'gpushop --serve' the TUI and one-shot commands use instead of the local "
+        "database; unset means local.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _knob(
         "INFO", "GPUSHOP_LOG_LEVEL", "Level of the log file."
@@ -280,6 +301,24 @@ class Settings(BaseModel):
 
     _sources: dict[str, Source] = PrivateAttr(default_factory=dict)
     _provider_knobs: tuple[_ProviderKnob, ...] = PrivateAttr(default=())
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        """Only PostgreSQL is a server store; a typo would otherwise show at the first query."""
+        if value is not None and urlsplit(value).scheme not in ("postgresql", "postgres"):
+            raise ValueError(
+                "the database URL must be postgresql://user@host:port/db (SQLite needs none)"
+            )
+        return value
+
+    @field_validator("remote")
+    @classmethod
+    def _remote_url(cls, value: str | None) -> str | None:
+        parts = urlsplit(value) if value is not None else None
+        if parts is not None and (parts.scheme not in ("http", "https") or not parts.netloc):
+            raise ValueError("the remote must be an http:// or https:// URL of a 'gpushop --serve'")
+        return value.rstrip("/") if value is not None else None
 
     @field_validator("webhook_url")
     @classmethod

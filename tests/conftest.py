@@ -21,7 +21,7 @@ from gpushop_tui.providers.registry import PROVIDER_INFOS
 from gpushop_tui.secrets import CREDENTIAL_ENV
 from gpushop_tui.store import Store
 from tests.support.file_keyring import FileKeyring
-from tests.support.postgres import Postgres, PostgresMissing, running_postgres
+from tests.support.postgres import Postgres, PostgresMissing, fresh_database, running_postgres
 from tests.support.sshd import SSHD, RealSshd, running_sshd
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -142,6 +142,29 @@ def postgres() -> Iterator[Postgres]:
             yield server
     except PostgresMissing as missing:
         pytest.skip(f"{missing} (`.ci/run` installs postgresql)")
+
+
+BACKENDS = ("sqlite", "postgres")
+"""The store's two databases; tests that take `database_url` run once on each."""
+
+
+@pytest.fixture(params=BACKENDS)
+async def database_url(request: pytest.FixtureRequest) -> AsyncIterator[str | None]:
+    """None (the SQLite file in the data dir), or a fresh PostgreSQL database's URL."""
+    if request.param == "sqlite":
+        yield None
+        return
+    async with fresh_database(request.getfixturevalue("postgres")) as url:
+        yield url
+
+
+@pytest.fixture
+async def backend_store(settings: Settings, database_url: str | None) -> AsyncIterator[Store]:
+    """The store on each backend in turn."""
+    settings.paths.prepare()
+    opened = await Store.open(settings.paths.db_file, database_url)
+    yield opened
+    await opened.aclose()
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ carries the label of a stored session, and every instance still alive belongs to
 is not closed. The first trials kill the child right after it wrote each state of a rental (so
 every state is hit, and the test asserts it), powering sessions off and on among them (a stop
 that keeps the disk, a start); the rest kill it after a seeded random delay, their rentals on
-every provider in turn.
+every provider in turn. The whole test runs on SQLite and again on a real PostgreSQL server
+(`GPUSHOP_DATABASE_URL`), half the random trials on each.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ from tests.conftest import ROOT, running_sim, sim_env
 from tests.support.kill_at import STATES, state_of
 
 SEED = 20261123
-TRIALS = 10
-"""Random-delay trials, after the planned ones."""
+TRIALS = 5
+"""Random-delay trials on each backend, after the planned ones."""
 PLANNED = (
     ("pending", "provision"),
     ("provisioning", "provision"),
@@ -93,6 +94,7 @@ def world(tmp_path: Path) -> Iterator[tuple[dict[str, Any], Path]]:
 
 
 def child_env(info: dict[str, Any]) -> dict[str, str]:
+    """A child's environment: this test's (its data dir and database), and the simulator."""
     return os.environ | sim_env(info, *PROVIDERS) | {"PYTHONPATH": str(ROOT)}
 
 
@@ -130,9 +132,9 @@ def sessions(settings: Settings | None = None) -> dict[str, Session]:
     """Every stored session, read straight from this test's database."""
 
     async def read() -> dict[str, Session]:
-        paths = (settings or load_settings()).paths
-        paths.prepare()
-        store = await Store.open(paths.db_file)
+        settings_now = settings or load_settings()
+        settings_now.paths.prepare()
+        store = await Store.open(settings_now.paths.db_file, settings_now.database_url)
         try:
             return {s.id: s for s in await store.list_sessions()}
         finally:
@@ -181,11 +183,13 @@ def audit(world_file: Path, stored: dict[str, Session]) -> tuple[list[str], set[
 
 @pytest.mark.timeout(420)
 def test_kill_9_at_every_state_and_at_random_points_then_one_reconcile_leaves_no_orphan(
-    world: tuple[dict[str, Any], Path],
+    world: tuple[dict[str, Any], Path], database_url: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    if database_url is not None:
+        monkeypatch.setenv("GPUSHOP_DATABASE_URL", database_url)
     info, world_file = world
     env = child_env(info)
-    rng = random.Random(SEED)
+    rng = random.Random(f"{SEED}:{database_url is None}")
     started = time.monotonic()
     killed: Counter[str] = Counter()
     orphans: set[str] = set()
@@ -254,7 +258,8 @@ def test_kill_9_at_every_state_and_at_random_points_then_one_reconcile_leaves_no
         assert not lost, f"trial {trial}: instances without a session: {lost}"
         orphans |= found
 
-    print(f"chaos: {TRIALS} trials, {len(orphans)} orphans")
+    backend = "PostgreSQL" if database_url else "SQLite"
+    print(f"chaos on {backend}: {len(PLANNED)} planned + {TRIALS} random, {len(orphans)} orphans")
     print(f"chaos: {time.monotonic() - started:.0f} s; where the kills landed:")
     for where, count in sorted(killed.items()):
         print(f"  {count:2d}  {where}")

@@ -35,7 +35,7 @@ def test_wheel_ships_styles_migrations_and_script(tmp_path: Path) -> None:
         assert "gpushop = gpushop_tui.cli:main" in archive.read(entry_points).decode()
     for stylesheet in STYLESHEETS:  # every sheet the app loads is in the wheel
         assert f"gpushop_tui/styles/{stylesheet}" in names
-    assert "gpushop_tui/store/migrations/0001_initial.sql" in names
+    assert "gpushop_tui/store/migrations/sqlite/0001_initial.sql" in names
     assert "gpushop_tui/data/benchmarks.csv" in names
     assert not any(name.startswith("tests/") for name in names)
 
@@ -56,7 +56,7 @@ def test_wheel_ships_styles_migrations_and_script(tmp_path: Path) -> None:
         capture_output=True,
     )
     probe = (
-        "import gpushop_tui, gpushop_tui.store.db as db\n"
+        "import gpushop_tui, gpushop_tui.store.backends as db\n"
         "from gpushop_tui.tui.styles import styles_dir\n"
         "print(gpushop_tui.__file__)\n"
         "print((styles_dir() / 'app.tcss').is_file(), styles_dir())\n"

@@ -1,4 +1,6 @@
-"""The store: migrations, file safety, sessions with compare-and-set, audit, leases."""
+"""The store: migrations, file safety, sessions with compare-and-set, audit, leases.
+
+Every test that takes `store` runs twice: on SQLite and on a real PostgreSQL server."""
 
 from __future__ import annotations
 
@@ -18,8 +20,9 @@ from gpushop_tui.config import Settings
 from gpushop_tui.errors import DataDirError
 from gpushop_tui.models import AuditEvent, InstanceState, SessionStatus, Severity
 from gpushop_tui.store import DuplicateSession, Store
-from gpushop_tui.store.db import migrations
+from gpushop_tui.store.backends import migrations
 from tests.support.factories import make_session
+from tests.support.postgres import Postgres, fresh_database
 
 EXPECTED_TABLES = {
     "meta",
@@ -33,11 +36,52 @@ EXPECTED_TABLES = {
 }
 
 
+@pytest.fixture
+def store(backend_store: Store) -> Store:
+    return backend_store
+
+
+async def _columns(store: Store) -> dict[str, dict[str, str]]:
+    """Each table's columns and their broad type (integer, real or text), read from the
+    database's own catalogue."""
+    broad = {"bigint": "integer", "double precision": "real"}
+    if store.dialect == "sqlite":
+        tables = await store._db.fetch("SELECT name FROM sqlite_master WHERE type = 'table'")
+        found = {}
+        for table in tables:
+            rows = await store._db.fetch(f"PRAGMA table_info('{table['name']}')")
+            found[table["name"]] = {r["name"]: r["type"].lower() for r in rows}
+        return found
+    rows = await store._db.fetch(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = current_schema()"
+    )
+    found = {}
+    for row in rows:
+        kind = broad.get(row["data_type"], row["data_type"])
+        found.setdefault(row["table_name"], {})[row["column_name"]] = kind
+    return found
+
+
 async def test_migrates_an_empty_database(store: Store) -> None:
-    assert await store.schema_version() == migrations()[-1][0]
-    with sqlite3.connect(store.path) as conn:
-        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-    assert tables >= EXPECTED_TABLES
+    assert await store.schema_version() == migrations(store.dialect)[-1][0]
+    assert set(await _columns(store)) >= EXPECTED_TABLES
+
+
+async def test_both_dialects_end_at_the_same_schema(
+    settings: Settings, tmp_path: Path, postgres: Postgres
+) -> None:
+    """Same schema number, same tables, same columns of the same broad types: a migration
+    written for one dialect only fails here."""
+    assert migrations("sqlite")[-1][0] == migrations("postgres")[-1][0]
+    lite = await Store.open(tmp_path / "lite.db")
+    async with fresh_database(postgres) as url:
+        pg = await Store.open(tmp_path / "unused.db", url)
+        try:
+            assert await _columns(pg) == await _columns(lite)
+        finally:
+            await pg.aclose()
+            await lite.aclose()
 
 
 async def test_reopen_keeps_data_and_install_id(settings: Settings, clock: FakeClock) -> None:
@@ -117,9 +161,11 @@ async def test_refuses_a_database_from_a_newer_gpushop(settings: Settings) -> No
         await Store.open(settings.paths.db_file)
 
 
-async def test_database_file_is_private_and_in_wal_mode(store: Store) -> None:
-    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
-    with sqlite3.connect(store.path) as conn:
+async def test_database_file_is_private_and_in_wal_mode(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "gpushop.db")
+    await store.aclose()
+    assert stat.S_IMODE((tmp_path / "gpushop.db").stat().st_mode) == 0o600
+    with sqlite3.connect(tmp_path / "gpushop.db") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 

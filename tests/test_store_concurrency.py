@@ -1,4 +1,5 @@
-"""Two real processes writing one database at once must never lose an update."""
+"""Two real processes writing one database at once must never lose an update, on SQLite and
+on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 import os
 import subprocess
 import sys
+
+import pytest
 
 from gpushop_tui.clock import FakeClock
 from gpushop_tui.models import SessionStatus
@@ -48,6 +51,11 @@ def _start_together(*argvs: list[str]) -> list[object]:
     return [report["result"] for report in reports]
 
 
+@pytest.fixture
+def store(backend_store: Store) -> Store:
+    return backend_store
+
+
 def overlapped(spans: list[tuple[float, float]]) -> bool:
     """Whether some moment lies inside every (start, end) span."""
     return max(start for start, _ in spans) < min(end for _, end in spans)
@@ -68,7 +76,7 @@ async def test_each_session_is_claimed_by_exactly_one_process(
     ids = [s.id for s in sessions]
 
     won_a, won_b = _start_together(
-        [str(store.path), "claim", "a", *ids], [str(store.path), "claim", "b", *ids]
+        [store.where, "claim", "a", *ids], [store.where, "claim", "b", *ids]
     )
 
     assert isinstance(won_a, list)
@@ -86,8 +94,8 @@ async def test_concurrent_read_modify_write_loses_no_update(store: Store, clock:
     await store.insert_session(session)
 
     lost_a, lost_b = _start_together(
-        [str(store.path), "increment", "a", session.id],
-        [str(store.path), "increment", "b", session.id],
+        [store.where, "increment", "a", session.id],
+        [store.where, "increment", "b", session.id],
     )
 
     final = await store.get_session(session.id)

@@ -153,7 +153,7 @@ class Shopper:
         """Prepare the data dir, open (and migrate) the database, and wire the core together."""
         paths = settings.paths
         paths.prepare()
-        store = await Store.open(paths.db_file)
+        store = await Store.open(paths.db_file, settings.database_url)
         shopper = cls(settings, store, clock or SystemClock(), secrets or SecretStore())
         shopper._notifier.start()
         return shopper

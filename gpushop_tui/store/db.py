@@ -1,36 +1,42 @@
-"""The one place that speaks SQL: an aiosqlite database that is the source of truth.
+"""The one place that speaks SQL: the database that is the source of truth.
 
-WAL so readers never block the writer; `busy_timeout` so two processes (the TUI, `--serve`, a
-cron `reconcile`) wait for each other instead of failing; every write in `BEGIN IMMEDIATE`, and
-session changes are compare-and-set on the row's version, so concurrent writers never lose an
-update. Migrations are numbered SQL files applied at open, tracked by `PRAGMA user_version`.
+SQLite (a file in the data dir) by default, PostgreSQL (`GPUSHOP_DATABASE_URL`) for a team
+server; `backends.py` runs the one SQL text on either. Every write is one transaction under the
+database's write lock, and session changes are compare-and-set on the row's version, so
+concurrent writers (the TUI, `--serve` replicas, a cron `reconcile`) never lose an update.
+Migrations are numbered SQL files per dialect, applied at open.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import secrets as stdlib_secrets
 import socket
 import sqlite3
-from collections.abc import AsyncIterator, Collection, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 from pydantic import BaseModel
 
+from gpushop_tui.config import url_without_password
 from gpushop_tui.errors import DataDirError
 from gpushop_tui.models import AuditEvent, Benchmark, Budget, InstanceState, Session, SessionStatus
 from gpushop_tui.secrets import redact
+from gpushop_tui.store.backends import (
+    Database,
+    DuplicateRow,
+    PostgresDatabase,
+    Row,
+    SchemaError,
+    SqliteDatabase,
+    migrations,
+)
 
-BUSY_TIMEOUT_MS = 15_000
 _SESSION_COLUMNS = tuple(name for name in Session.model_fields if name != "offer")
 """Session fields stored as columns of their own; the offer snapshot goes to offer_json."""
 _UPDATABLE = frozenset(Session.model_fields) - {"id", "version"}
@@ -91,36 +97,6 @@ def _benchmark_values(row: Benchmark, source: str) -> tuple[Any, ...]:
     )
 
 
-def migrations() -> list[tuple[int, str]]:
-    """The numbered migration scripts shipped with the package, in order."""
-    folder = resources.files("gpushop_tui.store") / "migrations"
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            found.append((int(entry.name.split("_", 1)[0]), entry.read_text(encoding="utf-8")))
-    found.sort()
-    if [number for number, _ in found] != list(range(1, len(found) + 1)):
-        raise RuntimeError("migration files must be numbered 1..N without gaps")
-    return found
-
-
-def _statements(script: str) -> list[str]:
-    """Split a migration script into complete SQL statements."""
-    statements, pending = [], ""
-    for line in script.splitlines(keepends=True):
-        pending += line
-        if sqlite3.complete_statement(pending):
-            if pending.strip():
-                statements.append(pending.strip())
-            pending = ""
-    leftover = [
-        line for line in pending.splitlines() if line.strip() and not line.strip().startswith("--")
-    ]
-    if leftover:
-        raise RuntimeError(f"incomplete SQL statement in migration: {pending.strip()[:80]}")
-    return statements
-
-
 def _holder_is_gone(holder: str, pid: int) -> bool:
     """Whether a lease holder ("host:pid:token") ran on this host and its process is gone.
 
@@ -136,6 +112,27 @@ def _holder_is_gone(holder: str, pid: int) -> bool:
     except PermissionError:
         pass
     return False
+
+
+async def _open_sqlite(path: Path) -> Database:
+    try:
+        return await SqliteDatabase.open(path)
+    except (OSError, sqlite3.Error) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise DataDirError(f"database {path} cannot be opened: {reason}") from None
+
+
+async def _open_postgres(url: str) -> Database:
+    import asyncpg
+
+    try:
+        return await PostgresDatabase.open(url)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+        raise DataDirError(
+            f"database {url_without_password(url)} cannot be opened: {reason} "
+            "(check GPUSHOP_DATABASE_URL)"
+        ) from None
 
 
 class DuplicateSession(Exception):
@@ -154,112 +151,59 @@ class Lease:
 
 
 class Store:
-    """The gpushop database. Open with `await Store.open(path)`; close with `aclose()`."""
+    """The gpushop database. Open with `await Store.open(path, database_url)`; close with
+    `aclose()`."""
 
-    def __init__(self, path: Path, conn: aiosqlite.Connection) -> None:
-        self.path = path
-        self._conn = conn
-        self._lock = asyncio.Lock()
+    def __init__(self, db: Database) -> None:
+        self._db = db
         self._install_id = ""
 
     @classmethod
-    async def open(cls, path: Path) -> Store:
-        """Open (creating, 0600) the database at `path` and bring its schema up to date."""
+    async def open(cls, path: Path, database_url: str | None = None) -> Store:
+        """Open the SQLite file at `path` (created 0600), or the PostgreSQL database at
+        `database_url` when one is given, and bring its schema up to date."""
+        db = await (_open_postgres(database_url) if database_url else _open_sqlite(path))
+        store = cls(db)
         try:
-            os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
-            os.chmod(path, 0o600)
-            conn = await aiosqlite.connect(path, isolation_level=None)
-            conn.row_factory = sqlite3.Row
-        except (OSError, sqlite3.Error) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc)
-            raise DataDirError(f"database {path} cannot be opened: {reason}") from None
-        store = cls(path, conn)
-        try:
-            await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            await conn.execute("PRAGMA journal_mode = WAL")
-            await conn.execute("PRAGMA synchronous = FULL")
-            await conn.execute("PRAGMA foreign_keys = ON")
-            await store._migrate()
+            await db.migrate(migrations(db.dialect))
             store._install_id = await store._ensure_install_id()
+        except SchemaError as err:
+            await db.close()
+            raise DataDirError(str(err)) from None
         except BaseException:
-            await conn.close()
+            await db.close()
             raise
         return store
 
     async def aclose(self) -> None:
-        async with self._lock:
-            await self._conn.close()
+        await self._db.close()
+
+    @property
+    def where(self) -> str:
+        """The database as it may be shown (a path, or a URL without its password)."""
+        return self._db.where
+
+    @property
+    def dialect(self) -> str:
+        """ "sqlite" or "postgres"."""
+        return self._db.dialect
 
     @property
     def install_id(self) -> str:
-        """Random per data dir; part of every instance label, keeping installations apart."""
+        """Random per database; part of every instance label, keeping installations apart."""
         return self._install_id
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """A write transaction that holds the database write lock from its first statement."""
-        async with self._lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                await self._conn.execute("ROLLBACK")
-                raise
-            await self._conn.execute("COMMIT")
-
-    async def _fetchall(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        async with self._lock, self._conn.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
-
     async def schema_version(self) -> int:
-        rows = await self._fetchall("PRAGMA user_version")
-        return int(rows[0][0])
-
-    async def _migrate(self) -> None:
-        scripts = migrations()
-        latest = scripts[-1][0]
-        current = await self.schema_version()
-        if current > latest:
-            raise DataDirError(
-                f"database {self.path} has schema {current}, newer than this gpushop knows "
-                f"({latest}); upgrade gpushop"
-            )
-        if current == latest:
-            return
-        # A migration may rebuild a table (SQLite cannot change a CHECK in place): foreign keys
-        # are off meanwhile, as SQLite prescribes, and checked before the migration commits.
-        await self._conn.execute("PRAGMA foreign_keys = OFF")
-        try:
-            async with self.transaction() as db:
-                async with db.execute("PRAGMA user_version") as cursor:
-                    row = await cursor.fetchone()
-                current = int(row[0]) if row else 0
-                for number, script in scripts:
-                    if number > current:
-                        for statement in _statements(script):
-                            await db.execute(statement)
-                async with db.execute("PRAGMA foreign_key_check") as cursor:
-                    broken = list(await cursor.fetchall())
-                if broken:
-                    raise DataDirError(
-                        f"database {self.path}: migrating to schema {latest} would break "
-                        f"{len(broken)} reference(s), first in table {broken[0][0]}; nothing "
-                        "was changed"
-                    )
-                await db.execute(f"PRAGMA user_version = {latest}")
-        finally:
-            await self._conn.execute("PRAGMA foreign_keys = ON")
+        return await self._db.schema_version()
 
     async def _ensure_install_id(self) -> str:
-        async with self.transaction() as db:
+        async with self._db.transaction() as db:
             await db.execute(
                 "INSERT INTO meta (key, value) VALUES ('install_id', ?) ON CONFLICT DO NOTHING",
                 (stdlib_secrets.token_hex(4),),
             )
-            async with db.execute("SELECT value FROM meta WHERE key = 'install_id'") as cursor:
-                row = await cursor.fetchone()
-        assert row is not None
-        return str(row[0])
+            rows = await db.fetch("SELECT value FROM meta WHERE key = 'install_id'")
+        return str(rows[0]["value"])
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -269,15 +213,15 @@ class Store:
         columns = ", ".join(row)
         marks = ", ".join("?" for _ in row)
         try:
-            async with self.transaction() as db:
+            async with self._db.transaction() as db:
                 await db.execute(
                     f"INSERT INTO sessions ({columns}) VALUES ({marks})", tuple(row.values())
                 )
-        except sqlite3.IntegrityError as err:
+        except DuplicateRow as err:
             raise DuplicateSession(str(err)) from None
 
     async def get_session(self, session_id: str) -> Session | None:
-        rows = await self._fetchall("SELECT * FROM sessions WHERE id = ?", (session_id,))
+        rows = await self._db.fetch("SELECT * FROM sessions WHERE id = ?", (session_id,))
         return self._session_from_row(rows[0]) if rows else None
 
     async def session_ids_from(self, prefix: str, limit: int = 2) -> list[str]:
@@ -286,14 +230,14 @@ class Store:
         A range on the primary key rather than LIKE: it uses the index, is case-sensitive and
         takes `%` and `_` as themselves.
         """
-        rows = await self._fetchall(
+        rows = await self._db.fetch(
             "SELECT id FROM sessions WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
             (prefix, prefix + "\U0010ffff", limit),
         )
         return [str(row["id"]) for row in rows]
 
     async def session_by_request_id(self, request_id: str) -> Session | None:
-        rows = await self._fetchall("SELECT * FROM sessions WHERE request_id = ?", (request_id,))
+        rows = await self._db.fetch("SELECT * FROM sessions WHERE request_id = ?", (request_id,))
         return self._session_from_row(rows[0]) if rows else None
 
     async def list_sessions(
@@ -330,7 +274,7 @@ class Store:
         if limit is not None:
             page = " LIMIT ?"
             params.append(limit)
-        rows = await self._fetchall(
+        rows = await self._db.fetch(
             f"SELECT * FROM sessions WHERE {' AND '.join(where)} "
             f"ORDER BY created_at DESC, id{page}",
             tuple(params),
@@ -351,12 +295,11 @@ class Store:
             raise ValueError(f"not session fields that can be compared or set: {sorted(unknown)}")
         if ({"status", "instance"} & set(changes)) and "state_entered_at" not in changes:
             raise ValueError("a state change must set state_entered_at")
-        async with self.transaction() as db:
-            async with db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)) as cur:
-                row = await cur.fetchone()
-            if row is None:
+        async with self._db.transaction() as db:
+            rows = await db.fetch("SELECT * FROM sessions WHERE id = ?", (session_id,))
+            if not rows:
                 return None
-            current = self._session_from_row(row)
+            current = self._session_from_row(rows[0])
             if any(getattr(current, name) != value for name, value in expect.items()):
                 return None
             updated = Session.model_validate(
@@ -366,11 +309,11 @@ class Store:
             columns = [_COLUMN_OF.get(name, name) for name in changes]
             assignments = ", ".join(f"{column} = ?" for column in columns) + ", version = ?"
             values = [new_row[column] for column in columns] + [updated.version]
-            cursor = await db.execute(
+            changed = await db.execute(
                 f"UPDATE sessions SET {assignments} WHERE id = ? AND version = ?",
                 (*values, session_id, current.version),
             )
-            if cursor.rowcount != 1:
+            if changed != 1:
                 return None
         return updated
 
@@ -383,7 +326,7 @@ class Store:
         return row
 
     @staticmethod
-    def _session_from_row(row: sqlite3.Row) -> Session:
+    def _session_from_row(row: Row) -> Session:
         data = {name: row[name] for name in _SESSION_COLUMNS}
         data["offer"] = json.loads(row["offer_json"])
         if data["workload_spec"] is not None:
@@ -397,10 +340,10 @@ class Store:
         """Append one audit event (message and data redacted); returns it with its id."""
         message = redact(event.message)
         data_json = redact(json.dumps(event.data, sort_keys=True, default=str))
-        async with self.transaction() as db:
-            cursor = await db.execute(
+        async with self._db.transaction() as db:
+            inserted = await db.fetch(
                 "INSERT INTO audit (at, kind, severity, session_id, message, data_json) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
                 (
                     to_db_time(event.at),
                     event.kind,
@@ -410,7 +353,7 @@ class Store:
                     data_json,
                 ),
             )
-            event_id = cursor.lastrowid
+        event_id = inserted[0]["id"]
         return event.model_copy(
             update={"id": event_id, "message": message, "data": json.loads(data_json)}
         )
@@ -440,7 +383,7 @@ class Store:
         if consumer is not None:
             where.append("session_id IN (SELECT id FROM sessions WHERE consumer = ?)")
             params.append(consumer)
-        rows = await self._fetchall(
+        rows = await self._db.fetch(
             f"SELECT * FROM audit WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
             (*params, limit),
         )
@@ -470,7 +413,7 @@ class Store:
         session_id: str | None = None,
     ) -> None:
         """Remember that renting an offer failed (the reason is redacted)."""
-        async with self.transaction() as db:
+        async with self._db.transaction() as db:
             await db.execute(
                 "INSERT INTO offer_failures (offer_id, provider, gpu_name, session_id, reason, at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
@@ -479,7 +422,7 @@ class Store:
 
     async def offer_failures_since(self, since: datetime) -> dict[str, tuple[int, datetime]]:
         """Per offer id: failures at or after `since`, and when the latest one happened."""
-        rows = await self._fetchall(
+        rows = await self._db.fetch(
             "SELECT offer_id, COUNT(*) AS n, MAX(at) AS latest FROM offer_failures "
             "WHERE at >= ? GROUP BY offer_id",
             (to_db_time(since),),
@@ -498,7 +441,7 @@ class Store:
         if consumer is not None:
             where.append("consumer = ?")
             params.append(consumer)
-        rows = await self._fetchall(
+        rows = await self._db.fetch(
             f"SELECT * FROM sessions WHERE {' AND '.join(where)} ORDER BY instance_created_at, id",
             tuple(params),
         )
@@ -507,7 +450,7 @@ class Store:
     async def set_budget(self, budget: Budget, now: datetime) -> Budget:
         """Create the budget, or replace the limit and action of the one of the same scope and
         kind (there is one per consumer and kind, and one global per kind)."""
-        async with self.transaction() as db:
+        async with self._db.transaction() as db:
             await db.execute(
                 "INSERT INTO budgets (scope, kind, limit_value, action, created_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (scope, kind) DO UPDATE SET "
@@ -520,38 +463,35 @@ class Store:
                     to_db_time(now),
                 ),
             )
-            async with db.execute(
+            rows = await db.fetch(
                 "SELECT * FROM budgets WHERE scope = ? AND kind = ?",
                 (budget.consumer or GLOBAL_SCOPE, budget.kind.value),
-            ) as cursor:
-                row = await cursor.fetchone()
-        assert row is not None
-        return self._budget_from_row(row)
+            )
+        return self._budget_from_row(rows[0])
 
     async def list_budgets(self) -> list[Budget]:
-        rows = await self._fetchall("SELECT * FROM budgets ORDER BY scope, kind")
+        rows = await self._db.fetch("SELECT * FROM budgets ORDER BY scope, kind")
         return [self._budget_from_row(row) for row in rows]
 
     async def delete_budget(self, budget_id: int) -> bool:
         """Remove a budget (and the thresholds it fired); False if there was none."""
-        async with self.transaction() as db:
-            cursor = await db.execute("DELETE FROM budgets WHERE id = ?", (budget_id,))
-            return cursor.rowcount == 1
+        async with self._db.transaction() as db:
+            return await db.execute("DELETE FROM budgets WHERE id = ?", (budget_id,)) == 1
 
     async def fire_budget_threshold(
         self, budget_id: int, month: str, threshold: int, at: datetime
     ) -> bool:
         """Record that a threshold fired this month; False if it had already fired."""
-        async with self.transaction() as db:
-            cursor = await db.execute(
+        async with self._db.transaction() as db:
+            fired = await db.execute(
                 "INSERT INTO budget_alerts (budget_id, month, threshold, fired_at) "
                 "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (budget_id, month, threshold, to_db_time(at)),
             )
-            return cursor.rowcount == 1
+            return fired == 1
 
     @staticmethod
-    def _budget_from_row(row: sqlite3.Row) -> Budget:
+    def _budget_from_row(row: Row) -> Budget:
         return Budget(
             id=row["id"],
             consumer=None if row["scope"] == GLOBAL_SCOPE else row["scope"],
@@ -572,32 +512,30 @@ class Store:
         """
         expires = to_db_time(now + timedelta(seconds=ttl_s))
         now_text = to_db_time(now)
-        async with self.transaction() as db:
-            held = await db.execute_fetchall(
-                "SELECT holder, pid FROM leases WHERE name = ?", (name,)
-            )
+        async with self._db.transaction() as db:
+            held = await db.fetch("SELECT holder, pid FROM leases WHERE name = ?", (name,))
             gone = any(_holder_is_gone(row["holder"], row["pid"]) for row in held)
-            cursor = await db.execute(
+            renewed = await db.execute(
                 "UPDATE leases SET holder = ?, pid = ?, expires_at = ?, "
                 "acquired_at = CASE WHEN holder = ? THEN acquired_at ELSE ? END "
                 "WHERE name = ? AND (holder = ? OR expires_at <= ? OR ?)",
                 (holder, pid, expires, holder, now_text, name, holder, now_text, gone),
             )
-            if cursor.rowcount == 1:
+            if renewed == 1:
                 return True
-            cursor = await db.execute(
+            taken = await db.execute(
                 "INSERT INTO leases (name, holder, pid, acquired_at, expires_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (name, holder, pid, now_text, expires),
             )
-            return cursor.rowcount == 1
+            return taken == 1
 
     async def release_lease(self, name: str, holder: str) -> None:
-        async with self.transaction() as db:
+        async with self._db.transaction() as db:
             await db.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
 
     async def get_lease(self, name: str) -> Lease | None:
-        rows = await self._fetchall("SELECT * FROM leases WHERE name = ?", (name,))
+        rows = await self._db.fetch("SELECT * FROM leases WHERE name = ?", (name,))
         if not rows:
             return None
         row = rows[0]
@@ -614,9 +552,8 @@ class Store:
     async def replace_benchmarks(self, source: str, rows: list[Benchmark]) -> int:
         """Store measurements imported from `source`, in place of any imported from it before
         (so importing a file again does not count it twice); returns how many were replaced."""
-        async with self.transaction() as db:
-            cursor = await db.execute("DELETE FROM benchmarks WHERE source = ?", (source,))
-            replaced = cursor.rowcount
+        async with self._db.transaction() as db:
+            replaced = await db.execute("DELETE FROM benchmarks WHERE source = ?", (source,))
             await db.executemany(
                 _INSERT_BENCHMARK, [_benchmark_values(row, source) for row in rows]
             )
@@ -625,11 +562,13 @@ class Store:
     async def add_benchmark(self, row: Benchmark) -> Benchmark:
         """Store one measurement gpushop made itself (on a session's node); returns it with its
         id."""
-        async with self.transaction() as db:
-            cursor = await db.execute(_INSERT_BENCHMARK, _benchmark_values(row, row.source))
-        return row.model_copy(update={"id": cursor.lastrowid})
+        async with self._db.transaction() as db:
+            inserted = await db.fetch(
+                f"{_INSERT_BENCHMARK} RETURNING id", _benchmark_values(row, row.source)
+            )
+        return row.model_copy(update={"id": inserted[0]["id"]})
 
     async def list_benchmarks(self) -> list[Benchmark]:
         """Every imported measurement, in import order."""
-        rows = await self._fetchall("SELECT * FROM benchmarks ORDER BY id")
+        rows = await self._db.fetch("SELECT * FROM benchmarks ORDER BY id")
         return [Benchmark.model_validate(dict(row)) for row in rows]

@@ -159,8 +159,12 @@ async def open_market(
     *,
     timing: Literal["fast", "real"] = "fast",
     providers: tuple[str, ...] = ("vastai", "tensordock", "bluelobster"),
+    database_url: str | None = None,
 ) -> AsyncIterator[Market]:
+    """The market; its store on PostgreSQL at `database_url`, else SQLite in `home`."""
     clock = FakeClock()
+    if database_url is not None:
+        monkeypatch.setenv("GPUSHOP_DATABASE_URL", database_url)
     async with run_simulator(seed=3, clock=clock, timing=timing) as sim:
         for info in PROVIDER_INFOS:
             monkeypatch.setenv(info.base_url_env, sim.urls[info.name])

@@ -29,8 +29,11 @@ from tests.core.market import Market, open_market
 
 
 @pytest.fixture
-async def market(monkeypatch: pytest.MonkeyPatch, isolated_env: Path) -> AsyncIterator[Market]:
-    async with open_market(monkeypatch, isolated_env) as opened:
+async def market(
+    monkeypatch: pytest.MonkeyPatch, isolated_env: Path, database_url: str | None
+) -> AsyncIterator[Market]:
+    """Every lifecycle test runs on SQLite and on a real PostgreSQL server."""
+    async with open_market(monkeypatch, isolated_env, database_url=database_url) as opened:
         yield opened
 
 
@@ -567,10 +570,23 @@ async def test_no_key_material_reaches_the_database_or_the_log(
     assert len(body) > 40
     await market.shopper.done(running.id)
     await market.until(running.id, closed)
-    db_path = market.shopper._store.path
-    stored = b"".join(
-        p.read_bytes() for p in db_path.parent.glob(db_path.name + "*") if p.is_file()
-    )
+    store = market.shopper._store
+    if store.dialect == "sqlite":
+        db_path = Path(store.where)
+        stored = b"".join(
+            p.read_bytes() for p in db_path.parent.glob(db_path.name + "*") if p.is_file()
+        )
+    else:
+        tables = await store._db.fetch(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        )
+        rows = [
+            row["line"]
+            for table in tables
+            for row in await store._db.fetch(f"SELECT t::text AS line FROM {table['table_name']} t")
+        ]
+        stored = "\n".join(rows).encode()
+    assert running.id.encode() in stored
     logged = caplog.text
     for secret in [body[:40], *market.sim.keys.values()]:
         assert secret.encode() not in stored

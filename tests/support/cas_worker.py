@@ -1,6 +1,7 @@
 """A second process writing to the same database, for the compare-and-set tests.
 
 Usage: python -m tests.support.cas_worker DB MODE NAME [SESSION_ID ...]
+DB: a SQLite file's path, or a postgresql:// URL.
 Prints "ready", waits for one line on stdin (so two workers start together), works, then
 prints a JSON line: {"result": ..., "started": ..., "ended": ...}, the wall-clock seconds its
 work began and ended (so a test can check that the workers overlapped).
@@ -25,7 +26,7 @@ INCREMENTS = 200
 
 
 async def main(db: str, mode: str, name: str, session_ids: list[str]) -> None:
-    store = await Store.open(Path(db))
+    store = await Store.open(Path(db), db if db.startswith("postgresql://") else None)
     print("ready", flush=True)
     sys.stdin.readline()
     started = time.time()

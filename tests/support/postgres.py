@@ -16,11 +16,12 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,3 +130,18 @@ def _cluster(bin_dir: Path, base: Path, owner: str | None, user: str) -> Iterato
             capture_output=True,
             text=True,
         )
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(server: Postgres) -> AsyncIterator[str]:
+    """A new, empty database on `server` for one test (dropped after it), and its URL."""
+    import asyncpg
+
+    name = f"t_{secrets.token_hex(6)}"
+    admin = await asyncpg.connect(server.url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield server.url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()

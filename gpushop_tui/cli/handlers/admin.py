@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from gpushop_tui.api.tokens import TokenBook
 from gpushop_tui.cli.handlers import with_shopper
 from gpushop_tui.cli.output import note, print_json, print_table
-from gpushop_tui.config import load_settings
+from gpushop_tui.config import load_settings, url_without_password
 from gpushop_tui.core import SecretStore, redact
 from gpushop_tui.errors import UserError
 
@@ -55,10 +55,13 @@ def run_paths(args: argparse.Namespace) -> int:
 
 
 def _shown_value(name: str, value: Any) -> Any:
-    """A setting's value as it may be shown: webhook URLs carry tokens in their path."""
+    """A setting's value as it may be shown: webhook URLs carry tokens in their path, and a
+    database URL may carry a password."""
     if name == "webhook_url" and isinstance(value, str):
         parts = urlsplit(value)
         return f"{parts.scheme}://{parts.netloc}/***" if parts.netloc else "***"
+    if name == "database_url" and isinstance(value, str):
+        return url_without_password(value)
     return redact(str(value)) if value is not None else None
 
 
