@@ -22,6 +22,10 @@ SERVICE = "gpushop"
 WEBHOOK = "webhook"
 """The name of the secret that signs alert webhooks (HMAC-SHA256 of each body)."""
 WEBHOOK_ENV = "GPUSHOP_WEBHOOK_SECRET"
+REMOTE = "remote"
+"""The name of the bearer token for a remote `gpushop --serve` (`gpushop --remote URL`): kept
+like a credential (`gpushop keys set remote`), though not a provider's, so not listed with them."""
+REMOTE_ENV = "GPUSHOP_REMOTE_TOKEN"
 
 
 def _credential_envs() -> dict[str, tuple[str, ...]]:
@@ -195,6 +199,8 @@ class SecretStore:
 def _env_vars(provider: str) -> tuple[str, ...]:
     """The env vars of `provider`'s credential; UnknownProvider (naming the known) if none."""
     envs = _credential_envs()
+    if provider == REMOTE:
+        return (REMOTE_ENV,)
     try:
         return envs[provider]
     except KeyError:

@@ -138,6 +138,7 @@ def test_config_shows_values_and_sources() -> None:
         env={
             "GPUSHOP_SUPERVISOR_TICK_S": "7",
             "GPUSHOP_WEBHOOK_URL": "https://hooks.example.test/services/T000/B000/secretpath",
+            "GPUSHOP_DATABASE_URL": "postgresql://team:pg-test-word@db.example.test:5432/gpushop",
         },
     )
     assert result.returncode == 0
@@ -147,8 +148,18 @@ def test_config_shows_values_and_sources() -> None:
     assert rows["hard_max_hours"]["source"] == "default"
     assert rows["webhook_url"]["value"] == "https://hooks.example.test/***"
     assert "secretpath" not in result.stdout
+    assert rows["database_url"]["value"] == "postgresql://team:***@db.example.test:5432/gpushop"
+    assert "pg-test-word" not in result.stdout
     table = run_gpushop("config")
     assert "GPUSHOP_HARD_MAX_HOURS" in table.stdout
+
+
+def test_a_database_url_that_is_not_postgresql_is_refused_in_one_line() -> None:
+    result = run_gpushop("config", env={"GPUSHOP_DATABASE_URL": "mysql://db.example.test/x"})
+    assert result.returncode == 2
+    assert "postgresql://user@host:port/db" in result.stderr
+    assert result.stderr.count("\n") == 1
+    _no_traceback(result)
 
 
 def test_bad_setting_is_one_line_and_exit_2() -> None:

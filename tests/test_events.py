@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from gpushop_tui.clock import FakeClock
+from gpushop_tui.config import Settings
+from gpushop_tui.core import events as events_module
 from gpushop_tui.core.events import Alert, EventBus, InventoryRefreshed, SessionChanged
 from gpushop_tui.models import InstanceState, SessionStatus, Severity
 from gpushop_tui.store import Store
@@ -80,3 +84,38 @@ async def test_closed_subscription_receives_nothing(store: Store, clock: FakeClo
     await bus.publish(Alert(alert="test", message="after close"))
     assert subscription.dropped == 0
     assert subscription._queue.empty()
+
+
+async def test_events_another_process_stores_reach_subscribers_here_but_not_the_webhook(
+    settings: Settings,
+    database_url: str | None,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two replicas on one database (SQLite file or PostgreSQL): what one publishes, the
+    other's subscribers get too, once; its own-only subscribers (the webhook) never do, and it
+    never hands a subscriber its own event twice."""
+    monkeypatch.setattr(events_module, "FOLLOW_S", 0.02)
+    settings.paths.prepare()
+    here_store = await Store.open(settings.paths.db_file, database_url)
+    there_store = await Store.open(settings.paths.db_file, database_url)
+    here, there = EventBus(here_store, clock), EventBus(there_store, clock)
+    try:
+        before = await there.publish(Alert(message="before we followed", alert="test"))
+        here.start_following()
+        with here.subscribe() as everything, here.subscribe(own_only=True) as own:
+            await asyncio.sleep(0)
+            await here.publish(Alert(message="mine", alert="test"))
+            theirs = await there.publish(Alert(message="theirs", alert="orphan"))
+            got = [await asyncio.wait_for(everything.get(), timeout=5) for _ in range(2)]
+            assert [e.message for e in got] == ["mine", "theirs"]
+            assert isinstance(got[1], Alert) and got[1].alert == "orphan"
+            assert got[1].audit_id == theirs.audit_id != before.audit_id
+            assert [(await own.get()).message] == ["mine"]
+            await there.publish(Alert(message="later", alert="test"))
+            assert (await asyncio.wait_for(everything.get(), timeout=5)).message == "later"
+            assert own._queue.empty() and everything._queue.empty()
+    finally:
+        await here.aclose()
+        await here_store.aclose()
+        await there_store.aclose()

@@ -5,7 +5,6 @@ Every test that takes `store` runs twice: on SQLite and on a real PostgreSQL ser
 from __future__ import annotations
 
 import os
-import socket
 import sqlite3
 import stat
 import subprocess
@@ -21,6 +20,7 @@ from gpushop_tui.errors import DataDirError
 from gpushop_tui.models import AuditEvent, InstanceState, SessionStatus, Severity
 from gpushop_tui.store import DuplicateSession, Store
 from gpushop_tui.store.backends import migrations
+from gpushop_tui.store.db import this_host
 from tests.support.factories import make_session
 from tests.support.postgres import Postgres, fresh_database
 
@@ -317,7 +317,7 @@ async def test_a_lease_held_by_a_gone_process_on_this_host_is_taken_at_once(
 ) -> None:
     now = clock.now()
     dead = _gone_pid()
-    here = socket.gethostname()
+    here = this_host()
     assert await store.acquire_lease("supervisor", f"{here}:{dead}:dead01", dead, now, 60)
 
     assert await store.acquire_lease(
@@ -336,7 +336,7 @@ async def test_a_lease_held_by_a_live_process_or_another_host_waits_for_expiry(
     store: Store, clock: FakeClock
 ) -> None:
     now = clock.now()
-    here = socket.gethostname()
+    here = this_host()
     live = os.getppid()
     assert await store.acquire_lease("supervisor", f"{here}:{live}:live01", live, now, 60)
     assert not await store.acquire_lease(

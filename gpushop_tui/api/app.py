@@ -22,20 +22,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gpushop_tui import __version__
-from gpushop_tui.api import health, inventory, money, ops, sessions
-from gpushop_tui.api.deps import ApiError, ApiState, details
-from gpushop_tui.core import (
-    BudgetRefused,
-    NotConfigured,
-    ProviderError,
-    RateLimited,
-    SessionConflict,
-    SessionNotFound,
-    StaleOffer,
-    UnknownModel,
-    redact,
-)
-from gpushop_tui.errors import Hint, UserError
+from gpushop_tui.api import facade, health, inventory, money, ops, sessions
+from gpushop_tui.api.deps import ApiError, ApiState, answer_for, details
+from gpushop_tui.core import ProviderError, RateLimited, redact
+from gpushop_tui.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -55,33 +45,6 @@ def _request_id(request: Request) -> str:
     return str(request.scope.get("state", {}).get("request_id") or uuid.uuid4().hex)
 
 
-USER_ERRORS: tuple[tuple[type[UserError], int, str, dict[str, Any]], ...] = (
-    (SessionNotFound, 404, "not_found", {}),
-    (SessionConflict, 409, "conflict", {}),
-    (BudgetRefused, 409, "budget_refused", {}),
-    (StaleOffer, 409, "stale_offer", {"retry_suggested": False}),
-    (NotConfigured, 503, "provider_unavailable", {"retry_suggested": False}),
-    (UnknownModel, 400, "bad_request", {"field": "model"}),
-)
-"""Core errors by type: status, type word, extra body fields."""
-USER_HINTS: dict[str, tuple[int, str, dict[str, Any]]] = {
-    Hint.UNKNOWN_OFFER: (404, "not_found", {}),
-}
-"""Core errors of no type above, by their hint; any other `UserError` is 400."""
-
-
-def _answer_for(exc: UserError) -> tuple[int, str, dict[str, Any]]:
-    """Status, type word and extra body fields for a core error, by its type, else its hint.
-
-    An offer that is not on the menu any more (taken) is 409 and a malformed or unknown one
-    404, neither suggesting a retry: the same id would fail again.
-    """
-    for kind, status, type_, extra in USER_ERRORS:
-        if isinstance(exc, kind):
-            return status, type_, extra
-    return USER_HINTS.get(exc.hint or "", (400, "bad_request", {}))
-
-
 def install_error_handlers(app: FastAPI) -> None:
     """Map every failure to the one JSON error shape."""
 
@@ -91,7 +54,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(UserError)
     async def user_error(request: Request, exc: UserError) -> JSONResponse:
-        status, type_, extra = _answer_for(exc)
+        status, type_, extra = answer_for(exc)
         return error_response(
             _request_id(request), status, type_, exc.message, **{**extra, **details(exc)}
         )
@@ -203,6 +166,7 @@ ROUTERS: tuple[RouterInstaller, ...] = (
     sessions.install,
     money.install,
     ops.install,
+    facade.install,
 )
 """Each route module's `install`, in the order the routes are added."""
 

@@ -21,8 +21,16 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 
 from gpushop_tui.api.tokens import Principal, TokenBook
-from gpushop_tui.core import SessionNotFound, Shopper
-from gpushop_tui.errors import UserError
+from gpushop_tui.core import (
+    BudgetRefused,
+    NotConfigured,
+    SessionConflict,
+    SessionNotFound,
+    Shopper,
+    StaleOffer,
+    UnknownModel,
+)
+from gpushop_tui.errors import Hint, UserError
 from gpushop_tui.models import Session, problem_field, validation_problem
 
 M = TypeVar("M", bound=BaseModel)
@@ -124,6 +132,38 @@ ShopperDep = Annotated[Shopper, Depends(shopper_of)]
 """A route parameter `shopper: ShopperDep` receives the app's `Shopper`."""
 CallerDep = Annotated[Principal, Depends(principal)]
 """A route parameter `caller: CallerDep` receives the authenticated `Principal`."""
+
+
+USER_ERRORS: tuple[tuple[type[UserError], int, str, dict[str, Any]], ...] = (
+    (SessionNotFound, 404, "not_found", {}),
+    (SessionConflict, 409, "conflict", {}),
+    (BudgetRefused, 409, "budget_refused", {}),
+    (StaleOffer, 409, "stale_offer", {"retry_suggested": False}),
+    (NotConfigured, 503, "provider_unavailable", {"retry_suggested": False}),
+    (UnknownModel, 400, "bad_request", {"field": "model"}),
+)
+"""Core errors by type: status, type word, extra body fields."""
+USER_HINTS: dict[str, tuple[int, str, dict[str, Any]]] = {
+    Hint.UNKNOWN_OFFER: (404, "not_found", {}),
+}
+"""Core errors of no type above, by their hint; any other `UserError` is 400."""
+
+
+def answer_for(exc: UserError) -> tuple[int, str, dict[str, Any]]:
+    """Status, type word and extra body fields for a core error, by its type, else its hint.
+
+    An offer that is not on the menu any more (taken) is 409 and a malformed or unknown one
+    404, neither suggesting a retry: the same id would fail again.
+    """
+    for kind, status, type_, extra in USER_ERRORS:
+        if isinstance(exc, kind):
+            return status, type_, extra
+    return USER_HINTS.get(exc.hint or "", (400, "bad_request", {}))
+
+
+def asked_by(caller: Principal) -> str:
+    """Who asks, as the audit log says it: the token's consumer, or the operator."""
+    return "operator (api)" if caller.consumer is None else f"consumer {caller.consumer}"
 
 
 def details(err: UserError) -> dict[str, str]:

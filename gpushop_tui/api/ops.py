@@ -193,6 +193,7 @@ async def metrics(request: Request) -> Response:
     for name, count in alerts.items():
         by_alert.labels(name).inc(count)
     _provider_metrics(shopper, registry)
+    await _supervisor_metrics(shopper, registry)
     month = await shopper.cost_report()
     Gauge(
         "gpushop_cost_accrued_usd", "USD billed this (local) month so far.", registry=registry
@@ -201,6 +202,25 @@ async def metrics(request: Request) -> Response:
         month.burn_usd_per_hour
     )
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _supervisor_metrics(shopper: Shopper, registry: CollectorRegistry) -> None:
+    """Whether this replica supervises, and which process holds the lease (any replica says)."""
+    Gauge(
+        "gpushop_supervising",
+        "1 when this process holds the supervisor lease.",
+        ["process"],
+        registry=registry,
+    ).labels(shopper.process_name).set(1 if shopper.supervising else 0)
+    lease = await shopper.supervisor_lease()
+    holder = Gauge(
+        "gpushop_supervisor",
+        "1 for the process that holds the supervisor lease (none while nobody does).",
+        ["holder"],
+        registry=registry,
+    )
+    if lease is not None:
+        holder.labels(lease.holder).set(1)
 
 
 def _provider_metrics(shopper: Shopper, registry: CollectorRegistry) -> None:

@@ -19,6 +19,7 @@ from gpushop_tui.api.deps import (
     ProviderQuery,
     ShopperDep,
     api_router,
+    asked_by,
     checked,
     fields_named,
     known_provider,
@@ -37,7 +38,6 @@ from gpushop_tui.api.schemas import (
     error_responses,
     offer_id,
 )
-from gpushop_tui.api.tokens import Principal
 from gpushop_tui.core import SessionView, Shopper
 from gpushop_tui.errors import UserError
 from gpushop_tui.models import (
@@ -157,11 +157,6 @@ class StartIn(BaseModel):
     hours: ReservationHours | None = Field(
         default=None, description="The new reservation (default: the session's own length)."
     )
-
-
-def asked_by(caller: Principal) -> str:
-    """Who asks, as the audit log says it: the token's consumer, or the operator."""
-    return "operator (api)" if caller.consumer is None else f"consumer {caller.consumer}"
 
 
 def session_out(view: SessionView, now: datetime) -> SessionOut:

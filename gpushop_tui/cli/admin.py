@@ -15,7 +15,11 @@ HANDLERS = "gpushop_tui.cli.handlers.admin"
 def _configure_keys(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="keys_action", metavar="ACTION", required=True)
     setp = actions.add_parser("set", help="store a provider credential in the OS keyring")
-    setp.add_argument("provider", help="vastai, tensordock, bluelobster, runpod, lambda or webhook")
+    setp.add_argument(
+        "provider",
+        help="vastai, tensordock, bluelobster, runpod, lambda, webhook, or remote "
+        "(the token for --remote)",
+    )
     listp = actions.add_parser("list", help="show which credentials are set (never the values)")
     add_output(listp)
     deletep = actions.add_parser("delete", help="remove a provider credential from the keyring")

@@ -26,6 +26,9 @@ from gpushop_tui.errors import Hint, UserError
 if TYPE_CHECKING:
     from gpushop_tui.config import Settings
 
+LOCAL_COMMANDS = ("paths", "config", "keys", "serve-token", "demo-endpoint")
+"""Commands about this machine itself: they refuse --remote and --token, and ignore
+GPUSHOP_REMOTE (`config` shows it as the setting it is)."""
 EXIT_USAGE = 2
 EXIT_BROKEN_PIPE = 141
 """128 + SIGPIPE: what a C tool's shell status is when its reader goes away."""
@@ -137,6 +140,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="with --serve: port to listen on (default 8642)",
     )
+    parser.add_argument(
+        "--remote",
+        dest="remote_url",
+        metavar="URL",
+        help="work on the 'gpushop --serve' at URL instead of this machine's database "
+        "(default: GPUSHOP_REMOTE)",
+    )
+    parser.add_argument(
+        "--token",
+        dest="remote_token",
+        metavar="TOKEN",
+        help="with --remote: the server's bearer token (default: GPUSHOP_REMOTE_TOKEN, then "
+        "'gpushop keys set remote', then the file remote_token in the data dir)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for command in COMMANDS:
         sub = commands.add_parser(command.name, help=command.help, description=command.help)
@@ -178,13 +195,17 @@ def _run_tui(args: argparse.Namespace) -> int:
         raise UserError("--host and --port go with --serve")
     if args.demo:
         return _run_demo()
+    from gpushop_tui.cli.handlers import NO_REMOTE, command_settings
     from gpushop_tui.logs import configure_logging
-    from gpushop_tui.tui.app import GpushopApp
+    from gpushop_tui.tui.app import GpushopApp, open_remote_core
 
-    settings = _settings()
+    settings = command_settings()
     settings.paths.prepare()
     configure_logging(settings)
-    GpushopApp(settings).run()
+    remote = open_remote_core(args.remote_token) if settings.remote is not None else None
+    if remote is None and args.remote_token is not None:
+        raise UserError(NO_REMOTE)
+    GpushopApp(settings, opener=remote).run()
     return 0
 
 
@@ -220,6 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.remote_command = trailing
     if args.command and (args.demo or args.serve or args.host or args.port):
         parser.error(f"--demo, --serve, --host and --port cannot be combined with '{args.command}'")
+    _check_remote(parser, args)
     try:
         run = _handler(args.run) if "run" in vars(args) else _run_tui
         code = run(args)
@@ -231,6 +253,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:
         return _report(exc)
+
+
+def _check_remote(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse `--remote`/`--token` where they mean nothing; else hand them to the commands."""
+    if args.remote_url is None and args.remote_token is None:
+        return
+    if args.demo or args.serve:
+        parser.error("--remote and --token cannot be combined with --demo or --serve")
+    if args.command in LOCAL_COMMANDS:
+        parser.error(
+            f"'{args.command}' works on this machine only; it takes no --remote or --token"
+        )
+    from gpushop_tui.cli.handlers import REMOTE
+
+    REMOTE.url, REMOTE.token = args.remote_url, args.remote_token
 
 
 def _reader_gone() -> int:

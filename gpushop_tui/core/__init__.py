@@ -40,10 +40,17 @@ if TYPE_CHECKING:
     from gpushop_tui.core.events import SessionChanged as SessionChanged
     from gpushop_tui.core.events import Subscription as Subscription
     from gpushop_tui.core.events import WebhookFailed as WebhookFailed
+    from gpushop_tui.core.facade import REMOTE_CALLS as REMOTE_CALLS
+    from gpushop_tui.core.facade import Facade as Facade
+    from gpushop_tui.core.facade import Snapshot as Snapshot
+    from gpushop_tui.core.facade import call_types as call_types
     from gpushop_tui.core.inventory import InventoryView as InventoryView
     from gpushop_tui.core.inventory import ProviderHealth as ProviderHealth
     from gpushop_tui.core.inventory import ProviderReport as ProviderReport
     from gpushop_tui.core.provisioning import Rental as Rental
+    from gpushop_tui.core.remote import RemoteShopper as RemoteShopper
+    from gpushop_tui.core.remote import RemoteUnavailable as RemoteUnavailable
+    from gpushop_tui.core.remote import remote_token as remote_token
     from gpushop_tui.core.sessions import ACTIVE as ACTIVE
     from gpushop_tui.core.sessions import NotConfigured as NotConfigured
     from gpushop_tui.core.sessions import SessionConflict as SessionConflict
@@ -92,6 +99,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "EXPIRY_WARNING": ("core.views", "EXPIRY_WARNING"),
     "Endpoint": ("core.views", "Endpoint"),
     "Event": ("core.events", "Event"),
+    "Facade": ("core.facade", "Facade"),
     "GpuRow": ("core.compare", "GpuRow"),
     "GpuSummary": ("core.benchmarks", "GpuSummary"),
     "Grouping": ("core.costs", "Grouping"),
@@ -116,7 +124,10 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "RankOrder": ("core.benchmarks", "RankOrder"),
     "Ranked": ("core.benchmarks", "Ranked"),
     "RateLimited": ("providers.base", "RateLimited"),
+    "REMOTE_CALLS": ("core.facade", "REMOTE_CALLS"),
     "RedactingFilter": ("secrets", "RedactingFilter"),
+    "RemoteShopper": ("core.remote", "RemoteShopper"),
+    "RemoteUnavailable": ("core.remote", "RemoteUnavailable"),
     "Rental": ("core.provisioning", "Rental"),
     "SecretStore": ("secrets", "SecretStore"),
     "SessionChanged": ("core.events", "SessionChanged"),
@@ -127,15 +138,18 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "SessionView": ("core.views", "SessionView"),
     "Shopper": ("core.shopper", "Shopper"),
     "StaleOffer": ("core.sessions", "StaleOffer"),
+    "Snapshot": ("core.facade", "Snapshot"),
     "Subscription": ("core.events", "Subscription"),
     "THRESHOLDS": ("core.budgets", "THRESHOLDS"),
     "Tunnel": ("core.views", "Tunnel"),
     "UnknownModel": ("core.benchmarks", "UnknownModel"),
     "Usage": ("core.budgets", "Usage"),
     "WebhookFailed": ("core.events", "WebhookFailed"),
+    "call_types": ("core.facade", "call_types"),
     "describe_budget": ("core.budgets", "describe_budget"),
     "limit_text": ("core.budgets", "limit_text"),
     "redact": ("secrets", "redact"),
+    "remote_token": ("core.remote", "remote_token"),
     "used_text": ("core.budgets", "used_text"),
 }
 """Each exported name: the module (under `gpushop_tui`) that defines it, and its name there."""

@@ -3,11 +3,17 @@
 The TUI turns them into messages and the API into server-sent events. Each subscriber has its
 own bounded queue; one that falls behind loses its oldest events (and is told how many), so a
 slow subscriber never blocks the supervisor or the other subscribers.
+
+Other processes on the same database (another `--serve` replica, the supervisor in a TUI, a cron
+reconcile) record their events in the audit table too: the bus follows it and hands those to
+subscribers as well, so every replica's `/events` shows what the supervising one did. Those are
+delivered, never acted on again: the webhook sends only this process's own alerts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -20,6 +26,11 @@ from gpushop_tui.models import AuditEvent, InstanceState, SessionStatus, Severit
 from gpushop_tui.store import Store
 
 log = logging.getLogger(__name__)
+
+FOLLOW_S = 1.0
+"""How often the events other processes stored are looked for."""
+FOLLOW_BATCH = 10_000
+"""Most of them delivered per look."""
 
 
 class Event(BaseModel):
@@ -90,13 +101,42 @@ class InventoryRefreshed(Event):
     ok: bool
 
 
+def _kinds(base: type[Event]) -> dict[str, type[Event]]:
+    found = {base.kind: base}
+    for sub in base.__subclasses__():
+        found |= _kinds(sub)
+    return found
+
+
+def event_from_audit(row: AuditEvent) -> Event | None:
+    """The event an audit row records; None for a kind this gpushop does not know (a newer
+    one wrote it) or a row that does not fit its kind."""
+    kind = _kinds(Event).get(row.kind)
+    if kind is None:
+        return None
+    fields = {
+        "message": row.message,
+        "severity": row.severity,
+        "session_id": row.session_id,
+        "at": row.at,
+        "audit_id": row.id,
+    }
+    try:
+        return kind.model_validate({**row.data, **fields})
+    except ValueError:
+        log.debug("audit row %s does not fit event kind %s", row.id, row.kind)
+        return None
+
+
 class Subscription:
     """One subscriber's bounded queue of events; iterate it, close it when done."""
 
-    def __init__(self, bus: EventBus, maxsize: int) -> None:
+    def __init__(self, bus: Fanout, maxsize: int, *, own_only: bool = False) -> None:
         self._bus = bus
         self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
         self.dropped = 0
+        self.own_only = own_only
+        """Only this process's events, not those followed from other processes."""
 
     def offer(self, event: Event) -> None:
         """Queue `event` without waiting; when full, drop the oldest to make room."""
@@ -125,17 +165,16 @@ class Subscription:
         self.close()
 
 
-class EventBus:
-    """Publishes events: stamp, persist (redacted, by the store), then fan out."""
+class Fanout:
+    """Hands each event to every subscriber's own queue (the bus here; a remote façade's copy
+    of the server's stream)."""
 
-    def __init__(self, store: Store, clock: Clock, queue_size: int = 1000) -> None:
-        self._store = store
-        self._clock = clock
+    def __init__(self, queue_size: int = 1000) -> None:
         self._queue_size = queue_size
         self._subscribers: list[Subscription] = []
 
-    def subscribe(self, maxsize: int | None = None) -> Subscription:
-        subscription = Subscription(self, maxsize or self._queue_size)
+    def subscribe(self, maxsize: int | None = None, *, own_only: bool = False) -> Subscription:
+        subscription = Subscription(self, maxsize or self._queue_size, own_only=own_only)
         self._subscribers.append(subscription)
         return subscription
 
@@ -143,11 +182,68 @@ class EventBus:
         if subscription in self._subscribers:
             self._subscribers.remove(subscription)
 
+    def deliver(self, event: Event, *, own: bool = True) -> None:
+        """Hand `event` to every subscriber (one of another process: those that want it)."""
+        for subscription in list(self._subscribers):
+            if own or not subscription.own_only:
+                subscription.offer(event)
+
+
+class EventBus(Fanout):
+    """Publishes events: stamp, persist (redacted, by the store), then fan out."""
+
+    def __init__(self, store: Store, clock: Clock, queue_size: int = 1000) -> None:
+        super().__init__(queue_size)
+        self._store = store
+        self._clock = clock
+        self._newest_own = 0
+        """The audit id of this process's latest stored event."""
+        self._following: asyncio.Task[None] | None = None
+
+    def start_following(self) -> None:
+        """Deliver, from now on, the events other processes store (see the module docstring)."""
+        if self._following is None:
+            self._following = asyncio.create_task(self._follow(), name="follow-audit")
+
+    async def aclose(self) -> None:
+        if self._following is not None:
+            self._following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._following
+
+    async def _follow(self) -> None:
+        """Every `FOLLOW_S` of real time (other processes write on their own clocks), deliver
+        the audit rows other processes stored since the last look, oldest first.
+
+        Audit ids are committed in order (every write holds the database's write lock), so
+        every other row below this process's newest id was visible to the look that followed
+        it: the next look starts above both.
+        """
+        newest = await self._store.list_audit(limit=1)
+        seen = newest[-1].id or 0 if newest else 0
+        while True:
+            await asyncio.sleep(FOLLOW_S)
+            mine = self._newest_own
+            try:
+                rows = await self._store.list_audit(
+                    after_id=seen, limit=FOLLOW_BATCH, not_from=self._store.origin
+                )
+            except Exception:
+                log.warning("cannot read other processes' events", exc_info=True)
+                continue
+            for row in rows:
+                seen = max(seen, row.id or 0)
+                event = event_from_audit(row)
+                if event is not None:
+                    self.deliver(event, own=False)
+            seen = max(seen, mine)
+
     async def publish(self, event: Event) -> Event:
         """Stamp `event` with the time (and its audit id once stored) and deliver it."""
         event = event.model_copy(update={"at": self._clock.now()})
         if event.persist:
             stored = await self._store.add_audit(event.audit_event())
+            self._newest_own = max(self._newest_own, stored.id or 0)
             event = event.model_copy(update={"audit_id": stored.id, "message": stored.message})
         log.log(
             logging.WARNING if event.severity != Severity.INFO else logging.INFO,
@@ -155,6 +251,5 @@ class EventBus:
             event.kind,
             event.message,
         )
-        for subscription in list(self._subscribers):
-            subscription.offer(event)
+        self.deliver(event)
         return event

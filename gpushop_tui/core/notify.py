@@ -118,7 +118,7 @@ class WebhookNotifier:
         secret = self._secrets.get(WEBHOOK)
         self._secret = secret.encode() if secret else None
         self._client = httpx.AsyncClient(timeout=self._timeout_s, follow_redirects=False)
-        self._subscription = self._bus.subscribe(self._queue_size)
+        self._subscription = self._bus.subscribe(self._queue_size, own_only=True)
         self._tasks = [
             asyncio.create_task(self._pump(self._subscription), name="webhook-pump"),
             asyncio.create_task(self._deliver_queued(), name="webhook-deliver"),

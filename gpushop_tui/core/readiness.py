@@ -17,12 +17,12 @@ from datetime import timedelta
 from pathlib import Path
 
 from gpushop_tui.config import Settings
+from gpushop_tui.core.access import node_address
 from gpushop_tui.core.benchmarks import Benchmarks
 from gpushop_tui.core.rows import SETTING_UP, SessionRows, Step, ready_changes
 from gpushop_tui.core.teardown import Teardown
 from gpushop_tui.core.watchdogs import Watchdogs
 from gpushop_tui.core.workloads import Workloads
-from gpushop_tui.errors import UserError
 from gpushop_tui.models import Offer, Session, SessionStatus
 from gpushop_tui.node import keys as node_keys
 from gpushop_tui.node import probes
@@ -102,15 +102,7 @@ class Readiness:
         return timedelta(seconds=seconds)
 
     def address(self, session: Session) -> NodeAddress:
-        if not (session.ssh_host and session.ssh_port and session.ssh_user and session.key_path):
-            raise UserError(f"session {session.id} has no SSH address yet")
-        return NodeAddress(
-            host=session.ssh_host,
-            port=session.ssh_port,
-            user=session.ssh_user,
-            key_path=Path(session.key_path),
-            host_key=session.host_key,
-        )
+        return node_address(session)
 
     def known_hosts_path(self, session_id: str) -> Path:
         return self.keys_dir / f"{session_id}.known_hosts"

@@ -19,7 +19,7 @@ from typing import Literal
 
 from gpushop_tui.clock import Clock, SystemClock
 from gpushop_tui.config import Settings
-from gpushop_tui.core import benchmarks, costs
+from gpushop_tui.core import access, benchmarks, costs
 from gpushop_tui.core.benchmarks import GpuSummary, Ranked, RankOrder
 from gpushop_tui.core.budgets import BudgetCheck, Budgets, Usage
 from gpushop_tui.core.compare import InventoryComparison, compare_by_gpu
@@ -31,7 +31,7 @@ from gpushop_tui.core.provisioning import Rental
 from gpushop_tui.core.sessions import ACTIVE, Lifecycle, NotConfigured, SessionNotFound
 from gpushop_tui.core.supervisor import PassReport, Supervisor
 from gpushop_tui.core.views import Endpoint, NodeReading, SessionView, Tunnel
-from gpushop_tui.core.workloads import endpoint_url, server_port
+from gpushop_tui.core.workloads import server_port
 from gpushop_tui.errors import Hint, UserError
 from gpushop_tui.models import (
     AuditEvent,
@@ -48,9 +48,7 @@ from gpushop_tui.models import (
     StopRequest,
     checked,
 )
-from gpushop_tui.node import keys as node_keys
 from gpushop_tui.node.probes import NodeSample
-from gpushop_tui.node.ssh import NodeError, connect
 from gpushop_tui.providers.base import (
     AuthError,
     Provider,
@@ -156,6 +154,7 @@ class Shopper:
         store = await Store.open(paths.db_file, settings.database_url)
         shopper = cls(settings, store, clock or SystemClock(), secrets or SecretStore())
         shopper._notifier.start()
+        shopper._events.start_following()
         return shopper
 
     async def aclose(self, teardown_grace_s: float = 0.0) -> None:
@@ -173,6 +172,7 @@ class Shopper:
         await self._lifecycle.aclose()
         await self._inventory.aclose()
         await self._notifier.aclose()
+        await self._events.aclose()
         await self._store.aclose()
 
     async def __aenter__(self) -> Shopper:
@@ -185,6 +185,11 @@ class Shopper:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    @property
+    def remote(self) -> str | None:
+        """None: this façade works on the local database (see `RemoteShopper`)."""
+        return None
 
     @property
     def install_id(self) -> str:
@@ -423,7 +428,9 @@ class Shopper:
         if session.closed:
             return None
         try:
-            return shlex.join(self._ssh_words(session))
+            return shlex.join(
+                access.ssh_words(session, self._lifecycle.known_hosts_path(session.id))
+            )
         except UserError:  # no SSH address yet
             return None
 
@@ -564,6 +571,11 @@ class Shopper:
         """Whether this process holds the supervisor lease right now."""
         return self._supervisor.holding
 
+    @property
+    def process_name(self) -> str:
+        """How this process is named in the supervisor lease ("host:pid:token")."""
+        return self._supervisor.holder
+
     async def supervision(self) -> tuple[bool, Lease | None]:
         """Once this process has tried the lease: whether it supervises, else who does."""
         await self._supervisor.decided.wait()
@@ -687,37 +699,7 @@ class Shopper:
     async def ssh_argv(self, session_id: str, *command: str) -> list[str]:
         """The OpenSSH command line that reaches the session's node with its own key."""
         session = await self.session(session_id)
-        words = self._ssh_words(session)
-        if session.host_key is not None:
-            address = self._lifecycle.address(session)
-            await asyncio.to_thread(
-                node_keys.write_known_hosts,
-                self._lifecycle.known_hosts_path(session.id),
-                address.host,
-                address.port,
-                session.host_key,
-            )
-        return [*words, *command]
-
-    def _ssh_words(self, session: Session) -> list[str]:
-        """The OpenSSH command line for a session as read; `UserError` without an address."""
-        address = self._lifecycle.address(session)
-        known_hosts = self._lifecycle.known_hosts_path(session.id)
-        strict = "yes" if session.host_key is not None else "accept-new"
-        return [
-            "ssh",
-            "-i",
-            str(address.key_path),
-            "-p",
-            str(address.port),
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            f"UserKnownHostsFile={known_hosts}",
-            "-o",
-            f"StrictHostKeyChecking={strict}",
-            f"{address.user}@{address.host}",
-        ]
+        return await access.ssh_argv(session, self._lifecycle.known_hosts_path(session.id), command)
 
     async def key_path(self, session_id: str) -> Path:
         """The session's private key file (kept until the session is closed)."""
@@ -737,18 +719,8 @@ class Shopper:
     ) -> int:
         """Copy one file to or from the session's node over SFTP; returns the bytes copied."""
         session = await self.session(session_id)
-        if session.status != SessionStatus.RUNNING:
-            raise UserError(f"session {session.id} is {session.status}, not running")
-        try:
-            conn = await connect(
-                self._lifecycle.address(session), timeout_s=self.settings.ssh_connect_timeout_s
-            )
-            async with conn:
-                if direction == "upload":
-                    return await conn.upload(local, remote, progress)
-                return await conn.download(remote, local, progress)
-        except NodeError as err:
-            raise UserError(f"transfer failed: {err.message}") from None
+        timeout_s = self.settings.ssh_connect_timeout_s
+        return await access.transfer(session, timeout_s, direction, local, remote, progress)
 
     async def endpoint(self, session_id: str) -> Endpoint:
         """The session's model endpoint, its token and its public URL if it has one, once its
@@ -779,27 +751,9 @@ class Shopper:
         under it does (the node went away, the session ended)."""
         session = await self.session(session_id)
         await self.endpoint(session.id)
-        spec = session.workload_spec
-        assert spec is not None
-        node_port = server_port(spec)
-        assert node_port is not None
-        if session.status != SessionStatus.RUNNING:
-            raise UserError(f"session {session.id} is {session.status}, not running")
-        try:
-            conn = await connect(
-                self._lifecycle.address(session), timeout_s=self.settings.ssh_connect_timeout_s
-            )
-            async with conn, conn.forward(node_port, local_port) as bound:
-                url = endpoint_url(spec, port=bound)
-                assert url is not None
-                yield Tunnel(url=url, closed=conn.wait_closed)
-        except NodeError as err:
-            if err.kind == "in_use":
-                raise UserError(
-                    f"{err.message}: choose another local port, or 0 for any free one",
-                    field="local_port",
-                ) from None
-            raise UserError(f"the tunnel failed: {err.message}") from None
+        timeout_s = self.settings.ssh_connect_timeout_s
+        async with access.tunnel(session, timeout_s, local_port) as opened:
+            yield opened
 
     # ------------------------------------------------------------------ benchmarks
 

@@ -13,8 +13,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
-import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -98,7 +96,7 @@ class Supervisor:
         self.store = lifecycle.store
         self.clock = lifecycle.clock
         self.settings = lifecycle.settings
-        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.holder = holder or self.store.origin
         self.holding = False
         self._last_reconcile: float | None = None
         self._sampled: dict[str, float] = {}
@@ -121,7 +119,9 @@ class Supervisor:
     # ------------------------------------------------------------------ the lease
 
     async def acquire(self) -> bool:
-        """Take or renew the lease; False while another live process holds it."""
+        """Take or renew the lease; False while another live process holds it, and False when
+        the database cannot say (this process no longer claims to supervise)."""
+        self.holding = False
         self.holding = await self.store.acquire_lease(
             LEASE, self.holder, os.getpid(), self.clock.now(), self.settings.lease_ttl_s
         )

@@ -39,6 +39,18 @@ WRITE_LOCK_KEY = 0x67707573686F70
 """The PostgreSQL advisory lock every write transaction holds ("gpushop" in hex)."""
 POOL_SIZE = 10
 """Most PostgreSQL connections one process holds (API readers run side by side)."""
+COMMAND_TIMEOUT_S = 60.0
+"""Longest one statement may take before the client gives up on it (a half-open connection)."""
+SERVER_SETTINGS = {
+    "lock_timeout": f"{BUSY_TIMEOUT_MS}ms",
+    "idle_in_transaction_session_timeout": "60s",
+    "tcp_keepalives_idle": "30",
+    "tcp_keepalives_interval": "10",
+    "tcp_keepalives_count": "3",
+}
+"""Waits bounded as on SQLite: a writer waits for the write lock as long as `busy_timeout`, and a
+replica that died mid-transaction (its host gone, no TCP reset) loses its transaction, and the
+lock it held, within about a minute instead of the kernel's two hours."""
 
 
 class DuplicateRow(Exception):
@@ -292,7 +304,13 @@ class PostgresDatabase:
         """Connect; OSError or asyncpg's errors when the server cannot be reached or refuses."""
         import asyncpg
 
-        pool = await asyncpg.create_pool(url, min_size=1, max_size=POOL_SIZE)
+        pool = await asyncpg.create_pool(
+            url,
+            min_size=1,
+            max_size=POOL_SIZE,
+            command_timeout=COMMAND_TIMEOUT_S,
+            server_settings=SERVER_SETTINGS,
+        )
         return cls(url, pool)
 
     async def close(self) -> None:

@@ -9,6 +9,8 @@ Migrations are numbered SQL files per dialect, applied at open.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import secrets as stdlib_secrets
@@ -97,13 +99,25 @@ def _benchmark_values(row: Benchmark, source: str) -> tuple[Any, ...]:
     )
 
 
+def this_host() -> str:
+    """This machine, as lease holders and audit rows name it: the hostname, and a digest of the
+    boot and the pid namespace, so that containers sharing a hostname (but not their pids) never
+    take each other's process ids for their own."""
+    marks = [socket.gethostname()]
+    with contextlib.suppress(OSError):
+        marks.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+        marks.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    digest = hashlib.sha256("/".join(marks).encode()).hexdigest()[:6]
+    return f"{socket.gethostname()}~{digest}"
+
+
 def _holder_is_gone(holder: str, pid: int) -> bool:
     """Whether a lease holder ("host:pid:token") ran on this host and its process is gone.
 
     A holder on another host, or one whose pid is alive (even if reused by another process, or
     owned by another user), is left to its lease's expiry.
     """
-    if holder.split(":", 1)[0] != socket.gethostname() or pid <= 0:
+    if holder.split(":", 1)[0] != this_host() or pid <= 0:
         return False
     try:
         os.kill(pid, 0)
@@ -157,6 +171,8 @@ class Store:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._install_id = ""
+        self.origin = f"{this_host()}:{os.getpid()}:{stdlib_secrets.token_hex(3)}"
+        """This process, as the audit rows it writes and the lease it holds name it."""
 
     @classmethod
     async def open(cls, path: Path, database_url: str | None = None) -> Store:
@@ -337,13 +353,14 @@ class Store:
     # -- audit ------------------------------------------------------------------------------
 
     async def add_audit(self, event: AuditEvent) -> AuditEvent:
-        """Append one audit event (message and data redacted); returns it with its id."""
+        """Append one audit event (message and data redacted, marked as this process's);
+        returns it with its id."""
         message = redact(event.message)
         data_json = redact(json.dumps(event.data, sort_keys=True, default=str))
         async with self._db.transaction() as db:
             inserted = await db.fetch(
-                "INSERT INTO audit (at, kind, severity, session_id, message, data_json) "
-                "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                "INSERT INTO audit (at, kind, severity, session_id, message, data_json, origin) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (
                     to_db_time(event.at),
                     event.kind,
@@ -351,6 +368,7 @@ class Store:
                     event.session_id,
                     message,
                     data_json,
+                    self.origin,
                 ),
             )
         event_id = inserted[0]["id"]
@@ -366,11 +384,13 @@ class Store:
         limit: int = 200,
         severities: Collection[str] | None = None,
         consumer: str | None = None,
+        not_from: str | None = None,
     ) -> list[AuditEvent]:
         """The newest `limit` audit events after `after_id`, oldest first.
 
         `severities` keeps events of those severities; `consumer` keeps events about that
-        consumer's sessions (events about no session are the operator's, and left out).
+        consumer's sessions (events about no session are the operator's, and left out);
+        `not_from` leaves out the events that process (an `origin`) wrote.
         """
         where: list[str] = ["id > ?"]
         params: list[Any] = [after_id]
@@ -383,6 +403,9 @@ class Store:
         if consumer is not None:
             where.append("session_id IN (SELECT id FROM sessions WHERE consumer = ?)")
             params.append(consumer)
+        if not_from is not None:
+            where.append("(origin IS NULL OR origin <> ?)")
+            params.append(not_from)
         rows = await self._db.fetch(
             f"SELECT * FROM audit WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
             (*params, limit),

@@ -33,11 +33,14 @@ from gpushop_tui.core import (
     Alert,
     CredentialStatus,
     Event,
+    Facade,
     InventoryRefreshed,
     Lease,
+    RemoteShopper,
     SessionChanged,
     Shopper,
     WebhookFailed,
+    remote_token,
 )
 from gpushop_tui.errors import UserError
 from gpushop_tui.models import CostKind, Severity
@@ -52,7 +55,7 @@ from gpushop_tui.tui.prefs import load_prefs, prefs_file, save_prefs
 from gpushop_tui.tui.sessions import SessionsPane
 from gpushop_tui.tui.styles import styles_dir
 
-CoreOpener = Callable[[AsyncExitStack, Settings], Awaitable[Shopper]]
+CoreOpener = Callable[[AsyncExitStack, Settings], Awaitable[Facade]]
 """Opens the core for the app, registering its clean-up on the stack (tests inject their own)."""
 
 PANES: tuple[tuple[str, str, type[CorePane]], ...] = (
@@ -78,14 +81,14 @@ def supervisor_name(lease: Lease) -> str:
     return f"pid {lease.pid} on {host}"
 
 
-async def open_core(stack: AsyncExitStack, settings: Settings) -> Shopper:
+async def open_core(stack: AsyncExitStack, settings: Settings) -> Facade:
     """The ordinary core over the user's data dir and credentials."""
     shopper = await Shopper.open(settings)
     stack.push_async_callback(shopper.aclose)
     return shopper
 
 
-async def open_demo_core(stack: AsyncExitStack, settings: Settings) -> Shopper:
+async def open_demo_core(stack: AsyncExitStack, settings: Settings) -> Facade:
     """The core over the built-in simulated marketplace, for as long as the app runs."""
     from gpushop_tui.demo import demo_marketplace
 
@@ -93,6 +96,18 @@ async def open_demo_core(stack: AsyncExitStack, settings: Settings) -> Shopper:
     shopper = await Shopper.open(demo.settings, secrets=demo.secrets)
     stack.push_async_callback(shopper.aclose)
     return shopper
+
+
+def open_remote_core(token: str | None = None) -> CoreOpener:
+    """An opener of the remote core: the `gpushop --serve` that `settings.remote` names, with
+    `token` (`--token`), else the one GPUSHOP_REMOTE_TOKEN, the keyring or the token file holds."""
+
+    async def open_remote(stack: AsyncExitStack, settings: Settings) -> Facade:
+        shopper = await RemoteShopper.open(settings, remote_token(settings, token))
+        stack.push_async_callback(shopper.aclose)
+        return shopper
+
+    return open_remote
 
 
 class GpushopApp(App[None]):
@@ -113,7 +128,7 @@ class GpushopApp(App[None]):
     class CoreReady(Message):
         """The core is open."""
 
-        shopper: Shopper
+        shopper: Facade
 
     @dataclass
     class CoreFailed(Message):
@@ -150,7 +165,7 @@ class GpushopApp(App[None]):
         self.demo = demo
         self.opener = opener or (open_demo_core if demo else open_core)
         self.supervise = supervise
-        self.shopper: Shopper | None = None
+        self.shopper: Facade | None = None
         self.acting: bool | None = None
         self.supervisor_holder: str | None = None
         """Who supervises when this app only views: "pid N on HOST"."""
@@ -354,7 +369,7 @@ class GpushopApp(App[None]):
         self.supervisor_holder = message.supervisor
         for pane in self.panes():
             pane.read_only = not message.acting
-        if not message.acting:
+        if not message.acting and not self.remote:
             supervisor = message.supervisor or "another process"
             self.notify(
                 f"Viewer mode: {supervisor} supervises these sessions; "
@@ -369,9 +384,16 @@ class GpushopApp(App[None]):
         if self.stopped:
             parts.append(f"{self.stopped} stopped (disk)")
         parts.append(f"burn {fmt.usd(self.burn_usd_per_hour)}/h")
-        if self.acting is False:
+        if self.remote:
+            parts.append(f"remote {self.remote} — the server supervises")
+        elif self.acting is False:
             parts.append(f"viewer — supervised by {self.supervisor_holder or 'another process'}")
         self.sub_title = " · ".join(parts)
+
+    @property
+    def remote(self) -> str | None:
+        """The `gpushop --serve` URL the cockpit works on; None on the local database."""
+        return None if self.shopper is None else self.shopper.remote
 
     def tick(self) -> None:
         if self.shopper is None:
@@ -477,7 +499,7 @@ class GpushopApp(App[None]):
             )
 
 
-async def wait_ready(app: GpushopApp, timeout_s: float = 30) -> Shopper:
+async def wait_ready(app: GpushopApp, timeout_s: float = 30) -> Facade:
     """Wait (for tests and the screenshot command) until `app` has opened its core."""
     async with asyncio.timeout(timeout_s):
         await app.opened.wait()

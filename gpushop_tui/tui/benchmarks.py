@@ -22,7 +22,7 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import DataTable, Label, Select, Static
 
-from gpushop_tui.core import Ranked, Shopper
+from gpushop_tui.core import Facade, Ranked
 from gpushop_tui.errors import UserError
 from gpushop_tui.models import Benchmark
 from gpushop_tui.tui import fmt
@@ -127,7 +127,7 @@ class BenchmarksPane(CorePane):
 
     # ------------------------------------------------------------------ loading
 
-    def core_ready(self, shopper: Shopper) -> None:
+    def core_ready(self, shopper: Facade) -> None:
         super().core_ready(shopper)
         self.load()
 

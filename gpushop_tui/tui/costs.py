@@ -30,9 +30,9 @@ from gpushop_tui.core import (
     THRESHOLDS,
     CostReport,
     Event,
+    Facade,
     Grouping,
     SessionChanged,
-    Shopper,
     Usage,
     used_text,
 )
@@ -268,7 +268,7 @@ class CostsPane(CorePane):
 
     # ------------------------------------------------------------------ loading
 
-    def core_ready(self, shopper: Shopper) -> None:
+    def core_ready(self, shopper: Facade) -> None:
         super().core_ready(shopper)
         self.load()
 

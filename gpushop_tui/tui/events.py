@@ -22,7 +22,7 @@ from textual.message import Message
 from textual.theme import Theme
 from textual.widgets import DataTable, Input, Static
 
-from gpushop_tui.core import Event, Shopper
+from gpushop_tui.core import Event, Facade
 from gpushop_tui.errors import UserError
 from gpushop_tui.models import AuditEvent, Severity
 from gpushop_tui.tui import fmt
@@ -87,7 +87,7 @@ class EventsPane(CorePane):
 
     # ------------------------------------------------------------------ loading
 
-    def core_ready(self, shopper: Shopper) -> None:
+    def core_ready(self, shopper: Facade) -> None:
         super().core_ready(shopper)
         self.load()
 

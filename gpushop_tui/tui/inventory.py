@@ -31,11 +31,11 @@ from textual.widgets import DataTable, Input, Label, Static
 
 from gpushop_tui.core import (
     Event,
+    Facade,
     InventoryComparison,
     InventoryRefreshed,
     InventoryView,
     ProviderReport,
-    Shopper,
 )
 from gpushop_tui.errors import UserError
 from gpushop_tui.models import OfferQuery, OfferSort, ProvisionRequest, Session
@@ -232,7 +232,7 @@ class InventoryPane(CorePane):
         if prefs.inventory_filter:
             self.query_one("#inventory-filter", Input).value = prefs.inventory_filter
 
-    def core_ready(self, shopper: Shopper) -> None:
+    def core_ready(self, shopper: Facade) -> None:
         super().core_ready(shopper)
         self.freshness.now = shopper.clock.now()
         self.call_after_refresh(self.take_first_focus)

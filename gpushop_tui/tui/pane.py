@@ -15,7 +15,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.message import Message
 
-from gpushop_tui.core import Event, Shopper
+from gpushop_tui.core import Event, Facade
 from gpushop_tui.tui.prefs import Prefs
 
 
@@ -53,7 +53,7 @@ class CorePane(Vertical):
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("y", "copy_id", "Copy id", show=False)]
 
-    shopper: Shopper | None = None
+    shopper: Facade | None = None
     read_only: bool = False
     """True while another process supervises: actions that change sessions still work (the
     database is shared), but nothing here acts on deadlines."""
@@ -61,7 +61,7 @@ class CorePane(Vertical):
     def remembered(self, prefs: Prefs) -> None:
         """Take back what the cockpit remembered from the last run (before the core opens)."""
 
-    def core_ready(self, shopper: Shopper) -> None:
+    def core_ready(self, shopper: Facade) -> None:
         """The core is open: remember it and load what the pane shows."""
         self.shopper = shopper
 

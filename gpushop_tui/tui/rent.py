@@ -26,7 +26,7 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
-from gpushop_tui.core import BudgetCheck, Shopper, describe_budget
+from gpushop_tui.core import BudgetCheck, Facade, describe_budget
 from gpushop_tui.models import (
     IdleAction,
     Offer,
@@ -120,7 +120,7 @@ class RentScreen(ModalScreen[None]):
 
     def __init__(
         self,
-        shopper: Shopper,
+        shopper: Facade,
         offer: Offer,
         submit: Callable[[ProvisionRequest, RentScreen], None],
         *,

@@ -39,11 +39,11 @@ from gpushop_tui.core import (
     EXPIRY_WARNING,
     HARD_MAX_WARNING,
     Event,
+    Facade,
     NodeSample,
     PowerStretch,
     SessionChanged,
     SessionView,
-    Shopper,
 )
 from gpushop_tui.errors import UserError
 from gpushop_tui.models import (
@@ -514,7 +514,7 @@ class SessionsPane(CorePane):
 
     # ------------------------------------------------------------------ hooks
 
-    def core_ready(self, shopper: Shopper) -> None:
+    def core_ready(self, shopper: Facade) -> None:
         super().core_ready(shopper)
         self.reload()
 

@@ -34,6 +34,29 @@ async def test_health_is_open_and_ready_waits_for_startup_recovery(
         assert answer.status_code == 200 and answer.json()["ready"] is True
 
 
+async def test_health_stays_up_and_ready_says_503_when_the_database_does_not_answer(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A liveness probe must not kill every replica when PostgreSQL is away: /health answers
+    200 and says so, /ready is 503 (take this replica out of the proxy) and claims no lease."""
+    async with (
+        api_market(monkeypatch, isolated_env) as ride,
+        ride.client_as(None) as anonymous,
+    ):
+        assert (await anonymous.get("/health")).json()["database"] == "ok"
+
+        async def unreachable() -> None:
+            raise ConnectionRefusedError(111, "Connection refused")
+
+        monkeypatch.setattr(ride.shopper, "supervisor_lease", unreachable)
+        health = await anonymous.get("/health")
+        assert health.status_code == 200
+        assert health.json()["database"] == "unreachable"
+        assert health.json()["supervising"] is False and health.json()["supervisor"] is None
+        ready = await anonymous.get("/ready")
+        assert ready.status_code == 503 and ready.json()["ready"] is False
+
+
 async def test_api_calls_need_a_valid_bearer_token(
     isolated_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

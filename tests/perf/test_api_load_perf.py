@@ -2,7 +2,8 @@
 
 The server is the real `gpushop --serve` process (its supervisor ticking every second against the
 simulator); 50 concurrent clients in this process hit it over loopback for a fixed time, each
-waiting for its answer before asking again. Throughput and latency percentiles are printed.
+waiting for its answer before asking again. Throughput and latency percentiles are printed, for
+the store on SQLite and on a real PostgreSQL server in the same run.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from gpushop_tui.models import InstanceState, SessionStatus
 from gpushop_tui.store import Store
 from tests.conftest import ROOT, run_gpushop, sim_env
 from tests.support.factories import make_session
+from tests.support.postgres import fresh_database_for_processes
 
 pytestmark = pytest.mark.perf
 
@@ -36,10 +39,20 @@ MIN_RATE = 300.0
 MAX_P99_MS = 100.0
 
 
-async def fill_store(home: Path) -> None:
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """None (SQLite in the data dir), or a fresh database on the throwaway PostgreSQL."""
+    if request.param == "sqlite":
+        yield None
+        return
+    with fresh_database_for_processes(request.getfixturevalue("postgres")) as url:
+        yield url
+
+
+async def fill_store(home: Path, database_url: str | None) -> None:
     settings = load_settings({"GPUSHOP_HOME": str(home)})
     settings.paths.prepare()
-    store = await Store.open(settings.paths.db_file)
+    store = await Store.open(settings.paths.db_file, database_url)
     now = datetime.now(UTC)
     try:
         for n in range(SESSIONS):
@@ -142,10 +155,10 @@ def figures(latencies: list[float]) -> tuple[float, float, float]:
 
 
 def test_sessions_list_under_fifty_concurrent_clients(
-    tmp_path: Path, standalone_sim: dict[str, Any]
+    tmp_path: Path, standalone_sim: dict[str, Any], database_url: str | None
 ) -> None:
     home = tmp_path / "home"
-    asyncio.run(fill_store(home))
+    asyncio.run(fill_store(home, database_url))
     env = (
         os.environ
         | sim_env(standalone_sim, "vastai")
@@ -154,6 +167,7 @@ def test_sessions_list_under_fifty_concurrent_clients(
             "GPUSHOP_SUPERVISOR_TICK_S": "1",
             "PYTHONPATH": str(ROOT),
         }
+        | ({"GPUSHOP_DATABASE_URL": database_url} if database_url else {})
     )
     server = subprocess.Popen(
         [sys.executable, "-m", "gpushop_tui", "--serve", "--port", "0"],
@@ -182,7 +196,8 @@ def test_sessions_list_under_fifty_concurrent_clients(
     for name, (latencies, failures), cpu in runs:
         rate, p50, p99 = figures(latencies)
         print(
-            f"\nGET /api/v1/sessions ({SESSIONS} stored, {page} per page), {CLIENTS} clients, "
+            f"\n{'PostgreSQL' if database_url else 'SQLite'}: "
+            f"GET /api/v1/sessions ({SESSIONS} stored, {page} per page), {CLIENTS} clients, "
             f"{name}, {DURATION_S:g} s: {rate:.0f} req/s answered, p50 {p50:.1f} ms, "
             f"p99 {p99:.1f} ms, {failures} non-200; server busy {cpu / DURATION_S:.0%} of a core"
         )

@@ -13,6 +13,7 @@ directory is made outside pytest's own temporary tree, which only root may enter
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import pwd
@@ -132,16 +133,33 @@ def _cluster(bin_dir: Path, base: Path, owner: str | None, user: str) -> Iterato
         )
 
 
+async def _admin(server: Postgres, statement: str) -> None:
+    import asyncpg
+
+    admin = await asyncpg.connect(server.url)
+    try:
+        await admin.execute(statement)
+    finally:
+        await admin.close()
+
+
 @contextlib.asynccontextmanager
 async def fresh_database(server: Postgres) -> AsyncIterator[str]:
     """A new, empty database on `server` for one test (dropped after it), and its URL."""
-    import asyncpg
-
     name = f"t_{secrets.token_hex(6)}"
-    admin = await asyncpg.connect(server.url)
+    await _admin(server, f'CREATE DATABASE "{name}"')
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
         yield server.url.rsplit("/", 1)[0] + f"/{name}"
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def fresh_database_for_processes(server: Postgres) -> Iterator[str]:
+    """`fresh_database` for a test with no event loop of its own (one driving processes)."""
+    name = f"t_{secrets.token_hex(6)}"
+    asyncio.run(_admin(server, f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        asyncio.run(_admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -21,7 +21,7 @@ from gpushop_tui.core import SecretStore, redact
 from gpushop_tui.errors import UserError
 
 if TYPE_CHECKING:
-    from gpushop_tui.core import OrphanRow, Shopper
+    from gpushop_tui.core import Facade, OrphanRow
 
 
 def run_paths(args: argparse.Namespace) -> int:
@@ -147,7 +147,7 @@ def run_reconcile(args: argparse.Namespace) -> int:
     return int(asyncio.run(with_shopper(lambda shopper: _reconcile(shopper, args.output))))
 
 
-async def _reconcile(shopper: Shopper, output: str) -> int:
+async def _reconcile(shopper: Facade, output: str) -> int:
     report = await shopper.reconcile_once()
     if report is None:
         lease = await shopper.supervisor_lease()
@@ -199,7 +199,7 @@ def _named_instance(args: argparse.Namespace) -> tuple[str | None, str | None]:
     return provider, instance_id
 
 
-async def _cleanup(shopper: Shopper, args: argparse.Namespace) -> int:
+async def _cleanup(shopper: Facade, args: argparse.Namespace) -> int:
     provider, instance_id = _named_instance(args)
     listing = {"all_installs": args.all_installs, "instance_id": instance_id}
     rows, problems = await shopper.cleanup_orphans(provider, **listing)

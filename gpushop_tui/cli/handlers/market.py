@@ -17,6 +17,7 @@ from gpushop_tui.query import format_query
 
 if TYPE_CHECKING:
     from gpushop_tui.core import (
+        Facade,
         GpuRow,
         GpuSummary,
         InventoryComparison,
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
         ProviderReport,
         Ranked,
         RankOrder,
-        Shopper,
     )
     from gpushop_tui.models import Benchmark, OfferQuery
 
@@ -98,7 +98,7 @@ def run_inventory(args: argparse.Namespace) -> int:
     return _menu_exit_code(reports)
 
 
-async def _query(shopper: Shopper, args: argparse.Namespace) -> OfferQuery:
+async def _query(shopper: Facade, args: argparse.Namespace) -> OfferQuery:
     """The query the command's words and flags ask for; `--limit` overrides its `limit=`."""
     query = await shopper.parse_query(" ".join([*args.query, *_flag_terms(args)]))
     if args.limit is not None:
@@ -106,13 +106,13 @@ async def _query(shopper: Shopper, args: argparse.Namespace) -> OfferQuery:
     return query
 
 
-async def _listed(shopper: Shopper, args: argparse.Namespace) -> tuple[OfferQuery, InventoryView]:
+async def _listed(shopper: Facade, args: argparse.Namespace) -> tuple[OfferQuery, InventoryView]:
     query = await _query(shopper, args)
     return query, await shopper.offers(query, refresh=args.refresh, whole_menu=False)
 
 
 async def _compared(
-    shopper: Shopper, args: argparse.Namespace
+    shopper: Facade, args: argparse.Namespace
 ) -> tuple[OfferQuery, InventoryComparison]:
     query = await _query(shopper, args)
     return query, await shopper.compare_offers(query, refresh=args.refresh, whole_menu=False)
@@ -299,7 +299,7 @@ def run_benchmarks(args: argparse.Namespace) -> int:
     return int(asyncio.run(with_shopper(lambda shopper: _benchmarks(shopper, args))))
 
 
-async def _benchmarks(shopper: Shopper, args: argparse.Namespace) -> int:
+async def _benchmarks(shopper: Facade, args: argparse.Namespace) -> int:
     if args.action == "import":
         imported, replaced = await shopper.import_benchmarks(args.file)
         if args.output == "json":

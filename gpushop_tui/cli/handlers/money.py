@@ -16,7 +16,7 @@ from gpushop_tui.errors import UserError
 from gpushop_tui.models import Budget, BudgetAction, BudgetKind, CostKind
 
 if TYPE_CHECKING:
-    from gpushop_tui.core import Billing, CostReport, CostRow, Shopper
+    from gpushop_tui.core import Billing, CostReport, CostRow, Facade
 
 COST_COLUMNS = ("period", "session", "consumer", "provider", "gpu", "usd")
 """The columns of `costs` (table, csv, and the keys of each json row)."""
@@ -28,7 +28,7 @@ def run_costs(args: argparse.Namespace) -> int:
     return int(asyncio.run(with_shopper(lambda shopper: show(shopper, args))))
 
 
-async def _cost_report(shopper: Shopper, args: argparse.Namespace) -> CostReport:
+async def _cost_report(shopper: Facade, args: argparse.Namespace) -> CostReport:
     """The core's cost report for the days and scope the flags ask for."""
     try:
         return await shopper.cost_report(
@@ -42,7 +42,7 @@ async def _cost_report(shopper: Shopper, args: argparse.Namespace) -> CostReport
         ) from None
 
 
-async def _costs(shopper: Shopper, args: argparse.Namespace) -> int:
+async def _costs(shopper: Facade, args: argparse.Namespace) -> int:
     report = await _cost_report(shopper, args)
     rows = [(_cost_cells(row), round(row.amount, 6)) for row in report.rows(args.period)]
     total = round(report.total, 6)
@@ -78,7 +78,7 @@ def _cost_cells(row: CostRow) -> tuple[str, ...]:
     return (row.period, row.session_id, row.consumer, row.provider, row.gpu_name)
 
 
-async def _costs_summary(shopper: Shopper, args: argparse.Namespace) -> int:
+async def _costs_summary(shopper: Facade, args: argparse.Namespace) -> int:
     report = await _cost_report(shopper, args)
     summary: dict[str, Any] = {
         "first_day": report.first_day,
@@ -144,7 +144,7 @@ def run_budgets(args: argparse.Namespace) -> int:
     return int(asyncio.run(with_shopper(lambda shopper: _budgets(shopper, args))))
 
 
-async def _budgets(shopper: Shopper, args: argparse.Namespace) -> int:
+async def _budgets(shopper: Facade, args: argparse.Namespace) -> int:
     if args.action == "delete":
         await shopper.delete_budget(args.id)
         print(f"budget {args.id} deleted")

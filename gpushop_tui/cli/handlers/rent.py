@@ -38,7 +38,7 @@ from gpushop_tui.models import (
 
 if TYPE_CHECKING:
     from gpushop_tui.config import Settings
-    from gpushop_tui.core import PowerStretch, SessionView, Shopper, Subscription
+    from gpushop_tui.core import Facade, PowerStretch, SessionView, Subscription
     from gpushop_tui.models import Session
 
 EXIT_FAILED = 1
@@ -182,7 +182,7 @@ def run_provision(args: argparse.Namespace) -> int:
     return int(asyncio.run(with_shopper(lambda shopper: _provision(shopper, args, save_key))))
 
 
-async def _provision(shopper: Shopper, args: argparse.Namespace, save_key: Path | None) -> int:
+async def _provision(shopper: Facade, args: argparse.Namespace, save_key: Path | None) -> int:
     request = _provision_request(args, shopper.settings)
     require_provider(shopper)
     with shopper.subscribe() as events:
@@ -211,7 +211,7 @@ async def _provision(shopper: Shopper, args: argparse.Namespace, save_key: Path 
     return EXIT_NOT_SETTLED
 
 
-async def _warn_unsupervised(shopper: Shopper, session: Session) -> None:
+async def _warn_unsupervised(shopper: Facade, session: Session) -> None:
     if session.closed or await shopper.supervisor_lease() is not None:
         return
     note(
@@ -223,7 +223,7 @@ async def _warn_unsupervised(shopper: Shopper, session: Session) -> None:
 
 
 async def _wait_showing(
-    shopper: Shopper, events: Subscription, session_id: str, timeout_s: float
+    shopper: Facade, events: Subscription, session_id: str, timeout_s: float
 ) -> Session:
     """Wait until the session settles, printing its progress on stderr meanwhile, and every
     `HEARTBEAT_S` without news what it still waits for and until when (local time)."""
@@ -237,7 +237,7 @@ async def _wait_showing(
 
 
 async def _show_progress(
-    shopper: Shopper, events: Subscription, session_id: str, deadline: datetime
+    shopper: Facade, events: Subscription, session_id: str, deadline: datetime
 ) -> None:
     last = "no news yet"
     while True:
@@ -292,11 +292,11 @@ def _session_json(view: SessionView, now: datetime) -> dict[str, Any]:
     return data
 
 
-async def _print_json_of(shopper: Shopper, session: Session) -> None:
+async def _print_json_of(shopper: Facade, session: Session) -> None:
     print_json(_session_json(await shopper.view_of(session), shopper.now()))
 
 
-async def _print_outcome(shopper: Shopper, session: Session, output: str) -> None:
+async def _print_outcome(shopper: Facade, session: Session, output: str) -> None:
     if output == "json":
         await _print_json_of(shopper, session)
         return
@@ -337,7 +337,7 @@ def run_sessions(args: argparse.Namespace) -> int:
         return _run_ssh(args)
     if action == "tunnel":
         return _run_tunnel(args)
-    handlers: dict[str, Callable[[Shopper, argparse.Namespace], Awaitable[int]]] = {
+    handlers: dict[str, Callable[[Facade, argparse.Namespace], Awaitable[int]]] = {
         "list": _sessions_list,
         "get": _sessions_get,
         "extend": _sessions_extend,
@@ -348,7 +348,7 @@ def run_sessions(args: argparse.Namespace) -> int:
     return int(asyncio.run(with_shopper(lambda shopper: handler(shopper, args))))
 
 
-async def _sessions_list(shopper: Shopper, args: argparse.Namespace) -> int:
+async def _sessions_list(shopper: Facade, args: argparse.Namespace) -> int:
     views = await shopper.session_views(
         consumer=args.consumer,
         status=SessionStatus(args.status) if args.status else None,
@@ -387,7 +387,7 @@ def _list_row(view: SessionView) -> tuple[str, ...]:
     )
 
 
-async def _sessions_get(shopper: Shopper, args: argparse.Namespace) -> int:
+async def _sessions_get(shopper: Facade, args: argparse.Namespace) -> int:
     view = await shopper.session_view(args.id)
     s = view.session
     now = shopper.now()
@@ -445,7 +445,7 @@ def _stretch_words(stretch: PowerStretch) -> str:
     )
 
 
-async def _sessions_extend(shopper: Shopper, args: argparse.Namespace) -> int:
+async def _sessions_extend(shopper: Facade, args: argparse.Namespace) -> int:
     request = checked(
         ExtendRequest, {"hours": args.hours, "override_reason": args.override_hard_max}, FLAGS
     )
@@ -460,12 +460,12 @@ async def _sessions_extend(shopper: Shopper, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _sessions_key(shopper: Shopper, args: argparse.Namespace) -> int:
+async def _sessions_key(shopper: Facade, args: argparse.Namespace) -> int:
     print(await shopper.key_path(args.id))
     return 0
 
 
-async def _sessions_endpoint(shopper: Shopper, args: argparse.Namespace) -> int:
+async def _sessions_endpoint(shopper: Facade, args: argparse.Namespace) -> int:
     endpoint = await shopper.endpoint(args.id)
     if args.public and endpoint.public_url is None:
         raise UserError(
@@ -480,7 +480,7 @@ async def _sessions_endpoint(shopper: Shopper, args: argparse.Namespace) -> int:
 def _run_tunnel(args: argparse.Namespace) -> int:
     """Hold the tunnel open until ctrl+c (or SIGTERM), saying where it listens."""
 
-    async def hold(shopper: Shopper) -> int:
+    async def hold(shopper: Facade) -> int:
         async with shopper.tunnel(args.id, args.local_port) as tunnel:
             vllm = (await shopper.session(args.id)).workload == "vllm"
             token = f"; its token: gpushop sessions endpoint {args.id} --token" if vllm else ""
@@ -503,7 +503,7 @@ def _run_end(args: argparse.Namespace, *, force: bool) -> int:
     return int(asyncio.run(with_shopper(lambda shopper: _end(shopper, args, force=force))))
 
 
-async def _end(shopper: Shopper, args: argparse.Namespace, *, force: bool) -> int:
+async def _end(shopper: Facade, args: argparse.Namespace, *, force: bool) -> int:
     """`sessions done|delete`, `shutdown`: ask for the end, then drive the teardown here."""
     with shopper.subscribe() as events:
         session = await (shopper.delete(args.id) if force else shopper.done(args.id))
@@ -519,7 +519,7 @@ async def _end(shopper: Shopper, args: argparse.Namespace, *, force: bool) -> in
     return EXIT_NOT_SETTLED
 
 
-async def _print_end(shopper: Shopper, session: Session, output: str) -> None:
+async def _print_end(shopper: Facade, session: Session, output: str) -> None:
     """The one line (or the JSON) that says where an ended or stopped session stands."""
     if output == "json":
         await _print_json_of(shopper, session)
@@ -529,7 +529,7 @@ async def _print_end(shopper: Shopper, session: Session, output: str) -> None:
     print(f"session {session.id}: {words}" + ("" if settled else f" (instance {session.instance})"))
 
 
-async def _power(shopper: Shopper, args: argparse.Namespace, *, start: bool) -> int:
+async def _power(shopper: Facade, args: argparse.Namespace, *, start: bool) -> int:
     """`sessions stop|start`: ask for it, then (unless --no-wait) show progress until the
     session is stopped (its disk kept) or running again; exit codes as `provision`'s."""
     verb = "start" if start else "stop"
@@ -562,7 +562,7 @@ async def _power(shopper: Shopper, args: argparse.Namespace, *, start: bool) -> 
 
 
 def _run_ssh(args: argparse.Namespace) -> int:
-    async def argv(shopper: Shopper) -> list[str]:
+    async def argv(shopper: Facade) -> list[str]:
         session = await shopper.session(args.id)
         if session.closed:
             raise UserError(f"session {session.id} is closed ({session.status})")
