@@ -4,7 +4,8 @@ And the faces call the façade and nothing below it: a face (the CLI, the API, t
 face-level helpers) imports `gpushop_tui.core` — the package, never one of its submodules — the
 base modules and its own modules; never an edge (providers, node, store, secrets) or the
 simulator (only `demo` may, for `--demo`). It uses only the public members of `Shopper`: no
-private attribute, nothing the façade does not publish.
+private attribute, nothing the façade does not publish; and the cockpit and the commands, which
+may be talking to a `RemoteShopper`, only what the `Facade` protocol declares.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import textwrap
 from pathlib import Path
 
 import gpushop_tui
-from gpushop_tui.core import Shopper
+from gpushop_tui.core import Facade, Shopper
 from tests.conftest import ROOT
 
 PACKAGE = Path(gpushop_tui.__file__).parent
@@ -226,10 +227,22 @@ def _shopper_uses(tree: ast.AST) -> list[tuple[int, str]]:
     return uses
 
 
+def _facade_members() -> set[str]:
+    """What the `Facade` protocol declares: all the cockpit and the commands may call, since
+    they may be talking to a `RemoteShopper`."""
+    return {name for name in dir(Facade) if not name.startswith("_")} | set(Facade.__annotations__)
+
+
+REMOTE_CAPABLE = ("cli", "tui", "__main__")
+"""The faces that run against either implementation of the façade (the API is the server)."""
+
+
 def facade_breaches(root: Path) -> list[str]:
-    """Every face import below the façade, and every use of Shopper beyond what it publishes."""
+    """Every face import below the façade, and every use of Shopper beyond what it publishes
+    (beyond what `Facade` declares, for the faces that may be remote)."""
     problems = []
     public = _public_members()
+    declared = _facade_members()
     for path in sorted(root.rglob("*.py")):
         rel = path.relative_to(root)
         face = _face(rel)
@@ -242,6 +255,8 @@ def facade_breaches(root: Path) -> list[str]:
         for line, attr in _shopper_uses(tree):
             if attr not in public:
                 problems.append(f"{rel}:{line}: {face} reaches Shopper.{attr}")
+            elif face in REMOTE_CAPABLE and attr not in declared:
+                problems.append(f"{rel}:{line}: {face} calls {attr}, which Facade does not declare")
     return problems
 
 
@@ -262,9 +277,11 @@ def test_the_rule_catches_a_face_reaching_below_the_facade(tmp_path: Path) -> No
         "    await shopper._store.list_audit()\n"
         "    await shopper.lifecycle.provision(1)\n"
         "    await shopper.provision(1)\n"
+        "    shopper.process_name\n"
     )
     (fake / "api" / "app.py").write_text(
         "from gpushop_tui.providers.base import ProviderError\nfrom ..tui import app\n"
+        "shopper.process_name\n"
     )
     (fake / "cli" / "rent.py").write_text(
         "import gpushop_tui.secrets\nfrom gpushop_tui.api import ops\nfrom . import output\n"
@@ -275,6 +292,7 @@ def test_the_rule_catches_a_face_reaching_below_the_facade(tmp_path: Path) -> No
         "tui/pane.py:1: tui imports core.costs",
         "tui/pane.py:6: tui reaches Shopper._store",
         "tui/pane.py:7: tui reaches Shopper.lifecycle",
+        "tui/pane.py:9: tui calls process_name, which Facade does not declare",
         "api/app.py:1: api imports providers.base",
         "api/app.py:2: api imports tui.app",
         "cli/rent.py:1: cli imports secrets",

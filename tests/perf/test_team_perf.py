@@ -40,6 +40,7 @@ def rss_bytes(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+@pytest.mark.timeout(600)
 def test_lease_takeover_after_kill_9_and_after_a_hang(tmp_path: Path, postgres: Postgres) -> None:
     with fresh_database_for_processes(postgres) as url, contextlib.ExitStack() as stack:
         env = os.environ | {
@@ -63,6 +64,7 @@ def test_lease_takeover_after_kill_9_and_after_a_hang(tmp_path: Path, postgres: 
             survivor = replicas[1 - dead][0]
             replicas[dead][1].send_signal(signal.SIGKILL)
             started = time.monotonic()
+            replicas[dead][1].wait()  # reaped, as its service manager would
             until("the survivor supervises", lambda s=survivor: health(s)["supervising"])
             killed.append(time.monotonic() - started)
             replicas[dead] = stack.enter_context(serving(env))
