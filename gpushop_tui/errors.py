@@ -29,6 +29,10 @@ class DataDirError(UserError):
     """The data directory cannot be created, read or written."""
 
 
+class DatabaseUnavailable(DataDirError):
+    """The database server stopped answering (PostgreSQL down, or the network to it)."""
+
+
 class Hint:
     """The machine-readable ways out a core error may offer; faces phrase each one."""
 

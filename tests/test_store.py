@@ -4,6 +4,7 @@ Every test that takes `store` runs twice: on SQLite and on a real PostgreSQL ser
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import stat
@@ -16,7 +17,7 @@ import pytest
 
 from gpushop_tui.clock import FakeClock
 from gpushop_tui.config import Settings
-from gpushop_tui.errors import DataDirError
+from gpushop_tui.errors import DatabaseUnavailable, DataDirError
 from gpushop_tui.models import AuditEvent, InstanceState, SessionStatus, Severity
 from gpushop_tui.store import DuplicateSession, Store
 from gpushop_tui.store.backends import migrations
@@ -351,3 +352,46 @@ async def test_a_lease_held_by_a_live_process_or_another_host_waits_for_expiry(
     assert await store.acquire_lease(
         "supervisor", mine, os.getpid(), now + timedelta(seconds=60), 60
     )
+
+
+async def test_replicas_opening_a_fresh_postgresql_at_once_migrate_it_once(
+    tmp_path: Path, postgres: Postgres
+) -> None:
+    async with fresh_database(postgres) as url:
+        opened = await asyncio.gather(*(Store.open(tmp_path / "unused.db", url) for _ in range(4)))
+        try:
+            assert len({store.install_id for store in opened}) == 1
+            versions = {await store.schema_version() for store in opened}
+            assert versions == {migrations("postgres")[-1][0]}
+        finally:
+            for store in opened:
+                await store.aclose()
+
+
+async def test_postgresql_refuses_a_schema_from_a_newer_gpushop_and_names_no_password(
+    tmp_path: Path, postgres: Postgres
+) -> None:
+    async with fresh_database(postgres) as url:
+        store = await Store.open(tmp_path / "unused.db", url)
+        async with store._db.transaction() as db:
+            await db.execute("UPDATE meta SET value = '999' WHERE key = 'schema_version'")
+        await store.aclose()
+        with pytest.raises(DataDirError, match="newer than this gpushop"):
+            await Store.open(tmp_path / "unused.db", url)
+    gone = f"postgresql://someone:pg-test-word@127.0.0.1:{postgres.port}/no_such_database"
+    with pytest.raises(DataDirError, match=r"cannot be opened") as refused:
+        await Store.open(tmp_path / "unused.db", gone)
+    assert "pg-test-word" not in str(refused.value)
+
+
+async def test_a_postgresql_that_stops_answering_is_one_sentence(
+    tmp_path: Path, postgres: Postgres
+) -> None:
+    async with fresh_database(postgres) as url:
+        store = await Store.open(tmp_path / "unused.db", url)
+        store._db._pool.terminate()  # every connection gone at once, as in a server restart
+        unanswered = r"^database postgresql://\S+ does not answer"
+        with pytest.raises(DatabaseUnavailable, match=unanswered):
+            await store.list_sessions()
+        with pytest.raises(DatabaseUnavailable):
+            await store.add_audit(AuditEvent(at=FakeClock().now(), kind="note", message="m"))

@@ -30,7 +30,7 @@ from gpushop_tui.core import (
     StaleOffer,
     UnknownModel,
 )
-from gpushop_tui.errors import Hint, UserError
+from gpushop_tui.errors import DatabaseUnavailable, Hint, UserError
 from gpushop_tui.models import Session, problem_field, validation_problem
 
 M = TypeVar("M", bound=BaseModel)
@@ -141,6 +141,7 @@ USER_ERRORS: tuple[tuple[type[UserError], int, str, dict[str, Any]], ...] = (
     (StaleOffer, 409, "stale_offer", {"retry_suggested": False}),
     (NotConfigured, 503, "provider_unavailable", {"retry_suggested": False}),
     (UnknownModel, 400, "bad_request", {"field": "model"}),
+    (DatabaseUnavailable, 503, "database_unavailable", {"retry_suggested": True}),
 )
 """Core errors by type: status, type word, extra body fields."""
 USER_HINTS: dict[str, tuple[int, str, dict[str, Any]]] = {

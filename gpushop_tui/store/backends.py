@@ -20,8 +20,8 @@ import asyncio
 import os
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -30,6 +30,7 @@ from typing import Any, Literal, Protocol
 import aiosqlite
 
 from gpushop_tui.config import url_without_password
+from gpushop_tui.errors import DatabaseUnavailable
 
 Row = Mapping[str, Any]
 Dialect = Literal["sqlite", "postgres"]
@@ -318,12 +319,33 @@ class PostgresDatabase:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK_KEY)
-            yield _PostgresTransaction(conn)
+        with self._answering():
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK_KEY)
+                yield _PostgresTransaction(conn)
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        return [dict(row) for row in await self._pool.fetch(numbered(sql), *params)]
+        with self._answering():
+            return [dict(row) for row in await self._pool.fetch(numbered(sql), *params)]
+
+    @contextmanager
+    def _answering(self) -> Iterator[None]:
+        """Say in one sentence that the server stopped answering, whatever the driver raised
+        for it (a lost connection, a refused one, a statement timed out)."""
+        import asyncpg
+
+        try:
+            yield
+        except (
+            OSError,
+            TimeoutError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.InterfaceError,
+        ) as err:
+            reason = (
+                getattr(err, "strerror", None) or str(err).splitlines()[0] or type(err).__name__
+            )
+            raise DatabaseUnavailable(f"database {self.where} does not answer: {reason}") from None
 
     async def schema_version(self) -> int:
         """The version recorded in `meta`; 0 for a database gpushop never migrated."""
@@ -338,6 +360,8 @@ class PostgresDatabase:
             current = await _recorded_version(conn)
             if current > latest:
                 raise _newer_than_known(self.where, current, latest)
+            if current == latest:
+                return
             for number, script in scripts:
                 if number > current:
                     await conn.execute(script)
