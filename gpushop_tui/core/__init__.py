@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from gpushop_tui.core.costs import CostReport as CostReport
     from gpushop_tui.core.costs import CostRow as CostRow
     from gpushop_tui.core.costs import Grouping as Grouping
+    from gpushop_tui.core.events import EVENTS_LOST as EVENTS_LOST
     from gpushop_tui.core.events import Alert as Alert
     from gpushop_tui.core.events import Event as Event
     from gpushop_tui.core.events import InventoryRefreshed as InventoryRefreshed
@@ -99,6 +100,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "EXPIRY_WARNING": ("core.views", "EXPIRY_WARNING"),
     "Endpoint": ("core.views", "Endpoint"),
     "Event": ("core.events", "Event"),
+    "EVENTS_LOST": ("core.events", "EVENTS_LOST"),
     "Facade": ("core.facade", "Facade"),
     "GpuRow": ("core.compare", "GpuRow"),
     "GpuSummary": ("core.benchmarks", "GpuSummary"),

@@ -27,6 +27,9 @@ from gpushop_tui.store import Store
 
 log = logging.getLogger(__name__)
 
+EVENTS_LOST = "remote_events_lost"
+"""The alert a remote façade raises when its live stream missed events: whoever shows what the
+events describe reads it all again."""
 FOLLOW_S = 1.0
 """How often the events other processes stored are looked for."""
 FOLLOW_BATCH = 10_000

@@ -17,8 +17,8 @@ the token would travel in clear.
 
 The live stream skips an event it cannot read (logged) and connects again after any break; an
 interruption (a reconnect, or the server's `dropped` when this client fell behind) is logged
-and delivered as a warning `Alert`, and the snapshot is read again, since the events missed
-meanwhile are not replayed: a pane shows them at its next reload.
+and delivered as a warning `Alert` (`EVENTS_LOST`), and the snapshot is read again, since the
+events missed meanwhile are not replayed: on that alert the cockpit reads its panes again.
 """
 
 from __future__ import annotations
@@ -49,7 +49,14 @@ from gpushop_tui.core.benchmarks import GpuSummary, Ranked, RankOrder, UnknownMo
 from gpushop_tui.core.budgets import BudgetCheck, BudgetRefused, Usage
 from gpushop_tui.core.compare import InventoryComparison
 from gpushop_tui.core.costs import Billing, CostReport
-from gpushop_tui.core.events import Alert, Event, Fanout, InventoryRefreshed, Subscription
+from gpushop_tui.core.events import (
+    EVENTS_LOST,
+    Alert,
+    Event,
+    Fanout,
+    InventoryRefreshed,
+    Subscription,
+)
 from gpushop_tui.core.facade import MOST_ROWS, Snapshot, call_types
 from gpushop_tui.core.inventory import InventoryView, ProviderReport
 from gpushop_tui.core.provisioning import Rental
@@ -505,14 +512,14 @@ class RemoteShopper:
 
     def _interrupted(self, why: str) -> None:
         """Events were missed (not replayed): log it, read the snapshot again and tell the
-        subscribers, whose panes show the missed changes at their next reload."""
+        subscribers (`EVENTS_LOST`), so that the cockpit reads its panes again."""
         said = (
-            f"the live events from {self._url} were interrupted: {why}; some changes show at "
-            "the next reload"
+            f"the live events from {self._url} were interrupted: {why}; what they would have "
+            "shown is read again"
         )
         log.warning("%s", said)
         self._refresh_in_background()
-        self._events.deliver(Alert(message=said, alert="remote_events_lost"))
+        self._events.deliver(Alert(message=said, alert=EVENTS_LOST))
 
     def _refresh_in_background(self) -> None:
         """Read the snapshot again, unless that is already under way."""

@@ -26,10 +26,12 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.theme import Theme
 from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
+from textual.worker import Worker
 
 from gpushop_tui import __version__, query
 from gpushop_tui.config import Settings
 from gpushop_tui.core import (
+    EVENTS_LOST,
     Alert,
     CredentialStatus,
     Event,
@@ -50,7 +52,14 @@ from gpushop_tui.tui.costs import CostsPane
 from gpushop_tui.tui.dialogs import ConfirmScreen, TextScreen
 from gpushop_tui.tui.events import EventsPane
 from gpushop_tui.tui.inventory import InventoryPane
-from gpushop_tui.tui.pane import CoreEvent, CorePane, ModelChosen, Remember, ShowSession
+from gpushop_tui.tui.pane import (
+    CoreEvent,
+    CorePane,
+    ModelChosen,
+    Remember,
+    ShowSession,
+    tell_failure,
+)
 from gpushop_tui.tui.prefs import load_prefs, prefs_file, save_prefs
 from gpushop_tui.tui.sessions import SessionsPane
 from gpushop_tui.tui.styles import styles_dir
@@ -184,6 +193,9 @@ class GpushopApp(App[None]):
 
     # ------------------------------------------------------------------ layout
 
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        tell_failure(self, event)
+
     def compose(self) -> ComposeResult:
         yield Header(icon="▣")
         yield Static("Opening gpushop…", id="startup")
@@ -244,7 +256,7 @@ class GpushopApp(App[None]):
 
     # ------------------------------------------------------------------ opening the core
 
-    @work(exclusive=True, group="open")
+    @work(exclusive=True, group="open", exit_on_error=False)
     async def open_shopper(self) -> None:
         try:
             shopper = await self.opener(self._resources, self.settings)
@@ -307,7 +319,7 @@ class GpushopApp(App[None]):
 
     # ------------------------------------------------------------------ live data
 
-    @work(group="follow")
+    @work(group="follow", exit_on_error=False)
     async def follow_events(self) -> None:
         """Forward every core event to the UI thread as a message, for as long as the app runs."""
         assert self.shopper is not None
@@ -321,6 +333,10 @@ class GpushopApp(App[None]):
         for pane in self.panes():
             pane.core_event(event)
         if isinstance(event, SessionChanged):
+            self.refresh_burn()
+        if isinstance(event, Alert) and event.alert == EVENTS_LOST:
+            for pane in self.panes():
+                pane.resync()
             self.refresh_burn()
         if isinstance(event, InventoryRefreshed) and not self._frozen:
             # The core, the simulator (in demo) and the first menu live as long as the app:
@@ -341,7 +357,7 @@ class GpushopApp(App[None]):
             timeout=8 if event.severity == Severity.INFO else 15,
         )
 
-    @work(exclusive=True, group="burn")
+    @work(exclusive=True, group="burn", exit_on_error=False)
     async def refresh_burn(self) -> None:
         assert self.shopper is not None
         billing = await self.shopper.billing_now()
@@ -356,7 +372,7 @@ class GpushopApp(App[None]):
         self.burn_usd_per_hour = message.usd_per_hour
         self.show_status()
 
-    @work(group="lease")
+    @work(group="lease", exit_on_error=False)
     async def watch_lease(self) -> None:
         """Say once the supervisor has decided whether this app acts or only views."""
         assert self.shopper is not None

@@ -131,7 +131,7 @@ class BenchmarksPane(CorePane):
         super().core_ready(shopper)
         self.load()
 
-    @work(exclusive=True, group="benchmarks-load")
+    @work(exclusive=True, group="benchmarks-load", exit_on_error=False)
     async def load(self) -> None:
         assert self.shopper is not None
         try:

@@ -280,7 +280,7 @@ class CostsPane(CorePane):
         if self.loaded_at is not None and now - self.loaded_at >= RELOAD_EVERY:
             self.load()
 
-    @work(exclusive=True, group="costs-load")
+    @work(exclusive=True, group="costs-load", exit_on_error=False)
     async def load(self) -> None:
         """Read the period's cost report and the budgets' usage, and post them."""
         assert self.shopper is not None

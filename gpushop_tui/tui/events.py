@@ -91,7 +91,7 @@ class EventsPane(CorePane):
         super().core_ready(shopper)
         self.load()
 
-    @work(exclusive=True, group="events-load")
+    @work(exclusive=True, group="events-load", exit_on_error=False)
     async def load(self) -> None:
         assert self.shopper is not None
         try:

@@ -248,6 +248,10 @@ class InventoryPane(CorePane):
         if isinstance(event, InventoryRefreshed):
             self.read_view()
 
+    def resync(self) -> None:
+        """Read the menu again from the cache, without asking providers for a new one."""
+        self.read_view()
+
     def tick(self, now: datetime) -> None:
         self.freshness.now = now
         self.show_providers()

@@ -7,16 +7,43 @@ network in a handler: they start workers, and workers post results back as messa
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar
 
+from rich.markup import escape
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
+from textual.dom import DOMNode
 from textual.message import Message
+from textual.worker import Worker, WorkerState
 
 from gpushop_tui.core import Event, Facade
+from gpushop_tui.errors import UserError
+from gpushop_tui.tui import fmt
 from gpushop_tui.tui.prefs import Prefs
+
+log = logging.getLogger(__name__)
+
+
+def tell_failure(node: DOMNode, event: Worker.StateChanged) -> None:
+    """A cockpit worker that failed, as a toast, never as the app's end: every worker runs with
+    `exit_on_error=False`, and its node hands its state changes here. A refusal or an
+    unreachable server (a `UserError`) is its one sentence; anything else says where the
+    details are."""
+    if event.state != WorkerState.ERROR:
+        return
+    error = event.worker.error
+    if isinstance(error, UserError):
+        node.notify(escape(fmt.problem(error)), severity="error", timeout=15)
+        return
+    log.error("cockpit task %s failed", event.worker.name, exc_info=error)
+    node.notify(
+        f"internal error ({type(error).__name__}); details in the log file",
+        severity="error",
+        timeout=15,
+    )
 
 
 @dataclass
@@ -58,6 +85,9 @@ class CorePane(Vertical):
     """True while another process supervises: actions that change sessions still work (the
     database is shared), but nothing here acts on deadlines."""
 
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        tell_failure(self, event)
+
     def remembered(self, prefs: Prefs) -> None:
         """Take back what the cockpit remembered from the last run (before the core opens)."""
 
@@ -67,6 +97,11 @@ class CorePane(Vertical):
 
     def core_event(self, event: Event) -> None:
         """A live event (session changed, alert, inventory refreshed...)."""
+
+    def resync(self) -> None:
+        """Live events were lost: read again all the pane shows."""
+        if self.shopper is not None:
+            self.core_ready(self.shopper)
 
     def tick(self, now: datetime) -> None:
         """Once a second, with the core clock's time: recompute countdowns and ages."""

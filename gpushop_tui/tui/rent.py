@@ -25,6 +25,7 @@ from textual.content import Content
 from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
+from textual.worker import Worker
 
 from gpushop_tui.core import BudgetCheck, Facade, describe_budget
 from gpushop_tui.models import (
@@ -38,6 +39,7 @@ from gpushop_tui.models import (
     validation_problem,
 )
 from gpushop_tui.tui import fmt
+from gpushop_tui.tui.pane import tell_failure
 
 WORKLOADS: tuple[str, ...] = get_args(Workload)
 LABELS = {
@@ -142,6 +144,9 @@ class RentScreen(ModalScreen[None]):
         self.checks: list[BudgetCheck] | None = None
         """The preview for `checked`; None until the first one arrives."""
         self.checked: tuple[str, float] | None = None
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        tell_failure(self, event)
 
     def compose(self) -> ComposeResult:
         settings = self.shopper.settings

@@ -564,7 +564,7 @@ class SessionsPane(CorePane):
 
     # ------------------------------------------------------------------ loading
 
-    @work(exclusive=True, group="sessions-load")
+    @work(exclusive=True, group="sessions-load", exit_on_error=False)
     async def reload(self) -> None:
         """Read the open sessions, and the closed ones this pane has not shown as closed yet."""
         shopper = self.shopper
@@ -897,7 +897,7 @@ class SessionsPane(CorePane):
 
     # ------------------------------------------------------------------ core calls
 
-    @work(group="sessions-ssh", exclusive=True)
+    @work(group="sessions-ssh", exclusive=True, exit_on_error=False)
     async def fetch_ssh(self, session_id: str) -> None:
         assert self.shopper is not None
         try:
@@ -944,7 +944,7 @@ class SessionsPane(CorePane):
                 self.notify(f"Tunnel to session {session_id} closed.")
                 self._show_detail(self.shopper.now(), full=True)
 
-    @work(group="sessions-act")
+    @work(group="sessions-act", exit_on_error=False)
     async def end(self, session_id: str, *, force: bool) -> None:
         """Done (graceful) or force delete; the row follows through `SessionChanged`."""
         assert self.shopper is not None
@@ -957,7 +957,7 @@ class SessionsPane(CorePane):
         kept = "" if session.instance.absent else f" (instance {session.instance})"
         self.post_message(self.Acted(f"session {session.id}: {view.status_words}{kept}", view))
 
-    @work(group="sessions-act")
+    @work(group="sessions-act", exit_on_error=False)
     async def power(self, session_id: str, action: str) -> None:
         """Stop (keep the disk) or start; the row follows through `SessionChanged`."""
         assert self.shopper is not None
@@ -970,7 +970,7 @@ class SessionsPane(CorePane):
         view = await self.shopper.view_of(session)
         self.post_message(self.Acted(f"session {session.id}: {view.status_words}", view))
 
-    @work(group="sessions-act")
+    @work(group="sessions-act", exit_on_error=False)
     async def extend(self, session_id: str, request: ExtendRequest) -> None:
         assert self.shopper is not None
         try:
@@ -986,13 +986,13 @@ class SessionsPane(CorePane):
         )
         self.post_message(self.Acted(note, await self.shopper.view_of(session)))
 
-    @work(group="sessions-recent", exclusive=True)
+    @work(group="sessions-recent", exclusive=True, exit_on_error=False)
     async def fetch_recent(self, session_id: str) -> None:
         assert self.shopper is not None
         events = await self.shopper.audit_log(session_id, limit=RECENT_EVENTS)
         self.post_message(self.RecentEvents(session_id, events))
 
-    @work(group="sessions-timeline", exclusive=True)
+    @work(group="sessions-timeline", exclusive=True, exit_on_error=False)
     async def fetch_timeline(self, session_id: str) -> None:
         assert self.shopper is not None
         events = await self.shopper.audit_log(session_id)

@@ -10,13 +10,17 @@ from keyring.backends.fail import Keyring as NoKeyring
 from textual.widgets import Static, TabbedContent
 
 from gpushop_tui.config import load_settings
+from gpushop_tui.core import EVENTS_LOST, Alert
 from gpushop_tui.core.supervisor import LEASE
+from gpushop_tui.errors import UserError
 from gpushop_tui.models import SessionStatus, StoragePolicy
 from gpushop_tui.store import Store
 from gpushop_tui.tui.app import GpushopApp, wait_ready
 from gpushop_tui.tui.compare import CompareScreen
 from gpushop_tui.tui.dialogs import ConfirmScreen, TextScreen
+from gpushop_tui.tui.inventory import InventoryPane
 from gpushop_tui.tui.rent import RentScreen
+from gpushop_tui.tui.sessions import SessionsPane
 from tests.core.market import Market
 from tests.tui.harness import Cockpit, cockpit, read_by_run, run_together
 
@@ -286,3 +290,52 @@ async def test_words_stay_apart_when_read_run_by_run(
         assert {name: lines for name, lines in found.items() if lines} == {}
         header = ride.app.screen._compositor.render_strips()[0]
         assert "gpushop — 2 running · burn $" in read_by_run(header)
+
+
+async def test_a_failing_core_call_is_a_toast_and_the_cockpit_stays(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that stops answering mid-session (remote), or any refusal a worker meets, is
+    one toast: the cockpit never ends on it, whichever pane's worker met it."""
+    async with cockpit(monkeypatch, isolated_env) as ride:
+
+        async def unreachable(*args: object, **kwargs: object) -> object:
+            raise UserError("the gpushop server at https://gpushop.example.test does not answer")
+
+        monkeypatch.setattr(ride.market.shopper, "billing_now", unreachable)
+        monkeypatch.setattr(ride.market.shopper, "session_views", unreachable)
+        ride.app.refresh_burn()
+        ride.app.query_one("#sessions-pane", SessionsPane).reload()
+        await ride.settle()
+        assert ride.app.is_running
+        told = [n.message for n in ride.app._notifications]
+        assert sum("does not answer" in message for message in told) == 2
+
+        async def broken(*args: object, **kwargs: object) -> object:
+            raise KeyError("bug")
+
+        monkeypatch.setattr(ride.market.shopper, "billing_now", broken)
+        ride.app.refresh_burn()
+        await ride.settle()
+        assert ride.app.is_running
+        assert any("internal error (KeyError)" in n.message for n in ride.app._notifications)
+
+
+async def test_lost_live_events_make_the_panes_read_again(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A remote cockpit whose event stream broke cannot know what it missed: on the remote
+    façade's `EVENTS_LOST` alert the panes read what they show again (the menu from the cache,
+    not from the providers)."""
+    async with cockpit(monkeypatch, isolated_env) as ride:
+        read: list[str] = []
+        sessions = ride.app.query_one("#sessions-pane", SessionsPane)
+        inventory = ride.app.query_one("#inventory-pane", InventoryPane)
+        monkeypatch.setattr(sessions, "reload", lambda: read.append("sessions"))
+        monkeypatch.setattr(inventory, "read_view", lambda: read.append("menu"))
+        monkeypatch.setattr(inventory, "refresh_offers", lambda: read.append("providers"))
+        ride.market.shopper._events.deliver(
+            Alert(message="the live events were interrupted", alert=EVENTS_LOST)
+        )
+        await ride.settle()
+        assert sorted(read) == ["menu", "sessions"]
