@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
-from tests.conftest import run_gpushop
+import httpx
+
+from tests.conftest import ROOT, run_gpushop
 from tests.remote.conftest import Served, wait_for
 
 
@@ -145,3 +150,50 @@ def test_key_ssh_and_a_prefix_work_through_the_server_as_on_it(
     assert bob["id"] not in _one_line(hidden.stderr)  # type: ignore[index]
     for ended in (session_id, bob["id"]):  # type: ignore[index]
         served.remote("sessions", "delete", ended)
+
+
+def test_an_endpoint_and_its_tunnel_work_through_the_server(
+    served: Served, client_home: Path
+) -> None:
+    """A model endpoint rented through the server: its URL and token come from the server, and
+    the tunnel goes from this machine straight to the node with the key fetched from it."""
+    rented = _json(
+        served.remote(
+            "provision", "-c", "alice", "-g", "gpu=4090", "--workload", "llm",
+            "--model", "llama3.1:8b", "--no-benchmark", "-o", "json",
+        )
+    )  # fmt: skip
+    assert isinstance(rented, dict) and rented["endpoint"]
+    session_id = rented["id"]
+    try:
+        shown = served.remote("sessions", "endpoint", session_id[:6])
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout.strip() == rented["endpoint"]
+        token = served.remote("sessions", "endpoint", session_id, "--token").stdout.strip()
+        assert token == served.local("sessions", "endpoint", session_id, "--token").stdout.strip()
+        env = os.environ | {"PYTHONPATH": str(ROOT), "GPUSHOP_HOME": str(client_home)}
+        tunnel = subprocess.Popen(
+            [sys.executable, "-m", "gpushop_tui", "--remote", served.url, "--token",
+             served.token, "sessions", "tunnel", session_id],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+        try:
+            assert tunnel.stdout is not None
+            line = tunnel.stdout.readline()
+            local = [word for word in line.split() if word.startswith("http://127.0.0.1:")]
+            assert local, (line, tunnel.stderr.read() if tunnel.poll() is not None else "")
+            body = {"model": "llama3.1:8b", "messages": [{"role": "user", "content": "hi"}]}
+            answered = httpx.post(
+                f"{local[0].rstrip('/')}/chat/completions",
+                json=body,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=30,
+            )
+            assert answered.status_code == 200, answered.text
+            assert answered.json()["choices"][0]["message"]["content"]
+        finally:
+            tunnel.send_signal(signal.SIGINT)
+            assert tunnel.wait(timeout=30) == 0
+        assert "Traceback" not in (tunnel.stderr.read() if tunnel.stderr else "")
+    finally:
+        served.remote("sessions", "delete", session_id)
