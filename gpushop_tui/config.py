@@ -12,6 +12,7 @@ its descriptor: this base module cannot import the providers, so `load_settings`
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -110,12 +111,14 @@ def provider_names() -> tuple[str, ...]:
 
 
 def url_without_password(url: str) -> str:
-    """A URL as it may be shown or logged: any password in it replaced by ***."""
+    """A URL as it may be shown or logged: any password in it (`user:password@`, or a
+    `password=` parameter, which PostgreSQL URLs accept) replaced by ***."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
+    if parts.password is not None:
+        host = parts.netloc.rsplit("@", 1)[1]
+        parts = parts._replace(netloc=f"{parts.username}:***@{host}")
+    query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
+    return parts._replace(query=query).geturl()
 
 
 def _knob(default: Any, env: str, meaning: str, *, in_file: bool = True, **constraints: Any) -> Any:

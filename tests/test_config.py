@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gpushop_tui.config import Settings, load_settings
+from gpushop_tui.config import Settings, load_settings, url_without_password
 from gpushop_tui.errors import ConfigError, DataDirError
 from gpushop_tui.providers.registry import PROVIDERS
 
@@ -143,3 +143,16 @@ def test_unusable_data_dir_is_a_clear_error(tmp_path: Path) -> None:
     paths = load_settings({"GPUSHOP_HOME": str(blocker / "gpushop")}).paths
     with pytest.raises(DataDirError, match="cannot be used: Not a directory"):
         paths.prepare()
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://team:pg-test-word@db:5432/g", "postgresql://team:***@db:5432/g"),
+        ("postgresql://team@db/g?password=pg-test-word&sslmode=require",
+         "postgresql://team@db/g?password=***&sslmode=require"),
+        ("postgresql://team@db/g", "postgresql://team@db/g"),
+    ],
+)  # fmt: skip
+def test_a_database_url_is_shown_without_its_password(url: str, shown: str) -> None:
+    assert url_without_password(url) == shown
