@@ -85,8 +85,8 @@ TOAST_SEVERITY = {
 
 def supervisor_name(lease: Lease) -> str:
     """`pid 4242 on build-box`: the supervising process in words (its holder string is
-    `host:pid:token`)."""
-    host = lease.holder.rsplit(":", 2)[0]
+    `host~digest:pid:token`, the digest telling apart containers that share a hostname)."""
+    host = lease.holder.rsplit(":", 2)[0].split("~", 1)[0]
     return f"pid {lease.pid} on {host}"
 
 

@@ -119,7 +119,7 @@ async def test_quitting_with_running_sessions_asks_and_destroys_nothing(
 async def test_another_supervisor_makes_this_app_a_viewer_and_says_by_whom(
     isolated_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    other = "build-box:4242:abc123"
+    other = "build-box~1a2b3c:4242:abc123"
 
     async def hand_lease_away(market: Market) -> None:
         shopper = market.shopper
