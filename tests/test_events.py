@@ -114,6 +114,11 @@ async def test_events_another_process_stores_reach_subscribers_here_but_not_the_
             assert [(await own.get()).message] == ["mine"]
             await there.publish(Alert(message="later", alert="test"))
             assert (await asyncio.wait_for(everything.get(), timeout=5)).message == "later"
+            monkeypatch.setattr(events_module, "FOLLOW_BATCH", 2)  # more than a batch at once
+            for n in range(5):
+                await there.publish(Alert(message=f"burst {n}", alert="test"))
+            burst = [await asyncio.wait_for(everything.get(), timeout=5) for _ in range(5)]
+            assert [e.message for e in burst] == [f"burst {n}" for n in range(5)]
             assert own._queue.empty() and everything._queue.empty()
     finally:
         await here.aclose()

@@ -387,11 +387,24 @@ async def test_postgresql_refuses_a_schema_from_a_newer_gpushop_and_names_no_pas
 async def test_a_postgresql_that_stops_answering_is_one_sentence(
     tmp_path: Path, postgres: Postgres
 ) -> None:
+    """The server ends the connection under a running statement (a restart, a failover)."""
+    import asyncpg
+
     async with fresh_database(postgres) as url:
         store = await Store.open(tmp_path / "unused.db", url)
-        store._db._pool.terminate()  # every connection gone at once, as in a server restart
-        unanswered = r"^database postgresql://\S+ does not answer"
-        with pytest.raises(DatabaseUnavailable, match=unanswered):
-            await store.list_sessions()
-        with pytest.raises(DatabaseUnavailable):
-            await store.add_audit(AuditEvent(at=FakeClock().now(), kind="note", message="m"))
+        admin = await asyncpg.connect(postgres.url)
+        try:
+            running = asyncio.create_task(store._db.fetch("SELECT pg_sleep(60) AS slept"))
+            for _ in range(1000):  # until the statement runs on the server, 10 s at most
+                pids = await admin.fetch(
+                    "SELECT pid FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'"
+                )
+                if pids:
+                    break
+                await asyncio.sleep(0.01)
+            await admin.execute("SELECT pg_terminate_backend($1)", pids[0]["pid"])
+            with pytest.raises(DatabaseUnavailable, match=r"^database postgresql://\S+ does not"):
+                await running
+        finally:
+            await admin.close()
+            await store.aclose()

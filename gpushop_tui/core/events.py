@@ -32,8 +32,8 @@ EVENTS_LOST = "remote_events_lost"
 events describe reads it all again."""
 FOLLOW_S = 1.0
 """How often the events other processes stored are looked for."""
-FOLLOW_BATCH = 10_000
-"""Most of them delivered per look."""
+FOLLOW_BATCH = 1000
+"""Most of them read at once (a look reads batch after batch until it is up to date)."""
 
 
 class Event(BaseModel):
@@ -211,7 +211,7 @@ class EventBus(Fanout):
     async def aclose(self) -> None:
         if self._following is not None:
             self._following.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._following
 
     async def _follow(self) -> None:
@@ -220,26 +220,39 @@ class EventBus(Fanout):
 
         Audit ids are committed in order (every write holds the database's write lock), so
         every other row below this process's newest id was visible to the look that followed
-        it: the next look starts above both.
+        it: the next look starts above both. A look that fails is tried again at the next one
+        (said once per outage, not every second).
         """
-        newest = await self._store.list_audit(limit=1)
-        seen = newest[-1].id or 0 if newest else 0
+        seen: int | None = None
+        failing = False
         while True:
-            await asyncio.sleep(FOLLOW_S)
-            mine = self._newest_own
             try:
-                rows = await self._store.list_audit(
-                    after_id=seen, limit=FOLLOW_BATCH, not_from=self._store.origin
-                )
+                if seen is None:
+                    newest = await self._store.list_audit(limit=1)
+                    seen = (newest[-1].id or 0) if newest else 0
+                else:
+                    seen = await self._deliver_since(seen)
+                if failing:
+                    log.warning("other processes' events are read again")
+                failing = False
             except Exception:
-                log.warning("cannot read other processes' events", exc_info=True)
-                continue
+                if not failing:
+                    log.warning("cannot read other processes' events", exc_info=True)
+                failing = True
+            await asyncio.sleep(FOLLOW_S)
+
+    async def _deliver_since(self, seen: int) -> int:
+        """Deliver every other process's event above `seen`, batch after batch; the new cursor."""
+        while True:
+            mine = self._newest_own
+            rows = await self._store.audit_after(seen, FOLLOW_BATCH, not_from=self._store.origin)
             for row in rows:
                 seen = max(seen, row.id or 0)
                 event = event_from_audit(row)
                 if event is not None:
                     self.deliver(event, own=False)
-            seen = max(seen, mine)
+            if len(rows) < FOLLOW_BATCH:
+                return max(seen, mine)
 
     async def publish(self, event: Event) -> Event:
         """Stamp `event` with the time (and its audit id once stored) and deliver it."""

@@ -121,16 +121,20 @@ class Supervisor:
     async def acquire(self) -> bool:
         """Take or renew the lease; False while another live process holds it, and False when
         the database cannot say (this process no longer claims to supervise)."""
-        self.holding = False
-        self.holding = await self.store.acquire_lease(
-            LEASE, self.holder, os.getpid(), self.clock.now(), self.settings.lease_ttl_s
-        )
+        try:
+            self.holding = await self.store.acquire_lease(
+                LEASE, self.holder, os.getpid(), self.clock.now(), self.settings.lease_ttl_s
+            )
+        except Exception:
+            self.holding = False
+            raise
         return self.holding
 
     async def release(self) -> None:
-        if self.holding:
-            await self.store.release_lease(LEASE, self.holder)
-            self.holding = False
+        """Give the lease up if this process holds it (at once for the next supervisor); a
+        no-op otherwise, also when a renewal was cut short."""
+        await self.store.release_lease(LEASE, self.holder)
+        self.holding = False
 
     async def lease(self) -> Lease | None:
         """Who holds the lease now, if anyone (an expired lease is nobody's)."""

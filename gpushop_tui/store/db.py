@@ -149,6 +149,18 @@ async def _open_postgres(url: str) -> Database:
         ) from None
 
 
+def _audit_from_row(row: Row) -> AuditEvent:
+    return AuditEvent(
+        id=row["id"],
+        at=datetime.fromisoformat(row["at"]),
+        kind=row["kind"],
+        severity=row["severity"],
+        session_id=row["session_id"],
+        message=row["message"],
+        data=json.loads(row["data_json"]),
+    )
+
+
 class DuplicateSession(Exception):
     """A session with this id, label or request id is already stored."""
 
@@ -384,13 +396,11 @@ class Store:
         limit: int = 200,
         severities: Collection[str] | None = None,
         consumer: str | None = None,
-        not_from: str | None = None,
     ) -> list[AuditEvent]:
         """The newest `limit` audit events after `after_id`, oldest first.
 
         `severities` keeps events of those severities; `consumer` keeps events about that
-        consumer's sessions (events about no session are the operator's, and left out);
-        `not_from` leaves out the events that process (an `origin`) wrote.
+        consumer's sessions (events about no session are the operator's, and left out).
         """
         where: list[str] = ["id > ?"]
         params: list[Any] = [after_id]
@@ -403,25 +413,26 @@ class Store:
         if consumer is not None:
             where.append("session_id IN (SELECT id FROM sessions WHERE consumer = ?)")
             params.append(consumer)
-        if not_from is not None:
-            where.append("(origin IS NULL OR origin <> ?)")
-            params.append(not_from)
         rows = await self._db.fetch(
             f"SELECT * FROM audit WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
             (*params, limit),
         )
-        return [
-            AuditEvent(
-                id=row["id"],
-                at=datetime.fromisoformat(row["at"]),
-                kind=row["kind"],
-                severity=row["severity"],
-                session_id=row["session_id"],
-                message=row["message"],
-                data=json.loads(row["data_json"]),
-            )
-            for row in reversed(rows)
-        ]
+        return [_audit_from_row(row) for row in reversed(rows)]
+
+    async def audit_after(
+        self, after_id: int, limit: int, *, not_from: str | None = None
+    ) -> list[AuditEvent]:
+        """The oldest `limit` audit events after `after_id`, oldest first, leaving out those
+        the process `not_from` wrote: a reader that follows the log, batch after batch."""
+        where = "id > ?"
+        params: list[Any] = [after_id]
+        if not_from is not None:
+            where += " AND (origin IS NULL OR origin <> ?)"
+            params.append(not_from)
+        rows = await self._db.fetch(
+            f"SELECT * FROM audit WHERE {where} ORDER BY id LIMIT ?", (*params, limit)
+        )
+        return [_audit_from_row(row) for row in rows]
 
     # -- offer failures ---------------------------------------------------------------------
 

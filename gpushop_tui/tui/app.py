@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import inspect
+import logging
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -81,6 +82,8 @@ TOAST_SEVERITY = {
     Severity.ERROR: "error",
     Severity.CRITICAL: "error",
 }
+
+log = logging.getLogger(__name__)
 
 
 def supervisor_name(lease: Lease) -> str:
@@ -262,6 +265,12 @@ class GpushopApp(App[None]):
             shopper = await self.opener(self._resources, self.settings)
         except UserError as exc:
             self.post_message(self.CoreFailed(exc.message))
+            return
+        except Exception as exc:
+            log.exception("the core did not open")
+            self.post_message(
+                self.CoreFailed(f"internal error ({type(exc).__name__}); details in the log file")
+            )
             return
         self.post_message(self.CoreReady(shopper))
 

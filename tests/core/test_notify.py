@@ -435,3 +435,18 @@ async def test_a_budget_threshold_in_the_running_core_reaches_the_webhook(
     assert post.payload["severity"] == "error"
     assert len(receiver.received) == 1
     assert all(p.headers["x-gpushop-signature"] == signature(p.body) for p in posts)
+
+
+async def test_an_alert_another_replica_stored_is_not_posted_again_here(
+    receiver: Receiver,
+    notifier_for: Callable[..., WebhookNotifier],
+    bus: EventBus,
+) -> None:
+    """Every replica follows the others' events; only the one that raised an alert posts it,
+    or the webhook would get it once per replica."""
+    async with notifier_for(receiver.url):
+        bus.deliver(alert(1), own=False)  # as the audit follower hands one over
+        await bus.publish(alert(2))
+        [post] = await receiver.wait_for(1)
+    assert post.payload["message"] == "alert 2"
+    assert len(receiver.received) == 1
