@@ -408,3 +408,27 @@ async def test_a_postgresql_that_stops_answering_is_one_sentence(
         finally:
             await admin.close()
             await store.aclose()
+
+
+async def test_a_write_that_waits_too_long_for_the_postgresql_write_lock_is_one_sentence(
+    tmp_path: Path, postgres: Postgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncpg
+
+    from gpushop_tui.store import backends
+
+    monkeypatch.setitem(backends.SERVER_SETTINGS, "lock_timeout", "200ms")
+    async with fresh_database(postgres) as url:
+        store = await Store.open(tmp_path / "unused.db", url)
+        holder = await asyncpg.connect(url)  # another replica, inside a long write
+        try:
+            async with holder.transaction():
+                await holder.execute("SELECT pg_advisory_xact_lock($1)", backends.WRITE_LOCK_KEY)
+                with pytest.raises(DatabaseUnavailable, match="is busy: a write waited more"):
+                    await store.add_audit(AuditEvent(at=FakeClock().now(), kind="n", message="m"))
+            assert (
+                await store.add_audit(AuditEvent(at=FakeClock().now(), kind="n", message="m"))
+            ).id
+        finally:
+            await holder.close()
+            await store.aclose()

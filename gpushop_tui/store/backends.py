@@ -330,17 +330,24 @@ class PostgresDatabase:
 
     @contextmanager
     def _answering(self) -> Iterator[None]:
-        """Say in one sentence that the server stopped answering, whatever the driver raised
-        for it (a lost connection, a refused one, a statement timed out)."""
+        """Say in one sentence that the server stopped answering (a lost or refused connection,
+        a statement timed out, a server starting or stopping), or that a write waited longer
+        than `lock_timeout` for the write lock, whatever the driver raised for it."""
         import asyncpg
 
         try:
             yield
+        except asyncpg.LockNotAvailableError:
+            raise DatabaseUnavailable(
+                f"database {self.where} is busy: a write waited more than "
+                f"{BUSY_TIMEOUT_MS // 1000} s for the write lock another process holds"
+            ) from None
         except (
             OSError,
             TimeoutError,
             asyncpg.PostgresConnectionError,
             asyncpg.InterfaceError,
+            asyncpg.CannotConnectNowError,
         ) as err:
             reason = (
                 getattr(err, "strerror", None) or str(err).splitlines()[0] or type(err).__name__
@@ -349,24 +356,34 @@ class PostgresDatabase:
 
     async def schema_version(self) -> int:
         """The version recorded in `meta`; 0 for a database gpushop never migrated."""
-        async with self._pool.acquire() as conn:
-            return await _recorded_version(conn)
+        with self._answering():
+            async with self._pool.acquire() as conn:
+                return await _recorded_version(conn)
 
     async def migrate(self, scripts: list[tuple[int, str]]) -> None:
         latest = scripts[-1][0]
-        async with self._pool.acquire() as conn, conn.transaction():
-            # The write lock first: two servers starting at once migrate one after the other.
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK_KEY)
-            current = await _recorded_version(conn)
-            if current > latest:
-                raise _newer_than_known(self.where, current, latest)
-            if current == latest:
-                return
-            for number, script in scripts:
-                if number > current:
-                    await conn.execute(script)
-            await conn.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', $1) "
-                "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                str(latest),
-            )
+        with self._answering():
+            async with self._pool.acquire() as conn:
+                if await _recorded_version(conn) == latest:
+                    return  # up to date: no write lock taken at every open
+            async with self._pool.acquire() as conn:
+                # The write lock first, then a transaction: replicas starting at once migrate
+                # one after the other, and the transaction, begun once the lock is held, sees
+                # the tables another replica just made (a lock taken inside it would leave
+                # this connection's cached "no such table" in place).
+                await conn.execute("SELECT pg_advisory_lock($1)", WRITE_LOCK_KEY)
+                try:
+                    async with conn.transaction():
+                        current = await _recorded_version(conn)
+                        if current > latest:
+                            raise _newer_than_known(self.where, current, latest)
+                        for number, script in scripts:
+                            if number > current:
+                                await conn.execute(script)
+                        await conn.execute(
+                            "INSERT INTO meta (key, value) VALUES ('schema_version', $1) "
+                            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                            str(latest),
+                        )
+                finally:
+                    await conn.execute("SELECT pg_advisory_unlock($1)", WRITE_LOCK_KEY)
