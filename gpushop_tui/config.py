@@ -11,6 +11,7 @@ its descriptor: this base module cannot import the providers, so `load_settings`
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -119,6 +120,16 @@ def url_without_password(url: str) -> str:
         parts = parts._replace(netloc=f"{parts.username}:***@{host}")
     query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
     return parts._replace(query=query).geturl()
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name or an address) is this machine's loopback."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _knob(default: Any, env: str, meaning: str, *, in_file: bool = True, **constraints: Any) -> Any:

@@ -13,13 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,33 +27,12 @@ from gpushop_tui.models import Session
 from gpushop_tui.store import Store
 from tests.conftest import ROOT, run_gpushop, running_sim, sim_env
 from tests.support.postgres import Postgres, fresh_database_for_processes
+from tests.support.serving import serving
 
 LEASE_TTL_S = 4.0
 TICK_S = 0.3
 POLL_S = 0.1
 DESTROY_FAILS = {"provider": "vastai", "endpoint": "destroy", "status": 500}
-
-
-@contextmanager
-def serving(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """A `gpushop --serve` on a free loopback port: its base URL and process."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gpushop_tui", "--serve", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    assert process.stdout is not None and process.stderr is not None
-    first = process.stdout.readline()
-    found = re.search(r"listening on (http://127\.0\.0\.1:\d+)", first)
-    try:
-        assert found, first + (process.stderr.read() if process.poll() is not None else "")
-        yield found.group(1), process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
 
 
 def until(what: str, check: Any, limit_s: float = 60) -> Any:

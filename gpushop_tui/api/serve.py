@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import signal
 import socket
 from collections.abc import Callable, Iterator
@@ -19,7 +18,7 @@ import uvicorn
 from gpushop_tui.api.app import build_api
 from gpushop_tui.api.deps import ApiState
 from gpushop_tui.api.tokens import TokenBook
-from gpushop_tui.config import Settings
+from gpushop_tui.config import Settings, is_loopback
 from gpushop_tui.core import Shopper
 from gpushop_tui.errors import UserError
 
@@ -35,15 +34,6 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_bind(host: str | None) -> str:

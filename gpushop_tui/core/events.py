@@ -104,17 +104,21 @@ class InventoryRefreshed(Event):
     ok: bool
 
 
-def _kinds(base: type[Event]) -> dict[str, type[Event]]:
-    found = {base.kind: base}
-    for sub in base.__subclasses__():
-        found |= _kinds(sub)
+def event_kinds() -> dict[str, type[Event]]:
+    """Every event class by its `kind` (the audit row's kind, the SSE event name)."""
+    found: dict[str, type[Event]] = {}
+    pending: list[type[Event]] = [Event]
+    while pending:
+        cls = pending.pop()
+        found[cls.kind] = cls
+        pending.extend(cls.__subclasses__())
     return found
 
 
 def event_from_audit(row: AuditEvent) -> Event | None:
     """The event an audit row records; None for a kind this gpushop does not know (a newer
     one wrote it) or a row that does not fit its kind."""
-    kind = _kinds(Event).get(row.kind)
+    kind = event_kinds().get(row.kind)
     if kind is None:
         return None
     fields = {
@@ -202,6 +206,13 @@ class EventBus(Fanout):
         self._newest_own = 0
         """The audit id of this process's latest stored event."""
         self._following: asyncio.Task[None] | None = None
+
+    def subscribe(self, maxsize: int | None = None, *, own_only: bool = False) -> Subscription:
+        """A subscription; the first that wants other processes' events too starts following
+        them, so a process nobody listens to (a one-shot command) never reads them."""
+        if not own_only:
+            self.start_following()
+        return super().subscribe(maxsize, own_only=own_only)
 
     def start_following(self) -> None:
         """Deliver, from now on, the events other processes store (see the module docstring)."""

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 import os
@@ -43,7 +42,7 @@ import httpx
 from pydantic import TypeAdapter
 
 from gpushop_tui.clock import Clock, SystemClock
-from gpushop_tui.config import Settings
+from gpushop_tui.config import Settings, is_loopback
 from gpushop_tui.core import access, costs
 from gpushop_tui.core.benchmarks import GpuSummary, Ranked, RankOrder, UnknownModel
 from gpushop_tui.core.budgets import BudgetCheck, BudgetRefused, Usage
@@ -56,6 +55,7 @@ from gpushop_tui.core.events import (
     Fanout,
     InventoryRefreshed,
     Subscription,
+    event_kinds,
 )
 from gpushop_tui.core.facade import MOST_ROWS, Snapshot, call_types
 from gpushop_tui.core.inventory import InventoryView, ProviderReport
@@ -193,7 +193,7 @@ def _token_file(path: Path) -> str:
 def warn_if_cleartext(url: httpx.URL) -> None:
     """Warn once per process (on stderr and in the log) when `url` is plain http to a host
     other than this machine's loopback: the bearer token would travel in clear."""
-    if url.scheme != "http" or _loopback(url.host) or str(url) in _warned_cleartext:
+    if url.scheme != "http" or is_loopback(url.host) or str(url) in _warned_cleartext:
         return
     _warned_cleartext.add(str(url))
     said = (
@@ -204,29 +204,9 @@ def warn_if_cleartext(url: httpx.URL) -> None:
     print(f"gpushop: warning: {said}", file=sys.stderr, flush=True)
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _event_kinds() -> dict[str, type[Event]]:
-    """Every event class by its `kind` (the SSE event name)."""
-    found: dict[str, type[Event]] = {}
-    pending: list[type[Event]] = [Event]
-    while pending:
-        cls = pending.pop()
-        found[cls.kind] = cls
-        pending.extend(cls.__subclasses__())
-    return found
-
-
 def parse_event(kind: str, data: str) -> Event | None:
     """One server-sent event as the core's event; None for one this version does not know."""
-    cls = _event_kinds().get(kind)
+    cls = event_kinds().get(kind)
     if cls is None:
         return None
     fields = json.loads(data)

@@ -154,7 +154,6 @@ class Shopper:
         store = await Store.open(paths.db_file, settings.database_url)
         shopper = cls(settings, store, clock or SystemClock(), secrets or SecretStore())
         shopper._notifier.start()
-        shopper._events.start_following()
         return shopper
 
     async def aclose(self, teardown_grace_s: float = 0.0) -> None:

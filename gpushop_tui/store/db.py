@@ -10,6 +10,7 @@ Migrations are numbered SQL files per dialect, applied at open.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -99,6 +100,7 @@ def _benchmark_values(row: Benchmark, source: str) -> tuple[Any, ...]:
     )
 
 
+@functools.cache
 def this_host() -> str:
     """This machine, as lease holders and audit rows name it: the hostname, and a digest of the
     boot and the pid namespace, so that containers sharing a hostname (but not their pids) never

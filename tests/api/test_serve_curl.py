@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +21,7 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT, run_gpushop, sim_env
+from tests.support.serving import serving
 
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
 POLL_S = 0.2
@@ -64,24 +63,8 @@ def server(
             "PYTHONPATH": str(ROOT),
         }
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gpushop_tui", "--serve", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    assert process.stdout is not None
-    first = process.stdout.readline()
-    found = re.search(r"listening on (http://127\.0\.0\.1:\d+)", first)
-    assert found, first + (process.stderr.read() if process.poll() is not None else "")
-    token = run_gpushop("serve-token", env=env).stdout.strip()
-    try:
-        yield found.group(1), token, process
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
+    with serving(env) as (base, process):
+        yield base, run_gpushop("serve-token", env=env).stdout.strip(), process
 
 
 def test_the_earlier_clis_flow_works_unchanged_and_sigterm_destroys_nothing(

@@ -21,7 +21,8 @@ import pytest
 from tests.conftest import ROOT, run_gpushop
 from tests.perf.test_api_load_perf import cpu_seconds
 from tests.support.postgres import Postgres, fresh_database_for_processes
-from tests.test_team_server import health, ready, serving, until
+from tests.support.serving import serving
+from tests.test_team_server import health, ready, until
 
 pytestmark = pytest.mark.perf
 

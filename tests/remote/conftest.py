@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, run_gpushop, sim_env
+from tests.support.serving import serving
 
 
 @dataclass(frozen=True)
@@ -60,24 +58,10 @@ def served(
         "GPUSHOP_BOOT_DELAY_SCALE": "0.02",
         "PYTHONPATH": str(ROOT),
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gpushop_tui", "--serve", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    assert process.stdout is not None
-    first = process.stdout.readline()
-    found = re.search(r"listening on (http://127\.0\.0\.1:\d+)", first)
-    assert found, first + (process.stderr.read() if process.poll() is not None else "")
-    token = run_gpushop("serve-token", env=env).stdout.strip()
-    alice = run_gpushop("serve-token", "--consumer", "alice", env=env).stdout.strip()
-    try:
-        yield Served(found.group(1), env, token, alice)
-    finally:
-        process.terminate()
-        process.wait(60)
+    with serving(env) as (url, _):
+        token = run_gpushop("serve-token", env=env).stdout.strip()
+        alice = run_gpushop("serve-token", "--consumer", "alice", env=env).stdout.strip()
+        yield Served(url, env, token, alice)
 
 
 @pytest.fixture
